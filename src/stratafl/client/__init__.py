@@ -1,0 +1,1 @@
+"""Tier 1: the client runtime and the user-facing `ClientApp` API."""
