@@ -81,7 +81,9 @@ class TensorSpec:
 
     @classmethod
     def of(cls, name: str, array: np.ndarray) -> TensorSpec:
-        return cls(name=name, dtype=dtype_code(array.dtype), shape=tuple(int(d) for d in array.shape))
+        return cls(
+            name=name, dtype=dtype_code(array.dtype), shape=tuple(int(d) for d in array.shape)
+        )
 
 
 def specs_of(params: Mapping[str, np.ndarray]) -> list[TensorSpec]:

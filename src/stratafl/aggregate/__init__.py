@@ -2,8 +2,64 @@
 
 Nothing here does I/O or knows about messages. Arrays may be numpy memmaps: rules that
 need every update work in coordinate blocks so that a memmap is never read whole.
+
+    aggregate.rule        the AggregationRule contract (aggregate / merge / fold)
+    aggregate.mean        FedAvg                       (fedavg.py: the weighted-mean fold)
+    aggregate.coordinate  Median, TrimmedMean
+    aggregate.krum        Krum, MultiKrum, Bulyan
+    aggregate.clipping    NormBounding
+    aggregate.privacy     DPGaussian
+    aggregate.server_opt  ServerAverage, FedAvgM, FedAdam, FedYogi, FedAdagrad
+    aggregate.checks      check_update: the checks before any rule
+    aggregate.fedprox     proximal_term, proximal_gradient for client apps
+    aggregate.registry    parse_aggregator("NAME[:k=v,...][+OPTIMISER[:k=v,...]]")
 """
 
+from stratafl.aggregate.checks import check_update
+from stratafl.aggregate.clipping import NormBounding
+from stratafl.aggregate.coordinate import Median, TrimmedMean
 from stratafl.aggregate.fedavg import WeightedMeanFold, weighted_mean
+from stratafl.aggregate.fedprox import proximal_gradient, proximal_term
+from stratafl.aggregate.krum import Bulyan, Krum, MultiKrum
+from stratafl.aggregate.mean import FedAvg
+from stratafl.aggregate.privacy import DPGaussian
+from stratafl.aggregate.registry import OPTIMIZERS, RULES, Aggregator, parse_aggregator
+from stratafl.aggregate.rule import AggregationRule, Fold
+from stratafl.aggregate.server_opt import (
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedYogi,
+    ServerAverage,
+    ServerOptimizer,
+    ServerOptState,
+)
 
-__all__ = ["WeightedMeanFold", "weighted_mean"]
+__all__ = [
+    "OPTIMIZERS",
+    "RULES",
+    "AggregationRule",
+    "Aggregator",
+    "Bulyan",
+    "DPGaussian",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedAvgM",
+    "FedYogi",
+    "Fold",
+    "Krum",
+    "Median",
+    "MultiKrum",
+    "NormBounding",
+    "ServerAverage",
+    "ServerOptState",
+    "ServerOptimizer",
+    "TrimmedMean",
+    "WeightedMeanFold",
+    "check_update",
+    "parse_aggregator",
+    "proximal_gradient",
+    "proximal_term",
+    "weighted_mean",
+]

@@ -27,9 +27,7 @@ class WeightedMeanFold:
 
     def __init__(self, specs: Sequence[TensorSpec]) -> None:
         self._specs = list(specs)
-        self._sums = {
-            spec.name: np.zeros(spec.shape, dtype=np.float64) for spec in self._specs
-        }
+        self._sums = {spec.name: np.zeros(spec.shape, dtype=np.float64) for spec in self._specs}
         self._total_weight = 0.0
         self._count = 0
 

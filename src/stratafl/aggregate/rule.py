@@ -1,0 +1,136 @@
+"""The contract every aggregation rule keeps, and the input checks they share.
+
+A round with M combiners runs a rule twice::
+
+    partial_k, weight_k = rule.aggregate(updates_k, weights_k, reference)   # combiner k
+    merged, weight      = rule.merge(partials, partial_weights, reference)  # reducer
+
+``reference`` is the global model the round started from. A *streaming* rule can also be
+run one update at a time at the combiner, in O(model) memory::
+
+    fold = rule.fold(reference)
+    fold.add(update, weight)            # as each update arrives
+    partial_k, weight_k = fold.result()
+
+which gives the same partial as ``aggregate``. For every rule, ``merge`` of a single
+partial returns that partial, so a federation with one combiner computes exactly the flat
+rule. What ``merge`` means for M > 1 is stated by each rule (docs/aggregators.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from stratafl.aggregate.blocks import coordinatewise
+from stratafl.aggregate.fedavg import WeightedMeanFold
+from stratafl.errors import ConfigError
+from stratafl.params import Params, TensorSpec, check_same_layout, specs_of
+
+Update = Mapping[str, np.ndarray]
+"""One client update or one combiner partial: tensor name -> array (possibly a memmap)."""
+
+
+class Fold(Protocol):
+    """An accumulator that takes updates one at a time."""
+
+    def add(self, update: Update, weight: float) -> None: ...
+
+    def result(self) -> tuple[Params, float]: ...
+
+
+class AggregationRule(Protocol):
+    """A pure rule: arrays and weights in, arrays and a weight out; inputs never modified."""
+
+    @property
+    def name(self) -> str:
+        """The registry name, e.g. ``"trimmed_mean"``."""
+        ...
+
+    @property
+    def streaming(self) -> bool:
+        """True if `fold` works: the rule can take one update at a time."""
+        ...
+
+    @property
+    def min_updates(self) -> int:
+        """The fewest updates `aggregate` accepts (check ``min_clients`` against it)."""
+        ...
+
+    def fold(self, reference: Update) -> Fold:
+        """A streaming accumulator; raises `ConfigError` if the rule is not streaming."""
+        ...
+
+    def aggregate(
+        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float]:
+        """The rule over client updates: the partial and the weight it carries onwards."""
+        ...
+
+    def merge(
+        self, partials: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float]:
+        """The rule across combiner partials (identity for a single partial)."""
+        ...
+
+
+def check_inputs(
+    rule: str, updates: Sequence[Update], weights: Sequence[float], reference: Update
+) -> list[TensorSpec]:
+    """Raise `ConfigError` unless there is one positive finite weight per update and every
+    update has the reference's layout; return the reference's specs.
+
+    Only headers are compared, so this reads no array data.
+    """
+    if len(updates) != len(weights):
+        raise ConfigError(
+            f"{rule}: need one weight per update, got {len(updates)} updates and "
+            f"{len(weights)} weights"
+        )
+    if not updates:
+        raise ConfigError(f"{rule}: no update to aggregate; wait for at least one client")
+    for index, weight in enumerate(weights):
+        if not (math.isfinite(weight) and weight > 0):
+            raise ConfigError(
+                f"{rule}: weight of update {index} must be a positive number, got {weight}; "
+                "send the number of training examples"
+            )
+    specs = specs_of(reference)
+    for update in updates:
+        check_same_layout(specs, specs_of(update))
+    return specs
+
+
+def require_updates(rule: str, count: int, minimum: int, why: str) -> None:
+    """Raise `ConfigError` if ``count < minimum``, with the reason the rule needs that many."""
+    if count < minimum:
+        raise ConfigError(
+            f"{rule} needs at least {minimum} updates ({why}), got {count}; "
+            "raise min_clients or lower the rule's tolerance"
+        )
+
+
+def not_streaming(rule: str) -> ConfigError:
+    """The error a non-streaming rule's `fold` raises."""
+    return ConfigError(
+        f"{rule} needs every update at once and cannot fold them one by one; "
+        "spool the updates and call aggregate()"
+    )
+
+
+def weighted_merge(
+    partials: Sequence[Update], weights: Sequence[float], reference: Update
+) -> tuple[Params, float]:
+    """Weighted mean of partials with the total weight: how linear rules merge exactly."""
+    fold = WeightedMeanFold(check_inputs("merge", partials, weights, reference))
+    for partial, weight in zip(partials, weights, strict=True):
+        fold.add(partial, weight)
+    return fold.result()
+
+
+def plain_mean(updates: Sequence[Update], specs: Sequence[TensorSpec]) -> Params:
+    """Unweighted coordinate mean, blockwise (rules that ignore example weights use it)."""
+    return coordinatewise(updates, specs, lambda rows: rows.mean(axis=0))

@@ -1,0 +1,183 @@
+"""The client runtime: ask the controller for a combiner, open a task stream, do the tasks.
+
+The client dials out only (no open port). When its combiner goes away, it asks the
+controller again, naming the combiner that failed, and reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+
+from stratafl.client.app import ClientApp
+from stratafl.errors import UnavailableError
+from stratafl.modelfile import iter_params_bytes
+from stratafl.params import Params, specs_of
+from stratafl.proto import stratafl_pb2 as pb
+from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.transport.channels import open_channel
+from stratafl.transport.streams import header_to_proto, receive_to_params, specs_from_proto
+
+log = logging.getLogger("stratafl.client")
+
+MAX_BACKOFF_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Assignment:
+    combiner_id: str
+    address: str
+
+
+class ClientRuntime:
+    """Runs one client until ``stop()``; safe to run several in threads of one process."""
+
+    def __init__(
+        self,
+        client_id: str,
+        controller_url: str,
+        app: ClientApp,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self._controller_url = controller_url.rstrip("/")
+        self._app = app
+        self._credentials = credentials
+        self._stopped = threading.Event()
+        self._call: grpc.Future | None = None
+        self._model_cache: tuple[str, Params] | None = None
+        self.tasks_done = 0
+
+    def stop(self) -> None:
+        self._stopped.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def assign(self, failed_combiner: str | None) -> Assignment:
+        body = {"client_id": self.client_id, "failed_combiner": failed_combiner}
+        try:
+            response = httpx.post(f"{self._controller_url}/api/v1/assign", json=body, timeout=10)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"controller {self._controller_url} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise UnavailableError(f"controller refused an assignment: {response.text}")
+        data = response.json()
+        return Assignment(data["combiner_id"], data["address"])
+
+    def run(self) -> None:
+        """Serve tasks until stopped, reconnecting whenever the combiner goes away."""
+        failed: str | None = None
+        backoff = 0.05
+        while not self._stopped.is_set():
+            try:
+                assignment = self.assign(failed)
+            except UnavailableError as exc:
+                log.warning("%s: %s", self.client_id, exc)
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            failed = None
+            try:
+                self._serve(assignment)
+                backoff = 0.05
+            except grpc.RpcError as exc:
+                if self._stopped.is_set():
+                    break
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                log.info(
+                    "%s: stream to %s ended (%s); asking for a combiner",
+                    self.client_id,
+                    assignment.combiner_id,
+                    code,
+                )
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    failed = assignment.combiner_id
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _serve(self, assignment: Assignment) -> None:
+        with open_channel(assignment.address, credentials=self._credentials) as channel:
+            stub = pb_grpc.CombinerStub(channel)
+            call = stub.TaskStream(pb.ClientHello(client_id=self.client_id))
+            self._call = call
+            if self._stopped.is_set():
+                call.cancel()
+            for task in call:
+                self._handle(stub, task)
+                self.tasks_done += 1
+
+    def _handle(self, stub: pb_grpc.CombinerStub, task: pb.Task) -> None:
+        try:
+            params = self._download(stub, task)
+            config = json.loads(task.config_json or "{}")
+            if task.kind == pb.TRAIN:
+                started = time.monotonic()
+                result = self._app.train(params, config)
+                ack = stub.UploadUpdate(
+                    _update_messages(
+                        task,
+                        self.client_id,
+                        result.params,
+                        result.num_examples,
+                        dict(result.metrics),
+                        time.monotonic() - started,
+                    )
+                )
+                if not ack.ok:
+                    log.warning("%s: update refused: %s", self.client_id, ack.message)
+            elif task.kind == pb.VALIDATE:
+                metrics = {k: float(v) for k, v in self._app.validate(params, config).items()}
+                stub.ReportValidation(
+                    pb.ValidationReport(
+                        task_id=task.task_id, client_id=self.client_id, metrics=metrics
+                    )
+                )
+        except grpc.RpcError:
+            raise
+        except Exception as exc:  # user code failed: tell the combiner instead of vanishing
+            log.exception("%s: task %s failed", self.client_id, task.task_id)
+            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+            stub.ReportFailure(
+                pb.TaskFailure(task_id=task.task_id, client_id=self.client_id, reason=reason)
+            )
+
+    def _download(self, stub: pb_grpc.CombinerStub, task: pb.Task) -> Params:
+        if self._model_cache is not None and self._model_cache[0] == task.model_id:
+            return self._model_cache[1]
+        messages = stub.DownloadModel(pb.ModelRequest(model_id=task.model_id, task_id=task.task_id))
+        first = next(messages)
+        specs = specs_from_proto(first.header)
+        params = receive_to_params(specs, (m.data for m in messages))
+        self._model_cache = (task.model_id, params)
+        return params
+
+
+def _update_messages(
+    task: pb.Task,
+    client_id: str,
+    params: Params,
+    num_examples: int,
+    metrics: dict[str, float],
+    seconds: float,
+) -> Iterator[pb.UpdateChunk]:
+    header = pb.UpdateHeader(
+        task_id=task.task_id,
+        client_id=client_id,
+        num_examples=int(num_examples),
+        metrics={k: float(v) for k, v in metrics.items()},
+        model=header_to_proto(task.model_id, specs_of(params)),
+        compute_seconds=seconds,
+    )
+    yield pb.UpdateChunk(header=header)
+    for chunk in iter_params_bytes(params):
+        yield pb.UpdateChunk(data=chunk)

@@ -1,0 +1,92 @@
+"""One round as a combiner sees it: tasks out, outcomes in, a partial result at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from stratafl.aggregate import WeightedMeanFold
+from stratafl.params import TensorSpec
+from stratafl.proto import stratafl_pb2 as pb
+
+
+@dataclass
+class Outcome:
+    """What became of one client's task in this round."""
+
+    client_id: str
+    status: str = "pending"  # ok | rejected | failed | dropped | timeout
+    reason: str = ""
+    num_examples: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0
+
+    def to_proto(self) -> pb.ClientOutcome:
+        return pb.ClientOutcome(
+            client_id=self.client_id,
+            status=self.status,
+            reason=self.reason,
+            num_examples=self.num_examples,
+            metrics=self.metrics,
+            bytes_up=self.bytes_up,
+            bytes_down=self.bytes_down,
+            seconds=self.seconds,
+        )
+
+
+class RoundState:
+    """The tasks of one round and their outcomes; ``done`` fires when none is pending."""
+
+    def __init__(self, spec: pb.RoundSpec, specs: list[TensorSpec]) -> None:
+        self.spec = spec
+        self.specs = specs
+        self.fold = WeightedMeanFold(specs) if spec.kind == pb.TRAIN else None
+        self.fold_lock = asyncio.Lock()
+        self.outcomes: dict[str, Outcome] = {}
+        self._task_to_client: dict[str, str] = {}
+        self.done = asyncio.Event()
+        self.closed = False
+
+    def add_task(self, task_id: str, client_id: str) -> None:
+        self._task_to_client[task_id] = client_id
+        self.outcomes[task_id] = Outcome(client_id)
+
+    def task_ids(self) -> list[str]:
+        return list(self._task_to_client)
+
+    def outcome(self, task_id: str) -> Outcome:
+        return self.outcomes[task_id]
+
+    def is_pending(self, task_id: str) -> bool:
+        outcome = self.outcomes.get(task_id)
+        return outcome is not None and outcome.status == "pending" and not self.closed
+
+    def resolve(self, task_id: str, status: str, reason: str = "", **fields: Any) -> None:
+        outcome = self.outcomes[task_id]
+        if outcome.status != "pending":
+            return
+        outcome.status, outcome.reason = status, reason
+        outcome.seconds = time.monotonic() - outcome.started
+        for key, value in fields.items():
+            setattr(outcome, key, value)
+        if all(o.status != "pending" for o in self.outcomes.values()):
+            self.done.set()
+
+    def resolve_client(self, client_id: str, status: str, reason: str) -> None:
+        for task_id, owner in self._task_to_client.items():
+            if owner == client_id:
+                self.resolve(task_id, status, reason)
+
+    def close(self) -> None:
+        """Mark whatever is still pending as timed out; late uploads are refused after this."""
+        for task_id in self._task_to_client:
+            self.resolve(task_id, "timeout", f"no answer within {self.spec.timeout_seconds:g} s")
+        self.closed = True
+
+    def contributors(self) -> int:
+        return sum(1 for o in self.outcomes.values() if o.status == "ok")

@@ -1,0 +1,221 @@
+"""The combiner's gRPC servicer: thin handlers over the registry, the rounds and the cache.
+
+Clients open ``TaskStream`` and receive tasks on it (no open port on the client). The
+controller calls ``RunRound`` and receives the partial result on the response stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from stratafl.combiner.model_cache import ModelCache
+from stratafl.combiner.registry import ClientRegistry
+from stratafl.combiner.rounds import Outcome, RoundState
+from stratafl.combiner.staging import check_update
+from stratafl.errors import ModelFormatError, UpdateRejected
+from stratafl.modelfile import iter_params_bytes, open_params
+from stratafl.params import check_same_layout
+from stratafl.proto import stratafl_pb2 as pb
+from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.transport.streams import (
+    data_of,
+    file_bytes,
+    header_to_proto,
+    specs_from_proto,
+    write_file,
+)
+
+
+class CombinerService(pb_grpc.CombinerServicer):
+    def __init__(
+        self, combiner_id: str, workdir: Path, registry: ClientRegistry, cache: ModelCache
+    ) -> None:
+        self.combiner_id = combiner_id
+        self._workdir = workdir
+        self._registry = registry
+        self._cache = cache
+        self._tasks: dict[str, RoundState] = {}
+
+    # -- clients --------------------------------------------------------------------------
+
+    async def TaskStream(  # noqa: N802 - gRPC method name
+        self, request: pb.ClientHello, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Task]:
+        if not request.client_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ClientHello needs a client_id")
+        if self._registry.is_full_for(request.client_id):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"combiner {self.combiner_id} is full ({self._registry.max_clients} clients); "
+                "ask the controller for another",
+            )
+        client = self._registry.connect(request.client_id)
+        try:
+            while True:
+                task = await client.tasks.get()
+                if task is None:
+                    return
+                yield task
+        finally:
+            if self._registry.disconnect(client):
+                for state in set(self._tasks.values()):
+                    state.resolve_client(client.client_id, "dropped", "client disconnected")
+
+    async def DownloadModel(  # noqa: N802
+        self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelChunk]:
+        path = self._cache.cached_path(request.model_id)
+        if path is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {request.model_id!r} is not part of a round on combiner {self.combiner_id}",
+            )
+        assert path is not None
+        specs, data = file_bytes(path)
+        state = self._tasks.get(request.task_id)
+        outcome = state.outcome(request.task_id) if state else None
+        header = pb.ModelChunk(header=header_to_proto(request.model_id, specs))
+        if outcome:
+            outcome.bytes_down += header.ByteSize()
+        yield header
+        for chunk in data:
+            message = pb.ModelChunk(data=chunk)
+            if outcome:
+                outcome.bytes_down += message.ByteSize()
+            yield message
+
+    async def UploadUpdate(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
+    ) -> pb.Ack:
+        messages = request_iterator.__aiter__()
+        first = await messages.__anext__()
+        if first.WhichOneof("part") != "header":
+            return pb.Ack(ok=False, message="an update stream must start with its header")
+        header = first.header
+        state = self._tasks.get(header.task_id)
+        if state is None or not state.is_pending(header.task_id):
+            return pb.Ack(
+                ok=False, message=f"task {header.task_id!r} is not open (late or unknown)"
+            )
+        outcome = state.outcome(header.task_id)
+        if outcome.client_id != header.client_id:
+            return pb.Ack(ok=False, message="this task belongs to another client")
+        outcome.bytes_up += first.ByteSize()
+        path = self._workdir / "updates" / f"{header.task_id}.safetensors"
+        try:
+            if header.num_examples <= 0:
+                raise UpdateRejected(f"num_examples must be positive, got {header.num_examples}")
+            specs = specs_from_proto(header.model)
+            check_same_layout(state.specs, specs)
+            await write_file(path, specs, _counting(data_of(messages), outcome))
+            update = open_params(path)
+            check_update(update, state.specs)
+            if not state.is_pending(header.task_id):
+                return pb.Ack(ok=False, message="the round closed before the update was complete")
+            assert state.fold is not None
+            async with state.fold_lock:
+                await asyncio.to_thread(state.fold.add, update, float(header.num_examples))
+        except (UpdateRejected, ModelFormatError) as exc:
+            state.resolve(header.task_id, "rejected", str(exc))
+            return pb.Ack(ok=False, message=f"update rejected: {exc}")
+        finally:
+            path.unlink(missing_ok=True)
+        state.resolve(
+            header.task_id,
+            "ok",
+            num_examples=int(header.num_examples),
+            metrics=dict(header.metrics),
+        )
+        return pb.Ack(ok=True)
+
+    async def ReportValidation(  # noqa: N802
+        self, request: pb.ValidationReport, context: grpc.aio.ServicerContext
+    ) -> pb.Ack:
+        state = self._tasks.get(request.task_id)
+        if state is None or not state.is_pending(request.task_id):
+            return pb.Ack(ok=False, message=f"task {request.task_id!r} is not open")
+        state.resolve(request.task_id, "ok", metrics=dict(request.metrics))
+        return pb.Ack(ok=True)
+
+    async def ReportFailure(  # noqa: N802
+        self, request: pb.TaskFailure, context: grpc.aio.ServicerContext
+    ) -> pb.Ack:
+        state = self._tasks.get(request.task_id)
+        if state is not None:
+            state.resolve(request.task_id, "failed", request.reason[:2000])
+        return pb.Ack(ok=True)
+
+    # -- controller -----------------------------------------------------------------------
+
+    async def GetStatus(  # noqa: N802
+        self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CombinerStatus:
+        return pb.CombinerStatus(combiner_id=self.combiner_id, client_ids=self._registry.ids())
+
+    async def RunRound(  # noqa: N802
+        self, request: pb.RoundSpec, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RoundResultChunk]:
+        started = time.monotonic()
+        try:
+            _, specs = await self._cache.get(request.model_id)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"cannot fetch model {request.model_id}: {exc.details()}",
+            )
+        state = RoundState(request, specs)
+        chosen = self._registry.sample(request.num_clients, seed=request.seed)
+        for client in chosen:
+            task_id = uuid.uuid4().hex
+            state.add_task(task_id, client.client_id)
+            self._tasks[task_id] = state
+            client.tasks.put_nowait(
+                pb.Task(
+                    task_id=task_id,
+                    kind=request.kind,
+                    model_id=request.model_id,
+                    session_id=request.session_id,
+                    round=request.round,
+                    config_json=request.config_json or json.dumps({}),
+                )
+            )
+        try:
+            if chosen:
+                await asyncio.wait_for(state.done.wait(), timeout=request.timeout_seconds)
+        except TimeoutError:
+            pass
+        finally:
+            state.close()
+            for task_id in state.task_ids():
+                self._tasks.pop(task_id, None)
+        header = pb.RoundResultHeader(
+            combiner_id=self.combiner_id,
+            contributors=state.contributors(),
+            outcomes=[o.to_proto() for o in state.outcomes.values()],
+            seconds=time.monotonic() - started,
+        )
+        if state.fold is None or state.fold.count == 0:
+            yield pb.RoundResultChunk(header=header)
+            return
+        async with state.fold_lock:
+            mean, weight = await asyncio.to_thread(state.fold.result)
+        header.total_weight = weight
+        header.model.CopyFrom(header_to_proto("", state.specs))
+        yield pb.RoundResultChunk(header=header)
+        for chunk in iter_params_bytes(mean):
+            yield pb.RoundResultChunk(data=chunk)
+
+
+async def _counting(data: AsyncIterator[bytes], outcome: Outcome) -> AsyncIterator[bytes]:
+    """Count each chunk as the serialized message it arrived in."""
+    async for chunk in data:
+        outcome.bytes_up += pb.UpdateChunk(data=chunk).ByteSize()
+        yield chunk

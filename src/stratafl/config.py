@@ -1,0 +1,60 @@
+"""Typed configuration at the edges: what a session asks of the federation."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SessionConfig(BaseModel):
+    """One training session: R rounds of FedAvg-style training over the connected clients.
+
+    ``clients_per_round`` is a fraction of the connected clients when it is at most 1.0
+    (McMahan's C) and a count when it is larger.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(3, ge=1, le=100_000)
+    clients_per_round: float = Field(1.0, gt=0)
+    min_clients: int = Field(1, ge=1)
+    round_timeout: float = Field(60.0, gt=0, description="seconds a combiner waits for updates")
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    proximal_mu: float = Field(0.0, ge=0)
+    validate_each_round: bool = True
+    aggregator: str = "fedavg"
+    seed: int = 0
+    seed_model_id: str | None = Field(None, description="defaults to the newest stored model")
+    wait_for_clients_seconds: float = Field(
+        60.0, ge=0, description="how long a round waits for min_clients to be connected"
+    )
+
+    @model_validator(mode="after")
+    def _count_is_whole(self) -> SessionConfig:
+        if self.clients_per_round > 1 and not float(self.clients_per_round).is_integer():
+            raise ValueError(
+                f"clients_per_round={self.clients_per_round}: use a fraction <= 1.0 or a whole count"
+            )
+        return self
+
+    def clients_wanted(self, connected: int) -> int:
+        """How many clients to ask for this round, given how many are connected."""
+        if self.clients_per_round <= 1.0:
+            wanted = math.ceil(self.clients_per_round * connected)
+        else:
+            wanted = int(self.clients_per_round)
+        return max(self.min_clients, min(wanted, connected))
+
+    def task_config(self, round_number: int) -> dict[str, float | int]:
+        """What a client's ``train`` receives as its config."""
+        return {
+            "round": round_number,
+            "epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.learning_rate,
+            "proximal_mu": self.proximal_mu,
+            "seed": self.seed * 100_003 + round_number,
+        }

@@ -1,0 +1,215 @@
+"""Model files in the safetensors format, read and written as streams.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header
+(``name -> {dtype, shape, data_offsets}`` plus optional ``__metadata__``), then the raw
+tensor bytes. That is exactly our wire layout (typed header, then raw bytes), so a model
+moves disk -> wire -> disk without ever being held whole in memory, and every file in the
+model store opens with the stock ``safetensors`` library too. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from stratafl.errors import ModelFormatError
+from stratafl.params import Params, TensorSpec, dtype_of, specs_of, total_bytes
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
+"""Largest payload of one chunk on the wire: 4 MiB, as the round protocol promises."""
+
+
+def encode_header(specs: Sequence[TensorSpec], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The 8-byte length and JSON header for tensors laid out back to back in ``specs`` order."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for spec in specs:
+        header[spec.name] = {
+            "dtype": spec.dtype,
+            "shape": list(spec.shape),
+            "data_offsets": [offset, offset + spec.nbytes],
+        }
+        offset += spec.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def read_header(stream: BinaryIO) -> tuple[list[TensorSpec], dict[str, str]]:
+    """Read the header at the current position; leaves ``stream`` at the first data byte."""
+    prefix = stream.read(8)
+    if len(prefix) != 8:
+        raise ModelFormatError("model file is shorter than its 8-byte header length")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > MAX_HEADER_BYTES:
+        raise ModelFormatError(
+            f"model header claims {length} bytes; the limit is {MAX_HEADER_BYTES}"
+        )
+    try:
+        header = json.loads(stream.read(length))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"model header is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ModelFormatError("model header must be a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    placed: list[tuple[int, int, TensorSpec]] = []
+    for name, entry in header.items():
+        try:
+            begin, end = (int(x) for x in entry["data_offsets"])
+            spec = TensorSpec(name, str(entry["dtype"]), tuple(int(d) for d in entry["shape"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"tensor {name!r} has a malformed header entry: {exc}") from exc
+        dtype_of(spec.dtype)
+        if end - begin != spec.nbytes:
+            raise ModelFormatError(
+                f"tensor {name!r} spans {end - begin} bytes but {spec.dtype}{list(spec.shape)} "
+                f"needs {spec.nbytes}"
+            )
+        placed.append((begin, end, spec))
+    placed.sort(key=lambda item: (item[0], item[1]))
+    expected = 0
+    for begin, end, spec in placed:
+        if begin != expected:
+            raise ModelFormatError(f"tensor {spec.name!r} starts at {begin}, expected {expected}")
+        expected = end
+    return [spec for _, _, spec in placed], dict(metadata)
+
+
+def iter_chunks(stream: BinaryIO, nbytes: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Yield the next ``nbytes`` of ``stream`` in chunks of at most ``chunk_bytes``."""
+    remaining = nbytes
+    while remaining > 0:
+        chunk = stream.read(min(chunk_bytes, remaining))
+        if not chunk:
+            raise ModelFormatError(f"model file ended {remaining} bytes early")
+        remaining -= len(chunk)
+        yield chunk
+
+
+def iter_params_bytes(
+    params: Mapping[str, np.ndarray], chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[bytes]:
+    """The raw bytes of ``params`` in order, in chunks of at most ``chunk_bytes``.
+
+    Large tensors are sliced without copying the whole tensor; small ones are packed
+    together so that a model of many small tensors is still sent in few messages.
+    """
+    pending = bytearray()
+    for array in params.values():
+        flat = np.ascontiguousarray(np.asarray(array)).reshape(-1)
+        view = memoryview(flat.astype(flat.dtype.newbyteorder("<"), copy=False).view(np.uint8))
+        start = 0
+        while start < len(view):
+            room = chunk_bytes - len(pending)
+            piece = view[start : start + room]
+            start += len(piece)
+            if not pending and len(piece) == chunk_bytes:
+                yield bytes(piece)
+                continue
+            pending += piece
+            if len(pending) == chunk_bytes:
+                yield bytes(pending)
+                pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
+class ModelFileWriter:
+    """Write a model file from a header and a stream of raw byte chunks.
+
+    The file appears under its final name only when every expected byte has arrived
+    (written to ``path.partial`` first, then renamed), so a crash never leaves a torn model.
+    """
+
+    def __init__(
+        self, path: Path, specs: Sequence[TensorSpec], metadata: Mapping[str, str] | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.specs = list(specs)
+        self.expected = total_bytes(self.specs)
+        self.received = 0
+        self._metadata = dict(metadata or {})
+        self._partial = self.path.with_name(self.path.name + ".partial")
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> ModelFileWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self._partial, "wb")  # noqa: SIM115 - closed in __exit__
+        self._file.write(encode_header(self.specs, self._metadata))
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        assert self._file is not None, "use ModelFileWriter as a context manager"
+        if self.received + len(chunk) > self.expected:
+            raise ModelFormatError(
+                f"received more than the {self.expected} bytes the header announced"
+            )
+        self._file.write(chunk)
+        self.received += len(chunk)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self._file is not None
+        self._file.close()
+        if exc_type is None and self.received != self.expected:
+            self._partial.unlink(missing_ok=True)
+            raise ModelFormatError(
+                f"model stream ended after {self.received} of {self.expected} bytes"
+            )
+        if exc_type is not None:
+            self._partial.unlink(missing_ok=True)
+            return
+        os.replace(self._partial, self.path)
+
+
+def save_params(
+    path: Path, params: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> None:
+    with ModelFileWriter(path, specs_of(params), metadata) as writer:
+        for chunk in iter_params_bytes(params):
+            writer.write(chunk)
+
+
+def open_params(path: Path) -> Params:
+    """Read-only memory maps of every tensor in a model file: nothing is loaded until used."""
+    with open(path, "rb") as stream:
+        specs, _ = read_header(stream)
+        data_start = stream.tell()
+    params: Params = {}
+    offset = data_start
+    for spec in specs:
+        if spec.size == 0:
+            params[spec.name] = np.zeros(spec.shape, dtype=spec.numpy_dtype)
+        else:
+            params[spec.name] = np.memmap(
+                path, dtype=spec.numpy_dtype, mode="r", offset=offset, shape=spec.shape
+            )
+        offset += spec.nbytes
+    return params
+
+
+def load_params(path: Path) -> Params:
+    """Every tensor of a model file, copied into memory."""
+    return {name: np.array(array) for name, array in open_params(path).items()}
+
+
+def params_from_bytes(specs: Sequence[TensorSpec], data: bytes | bytearray | memoryview) -> Params:
+    """Rebuild arrays from their raw bytes (copies nothing: the arrays view ``data``)."""
+    if len(data) != total_bytes(specs):
+        raise ModelFormatError(f"got {len(data)} bytes, the header announced {total_bytes(specs)}")
+    params: Params = {}
+    offset = 0
+    for spec in specs:
+        params[spec.name] = np.frombuffer(
+            data, dtype=spec.numpy_dtype, count=spec.size, offset=offset
+        ).reshape(spec.shape)
+        offset += spec.nbytes
+    return params

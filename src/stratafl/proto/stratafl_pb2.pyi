@@ -1,0 +1,252 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_KIND_UNSPECIFIED: _ClassVar[TaskKind]
+    TRAIN: _ClassVar[TaskKind]
+    VALIDATE: _ClassVar[TaskKind]
+TASK_KIND_UNSPECIFIED: TaskKind
+TRAIN: TaskKind
+VALIDATE: TaskKind
+
+class TensorSpec(_message.Message):
+    __slots__ = ("name", "dtype", "shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ModelHeader(_message.Message):
+    __slots__ = ("model_id", "tensors")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    def __init__(self, model_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+
+class ModelChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: ModelHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[ModelHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ModelRequest(_message.Message):
+    __slots__ = ("model_id", "task_id")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    task_id: str
+    def __init__(self, model_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("ok", "message")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    message: str
+    def __init__(self, ok: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ClientHello(_message.Message):
+    __slots__ = ("client_id",)
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    def __init__(self, client_id: _Optional[str] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    kind: TaskKind
+    model_id: str
+    session_id: str
+    round: int
+    config_json: str
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ...) -> None: ...
+
+class UpdateHeader(_message.Message):
+    __slots__ = ("task_id", "client_id", "num_examples", "metrics", "model", "compute_seconds")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    client_id: str
+    num_examples: int
+    metrics: _containers.ScalarMap[str, float]
+    model: ModelHeader
+    compute_seconds: float
+    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+
+class UpdateChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: UpdateHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ValidationReport(_message.Message):
+    __slots__ = ("task_id", "client_id", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    client_id: str
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class TaskFailure(_message.Message):
+    __slots__ = ("task_id", "client_id", "reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    client_id: str
+    reason: str
+    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RoundSpec(_message.Message):
+    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "aggregator", "seed")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    round: int
+    kind: TaskKind
+    model_id: str
+    num_clients: int
+    timeout_seconds: float
+    config_json: str
+    aggregator: str
+    seed: int
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ClientOutcome(_message.Message):
+    __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_UP_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    status: str
+    reason: str
+    num_examples: int
+    metrics: _containers.ScalarMap[str, float]
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    def __init__(self, client_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class RoundResultHeader(_message.Message):
+    __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds")
+    COMBINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    combiner_id: str
+    contributors: int
+    total_weight: float
+    outcomes: _containers.RepeatedCompositeFieldContainer[ClientOutcome]
+    model: ModelHeader
+    seconds: float
+    def __init__(self, combiner_id: _Optional[str] = ..., contributors: _Optional[int] = ..., total_weight: _Optional[float] = ..., outcomes: _Optional[_Iterable[_Union[ClientOutcome, _Mapping]]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class RoundResultChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: RoundResultHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[RoundResultHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CombinerStatus(_message.Message):
+    __slots__ = ("combiner_id", "client_ids")
+    COMBINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    combiner_id: str
+    client_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, combiner_id: _Optional[str] = ..., client_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CombinerInfo(_message.Message):
+    __slots__ = ("combiner_id", "address", "max_clients")
+    COMBINER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    combiner_id: str
+    address: str
+    max_clients: int
+    def __init__(self, combiner_id: _Optional[str] = ..., address: _Optional[str] = ..., max_clients: _Optional[int] = ...) -> None: ...
+
+class CombinerHeartbeat(_message.Message):
+    __slots__ = ("combiner_id", "client_ids")
+    COMBINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    combiner_id: str
+    client_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, combiner_id: _Optional[str] = ..., client_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ClientEvent(_message.Message):
+    __slots__ = ("combiner_id", "client_id", "connected")
+    COMBINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    combiner_id: str
+    client_id: str
+    connected: bool
+    def __init__(self, combiner_id: _Optional[str] = ..., client_id: _Optional[str] = ..., connected: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,163 @@
+"""`strata run`: a whole federation on loopback as separate processes, one session, a report."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stratafl.client.app import ClientContext, load_app
+from stratafl.config import SessionConfig
+from stratafl.errors import StrataError, UnavailableError
+from stratafl.modelfile import encode_header, iter_params_bytes
+from stratafl.params import specs_of
+from stratafl.sim.processes import ProcessGroup, controller_info
+
+Progress = Callable[[dict[str, Any], list[dict[str, Any]]], None]
+"""Called with the session and its rounds so far, whenever they change."""
+
+
+@dataclass
+class FederationSpec:
+    """A local federation and the session to run on it."""
+
+    app: str
+    clients: int = 10
+    combiners: int = 2
+    partition: str = "iid"
+    seed: int = 0
+    session: SessionConfig = field(default_factory=SessionConfig)
+    max_clients_per_combiner: int = 1000
+    workdir: Path | None = None
+
+
+class LocalFederation:
+    """Controller, combiners and clients as processes on loopback; a context manager."""
+
+    def __init__(self, spec: FederationSpec) -> None:
+        self.spec = spec
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.workdir = spec.workdir or Path(".")
+        self.group = ProcessGroup(self.workdir)
+        self.url = ""
+
+    def __enter__(self) -> LocalFederation:
+        if self.spec.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="strata-run-")
+            self.workdir = Path(self._tmp.name)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.group = ProcessGroup(self.workdir)
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.group.stop_all()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def _start(self) -> None:
+        spec = self.spec
+        controller = self.group.start(
+            "controller",
+            ["controller", "start", "--port", "0", "--workdir", str(self.workdir / "controller")],
+        )
+        self.url = controller_info(controller.wait_ready())["url"]
+        combiners = [
+            self.group.start(
+                f"combiner-{i}",
+                [
+                    "combiner",
+                    "start",
+                    "--controller",
+                    self.url,
+                    "--id",
+                    f"combiner-{i}",
+                    "--max-clients",
+                    str(spec.max_clients_per_combiner),
+                    "--workdir",
+                    str(self.workdir / f"combiner-{i}"),
+                ],
+            )
+            for i in range(spec.combiners)
+        ]
+        for tier in combiners:
+            tier.wait_ready()
+        for i in range(spec.clients):
+            self.start_client(i)
+
+    def start_client(self, index: int) -> None:
+        spec = self.spec
+        self.group.start(
+            f"client-{index}",
+            [
+                "client",
+                "start",
+                "--controller",
+                self.url,
+                "--app",
+                spec.app,
+                "--id",
+                f"client-{index}",
+                "--partition-id",
+                str(index),
+                "--num-partitions",
+                str(spec.clients),
+                "--partitioner",
+                spec.partition,
+                "--seed",
+                str(spec.seed),
+            ],
+            ready=False,
+        )
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = httpx.request(method, f"{self.url}/api/v1{path}", timeout=60, **kwargs)
+        if response.status_code >= 400:
+            raise StrataError(
+                f"{method} {path} failed with {response.status_code}: {response.text}"
+            )
+        return response.json()
+
+    def wait_for_clients(self, count: int, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            connected = [c for c in self.api("GET", "/clients") if c["status"] == "connected"]
+            if len(connected) >= count:
+                return
+            for tier in self.group.tiers:
+                if tier.process.poll() is not None and tier.name.startswith("client"):
+                    raise UnavailableError(f"{tier.name} exited early; see {tier.log_path}")
+            time.sleep(0.1)
+        raise UnavailableError(
+            f"only {len(connected)} of {count} clients connected in {timeout:g} s"
+        )
+
+    def upload_seed_model(self) -> str:
+        app = load_app(self.spec.app, ClientContext(num_partitions=1, seed=self.spec.seed))
+        params = app.initial_params(self.spec.seed)
+        body = encode_header(specs_of(params)) + b"".join(iter_params_bytes(params))
+        return str(self.api("POST", "/models", content=body)["id"])
+
+    def run_session(
+        self, config: SessionConfig, progress: Progress | None = None, poll_seconds: float = 0.2
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        session = self.api("POST", "/sessions", json=config.model_dump())
+        seen = -1
+        while True:
+            session = self.api("GET", f"/sessions/{session['id']}")
+            rounds = self.api("GET", f"/sessions/{session['id']}/rounds")
+            if progress is not None and len(rounds) != seen:
+                seen = len(rounds)
+                progress(session, rounds)
+            if session["status"] != "running":
+                return session, rounds
+            time.sleep(poll_seconds)

@@ -1,0 +1,102 @@
+"""Start and stop the tiers as real processes, each announcing itself through a ready file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stratafl.errors import UnavailableError
+
+READY_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class Tier:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    ready_file: Path | None = None
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> str:
+        """The ready file's content once it appears (it is written after the tier serves)."""
+        assert self.ready_file is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready_file.exists() and (text := self.ready_file.read_text()):
+                return text
+            if self.process.poll() is not None:
+                raise UnavailableError(
+                    f"{self.name} exited with code {self.process.returncode} before it was ready; "
+                    f"see {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.02)
+        raise UnavailableError(
+            f"{self.name} was not ready within {timeout:g} s; see {self.log_path}"
+        )
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean up, as in a crash."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+@dataclass
+class ProcessGroup:
+    """Every process a launcher started, so that all of them are stopped at the end."""
+
+    workdir: Path
+    tiers: list[Tier] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], ready: bool = True) -> Tier:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        ready_file = self.workdir / "ready" / f"{name}.ready" if ready else None
+        command = [sys.executable, "-m", "stratafl.cli", *args]
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.unlink(missing_ok=True)
+            command += ["--ready-file", str(ready_file)]
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS="1",
+            OPENBLAS_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+        )
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            )
+        tier = Tier(name, process, log_path, ready_file)
+        self.tiers.append(tier)
+        return tier
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        for tier in self.tiers:
+            if tier.process.poll() is None:
+                tier.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for tier in self.tiers:
+            try:
+                tier.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                tier.kill()
+
+
+def controller_info(ready_text: str) -> dict[str, str]:
+    return dict(json.loads(ready_text))
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
