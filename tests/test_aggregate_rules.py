@@ -22,6 +22,7 @@ from stratafl.aggregate import (
     MultiKrum,
     NormBounding,
     TrimmedMean,
+    weighted_mean,
 )
 from stratafl.aggregate import blocks as blocks_module
 from stratafl.aggregate.clipping import distance
@@ -313,11 +314,20 @@ def test_linear_rules_are_exact_across_combiners(rule: AggregationRule) -> None:
     assert weight == flat_weight
 
 
+@pytest.mark.parametrize("rule", [r for r in rules_for(7) if r.streaming], ids=lambda r: r.name)
+def test_streaming_rules_merge_by_the_weighted_mean(rule: AggregationRule) -> None:
+    partials, weights = models(12, 3), [2.0, 5.0, 1.0]
+    reference = models(13, 1)[0]
+    merged, weight = rule.merge(partials, weights, reference)
+    assert_params_equal(merged, weighted_mean(partials, weights), rtol=1e-6)
+    assert weight == 8.0
+
+
 def test_median_of_medians_is_not_the_median_but_stays_in_range() -> None:
-    groups = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 100.0]]
+    groups = [[1.0, 2.0, 100.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]]
     partials = [Median().aggregate(scalars(g), [1.0] * 3, ZERO) for g in groups]
     merged, weight = Median().merge([p for p, _ in partials], [w for _, w in partials], ZERO)
-    assert value(merged) == 5.0
+    assert value(merged) == 4.0  # median(2, 4, 7); the global median is 5
     assert weight == 9.0
 
 

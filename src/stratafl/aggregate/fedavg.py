@@ -58,10 +58,14 @@ class WeightedMeanFold:
         """The weighted mean in each tensor's own dtype, and the total weight behind it."""
         if self._count == 0:
             raise ConfigError("no update was added; a weighted mean of nothing is undefined")
-        mean = {
-            spec.name: (self._sums[spec.name] / self._total_weight).astype(spec.numpy_dtype)
-            for spec in self._specs
-        }
+        mean: Params = {}
+        for spec in self._specs:
+            total = self._sums[spec.name].reshape(-1)
+            out = np.empty(total.size, dtype=spec.numpy_dtype)
+            for start in range(0, total.size, BLOCK_ELEMENTS):
+                block = slice(start, start + BLOCK_ELEMENTS)
+                out[block] = total[block] / self._total_weight
+            mean[spec.name] = out.reshape(spec.shape)
         return mean, self._total_weight
 
 

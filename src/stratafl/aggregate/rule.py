@@ -12,7 +12,9 @@ run one update at a time at the combiner, in O(model) memory::
     fold.add(update, weight)            # as each update arrives
     partial_k, weight_k = fold.result()
 
-which gives the same partial as ``aggregate``. For every rule, ``merge`` of a single
+which gives the same partial as ``aggregate``. Every streaming rule merges by the weighted
+mean of the partials (`weighted_merge`), so a reducer may also fold partials as they
+arrive with `WeightedMeanFold` when ``rule.streaming``. For every rule, ``merge`` of a single
 partial returns that partial, so a federation with one combiner computes exactly the flat
 rule. What ``merge`` means for M > 1 is stated by each rule (docs/aggregators.md).
 """

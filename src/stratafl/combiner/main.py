@@ -32,7 +32,8 @@ def discover_controller(controller_url: str, timeout: float = 30.0) -> str:
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise UnavailableError(
-            f"cannot reach the controller at {controller_url}: {exc}; is `strata controller start` running?"
+            f"cannot reach the controller at {controller_url}: {exc}; "
+            "is `strata controller start` running?"
         ) from exc
     return str(response.json()["grpc_address"])
 

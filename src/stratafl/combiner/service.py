@@ -19,7 +19,7 @@ import grpc.aio
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.rounds import Outcome, RoundState
-from stratafl.combiner.staging import check_update
+from stratafl.aggregate.checks import check_update
 from stratafl.errors import ModelFormatError, UpdateRejected
 from stratafl.modelfile import iter_params_bytes, open_params
 from stratafl.params import check_same_layout

@@ -172,18 +172,13 @@ class SessionRunner:
         report.outcomes = [_outcome(o, h.combiner_id) for h in headers for o in h.outcomes]
         contributors = sum(h.contributors for h in headers)
         report.timings["train"] = time.monotonic() - started
-        report.traffic = {
-            "clients_up": sum(o["bytes_up"] for o in report.outcomes),
-            "clients_down": sum(o["bytes_down"] for o in report.outcomes),
-            "combiners_up": reducer.bytes_received,
-            "combiners_down": self._traffic.bytes_down - down_before,
-        }
+        report.traffic = {"combiners_up": reducer.bytes_received}
         if contributors < config.min_clients:
             report.reason = (
                 f"only {contributors} of the {wanted} clients asked returned a usable update; "
                 f"min_clients is {config.min_clients}"
             )
-            self._record(session_id, report, started_wall, started)
+            self._record(session_id, report, started_wall, started, down_before)
             return report
         model_out = new_model_id()
         staged = self._workdir / "staging" / f"{model_out}.safetensors"
@@ -201,10 +196,12 @@ class SessionRunner:
         )
         report.model_out, report.status = model_out, "finished"
         report.timings["reduce"] = time.monotonic() - started - report.timings["train"]
+        validation_outcomes: list[dict[str, Any]] = []
         if config.validate_each_round:
-            report.validation = await self._validate(session_id, config, number, model_out)
+            validation_outcomes = await self._validate(session_id, config, number, model_out)
+            report.validation = summarize_validation(validation_outcomes)
         report.timings["total"] = time.monotonic() - started
-        self._record(session_id, report, started_wall, started)
+        self._record(session_id, report, started_wall, started, down_before, validation_outcomes)
         return report
 
     async def _fan_out(
@@ -259,12 +256,22 @@ class SessionRunner:
         quotas = {e.combiner_id: 0 for e in self._discovery.online()}
         scratch = RoundReport(number=number, status="", model_in=model_id)
         headers = await self._fan_out(spec, quotas, header_only, scratch)
-        outcomes = [_outcome(o, h.combiner_id) for h in headers for o in h.outcomes]
-        return summarize_validation(outcomes)
+        return [_outcome(o, h.combiner_id) for h in headers for o in h.outcomes]
 
     def _record(
-        self, session_id: str, report: RoundReport, started_wall: float, started: float
+        self,
+        session_id: str,
+        report: RoundReport,
+        started_wall: float,
+        started: float,
+        down_before: int,
+        validation_outcomes: list[dict[str, Any]] | None = None,
     ) -> None:
+        """Store the round; its traffic counts training and validation, both tiers."""
+        everything = report.outcomes + (validation_outcomes or [])
+        report.traffic["clients_up"] = sum(o["bytes_up"] for o in everything)
+        report.traffic["clients_down"] = sum(o["bytes_down"] for o in everything)
+        report.traffic["combiners_down"] = self._traffic.bytes_down - down_before
         self._store.add_round(
             session_id=session_id,
             number=report.number,

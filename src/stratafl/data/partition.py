@@ -70,9 +70,10 @@ def shards(
     """Sort by label, cut into ``num_partitions * shards_per_client`` near-equal shards and
     deal ``shards_per_client`` random shards to each client.
 
-    A shard straddles two labels when class sizes are not multiples of the shard size, so a
-    client holds at most ``2 * shards_per_client`` labels in general, and at most
-    ``shards_per_client`` when they are (e.g. Fashion-MNIST train with 10 clients x 2).
+    A shard straddles a label boundary when class sizes are not multiples of the shard
+    size: a client then holds at most ``2 * shards_per_client`` labels if every class is at
+    least a shard long (more if classes are smaller), and at most ``shards_per_client`` when
+    class sizes are multiples of the shard size (e.g. Fashion-MNIST train, 10 clients x 2).
     Which examples of a class fall in which shard is random too, so seeds differ even on
     sorted data.
     """

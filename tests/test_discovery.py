@@ -1,0 +1,113 @@
+"""Discovery: least-loaded assignment under max_clients, failed combiners excluded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stratafl.config import SessionConfig
+from stratafl.controller.discovery import OFFLINE_AFTER_SECONDS, Discovery
+from stratafl.controller.sessions import split_quota
+from stratafl.errors import UnavailableError
+from stratafl.store.state import StateStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def discovery(tmp_path):
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}").open()
+    clock = Clock()
+    d = Discovery(store, clock=clock)
+    d.clock = clock  # type: ignore[attr-defined]
+    yield d
+    store.close()
+
+
+def test_a_burst_of_clients_spreads_evenly_before_any_connects(discovery):
+    discovery.register("a", "127.0.0.1:1", 10)
+    discovery.register("b", "127.0.0.1:2", 10)
+    assigned = [discovery.assign(f"c{i}").combiner_id for i in range(6)]
+    assert assigned.count("a") == 3 and assigned.count("b") == 3
+
+
+def test_assignment_respects_max_clients(discovery):
+    discovery.register("small", "127.0.0.1:1", 1)
+    discovery.register("big", "127.0.0.1:2", 100)
+    discovery.client_event("small", "c0", connected=True)
+    assert discovery.assign("c1").combiner_id == "big"
+
+
+def test_no_room_anywhere_names_the_fix(discovery):
+    discovery.register("a", "127.0.0.1:1", 1)
+    discovery.assign("c0")
+    with pytest.raises(UnavailableError, match="strata combiner start"):
+        discovery.assign("c1")
+
+
+def test_a_client_reporting_its_combiner_dead_is_moved_and_the_combiner_is_offline(discovery):
+    discovery.register("a", "127.0.0.1:1", 10)
+    discovery.register("b", "127.0.0.1:2", 10)
+    discovery.client_event("a", "c0", connected=True)
+    assert discovery.assign("c0", failed_combiner="a").combiner_id == "b"
+    assert [e.combiner_id for e in discovery.online()] == ["b"]
+    statuses = {row["id"]: row["status"] for row in discovery._store.combiners()}
+    assert statuses == {"a": "offline", "b": "online"}
+
+
+def test_combiners_without_heartbeats_go_offline_and_come_back(discovery):
+    discovery.register("a", "127.0.0.1:1", 10)
+    discovery.clock.now += OFFLINE_AFTER_SECONDS + 1
+    discovery.sweep()
+    assert discovery.online() == []
+    assert discovery.heartbeat("a", ["c0"]) is True
+    assert discovery.connected_clients() == 1
+    assert discovery.heartbeat("unknown", []) is False
+
+
+def test_wait_for_clients_wakes_on_connect_without_polling(discovery):
+    discovery.register("a", "127.0.0.1:1", 10)
+
+    async def scenario() -> int:
+        waiter = asyncio.ensure_future(discovery.wait_for_clients(2, timeout=30))
+        await asyncio.sleep(0)
+        discovery.client_event("a", "c0", connected=True)
+        discovery.client_event("a", "c1", connected=True)
+        return await asyncio.wait_for(waiter, 5)
+
+    assert asyncio.run(scenario()) == 2
+
+
+@pytest.mark.parametrize(
+    ("total", "loads", "expected"),
+    [
+        (6, {"a": 3, "b": 3}, {"a": 3, "b": 3}),
+        (3, {"a": 3, "b": 3}, {"a": 2, "b": 1}),
+        (5, {"a": 1, "b": 9}, {"a": 1, "b": 4}),
+        (4, {"a": 0, "b": 2}, {"a": 0, "b": 2}),
+        (0, {"a": 3}, {"a": 0}),
+    ],
+)
+def test_split_quota_is_proportional_and_capped(total, loads, expected):
+    assert split_quota(total, loads) == expected
+
+
+@pytest.mark.parametrize(
+    ("per_round", "min_clients", "connected", "wanted"),
+    [(1.0, 1, 10, 10), (0.3, 1, 10, 3), (0.01, 2, 10, 2), (4, 1, 10, 4), (40, 1, 10, 10)],
+)
+def test_clients_wanted_reads_fractions_and_counts(per_round, min_clients, connected, wanted):
+    config = SessionConfig(clients_per_round=per_round, min_clients=min_clients)
+    assert config.clients_wanted(connected) == wanted
+
+
+def test_fractional_counts_are_refused():
+    with pytest.raises(ValueError, match="whole count"):
+        SessionConfig(clients_per_round=2.5)

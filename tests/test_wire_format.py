@@ -1,0 +1,166 @@
+"""The wire and file format: typed header + raw bytes, safetensors-compatible, chunked."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from stratafl.errors import ModelFormatError
+from stratafl.modelfile import (
+    CHUNK_BYTES,
+    iter_params_bytes,
+    load_params,
+    open_params,
+    read_header,
+    save_params,
+)
+from stratafl.params import TensorSpec, check_same_layout, specs_of
+from stratafl.proto import stratafl_pb2 as pb
+from stratafl.transport.streams import (
+    header_to_proto,
+    model_chunks,
+    receive_to_params,
+    specs_from_proto,
+)
+
+DTYPES = ["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"]
+
+
+def _roundtrip_via_messages(params: dict[str, np.ndarray], chunk_bytes: int = CHUNK_BYTES):
+    specs = specs_of(params)
+    messages = list(model_chunks("m", specs, iter_params_bytes(params, chunk_bytes)))
+    wire = [pb.ModelChunk.FromString(m.SerializeToString()) for m in messages]
+    assert wire[0].WhichOneof("part") == "header"
+    got_specs = specs_from_proto(wire[0].header)
+    return got_specs, receive_to_params(got_specs, (m.data for m in wire[1:])), messages
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays=st.lists(
+        st.sampled_from(DTYPES).flatmap(
+            lambda dtype: hnp.arrays(
+                dtype=dtype, shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6)
+            )
+        ),
+        min_size=0,
+        max_size=5,
+    ),
+    chunk_bytes=st.integers(min_value=1, max_value=64),
+)
+def test_every_dtype_and_shape_survives_the_wire(arrays, chunk_bytes):
+    params = {f"t{i}": a for i, a in enumerate(arrays)}
+    specs, got, messages = _roundtrip_via_messages(params, chunk_bytes)
+    assert specs == specs_of(params)
+    assert list(got) == list(params)
+    for name, array in params.items():
+        assert got[name].dtype == array.dtype and got[name].shape == array.shape
+        np.testing.assert_array_equal(got[name], array)
+    assert all(len(m.data) <= chunk_bytes for m in messages[1:])
+
+
+def test_empty_model_and_empty_tensors():
+    params = {"empty": np.zeros((0, 3), np.float32), "scalar": np.array(2.5, np.float64)}
+    _, got, _ = _roundtrip_via_messages(params)
+    assert got["empty"].shape == (0, 3)
+    assert got["scalar"] == 2.5
+    assert _roundtrip_via_messages({})[1] == {}
+
+
+def test_large_model_moves_in_chunks_of_at_most_4_mib():
+    params = {"big": np.arange(3 * CHUNK_BYTES // 4 + 123, dtype=np.float32), "b": np.ones(7)}
+    _, got, messages = _roundtrip_via_messages(params)
+    sizes = [len(m.data) for m in messages[1:]]
+    assert max(sizes) == CHUNK_BYTES == 4 * 1024 * 1024
+    assert sum(sizes) == params["big"].nbytes + params["b"].nbytes
+    np.testing.assert_array_equal(got["big"], params["big"])
+
+
+def test_model_files_open_with_the_stock_safetensors_library(tmp_path: Path):
+    params = {"w": np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32),
+              "b": np.arange(4, dtype=np.int64), "flag": np.array([True, False])}
+    save_params(tmp_path / "m.safetensors", params, {"parent": "abc"})
+    theirs = safetensors.numpy.load_file(str(tmp_path / "m.safetensors"))
+    for name, array in params.items():
+        np.testing.assert_array_equal(theirs[name], array)
+    safetensors.numpy.save_file(params, str(tmp_path / "theirs.safetensors"))
+    ours = load_params(tmp_path / "theirs.safetensors")
+    for name, array in params.items():
+        np.testing.assert_array_equal(ours[name], array)
+
+
+def test_open_params_maps_without_loading(tmp_path: Path):
+    params = {"w": np.arange(10, dtype=np.float32)}
+    save_params(tmp_path / "m.safetensors", params)
+    mapped = open_params(tmp_path / "m.safetensors")
+    assert isinstance(mapped["w"], np.memmap)
+    np.testing.assert_array_equal(mapped["w"], params["w"])
+
+
+def test_a_torn_upload_never_appears_under_its_name(tmp_path: Path):
+    from stratafl.modelfile import ModelFileWriter
+
+    target = tmp_path / "m.safetensors"
+    with pytest.raises(ModelFormatError, match="ended after 4 of 40 bytes"):
+        with ModelFileWriter(target, [TensorSpec("w", "F32", (10,))]) as writer:
+            writer.write(b"\0" * 4)
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\x01", "shorter than its 8-byte header"),
+        ((5).to_bytes(8, "little") + b"nope!", "not valid JSON"),
+        ((2).to_bytes(8, "little") + b"[]", "must be a JSON object"),
+        ((200 * 1024 * 1024).to_bytes(8, "little"), "the limit is"),
+    ],
+)
+def test_malformed_headers_are_named(raw: bytes, message: str):
+    with pytest.raises(ModelFormatError, match=message):
+        read_header(io.BytesIO(raw))
+
+
+def test_header_with_wrong_byte_span_is_rejected():
+    bad = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}'
+    with pytest.raises(ModelFormatError, match="spans 8 bytes"):
+        read_header(io.BytesIO(len(bad).to_bytes(8, "little") + bad))
+
+
+def test_unknown_dtype_codes_and_negative_dims_are_rejected():
+    header = header_to_proto("m", [TensorSpec("w", "F32", (2,))])
+    header.tensors[0].dtype = "OBJECT"
+    with pytest.raises(ModelFormatError, match="unknown dtype code 'OBJECT'"):
+        specs_from_proto(header)
+    header.tensors[0].dtype = "F32"
+    header.tensors[0].shape[:] = [-1]
+    with pytest.raises(ModelFormatError, match="negative dimension"):
+        specs_from_proto(header)
+
+
+def test_object_arrays_cannot_be_sent():
+    with pytest.raises(ModelFormatError, match="cannot be sent"):
+        specs_of({"x": np.array([object()])})
+
+
+def test_layout_mismatch_names_the_tensor():
+    expected = [TensorSpec("w", "F32", (2, 2))]
+    with pytest.raises(ModelFormatError, match=r"'w' is F32\[2, 3\]"):
+        check_same_layout(expected, [TensorSpec("w", "F32", (2, 3))])
+    with pytest.raises(ModelFormatError, match=r"missing \['w'\]"):
+        check_same_layout(expected, [TensorSpec("v", "F32", (2, 2))])
+
+
+def test_receiver_refuses_more_or_fewer_bytes_than_announced():
+    specs = [TensorSpec("w", "F32", (2,))]
+    with pytest.raises(ModelFormatError, match="more than the 8 bytes"):
+        receive_to_params(specs, [b"\0" * 12])
+    with pytest.raises(ModelFormatError, match="ended after 4 of 8"):
+        receive_to_params(specs, [b"\0" * 4])
