@@ -125,7 +125,7 @@ class CombinerService(pb_grpc.CombinerServicer):
                 await asyncio.to_thread(state.fold.add, update, float(header.num_examples))
         except (UpdateRejected, ModelFormatError) as exc:
             state.resolve(header.task_id, "rejected", str(exc))
-            return pb.Ack(ok=False, message=f"update rejected: {exc}")
+            return pb.Ack(ok=False, message=str(exc))
         finally:
             path.unlink(missing_ok=True)
         state.resolve(

@@ -1,0 +1,52 @@
+"""Small client apps for the process-level tests; client processes load this file by path.
+
+Behaviour is steered by environment variables, which the launcher passes on to the
+processes it starts:
+    STRATA_TEST_PARAMS       number of float32 parameters (default 1000)
+    STRATA_TEST_TRAIN_SECONDS  how long train() takes (default 0)
+    STRATA_TEST_MARKERS      a folder; train() touches <folder>/<client_id>.training
+    STRATA_TEST_POISON       a client id whose update holds NaN
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from stratafl.client.app import ClientContext, Config, TrainResult
+from stratafl.params import Params
+
+
+class ShiftApp:
+    """Training adds (partition_id + 1) to every weight: FedAvg of that is easy to predict."""
+
+    def __init__(self, context: ClientContext) -> None:
+        self.context = context
+        self.size = int(os.environ.get("STRATA_TEST_PARAMS", "1000"))
+
+    def initial_params(self, seed: int) -> Params:
+        return {"w": np.zeros(self.size, np.float32), "b": np.zeros(3, np.float32)}
+
+    def train(self, params: Params, config: Config) -> TrainResult:
+        markers = os.environ.get("STRATA_TEST_MARKERS")
+        if markers:
+            Path(markers, f"{self.context.client_id}.training").touch()
+        time.sleep(float(os.environ.get("STRATA_TEST_TRAIN_SECONDS", "0")))
+        shift = np.float32(self.context.partition_id + 1)
+        new = {name: array + shift for name, array in params.items()}
+        if os.environ.get("STRATA_TEST_POISON") == self.context.client_id:
+            new["w"] = new["w"].copy()
+            new["w"][0] = np.nan
+        return TrainResult(new, num_examples=10 * (self.context.partition_id + 1),
+                           metrics={"shift": float(shift)})
+
+    def validate(self, params: Params, config: Config) -> Mapping[str, float]:
+        return {"accuracy": float(np.mean(params["w"])), "loss": 0.0, "num_examples": 1.0}
+
+
+def make_app(context: ClientContext) -> ShiftApp:
+    return ShiftApp(context)
