@@ -41,8 +41,9 @@ class ShiftApp:
         if os.environ.get("STRATA_TEST_POISON") == self.context.client_id:
             new["w"] = new["w"].copy()
             new["w"][0] = np.nan
-        return TrainResult(new, num_examples=10 * (self.context.partition_id + 1),
-                           metrics={"shift": float(shift)})
+        return TrainResult(
+            new, num_examples=10 * (self.context.partition_id + 1), metrics={"shift": float(shift)}
+        )
 
     def validate(self, params: Params, config: Config) -> Mapping[str, float]:
         return {"accuracy": float(np.mean(params["w"])), "loss": 0.0, "num_examples": 1.0}

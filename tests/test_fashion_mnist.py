@@ -49,9 +49,7 @@ def test_shapes_types_and_ranges(dataset: Dataset) -> None:
     assert np.bincount(dataset.y_test).tolist() == [1000] * 10
 
 
-def test_first_load_leaves_an_npz_that_later_loads_use_alone(
-    dataset: Dataset, cache: Path
-) -> None:
+def test_first_load_leaves_an_npz_that_later_loads_use_alone(dataset: Dataset, cache: Path) -> None:
     assert (cache / NPZ_NAME).is_file()
     with np.load(cache / NPZ_NAME, allow_pickle=False) as npz:
         assert npz["x_train"].dtype == np.uint8

@@ -106,14 +106,19 @@ def test_kill_9_of_a_client_mid_round_leaves_the_round_to_the_rest(tmp_path, mon
         federation.upload_seed_model()
         federation.wait_for_clients(4)
         session = federation.api(
-            "POST", "/sessions", json=SessionConfig(rounds=1, min_clients=2, round_timeout=60).model_dump()
+            "POST",
+            "/sessions",
+            json=SessionConfig(rounds=1, min_clients=2, round_timeout=60).model_dump(),
         )
-        _wait_for(lambda: (markers / "client-0.training").exists(), 30, "client-0 to start training")
+        _wait_for(
+            lambda: (markers / "client-0.training").exists(), 30, "client-0 to start training"
+        )
         victim = next(t for t in federation.group.tiers if t.name == "client-0")
         victim.kill()
         _wait_for(
             lambda: federation.api("GET", f"/sessions/{session['id']}")["status"] != "running",
-            60, "the session to end",
+            60,
+            "the session to end",
         )
         session = federation.api("GET", f"/sessions/{session['id']}")
         rounds = federation.api("GET", f"/sessions/{session['id']}/rounds")
@@ -136,7 +141,8 @@ def test_kill_9_of_a_combiner_moves_its_clients_and_the_next_round_completes(tmp
         next(t for t in federation.group.tiers if t.name == "combiner-0").kill()
         _wait_for(
             lambda: federation.api("GET", f"/sessions/{session['id']}")["status"] != "running",
-            120, "the session to end",
+            120,
+            "the session to end",
         )
         session = federation.api("GET", f"/sessions/{session['id']}")
         rounds = rounds_of()

@@ -84,8 +84,11 @@ def test_large_model_moves_in_chunks_of_at_most_4_mib():
 
 
 def test_model_files_open_with_the_stock_safetensors_library(tmp_path: Path):
-    params = {"w": np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32),
-              "b": np.arange(4, dtype=np.int64), "flag": np.array([True, False])}
+    params = {
+        "w": np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32),
+        "b": np.arange(4, dtype=np.int64),
+        "flag": np.array([True, False]),
+    }
     save_params(tmp_path / "m.safetensors", params, {"parent": "abc"})
     theirs = safetensors.numpy.load_file(str(tmp_path / "m.safetensors"))
     for name, array in params.items():

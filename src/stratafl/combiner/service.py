@@ -26,6 +26,7 @@ from stratafl.params import check_same_layout
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.transport.streams import (
+    wire_size,
     data_of,
     file_bytes,
     header_to_proto,
@@ -116,13 +117,12 @@ class CombinerService(pb_grpc.CombinerServicer):
             specs = specs_from_proto(header.model)
             check_same_layout(state.specs, specs)
             await write_file(path, specs, _counting(data_of(messages), outcome))
-            update = open_params(path)
-            check_update(update, state.specs)
             if not state.is_pending(header.task_id):
                 return pb.Ack(ok=False, message="the round closed before the update was complete")
-            assert state.fold is not None
+            # One staged update is mapped at a time: memory stays O(model) however many
+            # uploads wait here.
             async with state.fold_lock:
-                await asyncio.to_thread(state.fold.add, update, float(header.num_examples))
+                await asyncio.to_thread(_check_and_fold, path, state, float(header.num_examples))
         except (UpdateRejected, ModelFormatError) as exc:
             state.resolve(header.task_id, "rejected", str(exc))
             return pb.Ack(ok=False, message=str(exc))
@@ -214,8 +214,16 @@ class CombinerService(pb_grpc.CombinerServicer):
             yield pb.RoundResultChunk(data=chunk)
 
 
+def _check_and_fold(path: Path, state: RoundState, weight: float) -> None:
+    """Check a staged update whole, then fold it; the file's mapping ends with this call."""
+    update = open_params(path)
+    check_update(update, state.specs)
+    assert state.fold is not None
+    state.fold.add(update, weight)
+
+
 async def _counting(data: AsyncIterator[bytes], outcome: Outcome) -> AsyncIterator[bytes]:
     """Count each chunk as the serialized message it arrived in."""
     async for chunk in data:
-        outcome.bytes_up += pb.UpdateChunk(data=chunk).ByteSize()
+        outcome.bytes_up += wire_size(chunk)
         yield chunk

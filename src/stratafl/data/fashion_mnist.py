@@ -232,7 +232,13 @@ def _write_npz(path: Path, raw: dict[str, np.ndarray]) -> None:
         return
     try:
         with os.fdopen(fd, "wb") as out:
-            np.savez(out, **raw)
+            np.savez(
+                out,
+                x_train=raw["x_train"],
+                y_train=raw["y_train"],
+                x_test=raw["x_test"],
+                y_test=raw["y_test"],
+            )
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
         os.replace(tmp, path)
     except OSError:

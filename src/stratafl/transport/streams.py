@@ -74,6 +74,16 @@ def params_chunks(params: Mapping[str, np.ndarray]) -> tuple[list[TensorSpec], I
     return specs_of(params), iter_params_bytes(params)
 
 
+def wire_size(data: bytes) -> int:
+    """Serialized size of a chunk message holding ``data``, without building the message."""
+    length = len(data)
+    varint = 1
+    while length >= 0x80:
+        length >>= 7
+        varint += 1
+    return 1 + varint + len(data)
+
+
 class _Chunk(Protocol):
     data: bytes
 

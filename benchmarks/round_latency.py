@@ -1,0 +1,106 @@
+"""Round latency: K clients, P float32 parameters, trivial training, R rounds.
+
+The controller and the combiner run as their own processes; the K clients run as threads of
+this process (each with its own channel and TCP connection). Training is trivial, so the
+round time is the protocol's own cost: task push, model download, upload, fold, reduce,
+store. Prints a table and writes JSON.
+
+    python benchmarks/round_latency.py --clients 10 --params 1000000 --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stratafl.client.app import ClientContext, TrainResult
+from stratafl.client.runtime import ClientRuntime
+from stratafl.config import SessionConfig
+from stratafl.sim.launcher import FederationSpec, LocalFederation
+
+
+class TrivialApp:
+    """Adds 1 to every weight: the cheapest training that still changes the model."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def initial_params(self, seed: int) -> dict[str, np.ndarray]:
+        return {"w": np.zeros(self.size, np.float32)}
+
+    def train(self, params, config) -> TrainResult:
+        return TrainResult({"w": params["w"] + 1}, num_examples=1)
+
+    def validate(self, params, config) -> dict[str, float]:
+        return {"accuracy": 0.0}
+
+
+def measure(clients: int, params: int, rounds: int, combiners: int, validate: bool) -> dict:
+    spec = FederationSpec(app="(clients run in this process)", clients=0, combiners=combiners)
+    with LocalFederation(spec) as federation:
+        federation.upload_params(TrivialApp(params).initial_params(0))
+        runtimes = [
+            ClientRuntime(f"bench-{i}", federation.url, TrivialApp(params)) for i in range(clients)
+        ]
+        threads = [threading.Thread(target=r.run, daemon=True) for r in runtimes]
+        for thread in threads:
+            thread.start()
+        federation.wait_for_clients(clients)
+        config = SessionConfig(rounds=rounds, min_clients=clients, validate_each_round=validate)
+        started = time.monotonic()
+        session, rows = federation.run_session(config, poll_seconds=0.05)
+        wall = time.monotonic() - started
+        for runtime in runtimes:
+            runtime.stop()
+        assert session["status"] == "finished", session["reason"]
+    durations = [row["duration"] for row in rows]
+    return {
+        "clients": clients,
+        "params": params,
+        "model_mb": params * 4 / 1e6,
+        "rounds": rounds,
+        "combiners": combiners,
+        "validate_each_round": validate,
+        "round_seconds_median": statistics.median(durations),
+        "round_seconds_min": min(durations),
+        "round_seconds_max": max(durations),
+        "round_seconds": durations,
+        "session_wall_seconds": wall,
+        "bytes_per_round_clients_up": rows[-1]["traffic"]["clients_up"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--params", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--combiners", type=int, default=1)
+    parser.add_argument("--validate", action="store_true", help="validate after each round too")
+    parser.add_argument(
+        "--output", type=Path, default=Path("benchmarks/results/round_latency.json")
+    )
+    args = parser.parse_args()
+    result = measure(args.clients, args.params, args.rounds, args.combiners, args.validate)
+    print(
+        f"{'clients':>8} {'params':>10} {'model MB':>9} {'rounds':>7} {'median s':>9} "
+        f"{'min s':>7} {'max s':>7}"
+    )
+    print(
+        f"{result['clients']:>8} {result['params']:>10} {result['model_mb']:>9.1f} "
+        f"{result['rounds']:>7} {result['round_seconds_median']:>9.3f} "
+        f"{result['round_seconds_min']:>7.3f} {result['round_seconds_max']:>7.3f}"
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

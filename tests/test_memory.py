@@ -1,0 +1,62 @@
+"""The combiner folds updates as they arrive: its memory is O(model), not O(clients x model).
+
+20 clients send updates of a 50 MB model to one combiner process; its peak resident memory
+(VmHWM, read from /proc) must stay far below the 1 GB that holding every update would take.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from stratafl.client.app import ClientContext
+from stratafl.client.runtime import ClientRuntime
+from stratafl.config import SessionConfig
+from stratafl.sim.launcher import FederationSpec, LocalFederation
+from tests.federation_apps import ShiftApp
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 20
+PARAMS = 12_500_000  # float32: 50 MB
+MODEL_MB = PARAMS * 4 / 1e6
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024 * 1.048576
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_combiner_memory_is_bounded_by_the_model_not_the_clients(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRATA_TEST_PARAMS", str(PARAMS))
+    spec = FederationSpec(app="(in-process clients)", clients=0, combiners=1, workdir=tmp_path)
+    with LocalFederation(spec) as federation:
+        federation.upload_params(ShiftApp(ClientContext()).initial_params(0))
+        runtimes = [
+            ClientRuntime(f"c{i}", federation.url, ShiftApp(ClientContext(f"c{i}", i, CLIENTS)))
+            for i in range(CLIENTS)
+        ]
+        threads = [threading.Thread(target=r.run, daemon=True) for r in runtimes]
+        for thread in threads:
+            thread.start()
+        try:
+            federation.wait_for_clients(CLIENTS)
+            config = SessionConfig(rounds=1, min_clients=CLIENTS, validate_each_round=False)
+            session, rounds = federation.run_session(config)
+        finally:
+            for runtime in runtimes:
+                runtime.stop()
+        assert session["status"] == "finished", session["reason"]
+        assert len(rounds[0]["participants"]) == CLIENTS
+        combiner = next(t for t in federation.group.tiers if t.name == "combiner-0")
+        peak = _peak_rss_mb(combiner.process.pid)
+    all_updates_mb = CLIENTS * MODEL_MB
+    print(f"combiner peak RSS {peak:.0f} MB for {CLIENTS} updates of {MODEL_MB:.0f} MB")
+    # float64 running sum (2x model) + one staged update mapped (1x) + the partial (1x)
+    # + the interpreter: well under 6x the model, while holding all updates would be 20x.
+    assert peak < 6 * MODEL_MB + 100
+    assert peak < all_updates_mb / 3
