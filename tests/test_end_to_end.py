@@ -18,11 +18,28 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_strata_run_on_fashion_mnist_writes_a_complete_report(tmp_path):
     report_path = tmp_path / "report.json"
     command = [
-        sys.executable, "-m", "stratafl.cli", "run",
-        "--app", f"{ROOT / 'examples' / 'fashion_mnist_numpy.py'}:make_app",
-        "--clients", "6", "--combiners", "2", "--rounds", "3",
-        "--partition", "dirichlet:0.5", "--seed", "0", "--min-clients", "6",
-        "--report", str(report_path), "--workdir", str(tmp_path / "run"),
+        sys.executable,
+        "-m",
+        "stratafl.cli",
+        "run",
+        "--app",
+        f"{ROOT / 'examples' / 'fashion_mnist_numpy.py'}:make_app",
+        "--clients",
+        "6",
+        "--combiners",
+        "2",
+        "--rounds",
+        "3",
+        "--partition",
+        "dirichlet:0.5",
+        "--seed",
+        "0",
+        "--min-clients",
+        "6",
+        "--report",
+        str(report_path),
+        "--workdir",
+        str(tmp_path / "run"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

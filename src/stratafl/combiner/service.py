@@ -35,15 +35,28 @@ from stratafl.transport.streams import (
 )
 
 
+MAX_TRANSFERS = 4
+"""Model downloads and update uploads that move bytes at the same time."""
+
+
 class CombinerService(pb_grpc.CombinerServicer):
     def __init__(
-        self, combiner_id: str, workdir: Path, registry: ClientRegistry, cache: ModelCache
+        self,
+        combiner_id: str,
+        workdir: Path,
+        registry: ClientRegistry,
+        cache: ModelCache,
+        *,
+        max_transfers: int = MAX_TRANSFERS,
     ) -> None:
         self.combiner_id = combiner_id
         self._workdir = workdir
         self._registry = registry
         self._cache = cache
         self._tasks: dict[str, RoundState] = {}
+        # gRPC buffers several chunks per active stream; bounding the streams that move
+        # model bytes at once bounds that memory however many clients are connected.
+        self._transfers = asyncio.Semaphore(max_transfers)
 
     # -- clients --------------------------------------------------------------------------
 
@@ -80,18 +93,19 @@ class CombinerService(pb_grpc.CombinerServicer):
                 f"model {request.model_id!r} is not part of a round on combiner {self.combiner_id}",
             )
         assert path is not None
-        specs, data = file_bytes(path)
         state = self._tasks.get(request.task_id)
         outcome = state.outcome(request.task_id) if state else None
-        header = pb.ModelChunk(header=header_to_proto(request.model_id, specs))
-        if outcome:
-            outcome.bytes_down += header.ByteSize()
-        yield header
-        for chunk in data:
-            message = pb.ModelChunk(data=chunk)
+        async with self._transfers:
+            specs, data = file_bytes(path)
+            header = pb.ModelChunk(header=header_to_proto(request.model_id, specs))
             if outcome:
-                outcome.bytes_down += message.ByteSize()
-            yield message
+                outcome.bytes_down += header.ByteSize()
+            yield header
+            for chunk in data:
+                message = pb.ModelChunk(data=chunk)
+                if outcome:
+                    outcome.bytes_down += message.ByteSize()
+                yield message
 
     async def UploadUpdate(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
@@ -116,7 +130,8 @@ class CombinerService(pb_grpc.CombinerServicer):
                 raise UpdateRejected(f"num_examples must be positive, got {header.num_examples}")
             specs = specs_from_proto(header.model)
             check_same_layout(state.specs, specs)
-            await write_file(path, specs, _counting(data_of(messages), outcome))
+            async with self._transfers:
+                await write_file(path, specs, _counting(data_of(messages), outcome))
             if not state.is_pending(header.task_id):
                 return pb.Ack(ok=False, message="the round closed before the update was complete")
             # One staged update is mapped at a time: memory stays O(model) however many

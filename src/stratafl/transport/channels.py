@@ -28,6 +28,9 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 10000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
     ("grpc.keepalive_permit_without_calls", 1),
+    # No BDP probing: on loopback it grows every stream's window to many MB, and with
+    # hundreds of concurrent transfers that buffering, not the model, fills the memory.
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
@@ -38,6 +41,7 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     # Each client gets its own TCP connection even when many share one process.
     ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 
