@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stratafl.client.app import ClientContext, TrainResult
+from stratafl.client.app import TrainResult
 from stratafl.client.runtime import ClientRuntime
 from stratafl.config import SessionConfig
 from stratafl.sim.launcher import FederationSpec, LocalFederation

@@ -36,7 +36,8 @@ class SessionConfig(BaseModel):
     def _count_is_whole(self) -> SessionConfig:
         if self.clients_per_round > 1 and not float(self.clients_per_round).is_integer():
             raise ValueError(
-                f"clients_per_round={self.clients_per_round}: use a fraction <= 1.0 or a whole count"
+                f"clients_per_round={self.clients_per_round}: "
+                "use a fraction <= 1.0 or a whole count"
             )
         return self
 

@@ -106,7 +106,8 @@ def iter_params_bytes(
     pending = bytearray()
     for array in params.values():
         flat = np.ascontiguousarray(np.asarray(array)).reshape(-1)
-        view = memoryview(flat.astype(flat.dtype.newbyteorder("<"), copy=False).view(np.uint8))
+        little = flat.astype(flat.dtype.newbyteorder("<"), copy=False)
+        view = memoryview(little.view(np.uint8).data)
         start = 0
         while start < len(view):
             room = chunk_bytes - len(pending)

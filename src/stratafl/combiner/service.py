@@ -16,24 +16,23 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
+from stratafl.aggregate.checks import check_update
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.rounds import Outcome, RoundState
-from stratafl.aggregate.checks import check_update
 from stratafl.errors import ModelFormatError, UpdateRejected
 from stratafl.modelfile import iter_params_bytes, open_params
 from stratafl.params import check_same_layout
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.transport.streams import (
-    wire_size,
     data_of,
     file_bytes,
     header_to_proto,
     specs_from_proto,
+    wire_size,
     write_file,
 )
-
 
 MAX_TRANSFERS = 4
 """Model downloads and update uploads that move bytes at the same time."""

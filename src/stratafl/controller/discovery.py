@@ -128,7 +128,7 @@ class Discovery:
         return sum(len(e.clients) for e in self.online())
 
     async def wait_for_clients(self, count: int, timeout: float) -> int:
-        """Wait (at most ``timeout`` s) until ``count`` clients are connected; returns how many are."""
+        """Wait at most ``timeout`` s for ``count`` connected clients; returns how many are."""
         deadline = self._clock() + timeout
         while self.connected_clients() < count:
             remaining = deadline - self._clock()

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -21,6 +22,14 @@ from stratafl.store.state import StateStore
 from stratafl.transport.channels import create_aio_server
 
 log = logging.getLogger("stratafl.controller")
+
+
+class _QuietServer(uvicorn.Server):
+    """Uvicorn without its own signal handlers: the controller's loop owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Controller:
@@ -62,8 +71,7 @@ async def serve_controller(
     config = uvicorn.Config(
         create_api(controller), host=host, port=http_port, log_level="warning", lifespan="off"
     )
-    http = uvicorn.Server(config)
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    http = _QuietServer(config)
     serving = asyncio.ensure_future(http.serve())
     while not http.started:
         if serving.done():

@@ -238,7 +238,8 @@ class SessionRunner:
 
     async def _validate(
         self, session_id: str, config: SessionConfig, number: int, model_id: str
-    ) -> dict[str, Any]:
+    ) -> list[dict[str, Any]]:
+        """Ask every connected client to score ``model_id``; their outcomes carry the metrics."""
         spec = pb.RoundSpec(
             session_id=session_id,
             round=number,
