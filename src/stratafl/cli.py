@@ -291,7 +291,7 @@ def run(
 @app.command("demo")
 def demo(
     report: Path = Path("report.json"),
-    rounds: int = 10,
+    rounds: int = 15,
     partition: str = "dirichlet:0.5",
 ) -> None:
     """Fashion-MNIST, 1 controller, 2 combiners, 10 non-IID clients, and the promise check."""
