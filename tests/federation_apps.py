@@ -6,6 +6,7 @@ processes it starts:
     STRATA_TEST_TRAIN_SECONDS  how long train() takes (default 0)
     STRATA_TEST_MARKERS      a folder; train() touches <folder>/<client_id>.training
     STRATA_TEST_POISON       a client id whose update holds NaN
+    STRATA_TEST_BOOST        a client id whose shift is multiplied by 100 (model poisoning)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class ShiftApp:
             Path(markers, f"{self.context.client_id}.training").touch()
         time.sleep(float(os.environ.get("STRATA_TEST_TRAIN_SECONDS", "0")))
         shift = np.float32(self.context.partition_id + 1)
+        if os.environ.get("STRATA_TEST_BOOST") == self.context.client_id:
+            shift *= 100
         new = {name: array + shift for name, array in params.items()}
         if os.environ.get("STRATA_TEST_POISON") == self.context.client_id:
             new["w"] = new["w"].copy()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import asyncio
 
 import httpx
+import numpy as np
+import pytest
 
 from stratafl import errors
 from stratafl.controller.api import HTTP_STATUS, create_api
@@ -55,7 +55,8 @@ def _model_body(params):
 
 def test_every_domain_error_has_an_http_status():
     domain = [
-        obj for obj in vars(errors).values()
+        obj
+        for obj in vars(errors).values()
         if isinstance(obj, type) and issubclass(obj, errors.StrataError)
     ]
     assert set(domain) == set(HTTP_STATUS)

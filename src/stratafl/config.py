@@ -6,6 +6,8 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stratafl.aggregate import parse_aggregator
+
 
 class SessionConfig(BaseModel):
     """One training session: R rounds of FedAvg-style training over the connected clients.
@@ -25,12 +27,25 @@ class SessionConfig(BaseModel):
     learning_rate: float = Field(0.05, gt=0)
     proximal_mu: float = Field(0.0, ge=0)
     validate_each_round: bool = True
-    aggregator: str = "fedavg"
+    aggregator: str = Field(
+        "fedavg", description="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md"
+    )
     seed: int = 0
     seed_model_id: str | None = Field(None, description="defaults to the newest stored model")
     wait_for_clients_seconds: float = Field(
         60.0, ge=0, description="how long a round waits for min_clients to be connected"
     )
+
+    @model_validator(mode="after")
+    def _aggregator_fits(self) -> SessionConfig:
+        """Refuse an unknown rule, and a rule that needs more updates than min_clients."""
+        rule = parse_aggregator(self.aggregator).rule
+        if self.min_clients < rule.min_updates:
+            raise ValueError(
+                f"aggregator {self.aggregator!r} needs at least {rule.min_updates} updates per "
+                f"combiner; raise min_clients (now {self.min_clients}) to {rule.min_updates}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _count_is_whole(self) -> SessionConfig:

@@ -197,6 +197,47 @@ def open_params(path: Path) -> Params:
     return params
 
 
+class MappedModelFile(Mapping[str, np.ndarray]):
+    """A model file whose tensors are mapped afresh on every access.
+
+    Rules that need every update read them block by block. A long-lived memory map would
+    keep each block's pages resident until the end, so K updates would count K x model in
+    the process's RSS; mapping per access lets each block's pages go as soon as the block
+    is consumed, so K updates larger than memory can be aggregated.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as stream:
+            self.specs, _ = read_header(stream)
+            offset = stream.tell()
+        self._placement: dict[str, tuple[TensorSpec, int]] = {}
+        for spec in self.specs:
+            self._placement[spec.name] = (spec, offset)
+            offset += spec.nbytes
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        spec, offset = self._placement[name]
+        if spec.size == 0:
+            return np.zeros(spec.shape, dtype=spec.numpy_dtype)
+        return np.memmap(
+            self.path, dtype=spec.numpy_dtype, mode="r", offset=offset, shape=spec.shape
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._placement)
+
+    def __len__(self) -> int:
+        return len(self._placement)
+
+
+def read_params(stream: BinaryIO) -> tuple[Params, dict[str, str]]:
+    """Every tensor of a model file open for reading (local or remote), and its metadata."""
+    specs, metadata = read_header(stream)
+    data = b"".join(iter_chunks(stream, total_bytes(specs)))
+    return {name: np.array(a) for name, a in params_from_bytes(specs, data).items()}, metadata
+
+
 def load_params(path: Path) -> Params:
     """Every tensor of a model file, copied into memory."""
     return {name: np.array(array) for name, array in open_params(path).items()}

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratafl.aggregate import WeightedMeanFold
+from stratafl.collect import Collector
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 
@@ -42,11 +42,13 @@ class Outcome:
 class RoundState:
     """The tasks of one round and their outcomes; ``done`` fires when none is pending."""
 
-    def __init__(self, spec: pb.RoundSpec, specs: list[TensorSpec]) -> None:
+    def __init__(
+        self, spec: pb.RoundSpec, specs: list[TensorSpec], collector: Collector | None
+    ) -> None:
         self.spec = spec
         self.specs = specs
-        self.fold = WeightedMeanFold(specs) if spec.kind == pb.TRAIN else None
-        self.fold_lock = asyncio.Lock()
+        self.collector = collector  # None for validation rounds
+        self.collect_lock = asyncio.Lock()
         self.outcomes: dict[str, Outcome] = {}
         self._task_to_client: dict[str, str] = {}
         self.done = asyncio.Event()

@@ -10,19 +10,21 @@ import asyncio
 import json
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import grpc.aio
 
-from stratafl.aggregate.checks import check_update
+from stratafl.aggregate import DPGaussian, parse_aggregator
+from stratafl.collect import Collector
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.rounds import Outcome, RoundState
-from stratafl.errors import ModelFormatError, UpdateRejected
-from stratafl.modelfile import iter_params_bytes, open_params
-from stratafl.params import check_same_layout
+from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
+from stratafl.modelfile import MappedModelFile, iter_params_bytes
+from stratafl.params import TensorSpec, check_same_layout
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.transport.streams import (
@@ -131,23 +133,27 @@ class CombinerService(pb_grpc.CombinerServicer):
             check_same_layout(state.specs, specs)
             async with self._transfers:
                 await write_file(path, specs, _counting(data_of(messages), outcome))
-            if not state.is_pending(header.task_id):
-                return pb.Ack(ok=False, message="the round closed before the update was complete")
-            # One staged update is mapped at a time: memory stays O(model) however many
-            # uploads wait here.
-            async with state.fold_lock:
-                await asyncio.to_thread(_check_and_fold, path, state, float(header.num_examples))
+            # Inputs are collected one at a time (one staged update mapped at a time), and
+            # the round cannot close between collecting an update and counting it.
+            async with state.collect_lock:
+                if not state.is_pending(header.task_id):
+                    path.unlink(missing_ok=True)
+                    return pb.Ack(ok=False, message="the round closed before the update arrived")
+                assert state.collector is not None
+                await asyncio.to_thread(state.collector.add, path, float(header.num_examples))
+                state.resolve(
+                    header.task_id,
+                    "ok",
+                    num_examples=int(header.num_examples),
+                    metrics=dict(header.metrics),
+                )
         except (UpdateRejected, ModelFormatError) as exc:
+            path.unlink(missing_ok=True)
             state.resolve(header.task_id, "rejected", str(exc))
             return pb.Ack(ok=False, message=str(exc))
-        finally:
+        except BaseException:
             path.unlink(missing_ok=True)
-        state.resolve(
-            header.task_id,
-            "ok",
-            num_examples=int(header.num_examples),
-            metrics=dict(header.metrics),
-        )
+            raise
         return pb.Ack(ok=True)
 
     async def ReportValidation(  # noqa: N802
@@ -179,13 +185,19 @@ class CombinerService(pb_grpc.CombinerServicer):
     ) -> AsyncIterator[pb.RoundResultChunk]:
         started = time.monotonic()
         try:
-            _, specs = await self._cache.get(request.model_id)
+            model_path, specs = await self._cache.get(request.model_id)
         except grpc.aio.AioRpcError as exc:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"cannot fetch model {request.model_id}: {exc.details()}",
             )
-        state = RoundState(request, specs)
+        collector = None
+        if request.kind == pb.TRAIN:
+            try:
+                collector = self._collector(request, model_path, specs)
+            except ConfigError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        state = RoundState(request, specs, collector)
         chosen = self._registry.sample(request.num_clients, seed=request.seed)
         for client in chosen:
             task_id = uuid.uuid4().hex
@@ -207,33 +219,44 @@ class CombinerService(pb_grpc.CombinerServicer):
         except TimeoutError:
             pass
         finally:
-            state.close()
+            async with state.collect_lock:
+                state.close()
             for task_id in state.task_ids():
                 self._tasks.pop(task_id, None)
         header = pb.RoundResultHeader(
             combiner_id=self.combiner_id,
             contributors=state.contributors(),
             outcomes=[o.to_proto() for o in state.outcomes.values()],
-            seconds=time.monotonic() - started,
         )
-        if state.fold is None or state.fold.count == 0:
+        partial = None
+        if state.collector is not None and state.collector.count > 0:
+            try:
+                partial, header.total_weight = await asyncio.to_thread(state.collector.result)
+            except ConfigError as exc:  # e.g. too few updates for the rule's tolerance
+                header.error = str(exc)
+            finally:
+                state.collector.discard()
+        header.seconds = time.monotonic() - started
+        if partial is None:
             yield pb.RoundResultChunk(header=header)
             return
-        async with state.fold_lock:
-            mean, weight = await asyncio.to_thread(state.fold.result)
-        header.total_weight = weight
         header.model.CopyFrom(header_to_proto("", state.specs))
         yield pb.RoundResultChunk(header=header)
-        for chunk in iter_params_bytes(mean):
+        for chunk in iter_params_bytes(partial):
             yield pb.RoundResultChunk(data=chunk)
 
-
-def _check_and_fold(path: Path, state: RoundState, weight: float) -> None:
-    """Check a staged update whole, then fold it; the file's mapping ends with this call."""
-    update = open_params(path)
-    check_update(update, state.specs)
-    assert state.fold is not None
-    state.fold.add(update, weight)
+    def _collector(
+        self, request: pb.RoundSpec, model_path: Path, specs: list[TensorSpec]
+    ) -> Collector:
+        """The round's rule over this combiner's clients, streaming when the rule allows."""
+        rule = parse_aggregator(request.aggregator or "fedavg").rule
+        if isinstance(rule, DPGaussian):  # fresh noise for every round and every combiner
+            rule = rule.with_noise_key(request.round, zlib.crc32(self.combiner_id.encode()))
+        reference = MappedModelFile(model_path)
+        fold = rule.fold(reference) if rule.streaming else None
+        return Collector(
+            specs, fold, lambda updates, weights: rule.aggregate(updates, weights, reference)
+        )
 
 
 async def _counting(data: AsyncIterator[bytes], outcome: Outcome) -> AsyncIterator[bytes]:

@@ -62,6 +62,10 @@ async def serve_controller(
     workdir.mkdir(parents=True, exist_ok=True)
     controller = Controller(workdir, database_url, model_store)
     controller.store.open()
+    for session_id in controller.store.fail_interrupted_sessions(
+        "the controller stopped during the session; start a new session from its final model"
+    ):
+        log.warning("session %s was interrupted by a controller restart", session_id)
     server, bound = create_aio_server(f"{host}:{grpc_port}")
     pb_grpc.add_ControllerServicer_to_server(
         ControllerService(controller.discovery, controller.models, controller.traffic), server

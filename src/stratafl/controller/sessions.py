@@ -19,13 +19,14 @@ from typing import Any
 
 import grpc.aio
 
+from stratafl.aggregate import Aggregator, ServerAverage, ServerOptState, parse_aggregator
 from stratafl.config import SessionConfig
 from stratafl.controller.discovery import CombinerEntry, Discovery
 from stratafl.controller.reducer import Reducer
 from stratafl.controller.service import TrafficCounter
 from stratafl.errors import RoundFailed, StrataError
-from stratafl.modelfile import read_header, save_params
-from stratafl.params import num_parameters
+from stratafl.modelfile import read_params, save_params
+from stratafl.params import num_parameters, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.store.models import ModelStore, new_model_id
@@ -96,8 +97,37 @@ class SessionRunner:
         self._store.add_event(
             "session_started", "controller", f"session {session_id}", config=config.model_dump()
         )
-        self.current = asyncio.ensure_future(self._run(session_id, config, seed_model))
+        aggregator = parse_aggregator(config.aggregator)
+        state = self._load_optimizer_state(seed_model, aggregator)
+        self.current = asyncio.ensure_future(
+            self._run(session_id, config, aggregator, seed_model, state)
+        )
         return session_id
+
+    def _load_optimizer_state(self, model_id: str, aggregator: Aggregator) -> ServerOptState:
+        """The optimiser state saved with ``model_id`` by the same optimiser, else a fresh one.
+
+        Saved with every model a session makes, so a session that continues from a model
+        (after a controller restart, say) picks up m, v and t where they were.
+        """
+        state_id = f"{model_id}-optimizer"
+        if not self._models.exists(state_id):
+            return ServerOptState()
+        with self._models.open(state_id) as stream:
+            arrays, metadata = read_params(stream)
+        if metadata.get("optimizer") != _optimizer_spec(aggregator):
+            return ServerOptState()
+        return ServerOptState.from_arrays(arrays)
+
+    def _save_optimizer_state(
+        self, model_id: str, aggregator: Aggregator, state: ServerOptState
+    ) -> None:
+        if isinstance(aggregator.optimizer, ServerAverage):
+            return  # plain averaging has no state worth keeping
+        staged = self._workdir / "staging" / f"{model_id}-optimizer.safetensors"
+        save_params(staged, state.to_arrays(), {"optimizer": _optimizer_spec(aggregator)})
+        self._models.put_file(f"{model_id}-optimizer", staged)
+        staged.unlink(missing_ok=True)
 
     def _newest_model(self) -> str:
         models = self._store.models()
@@ -107,10 +137,19 @@ class SessionRunner:
             )
         return str(models[-1]["id"])
 
-    async def _run(self, session_id: str, config: SessionConfig, model_id: str) -> None:
+    async def _run(
+        self,
+        session_id: str,
+        config: SessionConfig,
+        aggregator: Aggregator,
+        model_id: str,
+        state: ServerOptState,
+    ) -> None:
         try:
             for number in range(1, config.rounds + 1):
-                report = await self.run_round(session_id, config, number, model_id)
+                report, state = await self.run_round(
+                    session_id, config, aggregator, number, model_id, state
+                )
                 if report.status != "finished":
                     raise RoundFailed(f"round {number} failed: {report.reason}")
                 assert report.model_out is not None
@@ -145,8 +184,15 @@ class SessionRunner:
         return {cid: n for cid, n in results if n is not None}
 
     async def run_round(
-        self, session_id: str, config: SessionConfig, number: int, model_in: str
-    ) -> RoundReport:
+        self,
+        session_id: str,
+        config: SessionConfig,
+        aggregator: Aggregator,
+        number: int,
+        model_in: str,
+        state: ServerOptState,
+    ) -> tuple[RoundReport, ServerOptState]:
+        """One round from ``model_in``; returns its report and the optimiser's next state."""
         started_wall, started = time.time(), time.monotonic()
         report = RoundReport(number=number, status="failed", model_in=model_in)
         await self._discovery.wait_for_clients(config.min_clients, config.wait_for_clients_seconds)
@@ -154,8 +200,9 @@ class SessionRunner:
         wanted = config.clients_wanted(sum(counts.values()))
         quotas = {k: v for k, v in split_quota(wanted, counts).items() if v > 0}
         with self._models.open(model_in) as stream:
-            specs, _ = read_header(stream)
-        reducer = Reducer(specs, self._workdir / "staging")
+            reference, _ = await asyncio.to_thread(read_params, stream)
+        specs = specs_of(reference)
+        reducer = Reducer(specs, self._workdir / "staging", aggregator, reference)
         (self._workdir / "staging").mkdir(parents=True, exist_ok=True)
         down_before = self._traffic.bytes_down
         spec = pb.RoundSpec(
@@ -170,19 +217,27 @@ class SessionRunner:
         )
         headers = await self._fan_out(spec, quotas, reducer.receive, report)
         report.outcomes = [_outcome(o, h.combiner_id) for h in headers for o in h.outcomes]
-        contributors = sum(h.contributors for h in headers)
+        contributors = sum(h.contributors for h in headers if not h.error)
+        for header in headers:
+            if header.error:
+                report.reason += f"combiner {header.combiner_id} has no partial: {header.error}; "
         report.timings["train"] = time.monotonic() - started
         report.traffic = {"combiners_up": reducer.bytes_received}
         if contributors < config.min_clients:
-            report.reason = (
+            report.reason += (
                 f"only {contributors} of the {wanted} clients asked returned a usable update; "
                 f"min_clients is {config.min_clients}"
             )
             self._record(session_id, report, started_wall, started, down_before)
-            return report
+            return report, state
         model_out = new_model_id()
         staged = self._workdir / "staging" / f"{model_out}.safetensors"
-        params = await asyncio.to_thread(reducer.result)
+        try:
+            params, state = await asyncio.to_thread(reducer.result, state)
+        except StrataError as exc:
+            report.reason += f"the partials could not be merged: {exc}"
+            self._record(session_id, report, started_wall, started, down_before)
+            return report, state
         await asyncio.to_thread(save_params, staged, params, {"parent": model_in})
         self._models.put_file(model_out, staged)
         staged.unlink(missing_ok=True)
@@ -201,8 +256,9 @@ class SessionRunner:
             validation_outcomes = await self._validate(session_id, config, number, model_out)
             report.validation = summarize_validation(validation_outcomes)
         report.timings["total"] = time.monotonic() - started
+        self._save_optimizer_state(model_out, aggregator, state)
         self._record(session_id, report, started_wall, started, down_before, validation_outcomes)
-        return report
+        return report, state
 
     async def _fan_out(
         self, spec: pb.RoundSpec, quotas: dict[str, int], receive: Any, report: RoundReport
@@ -294,6 +350,10 @@ class SessionRunner:
             f"session {session_id} round {report.number}",
             reason=report.reason,
         )
+
+
+def _optimizer_spec(aggregator: Aggregator) -> str:
+    return aggregator.spec.partition("+")[2] or "fedavg"
 
 
 def _outcome(outcome: pb.ClientOutcome, combiner_id: str) -> dict[str, Any]:

@@ -188,20 +188,22 @@ class ClientOutcome(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class RoundResultHeader(_message.Message):
-    __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds")
+    __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds", "error")
     COMBINER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     combiner_id: str
     contributors: int
     total_weight: float
     outcomes: _containers.RepeatedCompositeFieldContainer[ClientOutcome]
     model: ModelHeader
     seconds: float
-    def __init__(self, combiner_id: _Optional[str] = ..., contributors: _Optional[int] = ..., total_weight: _Optional[float] = ..., outcomes: _Optional[_Iterable[_Union[ClientOutcome, _Mapping]]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    error: str
+    def __init__(self, combiner_id: _Optional[str] = ..., contributors: _Optional[int] = ..., total_weight: _Optional[float] = ..., outcomes: _Optional[_Iterable[_Union[ClientOutcome, _Mapping]]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class RoundResultChunk(_message.Message):
     __slots__ = ("header", "data")

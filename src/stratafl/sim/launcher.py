@@ -45,6 +45,7 @@ class LocalFederation:
         self.workdir = spec.workdir or Path(".")
         self.group = ProcessGroup(self.workdir)
         self.url = ""
+        self.grpc_address = ""
         self._http: httpx.Client | None = None
 
     def __enter__(self) -> LocalFederation:
@@ -69,11 +70,7 @@ class LocalFederation:
 
     def _start(self) -> None:
         spec = self.spec
-        controller = self.group.start(
-            "controller",
-            ["controller", "start", "--port", "0", "--workdir", str(self.workdir / "controller")],
-        )
-        self.url = controller_info(controller.wait_ready())["url"]
+        self._start_controller(http_port=0, grpc_port=0)
         combiners = [
             self.group.start(
                 f"combiner-{i}",
@@ -96,6 +93,35 @@ class LocalFederation:
             tier.wait_ready()
         for i in range(spec.clients):
             self.start_client(i)
+
+    def _start_controller(self, http_port: int, grpc_port: int) -> None:
+        controller = self.group.start(
+            "controller",
+            [
+                "controller",
+                "start",
+                "--port",
+                str(http_port),
+                "--grpc-port",
+                str(grpc_port),
+                "--workdir",
+                str(self.workdir / "controller"),
+            ],
+        )
+        info = controller_info(controller.wait_ready())
+        self.url, self.grpc_address = info["url"], info["grpc_address"]
+
+    def restart_controller(self) -> None:
+        """kill -9 the controller and start a new one on the same ports and work folder."""
+        old = next(t for t in self.group.tiers if t.name == "controller")
+        old.kill()
+        self.group.tiers.remove(old)
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        http_port = int(self.url.rsplit(":", 1)[1])
+        grpc_port = int(self.grpc_address.rsplit(":", 1)[1])
+        self._start_controller(http_port, grpc_port)
 
     def start_client(self, index: int) -> None:
         spec = self.spec

@@ -8,7 +8,6 @@ never leaves a torn model behind an id that the state store already points at.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,11 +65,3 @@ class ModelStore:
 
     def size(self, model_id: str) -> int:
         return int(self._fs.size(self._path(model_id)))
-
-    def ids(self) -> Iterator[str]:
-        if not self._fs.exists(self._root):
-            return
-        for path in self._fs.ls(self._root, detail=False):
-            name = str(path).rsplit("/", 1)[-1]
-            if name.endswith(".safetensors"):
-                yield name.removesuffix(".safetensors")

@@ -301,6 +301,14 @@ class StateStore:
                 for row in db.scalars(select(SessionRow).order_by(SessionRow.created_at))
             ]
 
+    def fail_interrupted_sessions(self, reason: str) -> list[str]:
+        """Mark sessions left 'running' by a crashed controller as failed; returns their ids."""
+        with self._session() as db, db.begin():
+            rows = list(db.scalars(select(SessionRow).where(SessionRow.status == "running")))
+            for row in rows:
+                row.status, row.reason, row.finished_at = "failed", reason, time.time()
+            return [row.id for row in rows]
+
     def add_round(self, **fields: Any) -> None:
         with self._session() as db, db.begin():
             db.add(RoundRow(**fields))

@@ -1,0 +1,66 @@
+"""Collect updates (at a combiner) or partials (at the reducer) for one aggregation rule.
+
+Streaming rules fold each staged file as it arrives and delete it: memory O(model).
+Rules that need every input keep the staged files (the spool) and run the rule over them
+at the end, block by block through per-access memory maps: memory O(model + block), disk
+O(inputs x model). Either way an input is checked whole before it counts, and a bad one is
+refused without touching what was collected so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stratafl.aggregate.checks import check_update
+from stratafl.aggregate.rule import Fold
+from stratafl.errors import ConfigError
+from stratafl.modelfile import MappedModelFile
+from stratafl.params import Params, TensorSpec
+
+Combine = Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float]], tuple[Params, float]]
+
+
+class Collector:
+    """Takes staged model files one at a time; ``result()`` gives (params, weight)."""
+
+    def __init__(self, specs: Sequence[TensorSpec], fold: Fold | None, combine: Combine) -> None:
+        self._specs = list(specs)
+        self._fold = fold
+        self._combine = combine
+        self._spooled: list[tuple[Path, float]] = []
+        self.count = 0
+
+    @property
+    def streaming(self) -> bool:
+        return self._fold is not None
+
+    def add(self, staged: Path, weight: float) -> None:
+        """Check ``staged`` and fold it (deleting it) or keep it in the spool.
+
+        Raises `UpdateRejected` (layout, NaN/Inf) with nothing collected changed.
+        """
+        update = MappedModelFile(staged)
+        check_update(update, self._specs)
+        if self._fold is not None:
+            self._fold.add(update, weight)
+            staged.unlink(missing_ok=True)
+        else:
+            self._spooled.append((staged, weight))
+        self.count += 1
+
+    def result(self) -> tuple[Params, float]:
+        if self.count == 0:
+            raise ConfigError("nothing was collected; a rule over no updates is undefined")
+        if self._fold is not None:
+            return self._fold.result()
+        inputs = [MappedModelFile(path) for path, _ in self._spooled]
+        return self._combine(inputs, [weight for _, weight in self._spooled])
+
+    def discard(self) -> None:
+        """Delete whatever is spooled (after the result is taken, or when a round is dropped)."""
+        for path, _ in self._spooled:
+            path.unlink(missing_ok=True)
+        self._spooled.clear()
