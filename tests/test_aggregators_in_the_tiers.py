@@ -5,93 +5,84 @@ The test app's client i adds i+1 to every weight, so each rule's result is easy 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from stratafl.config import SessionConfig
 from stratafl.modelfile import load_params
-from stratafl.sim.launcher import FederationSpec, LocalFederation
+from stratafl.sim.launcher import LocalFederation
 
 pytestmark = pytest.mark.slow
-
-APP = f"{Path(__file__).parent / 'federation_apps.py'}:make_app"
-
-
-def _federation(tmp_path: Path, clients: int, combiners: int) -> LocalFederation:
-    spec = FederationSpec(app=APP, clients=clients, combiners=combiners, workdir=tmp_path / "fed")
-    return LocalFederation(spec)
 
 
 def _model(federation: LocalFederation, model_id: str) -> dict[str, np.ndarray]:
     return load_params(federation.workdir / "controller" / "models" / f"{model_id}.safetensors")
 
 
-def test_median_with_one_combiner_equals_the_flat_median(tmp_path):
-    with _federation(tmp_path, clients=5, combiners=1) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(5)
+def test_median_with_one_combiner_equals_the_flat_median(federation):
+    with federation(clients=5, combiners=1) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(5)
         config = SessionConfig(rounds=1, min_clients=5, aggregator="median")
-        session, rounds = federation.run_session(config)
+        session, rounds = fed.run_session(config)
         assert session["status"] == "finished", session["reason"]
         # shifts 1..5 (weights 10..50 ignored by the median): the median is 3
-        np.testing.assert_array_equal(_model(federation, session["final_model_id"])["w"], 3.0)
+        np.testing.assert_array_equal(_model(fed, session["final_model_id"])["w"], 3.0)
 
 
-def test_krum_keeps_out_a_boosted_update_and_a_nan_update_is_rejected(tmp_path, monkeypatch):
+def test_krum_keeps_out_a_boosted_update_and_a_nan_update_is_rejected(federation, monkeypatch):
     monkeypatch.setenv("STRATA_TEST_POISON", "client-5")
     monkeypatch.setenv("STRATA_TEST_BOOST", "client-4")
-    with _federation(tmp_path, clients=6, combiners=1) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(6)
+    with federation(clients=6, combiners=1) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(6)
         config = SessionConfig(rounds=1, min_clients=5, aggregator="krum:f=1")
-        session, rounds = federation.run_session(config)
+        session, rounds = fed.run_session(config)
         assert session["status"] == "finished", session["reason"]
         outcome = {o["client_id"]: o["status"] for o in rounds[0]["outcomes"]}
         assert outcome["client-5"] == "rejected"
         # shifts 1, 2, 3, 4 and a boosted 500: Krum scores each update by its squared
         # distances to its n-f-2 = 2 nearest neighbours; 2 and 3 score best (1 + 1).
-        w = _model(federation, session["final_model_id"])["w"]
+        w = _model(fed, session["final_model_id"])["w"]
         assert w[0] in (2.0, 3.0)
         np.testing.assert_array_equal(w, w[0])
 
 
-def test_too_few_updates_for_krum_at_a_combiner_fails_the_round_with_the_reason(tmp_path):
-    with _federation(tmp_path, clients=6, combiners=2) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(6)
+def test_too_few_updates_for_krum_at_a_combiner_fails_the_round_with_the_reason(federation):
+    with federation(clients=6, combiners=2) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(6)
         config = SessionConfig(rounds=1, min_clients=5, aggregator="krum:f=1")
-        session, rounds = federation.run_session(config)
+        session, rounds = fed.run_session(config)
         assert session["status"] == "failed"
         assert "krum with f=1 needs at least 5 updates" in rounds[0]["reason"]
-        assert len(federation.api("GET", "/models")) == 1
+        assert len(fed.api("GET", "/models")) == 1
 
 
-def test_server_momentum_state_survives_a_controller_crash(tmp_path):
-    with _federation(tmp_path, clients=2, combiners=1) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(2)
+def test_server_momentum_state_survives_a_controller_crash(federation):
+    with federation(clients=2, combiners=1) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(2)
         # FedAvg of shifts 1 and 2 weighted 10:20 is +5/3 per round; FedAvgM(lr=1, beta=0.5)
         # moves by m1 = 5/3, then m2 = 0.5 * 5/3 + 5/3 = 2.5.
         config = SessionConfig(
             rounds=1, min_clients=2, aggregator="fedavgm:server_lr=1.0,momentum=0.5"
         )
-        session, _ = federation.run_session(config)
+        session, _ = fed.run_session(config)
         assert session["status"] == "finished", session["reason"]
         first = session["final_model_id"]
-        np.testing.assert_allclose(_model(federation, first)["w"], 5 / 3, rtol=1e-6)
+        np.testing.assert_allclose(_model(fed, first)["w"], 5 / 3, rtol=1e-6)
 
         config = config.model_copy(update={"seed_model_id": first, "rounds": 50})
-        federation.api("POST", "/sessions", json=config.model_dump())
-        federation.restart_controller()  # kill -9 mid-session, then a new process, same state
-        federation.wait_for_clients(2)
-        sessions = federation.api("GET", "/sessions")
+        fed.api("POST", "/sessions", json=config.model_dump())
+        fed.restart_controller()  # kill -9 mid-session, then a new process, same state
+        fed.wait_for_clients(2)
+        sessions = fed.api("GET", "/sessions")
         assert sessions[-1]["status"] == "failed" and "stopped during" in sessions[-1]["reason"]
-        assert first in [m["id"] for m in federation.api("GET", "/models")]
+        assert first in [m["id"] for m in fed.api("GET", "/models")]
 
-        session, _ = federation.run_session(config.model_copy(update={"rounds": 1}))
+        session, _ = fed.run_session(config.model_copy(update={"rounds": 1}))
         assert session["status"] == "finished", session["reason"]
         np.testing.assert_allclose(
-            _model(federation, session["final_model_id"])["w"], 5 / 3 + 2.5, rtol=1e-6
+            _model(fed, session["final_model_id"])["w"], 5 / 3 + 2.5, rtol=1e-6
         )

@@ -4,23 +4,15 @@ updates, and crashes (kill -9) of a client and of a combiner in the middle of a 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stratafl.config import SessionConfig
 from stratafl.modelfile import load_params
-from stratafl.sim.launcher import FederationSpec, LocalFederation
+from stratafl.sim.launcher import LocalFederation
 
 pytestmark = pytest.mark.slow
-
-APP = f"{Path(__file__).parent / 'federation_apps.py'}:make_app"
-
-
-def _federation(tmp_path: Path, clients: int, combiners: int) -> LocalFederation:
-    spec = FederationSpec(app=APP, clients=clients, combiners=combiners, workdir=tmp_path / "fed")
-    return LocalFederation(spec)
 
 
 def _final_params(federation: LocalFederation, model_id: str) -> dict[str, np.ndarray]:
@@ -41,20 +33,20 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_fedavg_across_two_combiners_is_exact_and_the_trail_grows(tmp_path):
+def test_fedavg_across_two_combiners_is_exact_and_the_trail_grows(federation):
     # Client i adds i+1 to every weight and reports 10*(i+1) examples, so FedAvg of one
     # round from zeros is sum((i+1)^2) / sum(i+1) = 30 / 10 = 3.0 exactly.
-    with _federation(tmp_path, clients=4, combiners=2) as federation:
-        seed = federation.upload_seed_model()
-        federation.wait_for_clients(4)
-        session, rounds = federation.run_session(SessionConfig(rounds=2, min_clients=4))
+    with federation(clients=4, combiners=2) as fed:
+        seed = fed.upload_seed_model()
+        fed.wait_for_clients(4)
+        session, rounds = fed.run_session(SessionConfig(rounds=2, min_clients=4))
         assert session["status"] == "finished", session["reason"]
         assert [r["status"] for r in rounds] == ["finished", "finished"]
         combiners_used = {o["combiner_id"] for o in rounds[0]["outcomes"]}
         assert combiners_used == {"combiner-0", "combiner-1"}
-        params = _final_params(federation, session["final_model_id"])
+        params = _final_params(fed, session["final_model_id"])
         np.testing.assert_array_equal(params["w"], np.full(1000, 6.0, np.float32))
-        trail = federation.api("GET", f"/models/{session['final_model_id']}/trail")
+        trail = fed.api("GET", f"/models/{session['final_model_id']}/trail")
         assert [m["id"] for m in trail][-1] == seed and len(trail) == 3
         assert trail[0]["parent_id"] == trail[1]["id"]
         first = rounds[0]
@@ -65,47 +57,49 @@ def test_fedavg_across_two_combiners_is_exact_and_the_trail_grows(tmp_path):
         assert first["traffic"]["combiners_up"] >= 2 * model_bytes
         assert first["validation"]["accuracy"] == pytest.approx(3.0)
         assert set(first["validation"]["per_client"]) == {f"client-{i}" for i in range(4)}
-        combiners = federation.api("GET", "/combiners")
+        combiners = fed.api("GET", "/combiners")
         assert {c["status"] for c in combiners} == {"online"}
 
 
-def test_a_poisoned_update_is_rejected_and_the_round_goes_on(tmp_path, monkeypatch):
+def test_a_poisoned_update_is_rejected_and_the_round_goes_on(federation, monkeypatch):
     monkeypatch.setenv("STRATA_TEST_POISON", "client-1")
-    with _federation(tmp_path, clients=3, combiners=1) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(3)
-        session, rounds = federation.run_session(SessionConfig(rounds=1, min_clients=2))
+    with federation(clients=3, combiners=1) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(3)
+        session, rounds = fed.run_session(SessionConfig(rounds=1, min_clients=2))
         assert session["status"] == "finished", session["reason"]
         outcome = {o["client_id"]: o for o in rounds[0]["outcomes"]}
         assert outcome["client-1"]["status"] == "rejected"
         assert "NaN" in outcome["client-1"]["reason"]
         assert sorted(rounds[0]["participants"]) == ["client-0", "client-2"]
         # FedAvg of clients 0 and 2 only: (10*1 + 30*3) / 40 = 2.5
-        params = _final_params(federation, session["final_model_id"])
+        params = _final_params(fed, session["final_model_id"])
         np.testing.assert_allclose(params["w"], 2.5)
 
 
-def test_too_few_updates_fail_the_round_with_a_recorded_reason(tmp_path, monkeypatch):
+def test_too_few_updates_fail_the_round_with_a_recorded_reason(federation, monkeypatch):
     monkeypatch.setenv("STRATA_TEST_POISON", "client-0")
-    with _federation(tmp_path, clients=2, combiners=1) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(2)
-        session, rounds = federation.run_session(SessionConfig(rounds=2, min_clients=2))
+    with federation(clients=2, combiners=1) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(2)
+        session, rounds = fed.run_session(SessionConfig(rounds=2, min_clients=2))
         assert session["status"] == "failed"
         assert rounds[0]["status"] == "failed"
         assert "min_clients is 2" in rounds[0]["reason"]
-        assert len(federation.api("GET", "/models")) == 1  # only the seed: nothing half-made
+        assert len(fed.api("GET", "/models")) == 1  # only the seed: nothing half-made
 
 
-def test_kill_9_of_a_client_mid_round_leaves_the_round_to_the_rest(tmp_path, monkeypatch):
+def test_kill_9_of_a_client_mid_round_leaves_the_round_to_the_rest(
+    federation, tmp_path, monkeypatch
+):
     markers = tmp_path / "markers"
     markers.mkdir()
     monkeypatch.setenv("STRATA_TEST_MARKERS", str(markers))
     monkeypatch.setenv("STRATA_TEST_TRAIN_SECONDS", "2")
-    with _federation(tmp_path, clients=4, combiners=2) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(4)
-        session = federation.api(
+    with federation(clients=4, combiners=2) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(4)
+        session = fed.api(
             "POST",
             "/sessions",
             json=SessionConfig(rounds=1, min_clients=2, round_timeout=60).model_dump(),
@@ -113,15 +107,15 @@ def test_kill_9_of_a_client_mid_round_leaves_the_round_to_the_rest(tmp_path, mon
         _wait_for(
             lambda: (markers / "client-0.training").exists(), 30, "client-0 to start training"
         )
-        victim = next(t for t in federation.group.tiers if t.name == "client-0")
+        victim = next(t for t in fed.group.tiers if t.name == "client-0")
         victim.kill()
         _wait_for(
-            lambda: federation.api("GET", f"/sessions/{session['id']}")["status"] != "running",
+            lambda: fed.api("GET", f"/sessions/{session['id']}")["status"] != "running",
             60,
             "the session to end",
         )
-        session = federation.api("GET", f"/sessions/{session['id']}")
-        rounds = federation.api("GET", f"/sessions/{session['id']}/rounds")
+        session = fed.api("GET", f"/sessions/{session['id']}")
+        rounds = fed.api("GET", f"/sessions/{session['id']}/rounds")
         assert session["status"] == "finished", session["reason"]
         outcome = {o["client_id"]: o for o in rounds[0]["outcomes"]}
         assert outcome["client-0"]["status"] == "dropped"  # noticed at once, not at the timeout
@@ -129,32 +123,34 @@ def test_kill_9_of_a_client_mid_round_leaves_the_round_to_the_rest(tmp_path, mon
         assert rounds[0]["duration"] < 60
 
 
-def test_kill_9_of_a_combiner_moves_its_clients_and_the_next_round_completes(tmp_path, monkeypatch):
+def test_kill_9_of_a_combiner_moves_its_clients_and_the_next_round_completes(
+    federation, monkeypatch
+):
     monkeypatch.setenv("STRATA_TEST_TRAIN_SECONDS", "0.5")
-    with _federation(tmp_path, clients=6, combiners=2) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(6)
+    with federation(clients=6, combiners=2) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(6)
         config = SessionConfig(rounds=3, min_clients=2, round_timeout=60)
-        session = federation.api("POST", "/sessions", json=config.model_dump())
-        rounds_of = lambda: federation.api("GET", f"/sessions/{session['id']}/rounds")  # noqa: E731
+        session = fed.api("POST", "/sessions", json=config.model_dump())
+        rounds_of = lambda: fed.api("GET", f"/sessions/{session['id']}/rounds")  # noqa: E731
         _wait_for(lambda: len(rounds_of()) >= 1, 60, "round 1")
-        next(t for t in federation.group.tiers if t.name == "combiner-0").kill()
+        next(t for t in fed.group.tiers if t.name == "combiner-0").kill()
         _wait_for(
-            lambda: federation.api("GET", f"/sessions/{session['id']}")["status"] != "running",
+            lambda: fed.api("GET", f"/sessions/{session['id']}")["status"] != "running",
             120,
             "the session to end",
         )
-        session = federation.api("GET", f"/sessions/{session['id']}")
+        session = fed.api("GET", f"/sessions/{session['id']}")
         rounds = rounds_of()
         assert session["status"] == "finished", session["reason"]
         assert [r["status"] for r in rounds] == ["finished"] * 3
         survivors = {o["combiner_id"] for r in rounds[1:] for o in r["outcomes"]}
         assert survivors == {"combiner-1"}
-        status = {c["id"]: c["status"] for c in federation.api("GET", "/combiners")}
+        status = {c["id"]: c["status"] for c in fed.api("GET", "/combiners")}
         assert status == {"combiner-0": "offline", "combiner-1": "online"}
 
         def all_moved() -> bool:
-            clients = federation.api("GET", "/clients")
+            clients = fed.api("GET", "/clients")
             on_survivor = [c for c in clients if c["status"] == "connected"]
             return len(on_survivor) == 6 and {c["combiner_id"] for c in on_survivor} == {
                 "combiner-1"
@@ -162,6 +158,6 @@ def test_kill_9_of_a_combiner_moves_its_clients_and_the_next_round_completes(tmp
 
         _wait_for(all_moved, 30, "every client to reconnect to combiner-1")
         # A round started after the move reaches every client through the survivor.
-        session, rounds = federation.run_session(SessionConfig(rounds=1, min_clients=6))
+        session, rounds = fed.run_session(SessionConfig(rounds=1, min_clients=6))
         assert session["status"] == "finished", session["reason"]
         assert sorted(rounds[0]["participants"]) == [f"client-{i}" for i in range(6)]

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from stratafl.aggregate.blocks import coordinate_blocks, flat
-from stratafl.aggregate.rule import Update, check_inputs, weighted_merge
+from stratafl.aggregate.rule import Update, fold_all, weighted_merge
 from stratafl.errors import ConfigError
 from stratafl.params import Params, check_same_layout, specs_of
 
@@ -137,11 +137,7 @@ class NormBounding:
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
-        check_inputs(self.name, updates, weights, reference)
-        fold = self.fold(reference)
-        for update, weight in zip(updates, weights, strict=True):
-            fold.add(update, weight)
-        return fold.result()
+        return fold_all(self, updates, weights, reference)
 
     def merge(
         self, partials: Sequence[Update], weights: Sequence[float], reference: Update

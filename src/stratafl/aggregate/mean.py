@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from stratafl.aggregate.fedavg import WeightedMeanFold
-from stratafl.aggregate.rule import Update, check_inputs, weighted_merge
+from stratafl.aggregate.rule import Update, fold_all, weighted_merge
 from stratafl.params import Params, specs_of
 
 
@@ -32,11 +32,7 @@ class FedAvg:
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
-        check_inputs(self.name, updates, weights, reference)
-        fold = self.fold(reference)
-        for update, weight in zip(updates, weights, strict=True):
-            fold.add(update, weight)
-        return fold.result()
+        return fold_all(self, updates, weights, reference)
 
     def merge(
         self, partials: Sequence[Update], weights: Sequence[float], reference: Update

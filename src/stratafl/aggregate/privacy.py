@@ -31,7 +31,7 @@ from typing import ClassVar
 import numpy as np
 
 from stratafl.aggregate.clipping import ClippedSumFold, check_clip_norm
-from stratafl.aggregate.rule import Update, check_inputs, weighted_merge
+from stratafl.aggregate.rule import Update, fold_all, weighted_merge
 from stratafl.errors import ConfigError
 from stratafl.params import Params
 
@@ -106,11 +106,7 @@ class DPGaussian:
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
         """The noised clipped mean, and n (not the example total) as its weight."""
-        check_inputs(self.name, updates, weights, reference)
-        fold = self.fold(reference)
-        for update, weight in zip(updates, weights, strict=True):
-            fold.add(update, weight)
-        return fold.result()
+        return fold_all(self, updates, weights, reference)
 
     def merge(
         self, partials: Sequence[Update], weights: Sequence[float], reference: Update

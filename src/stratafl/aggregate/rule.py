@@ -133,6 +133,24 @@ def weighted_merge(
     return fold.result()
 
 
+class _Streaming(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def fold(self, reference: Update) -> Fold: ...
+
+
+def fold_all(
+    rule: _Streaming, updates: Sequence[Update], weights: Sequence[float], reference: Update
+) -> tuple[Params, float]:
+    """``aggregate`` of a streaming rule: its fold over every update, in order."""
+    check_inputs(rule.name, updates, weights, reference)
+    fold = rule.fold(reference)
+    for update, weight in zip(updates, weights, strict=True):
+        fold.add(update, weight)
+    return fold.result()
+
+
 def plain_mean(updates: Sequence[Update], specs: Sequence[TensorSpec]) -> Params:
     """Unweighted coordinate mean, blockwise (rules that ignore example weights use it)."""
     return coordinatewise(updates, specs, lambda rows: rows.mean(axis=0))

@@ -55,7 +55,6 @@ class ClientRuntime:
         self._stopped = threading.Event()
         self._call: grpc.Future | None = None
         self._model_cache: tuple[str, Params] | None = None
-        self.tasks_done = 0
 
     def stop(self) -> None:
         self._stopped.set()
@@ -114,7 +113,6 @@ class ClientRuntime:
                 call.cancel()
             for task in call:
                 self._handle(stub, task)
-                self.tasks_done += 1
 
     def _handle(self, stub: pb_grpc.CombinerStub, task: pb.Task) -> None:
         try:

@@ -24,7 +24,6 @@ class ModelCache:
         self._entries: OrderedDict[str, asyncio.Future[tuple[Path, list[TensorSpec]]]] = (
             OrderedDict()
         )
-        self.bytes_downloaded = 0
 
     async def get(self, model_id: str) -> tuple[Path, list[TensorSpec]]:
         entry = self._entries.get(model_id)
@@ -53,8 +52,7 @@ class ModelCache:
         if first.WhichOneof("part") != "header":
             raise ModelFormatError("the controller's model stream did not start with a header")
         specs = specs_from_proto(first.header)
-        self.bytes_downloaded += first.ByteSize()
-        self.bytes_downloaded += await write_file(path, specs, data_of(messages))
+        await write_file(path, specs, data_of(messages))
         with open(path, "rb") as stream:
             read_header(stream)
         return path, specs

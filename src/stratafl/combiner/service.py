@@ -31,6 +31,7 @@ from stratafl.transport.streams import (
     data_of,
     file_bytes,
     header_to_proto,
+    model_chunks,
     specs_from_proto,
     wire_size,
     write_file,
@@ -97,13 +98,7 @@ class CombinerService(pb_grpc.CombinerServicer):
         state = self._tasks.get(request.task_id)
         outcome = state.outcome(request.task_id) if state else None
         async with self._transfers:
-            specs, data = file_bytes(path)
-            header = pb.ModelChunk(header=header_to_proto(request.model_id, specs))
-            if outcome:
-                outcome.bytes_down += header.ByteSize()
-            yield header
-            for chunk in data:
-                message = pb.ModelChunk(data=chunk)
+            for message in model_chunks(request.model_id, *file_bytes(path)):
                 if outcome:
                     outcome.bytes_down += message.ByteSize()
                 yield message

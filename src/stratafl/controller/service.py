@@ -12,7 +12,7 @@ from stratafl.errors import NotFoundError
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.store.models import ModelStore
-from stratafl.transport.streams import file_bytes, header_to_proto
+from stratafl.transport.streams import file_bytes, model_chunks
 
 
 class TrafficCounter:
@@ -57,11 +57,6 @@ class ControllerService(pb_grpc.ControllerServicer):
             path = self._models.local_path(request.model_id)
         except NotFoundError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        specs, data = file_bytes(path)
-        header = pb.ModelChunk(header=header_to_proto(request.model_id, specs))
-        self._traffic.bytes_down += header.ByteSize()
-        yield header
-        for chunk in data:
-            message = pb.ModelChunk(data=chunk)
+        for message in model_chunks(request.model_id, *file_bytes(path)):
             self._traffic.bytes_down += message.ByteSize()
             yield message

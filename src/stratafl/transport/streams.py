@@ -11,18 +11,15 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from stratafl.errors import ModelFormatError
 from stratafl.modelfile import (
     CHUNK_BYTES,
     ModelFileWriter,
     iter_chunks,
-    iter_params_bytes,
     params_from_bytes,
     read_header,
 )
-from stratafl.params import Params, TensorSpec, specs_of, total_bytes
+from stratafl.params import Params, TensorSpec, total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 
 
@@ -68,10 +65,6 @@ def model_chunks(
     yield pb.ModelChunk(header=header_to_proto(model_id, specs))
     for chunk in data:
         yield pb.ModelChunk(data=chunk)
-
-
-def params_chunks(params: Mapping[str, np.ndarray]) -> tuple[list[TensorSpec], Iterator[bytes]]:
-    return specs_of(params), iter_params_bytes(params)
 
 
 def wire_size(data: bytes) -> int:
