@@ -515,3 +515,18 @@ def test_memmapped_updates_give_the_same_result(
     assert_params_equal(from_disk, in_memory, rtol=1e-6, atol=1e-9)
     for name, array in from_disk.items():
         assert type(array) is np.ndarray, name  # an owned array, not a view of a file
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 8), offset=st.sampled_from([0.0, 1e4]))
+def test_pairwise_distances_equal_the_direct_sum_even_far_from_zero(seed, n, offset):
+    from stratafl.aggregate.krum import pairwise_sq_distances
+    from stratafl.params import specs_of
+
+    rng = np.random.default_rng(seed)
+    updates = [{"w": (offset + rng.normal(size=(7, 3))).astype(np.float64)} for _ in range(n)]
+    direct = np.array(
+        [[np.sum((a["w"] - b["w"]) ** 2) for b in updates] for a in updates], dtype=np.float64
+    )
+    got = pairwise_sq_distances(updates, specs_of(updates[0]))
+    np.testing.assert_allclose(got, direct, rtol=1e-9, atol=1e-6)
