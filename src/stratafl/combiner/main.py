@@ -18,7 +18,12 @@ from stratafl.combiner.service import CombinerService
 from stratafl.errors import UnavailableError
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
-from stratafl.transport.channels import create_aio_server, open_aio_channel
+from stratafl.transport.channels import (
+    INSECURE_LOOPBACK,
+    LinkSecurity,
+    create_aio_server,
+    open_aio_channel,
+)
 
 log = logging.getLogger("stratafl.combiner")
 
@@ -47,11 +52,12 @@ async def serve_combiner(
     combiner_id: str | None = None,
     workdir: Path,
     ready_file: Path | None = None,
+    security: LinkSecurity = INSECURE_LOOPBACK,
 ) -> None:
     combiner_id = combiner_id or f"combiner-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True, exist_ok=True)
     controller_address = await asyncio.to_thread(discover_controller, controller_url)
-    channel = open_aio_channel(controller_address)
+    channel = open_aio_channel(controller_address, credentials=security.channel_credentials)
     controller = pb_grpc.ControllerStub(channel)
     background: set[asyncio.Task[object]] = set()
 
@@ -64,7 +70,11 @@ async def serve_combiner(
     registry = ClientRegistry(max_clients, on_change=report)
     cache = ModelCache(workdir / "models", controller)
     service = CombinerService(combiner_id, workdir, registry, cache)
-    server, bound = create_aio_server(f"{host}:{port}")
+    server, bound = create_aio_server(
+        f"{host}:{port}",
+        interceptors=security.interceptors,
+        credentials=security.server_credentials,
+    )
     pb_grpc.add_CombinerServicer_to_server(service, server)
     await server.start()
     address = f"{host}:{bound}"

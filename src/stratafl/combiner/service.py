@@ -27,6 +27,7 @@ from stratafl.modelfile import MappedModelFile, iter_params_bytes
 from stratafl.params import TensorSpec, check_same_layout
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.transport.status import status_of
 from stratafl.transport.streams import (
     data_of,
     file_bytes,
@@ -191,7 +192,7 @@ class CombinerService(pb_grpc.CombinerServicer):
             try:
                 collector = self._collector(request, model_path, specs)
             except ConfigError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                await context.abort(status_of(exc), str(exc))
         state = RoundState(request, specs, collector)
         chosen = self._registry.sample(request.num_clients, seed=request.seed)
         for client in chosen:

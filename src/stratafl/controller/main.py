@@ -10,6 +10,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import uvicorn
 
 from stratafl.controller.api import create_api
@@ -19,7 +20,7 @@ from stratafl.controller.sessions import SessionRunner
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
-from stratafl.transport.channels import create_aio_server
+from stratafl.transport.channels import INSECURE_LOOPBACK, LinkSecurity, create_aio_server
 
 log = logging.getLogger("stratafl.controller")
 
@@ -36,7 +37,11 @@ class Controller:
     """The parts of tier 3, wired together; constructing it does no I/O."""
 
     def __init__(
-        self, workdir: Path, database_url: str | None = None, model_store: str | None = None
+        self,
+        workdir: Path,
+        database_url: str | None = None,
+        model_store: str | None = None,
+        channel_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.workdir = workdir
         self.store = StateStore(database_url or f"sqlite:///{workdir / 'state.db'}")
@@ -44,7 +49,7 @@ class Controller:
         self.discovery = Discovery(self.store)
         self.traffic = TrafficCounter()
         self.sessions = SessionRunner(
-            self.store, self.models, self.discovery, self.traffic, workdir
+            self.store, self.models, self.discovery, self.traffic, workdir, channel_credentials
         )
         self.grpc_address = ""
 
@@ -58,15 +63,20 @@ async def serve_controller(
     database_url: str | None = None,
     model_store: str | None = None,
     ready_file: Path | None = None,
+    security: LinkSecurity = INSECURE_LOOPBACK,
 ) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    controller = Controller(workdir, database_url, model_store)
+    controller = Controller(workdir, database_url, model_store, security.channel_credentials)
     controller.store.open()
     for session_id in controller.store.fail_interrupted_sessions(
         "the controller stopped during the session; start a new session from its final model"
     ):
         log.warning("session %s was interrupted by a controller restart", session_id)
-    server, bound = create_aio_server(f"{host}:{grpc_port}")
+    server, bound = create_aio_server(
+        f"{host}:{grpc_port}",
+        interceptors=security.interceptors,
+        credentials=security.server_credentials,
+    )
     pb_grpc.add_ControllerServicer_to_server(
         ControllerService(controller.discovery, controller.models, controller.traffic), server
     )

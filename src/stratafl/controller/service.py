@@ -12,6 +12,7 @@ from stratafl.errors import NotFoundError
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.store.models import ModelStore
+from stratafl.transport.status import status_of
 from stratafl.transport.streams import file_bytes, model_chunks
 
 
@@ -56,7 +57,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         try:
             path = self._models.local_path(request.model_id)
         except NotFoundError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            await context.abort(status_of(exc), str(exc))
         for message in model_chunks(request.model_id, *file_bytes(path)):
             self._traffic.bytes_down += message.ByteSize()
             yield message

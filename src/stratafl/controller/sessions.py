@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import grpc.aio
 
 from stratafl.aggregate import Aggregator, ServerAverage, ServerOptState, parse_aggregator
@@ -77,8 +78,10 @@ class SessionRunner:
         discovery: Discovery,
         traffic: TrafficCounter,
         workdir: Path,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._store = store
+        self._credentials = credentials
         self._models = models
         self._discovery = discovery
         self._traffic = traffic
@@ -167,7 +170,8 @@ class SessionRunner:
     def _stub(self, entry: CombinerEntry) -> pb_grpc.CombinerStub:
         cached = self._channels.get(entry.combiner_id)
         if cached is None or cached[0] != entry.address:
-            cached = (entry.address, open_aio_channel(entry.address))
+            channel = open_aio_channel(entry.address, credentials=self._credentials)
+            cached = (entry.address, channel)
             self._channels[entry.combiner_id] = cached
         return pb_grpc.CombinerStub(cached[1])
 

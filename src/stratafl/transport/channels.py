@@ -8,6 +8,7 @@ TLS and token interceptors plug in without touching the tiers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
@@ -43,6 +44,23 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.use_local_subchannel_pool", 1),
     ("grpc.http2.bdp_probe", 0),
 ]
+
+
+@dataclass(frozen=True)
+class LinkSecurity:
+    """How a process secures its gRPC links: the seam for TLS and auth tokens.
+
+    Empty today (insecure loopback). A later release fills it from the CLI (certificates,
+    tokens) and every tier passes it on unchanged.
+    """
+
+    server_credentials: grpc.ServerCredentials | None = None
+    channel_credentials: grpc.ChannelCredentials | None = None
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+
+
+INSECURE_LOOPBACK = LinkSecurity()
+"""No TLS, no tokens: the default for a federation on one machine."""
 
 
 def create_aio_server(
