@@ -7,6 +7,7 @@ processes it starts:
     STRATA_TEST_MARKERS      a folder; train() touches <folder>/<client_id>.training
     STRATA_TEST_POISON       a client id whose update holds NaN
     STRATA_TEST_BOOST        a client id whose shift is multiplied by 100 (model poisoning)
+    STRATA_TEST_SLOW         a client id that takes 30 s more to train (a straggler)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class ShiftApp:
         if markers:
             Path(markers, f"{self.context.client_id}.training").touch()
         time.sleep(float(os.environ.get("STRATA_TEST_TRAIN_SECONDS", "0")))
+        if os.environ.get("STRATA_TEST_SLOW") == self.context.client_id:
+            time.sleep(30)
         shift = np.float32(self.context.partition_id + 1)
         if os.environ.get("STRATA_TEST_BOOST") == self.context.client_id:
             shift *= 100

@@ -161,3 +161,39 @@ def test_kill_9_of_a_combiner_moves_its_clients_and_the_next_round_completes(
         session, rounds = fed.run_session(SessionConfig(rounds=1, min_clients=6))
         assert session["status"] == "finished", session["reason"]
         assert sorted(rounds[0]["participants"]) == [f"client-{i}" for i in range(6)]
+
+
+def test_a_straggler_past_the_timeout_is_left_out_and_its_late_update_refused(
+    federation, monkeypatch
+):
+    monkeypatch.setenv("STRATA_TEST_SLOW", "client-2")
+    with federation(clients=3, combiners=1) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(3)
+        config = SessionConfig(rounds=1, min_clients=2, round_timeout=2, validate_each_round=False)
+        session, rounds = fed.run_session(config)
+        assert session["status"] == "finished", session["reason"]
+        outcome = {o["client_id"]: o for o in rounds[0]["outcomes"]}
+        assert outcome["client-2"]["status"] == "timeout"
+        assert "no answer within 2 s" in outcome["client-2"]["reason"]
+        assert sorted(rounds[0]["participants"]) == ["client-0", "client-1"]
+        # FedAvg of clients 0 and 1 only: (10*1 + 20*2) / 30
+        params = _final_params(fed, session["final_model_id"])
+        np.testing.assert_allclose(params["w"], 50 / 30, rtol=1e-6)
+
+
+def test_the_controller_runs_on_postgresql(federation, postgres_url):
+    with federation(clients=2, combiners=1, database_url=postgres_url) as fed:
+        fed.upload_seed_model()
+        fed.wait_for_clients(2)
+        session, rounds = fed.run_session(SessionConfig(rounds=2, min_clients=2))
+        assert session["status"] == "finished", session["reason"]
+        assert len(fed.api("GET", f"/models/{session['final_model_id']}/trail")) == 3
+    from stratafl.store.state import StateStore
+
+    state = StateStore(postgres_url).open()
+    try:
+        assert [r["number"] for r in state.rounds(session["id"])] == [1, 2]
+        assert {c["status"] for c in state.combiners()} <= {"online", "offline"}
+    finally:
+        state.close()

@@ -34,6 +34,7 @@ class FederationSpec:
     session: SessionConfig = field(default_factory=SessionConfig)
     max_clients_per_combiner: int = 1000
     workdir: Path | None = None
+    database_url: str | None = None  # default: SQLite in the controller's work folder
 
 
 class LocalFederation:
@@ -106,6 +107,7 @@ class LocalFederation:
                 str(grpc_port),
                 "--workdir",
                 str(self.workdir / "controller"),
+                *(["--database-url", self.spec.database_url] if self.spec.database_url else []),
             ],
         )
         info = controller_info(controller.wait_ready())

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text, create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -82,8 +82,8 @@ class ModelRow(Base):
     parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     round: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    size_bytes: Mapped[int] = mapped_column(Integer)
-    num_parameters: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    num_parameters: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float)
 
 
