@@ -258,7 +258,10 @@ def run(
     clients_per_round: Annotated[float, typer.Option(help="fraction <= 1 or a count")] = 1.0,
     min_clients: int = 1,
     round_timeout: float = 120.0,
-    aggregator: str = "fedavg",
+    aggregator: Annotated[
+        str, typer.Option(help="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md")
+    ] = "fedavg",
+    proximal_mu: Annotated[float, typer.Option(help="FedProx mu sent to clients")] = 0.0,
     report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
     baselines: Annotated[bool, typer.Option(help="train the promise-check baselines")] = True,
     workdir: Annotated[Path | None, typer.Option(help="keep logs and state here")] = None,
@@ -273,6 +276,7 @@ def run(
         batch_size=batch_size,
         learning_rate=lr,
         aggregator=aggregator,
+        proximal_mu=proximal_mu,
         seed=seed,
     )
     _run(
@@ -291,7 +295,7 @@ def run(
 @app.command("demo")
 def demo(
     report: Path = Path("report.json"),
-    rounds: int = 15,
+    rounds: int = 20,
     partition: str = "dirichlet:0.5",
 ) -> None:
     """Fashion-MNIST, 1 controller, 2 combiners, 10 non-IID clients, and the promise check."""

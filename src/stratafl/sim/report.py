@@ -8,7 +8,11 @@ all three models are scored on the same full test set.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +47,16 @@ class PromiseCheck:
         }
 
 
+def baseline_accuracy(
+    app_spec: str, context: ClientContext, seed: int, config: Mapping[str, Any]
+) -> float:
+    """Train from the seed model on ``context``'s data alone; score on the full test set."""
+    pooled = load_app(app_spec, ClientContext(client_id="pooled", num_partitions=1, seed=seed))
+    app = pooled if context.num_partitions == 1 else load_app(app_spec, context)
+    trained = app.train(pooled.initial_params(seed), config).params
+    return float(pooled.validate(trained, {})["accuracy"])
+
+
 def promise_check(
     app_spec: str,
     federated_params: Params,
@@ -52,39 +66,66 @@ def promise_check(
     seed: int,
     train_config: Mapping[str, Any],
     epochs_budget: int,
+    workers: int | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> PromiseCheck:
-    """Train the centralised and the clients-alone baselines and score all three models."""
-    pooled = load_app(app_spec, ClientContext(client_id="pooled", num_partitions=1, seed=seed))
-    initial = pooled.initial_params(seed)
+    """Train the centralised and the clients-alone baselines and score all three models.
+
+    The 1 + ``clients`` baselines are independent, so they train in parallel processes
+    (one BLAS thread each, so that the processes do not fight over the cores).
+    """
     config = {**train_config, "epochs": epochs_budget, "proximal_mu": 0.0}
-
-    def accuracy(params: Params) -> float:
-        return float(pooled.validate(params, {})["accuracy"])
-
-    if on_step:
-        on_step("centralized baseline")
-    centralized = accuracy(pooled.train(initial, config).params)
-    alone: list[float] = []
-    for index in range(clients):
-        if on_step:
-            on_step(f"client {index} alone")
-        context = ClientContext(
+    contexts = [ClientContext(client_id="pooled", num_partitions=1, seed=seed)] + [
+        ClientContext(
             client_id=f"alone-{index}",
             partition_id=index,
             num_partitions=clients,
             partitioner=partition,
             seed=seed,
         )
-        alone.append(accuracy(load_app(app_spec, context).train(initial, config).params))
+        for index in range(clients)
+    ]
+    accuracies: dict[int, float] = {}
+    with (
+        _single_threaded_blas(),
+        ProcessPoolExecutor(
+            max_workers=workers or os.cpu_count() or 1, mp_context=mp.get_context("spawn")
+        ) as pool,
+    ):
+        futures = {
+            pool.submit(baseline_accuracy, app_spec, context, seed, config): index
+            for index, context in enumerate(contexts)
+        }
+        for future in as_completed(futures):
+            accuracies[futures[future]] = future.result()
+            if on_step:
+                on_step(f"{len(accuracies)} of {len(contexts)} baselines trained")
+    pooled = load_app(app_spec, contexts[0])
+    alone = [accuracies[i] for i in range(1, len(contexts))]
     return PromiseCheck(
         epochs_budget=epochs_budget,
-        centralized_accuracy=centralized,
-        federated_accuracy=accuracy(federated_params),
+        centralized_accuracy=accuracies[0],
+        federated_accuracy=float(pooled.validate(federated_params, {})["accuracy"]),
         client_alone_best=max(alone),
         client_alone_mean=float(np.mean(alone)),
         client_alone=alone,
     )
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Worker processes read these at start-up; the parent's are restored afterwards."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def round_summary(row: Mapping[str, Any]) -> dict[str, Any]:
