@@ -1,9 +1,10 @@
 """Round latency: K clients, P float32 parameters, trivial training, R rounds.
 
-The controller and the combiner run as their own processes; the K clients run as threads of
-this process (each with its own channel and TCP connection). Training is trivial, so the
-round time is the protocol's own cost: task push, model download, upload, fold, reduce,
-store. Prints a table and writes JSON.
+The controller and the combiner run as their own processes. The K clients run either as
+processes of their own (`strata client start`, as in a deployment) or as threads of this
+process (each with its own channel and TCP connection; they then share one interpreter).
+Training is trivial, so the round time is the protocol's own cost: task push, model
+download, upload, fold, reduce, store. Prints a table and writes JSON.
 
     python benchmarks/round_latency.py --clients 10 --params 1000000 --rounds 10
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -41,16 +43,29 @@ class TrivialApp:
         return {"accuracy": 0.0}
 
 
-def measure(clients: int, params: int, rounds: int, combiners: int, validate: bool) -> dict:
-    spec = FederationSpec(app="(clients run in this process)", clients=0, combiners=combiners)
+def make_app(context: object) -> TrivialApp:
+    """What `strata client start --app benchmarks/round_latency.py:make_app` runs."""
+    return TrivialApp(int(os.environ["STRATA_BENCH_PARAMS"]))
+
+
+def measure(
+    mode: str, clients: int, params: int, rounds: int, combiners: int, validate: bool
+) -> dict:
+    os.environ["STRATA_BENCH_PARAMS"] = str(params)  # read by the client processes
+    in_processes = mode == "processes"
+    spec = FederationSpec(
+        app=f"{Path(__file__).resolve()}:make_app",
+        clients=clients if in_processes else 0,
+        combiners=combiners,
+    )
     with LocalFederation(spec) as federation:
         federation.upload_params(TrivialApp(params).initial_params(0))
         runtimes = [
-            ClientRuntime(f"bench-{i}", federation.url, TrivialApp(params)) for i in range(clients)
+            ClientRuntime(f"bench-{i}", federation.url, TrivialApp(params))
+            for i in range(0 if in_processes else clients)
         ]
-        threads = [threading.Thread(target=r.run, daemon=True) for r in runtimes]
-        for thread in threads:
-            thread.start()
+        for runtime in runtimes:
+            threading.Thread(target=runtime.run, daemon=True).start()
         federation.wait_for_clients(clients)
         config = SessionConfig(rounds=rounds, min_clients=clients, validate_each_round=validate)
         started = time.monotonic()
@@ -61,6 +76,7 @@ def measure(clients: int, params: int, rounds: int, combiners: int, validate: bo
         assert session["status"] == "finished", session["reason"]
     durations = [row["duration"] for row in rows]
     return {
+        "clients_as": mode,
         "clients": clients,
         "params": params,
         "model_mb": params * 4 / 1e6,
@@ -86,19 +102,30 @@ def main() -> None:
     parser.add_argument(
         "--output", type=Path, default=Path("benchmarks/results/round_latency.json")
     )
+    parser.add_argument(
+        "--clients-as",
+        choices=["processes", "threads", "both"],
+        default="both",
+        help="client processes (as deployed) or threads of this process",
+    )
     args = parser.parse_args()
-    result = measure(args.clients, args.params, args.rounds, args.combiners, args.validate)
+    modes = ["processes", "threads"] if args.clients_as == "both" else [args.clients_as]
+    results = [
+        measure(mode, args.clients, args.params, args.rounds, args.combiners, args.validate)
+        for mode in modes
+    ]
     print(
-        f"{'clients':>8} {'params':>10} {'model MB':>9} {'rounds':>7} {'median s':>9} "
-        f"{'min s':>7} {'max s':>7}"
+        f"{'clients as':<10} {'clients':>8} {'params':>10} {'model MB':>9} {'rounds':>7} "
+        f"{'median s':>9} {'min s':>7} {'max s':>7}"
     )
-    print(
-        f"{result['clients']:>8} {result['params']:>10} {result['model_mb']:>9.1f} "
-        f"{result['rounds']:>7} {result['round_seconds_median']:>9.3f} "
-        f"{result['round_seconds_min']:>7.3f} {result['round_seconds_max']:>7.3f}"
-    )
+    for r in results:
+        print(
+            f"{r['clients_as']:<10} {r['clients']:>8} {r['params']:>10} {r['model_mb']:>9.1f} "
+            f"{r['rounds']:>7} {r['round_seconds_median']:>9.3f} "
+            f"{r['round_seconds_min']:>7.3f} {r['round_seconds_max']:>7.3f}"
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
+    args.output.write_text(json.dumps(results, indent=2))
     print(f"written to {args.output}")
 
 
