@@ -193,6 +193,20 @@ class CombinerService(pb_grpc.CombinerServicer):
                 collector = self._collector(request, model_path, specs)
             except ConfigError as exc:
                 await context.abort(status_of(exc), str(exc))
+        try:
+            async for message in self._run_round(request, specs, collector, started):
+                yield message
+        finally:  # also when the controller goes away mid-round: leave no spooled update
+            if collector is not None:
+                collector.discard()
+
+    async def _run_round(
+        self,
+        request: pb.RoundSpec,
+        specs: list[TensorSpec],
+        collector: Collector | None,
+        started: float,
+    ) -> AsyncIterator[pb.RoundResultChunk]:
         state = RoundState(request, specs, collector)
         chosen = self._registry.sample(request.num_clients, seed=request.seed)
         for client in chosen:
@@ -230,8 +244,6 @@ class CombinerService(pb_grpc.CombinerServicer):
                 partial, header.total_weight = await asyncio.to_thread(state.collector.result)
             except ConfigError as exc:  # e.g. too few updates for the rule's tolerance
                 header.error = str(exc)
-            finally:
-                state.collector.discard()
         header.seconds = time.monotonic() - started
         if partial is None:
             yield pb.RoundResultChunk(header=header)
