@@ -70,8 +70,9 @@ class Reducer:
 
     def result(self, state: ServerOptState) -> tuple[Params, ServerOptState]:
         """The merged partials, then one server optimiser step from the global model."""
-        try:
-            merged, _ = self._collector.result()
-        finally:
-            self._collector.discard()
+        merged, _ = self._collector.result()
         return self._aggregator.optimizer.step(self._reference, merged, state)
+
+    def discard(self) -> None:
+        """Delete any spooled partial; call once the round is over, whatever its outcome."""
+        self._collector.discard()

@@ -219,50 +219,57 @@ class SessionRunner:
             aggregator=config.aggregator,
             seed=config.seed * 1_000_003 + number,
         )
-        headers = await self._fan_out(spec, quotas, reducer.receive, report)
-        report.outcomes = [_outcome(o, h.combiner_id) for h in headers for o in h.outcomes]
-        contributors = sum(h.contributors for h in headers if not h.error)
-        for header in headers:
-            if header.error:
-                report.reason += f"combiner {header.combiner_id} has no partial: {header.error}; "
-        report.timings["train"] = time.monotonic() - started
-        report.traffic = {"combiners_up": reducer.bytes_received}
-        if contributors < config.min_clients:
-            report.reason += (
-                f"only {contributors} of the {wanted} clients asked returned a usable update; "
-                f"min_clients is {config.min_clients}"
-            )
-            self._record(session_id, report, started_wall, started, down_before)
-            return report, state
-        model_out = new_model_id()
-        staged = self._workdir / "staging" / f"{model_out}.safetensors"
         try:
-            params, state = await asyncio.to_thread(reducer.result, state)
-        except StrataError as exc:
-            report.reason += f"the partials could not be merged: {exc}"
-            self._record(session_id, report, started_wall, started, down_before)
+            headers = await self._fan_out(spec, quotas, reducer.receive, report)
+            report.outcomes = [_outcome(o, h.combiner_id) for h in headers for o in h.outcomes]
+            contributors = sum(h.contributors for h in headers if not h.error)
+            for header in headers:
+                if header.error:
+                    report.reason += (
+                        f"combiner {header.combiner_id} has no partial: {header.error}; "
+                    )
+            report.timings["train"] = time.monotonic() - started
+            report.traffic = {"combiners_up": reducer.bytes_received}
+            if contributors < config.min_clients:
+                report.reason += (
+                    f"only {contributors} of the {wanted} clients asked returned a usable update; "
+                    f"min_clients is {config.min_clients}"
+                )
+                self._record(session_id, report, started_wall, started, down_before)
+                return report, state
+            model_out = new_model_id()
+            staged = self._workdir / "staging" / f"{model_out}.safetensors"
+            try:
+                params, state = await asyncio.to_thread(reducer.result, state)
+            except StrataError as exc:
+                report.reason += f"the partials could not be merged: {exc}"
+                self._record(session_id, report, started_wall, started, down_before)
+                return report, state
+            await asyncio.to_thread(save_params, staged, params, {"parent": model_in})
+            self._models.put_file(model_out, staged)
+            staged.unlink(missing_ok=True)
+            self._save_optimizer_state(model_out, aggregator, state)  # before the model is listed
+            self._store.add_model(
+                model_out,
+                parent_id=model_in,
+                session_id=session_id,
+                round_number=number,
+                size_bytes=self._models.size(model_out),
+                num_parameters=num_parameters(params),
+            )
+            report.model_out, report.status = model_out, "finished"
+            report.timings["reduce"] = time.monotonic() - started - report.timings["train"]
+            validation_outcomes: list[dict[str, Any]] = []
+            if config.validate_each_round:
+                validation_outcomes = await self._validate(session_id, config, number, model_out)
+                report.validation = summarize_validation(validation_outcomes)
+            report.timings["total"] = time.monotonic() - started
+            self._record(
+                session_id, report, started_wall, started, down_before, validation_outcomes
+            )
             return report, state
-        await asyncio.to_thread(save_params, staged, params, {"parent": model_in})
-        self._models.put_file(model_out, staged)
-        staged.unlink(missing_ok=True)
-        self._store.add_model(
-            model_out,
-            parent_id=model_in,
-            session_id=session_id,
-            round_number=number,
-            size_bytes=self._models.size(model_out),
-            num_parameters=num_parameters(params),
-        )
-        report.model_out, report.status = model_out, "finished"
-        report.timings["reduce"] = time.monotonic() - started - report.timings["train"]
-        validation_outcomes: list[dict[str, Any]] = []
-        if config.validate_each_round:
-            validation_outcomes = await self._validate(session_id, config, number, model_out)
-            report.validation = summarize_validation(validation_outcomes)
-        report.timings["total"] = time.monotonic() - started
-        self._save_optimizer_state(model_out, aggregator, state)
-        self._record(session_id, report, started_wall, started, down_before, validation_outcomes)
-        return report, state
+        finally:  # whatever the outcome, no spooled partial outlives its round
+            reducer.discard()
 
     async def _fan_out(
         self, spec: pb.RoundSpec, quotas: dict[str, int], receive: Any, report: RoundReport
