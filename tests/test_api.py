@@ -11,8 +11,7 @@ import pytest
 from stratafl import errors
 from stratafl.controller.api import HTTP_STATUS, create_api
 from stratafl.controller.main import Controller
-from stratafl.modelfile import encode_header, iter_params_bytes
-from stratafl.params import specs_of
+from stratafl.modelfile import params_to_bytes
 
 
 class SyncASGI:
@@ -50,7 +49,7 @@ def api(tmp_path):
 
 
 def _model_body(params):
-    return encode_header(specs_of(params)) + b"".join(iter_params_bytes(params))
+    return params_to_bytes(params)
 
 
 def test_every_domain_error_has_an_http_status():

@@ -20,7 +20,7 @@ from rich.table import Table
 from stratafl.client.app import ClientContext, load_app
 from stratafl.config import SessionConfig
 from stratafl.errors import StrataError
-from stratafl.modelfile import load_params
+from stratafl.modelfile import load_params, params_to_bytes
 
 app = typer.Typer(
     help="stratafl: three-tier federated learning.",
@@ -129,6 +129,24 @@ def client_start(
     runtime = ClientRuntime(client_id, controller, load_app(app_spec, context))
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     runtime.run()
+
+
+@app.command("seed")
+def seed_model(
+    controller: Annotated[str, typer.Option(help="the controller's URL")],
+    app_spec: Annotated[str, typer.Option("--app", help="module:attr or file.py:attr")],
+    seed: int = 0,
+) -> None:
+    """Upload the app's freshly initialised model: the seed of the next session."""
+    app_obj = load_app(_resolve_app(app_spec), ClientContext(num_partitions=1, seed=seed))
+    response = httpx.post(
+        f"{controller.rstrip('/')}/api/v1/models",
+        content=params_to_bytes(app_obj.initial_params(seed)),
+        timeout=60,
+    )
+    if response.status_code != 201:
+        raise StrataError(f"the controller refused the model: {response.text}")
+    console.print(response.json()["id"])
 
 
 def _run(

@@ -171,6 +171,11 @@ class ModelFileWriter:
         os.replace(self._partial, self.path)
 
 
+def params_to_bytes(params: Mapping[str, np.ndarray]) -> bytes:
+    """A whole model file in memory (for small models sent in one HTTP body)."""
+    return encode_header(specs_of(params)) + b"".join(iter_params_bytes(params))
+
+
 def save_params(
     path: Path, params: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> None:

@@ -14,8 +14,8 @@ import httpx
 from stratafl.client.app import ClientContext, load_app
 from stratafl.config import SessionConfig
 from stratafl.errors import StrataError, UnavailableError
-from stratafl.modelfile import encode_header, iter_params_bytes
-from stratafl.params import Params, specs_of
+from stratafl.modelfile import params_to_bytes
+from stratafl.params import Params
 from stratafl.sim.processes import ProcessGroup, controller_info
 
 Progress = Callable[[dict[str, Any], list[dict[str, Any]]], None]
@@ -180,8 +180,7 @@ class LocalFederation:
 
     def upload_params(self, params: Params) -> str:
         """Store ``params`` as a seed model; returns its id."""
-        body = encode_header(specs_of(params)) + b"".join(iter_params_bytes(params))
-        return str(self.api("POST", "/models", content=body)["id"])
+        return str(self.api("POST", "/models", content=params_to_bytes(params))["id"])
 
     def run_session(
         self, config: SessionConfig, progress: Progress | None = None, poll_seconds: float = 0.2

@@ -1,0 +1,159 @@
+"""The README's manual path: each tier started with its own `strata ... start` command, a
+seed model uploaded with `strata seed`, a session started over REST."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_APP
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _strata(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stratafl.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_each_tier_started_by_hand_runs_a_session(tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "tiers.log"
+    processes = [
+        _strata(
+            "controller",
+            "start",
+            "--port",
+            str(port),
+            "--workdir",
+            str(tmp_path / "controller"),
+            log=log,
+        )
+    ]
+    try:
+        _until(lambda: httpx.get(f"{url}/api/v1/health").status_code == 200, 60, "the controller")
+        processes.append(
+            _strata(
+                "combiner",
+                "start",
+                "--controller",
+                url,
+                "--id",
+                "edge-1",
+                "--max-clients",
+                "1",
+                "--workdir",
+                str(tmp_path / "c1"),
+                log=log,
+            )
+        )
+        processes.append(
+            _strata(
+                "combiner",
+                "start",
+                "--controller",
+                url,
+                "--id",
+                "edge-2",
+                "--workdir",
+                str(tmp_path / "c2"),
+                log=log,
+            )
+        )
+        _until(lambda: len(httpx.get(f"{url}/api/v1/combiners").json()) == 2, 60, "combiners")
+        for i in range(3):
+            processes.append(
+                _strata(
+                    "client",
+                    "start",
+                    "--controller",
+                    url,
+                    "--app",
+                    TEST_APP,
+                    "--id",
+                    f"hand-{i}",
+                    "--partition-id",
+                    str(i),
+                    "--num-partitions",
+                    "3",
+                    log=log,
+                )
+            )
+        _until(
+            lambda: (
+                sum(c["status"] == "connected" for c in httpx.get(f"{url}/api/v1/clients").json())
+                == 3
+            ),
+            60,
+            "3 connected clients",
+        )
+        seeded = subprocess.run(
+            [sys.executable, "-m", "stratafl.cli", "seed", "--controller", url, "--app", TEST_APP],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        seed_id = seeded.stdout.strip()
+        assert httpx.get(f"{url}/api/v1/models/{seed_id}").status_code == 200
+
+        body = {"rounds": 2, "min_clients": 3}
+        session = httpx.post(f"{url}/api/v1/sessions", json=body).json()
+        done = _until(
+            lambda: (
+                (s := httpx.get(f"{url}/api/v1/sessions/{session['id']}").json())["status"]
+                != "running"
+                and s
+            ),
+            120,
+            "the session",
+        )
+        assert done["status"] == "finished", done["reason"]
+        clients = httpx.get(f"{url}/api/v1/clients").json()
+        on = [c["combiner_id"] for c in clients if c["status"] == "connected"]
+        assert sorted(on) == ["edge-1", "edge-2", "edge-2"]  # edge-1 holds --max-clients 1
+        trail = httpx.get(f"{url}/api/v1/models/{done['final_model_id']}/trail").json()
+        assert [m["id"] for m in trail][-1] == seed_id and len(trail) == 3
+        events = [e["kind"] for e in httpx.get(f"{url}/api/v1/events").json()]
+        assert events.count("combiner_registered") == 2 and "session_finished" in events
+        print(json.dumps(done))
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
