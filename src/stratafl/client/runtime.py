@@ -99,7 +99,7 @@ class ClientRuntime:
                     assignment.combiner_id,
                     code,
                 )
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                if code == grpc.StatusCode.UNAVAILABLE:  # gone, not merely full
                     failed = assignment.combiner_id
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
