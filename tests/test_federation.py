@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 
 from stratafl.config import SessionConfig
-from stratafl.modelfile import load_params
 from stratafl.sim.launcher import LocalFederation
 
 pytestmark = pytest.mark.slow
 
 
-def _final_params(federation: LocalFederation, model_id: str) -> dict[str, np.ndarray]:
-    import httpx
-
-    body = httpx.get(f"{federation.url}/api/v1/models/{model_id}/download", timeout=30).content
-    path = federation.workdir / "final.safetensors"
-    path.write_bytes(body)
-    return load_params(path)
+def _final_params(fed: LocalFederation, model_id: str) -> dict[str, np.ndarray]:
+    return fed.download_params(model_id)
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:

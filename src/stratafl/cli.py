@@ -20,7 +20,7 @@ from rich.table import Table
 from stratafl.client.app import ClientContext, load_app
 from stratafl.config import SessionConfig
 from stratafl.errors import StrataError
-from stratafl.modelfile import load_params, params_to_bytes
+from stratafl.modelfile import params_to_bytes
 
 app = typer.Typer(
     help="stratafl: three-tier federated learning.",
@@ -170,7 +170,6 @@ def _run(
         combiners=combiners,
         partition=partition,
         seed=seed,
-        session=session,
         workdir=workdir,
     )
     started = time.monotonic()
@@ -208,10 +207,7 @@ def _run(
             raise StrataError(f"session {result['id']} {result['status']}: {result['reason']}")
         final_id = result["final_model_id"]
         trail = [m["id"] for m in federation.api("GET", f"/models/{final_id}/trail")][::-1]
-        model_bytes = httpx.get(f"{federation.url}/api/v1/models/{final_id}/download", timeout=60)
-        model_file = federation.workdir / "final.safetensors"
-        model_file.write_bytes(model_bytes.content)
-        final = load_params(model_file)
+        final = federation.download_params(final_id)
     federation_seconds = time.monotonic() - started
     report: dict[str, Any] = {
         "app": app_spec,

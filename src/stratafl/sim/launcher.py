@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import httpx
 from stratafl.client.app import ClientContext, load_app
 from stratafl.config import SessionConfig
 from stratafl.errors import StrataError, UnavailableError
-from stratafl.modelfile import params_to_bytes
+from stratafl.modelfile import load_params, params_to_bytes
 from stratafl.params import Params
 from stratafl.sim.processes import ProcessGroup, controller_info
 
@@ -31,7 +31,6 @@ class FederationSpec:
     combiners: int = 2
     partition: str = "iid"
     seed: int = 0
-    session: SessionConfig = field(default_factory=SessionConfig)
     max_clients_per_combiner: int = 1000
     workdir: Path | None = None
     database_url: str | None = None  # default: SQLite in the controller's work folder
@@ -150,10 +149,13 @@ class LocalFederation:
             ready=False,
         )
 
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _client(self) -> httpx.Client:
         if self._http is None:  # one client: building an SSL context per request costs ~30 ms
             self._http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=60)
-        response = self._http.request(method, path, **kwargs)
+        return self._http
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._client().request(method, path, **kwargs)
         if response.status_code >= 400:
             raise StrataError(
                 f"{method} {path} failed with {response.status_code}: {response.text}"
@@ -181,6 +183,22 @@ class LocalFederation:
     def upload_params(self, params: Params) -> str:
         """Store ``params`` as a seed model; returns its id."""
         return str(self.api("POST", "/models", content=params_to_bytes(params))["id"])
+
+    def download_params(self, model_id: str) -> Params:
+        """A stored model, fetched over the REST API like any user would."""
+        path = self.workdir / f"{model_id}.safetensors"
+        with self._client().stream("GET", f"/models/{model_id}/download") as response:
+            if response.status_code != 200:
+                raise StrataError(
+                    f"model {model_id} could not be downloaded: {response.status_code}"
+                )
+            with open(path, "wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        try:
+            return load_params(path)
+        finally:
+            path.unlink(missing_ok=True)
 
     def run_session(
         self, config: SessionConfig, progress: Progress | None = None, poll_seconds: float = 0.2
