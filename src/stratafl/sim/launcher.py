@@ -204,13 +204,17 @@ class LocalFederation:
         self, config: SessionConfig, progress: Progress | None = None, poll_seconds: float = 0.2
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         session = self.api("POST", "/sessions", json=config.model_dump())
-        seen = -1
+        rounds: list[dict[str, Any]] = []
         while True:
             session = self.api("GET", f"/sessions/{session['id']}")
-            rounds = self.api("GET", f"/sessions/{session['id']}/rounds")
-            if progress is not None and len(rounds) != seen:
-                seen = len(rounds)
-                progress(session, rounds)
-            if session["status"] != "running":
+            finished = session["status"] != "running"
+            # A round is recorded before rounds_done moves past it, and a failed round ends
+            # the session: the rounds need reading only when the count moved, and at the end.
+            if finished or session["rounds_done"] > len(rounds):
+                latest = self.api("GET", f"/sessions/{session['id']}/rounds")
+                if progress is not None and len(latest) != len(rounds):
+                    progress(session, latest)
+                rounds = latest
+            if finished:
                 return session, rounds
             time.sleep(poll_seconds)

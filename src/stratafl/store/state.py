@@ -12,7 +12,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text, create_engine, event, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -157,25 +168,26 @@ class StateStore:
                 )
 
     def combiner_heartbeat(self, combiner_id: str, client_ids: Sequence[str]) -> None:
+        """Mark the combiner and every client it holds as alive now, in a few statements
+        however many clients there are (one UPDATE, plus INSERTs for unknown ids)."""
         now = time.time()
         with self._session() as db, db.begin():
             row = db.get(CombinerRow, combiner_id)
             if row is not None:
                 row.status, row.last_heartbeat, row.num_clients = "online", now, len(client_ids)
-            for client_id in client_ids:
-                client = db.get(ClientRow, client_id)
-                if client is None:
-                    db.add(
-                        ClientRow(
-                            id=client_id, combiner_id=combiner_id, status="connected", last_seen=now
-                        )
-                    )
-                else:
-                    client.combiner_id, client.status, client.last_seen = (
-                        combiner_id,
-                        "connected",
-                        now,
-                    )
+            if not client_ids:
+                return
+            db.execute(
+                update(ClientRow)
+                .where(ClientRow.id.in_(client_ids))
+                .values(combiner_id=combiner_id, status="connected", last_seen=now)
+            )
+            known = set(db.scalars(select(ClientRow.id).where(ClientRow.id.in_(client_ids))))
+            db.add_all(
+                ClientRow(id=client_id, combiner_id=combiner_id, status="connected", last_seen=now)
+                for client_id in client_ids
+                if client_id not in known
+            )
 
     def set_combiner_status(self, combiner_id: str, status: str) -> None:
         with self._session() as db, db.begin():
