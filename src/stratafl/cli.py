@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -222,6 +223,7 @@ def _run(
         "final_model": final_id,
         "federation_seconds": federation_seconds,
     }
+    _print_traffic(report["rounds"])
     if baselines:
         with console.status("promise check: training the baselines") as status:
             check = promise_check(
@@ -241,6 +243,17 @@ def _run(
         report_path.write_text(json.dumps(report, indent=2))
         console.print(f"report written to {report_path}")
     return report
+
+
+def _print_traffic(rounds: list[dict[str, Any]]) -> None:
+    """Every byte counts: what the session moved, and how long its rounds took."""
+    up = sum(r["bytes_up"] for r in rounds)
+    down = sum(r["bytes_down"] for r in rounds)
+    console.print(
+        f"{len(rounds)} rounds, median {statistics.median(r['duration'] for r in rounds):.2f} s"
+        " each; "
+        f"moved {up / 1e6:.1f} MB up and {down / 1e6:.1f} MB down (both tiers)"
+    )
 
 
 def _print_promise(promise: dict[str, Any]) -> None:
