@@ -123,11 +123,12 @@ def test_kill_9_of_a_combiner_moves_its_clients_and_the_next_round_completes(
     with federation(clients=6, combiners=2) as fed:
         fed.upload_seed_model()
         fed.wait_for_clients(6)
-        config = SessionConfig(rounds=3, min_clients=2, round_timeout=60)
+        config = SessionConfig(rounds=4, min_clients=2, round_timeout=60)
         session = fed.api("POST", "/sessions", json=config.model_dump())
         rounds_of = lambda: fed.api("GET", f"/sessions/{session['id']}/rounds")  # noqa: E731
         _wait_for(lambda: len(rounds_of()) >= 1, 60, "round 1")
         next(t for t in fed.group.tiers if t.name == "combiner-0").kill()
+        killed_at = time.time()
         _wait_for(
             lambda: fed.api("GET", f"/sessions/{session['id']}")["status"] != "running",
             120,
@@ -136,8 +137,10 @@ def test_kill_9_of_a_combiner_moves_its_clients_and_the_next_round_completes(
         session = fed.api("GET", f"/sessions/{session['id']}")
         rounds = rounds_of()
         assert session["status"] == "finished", session["reason"]
-        assert [r["status"] for r in rounds] == ["finished"] * 3
-        survivors = {o["combiner_id"] for r in rounds[1:] for o in r["outcomes"]}
+        assert [r["status"] for r in rounds] == ["finished"] * 4
+        after_the_kill = [r for r in rounds if r["started_at"] > killed_at]
+        assert after_the_kill, "the session ended before the kill; nothing was tested"
+        survivors = {o["combiner_id"] for r in after_the_kill for o in r["outcomes"]}
         assert survivors == {"combiner-1"}
         status = {c["id"]: c["status"] for c in fed.api("GET", "/combiners")}
         assert status == {"combiner-0": "offline", "combiner-1": "online"}
@@ -163,12 +166,12 @@ def test_a_straggler_past_the_timeout_is_left_out_and_its_late_update_refused(
     with federation(clients=3, combiners=1) as fed:
         fed.upload_seed_model()
         fed.wait_for_clients(3)
-        config = SessionConfig(rounds=1, min_clients=2, round_timeout=2, validate_each_round=False)
+        config = SessionConfig(rounds=1, min_clients=2, round_timeout=5, validate_each_round=False)
         session, rounds = fed.run_session(config)
         assert session["status"] == "finished", session["reason"]
         outcome = {o["client_id"]: o for o in rounds[0]["outcomes"]}
         assert outcome["client-2"]["status"] == "timeout"
-        assert "no answer within 2 s" in outcome["client-2"]["reason"]
+        assert "no answer within 5 s" in outcome["client-2"]["reason"]
         assert sorted(rounds[0]["participants"]) == ["client-0", "client-1"]
         # FedAvg of clients 0 and 1 only: (10*1 + 20*2) / 30
         params = _final_params(fed, session["final_model_id"])
