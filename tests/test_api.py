@@ -102,3 +102,11 @@ def test_assign_without_combiners_is_503_and_names_the_fix(api):
     response = api.post("/api/v1/assign", json={"client_id": "c0"})
     assert response.status_code == 503
     assert "strata combiner start" in response.json()["detail"]
+
+
+def test_a_truncated_model_upload_is_refused_and_leaves_nothing(api):
+    body = _model_body({"w": np.arange(10, dtype=np.float32)})
+    response = api.post("/api/v1/models", content=body[:-4])
+    assert response.status_code == 422
+    assert "send the whole file" in response.json()["detail"]
+    assert api.get("/api/v1/models").json() == []

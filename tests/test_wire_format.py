@@ -15,9 +15,10 @@ from hypothesis.extra import numpy as hnp
 from stratafl.errors import ModelFormatError
 from stratafl.modelfile import (
     CHUNK_BYTES,
+    MappedModelFile,
+    check_model_file,
     iter_params_bytes,
     load_params,
-    open_params,
     read_header,
     save_params,
 )
@@ -99,12 +100,22 @@ def test_model_files_open_with_the_stock_safetensors_library(tmp_path: Path):
         np.testing.assert_array_equal(ours[name], array)
 
 
-def test_open_params_maps_without_loading(tmp_path: Path):
-    params = {"w": np.arange(10, dtype=np.float32)}
+def test_mapped_model_files_map_each_access_without_loading(tmp_path: Path):
+    params = {"w": np.arange(10, dtype=np.float32), "empty": np.zeros((0, 2), np.int64)}
     save_params(tmp_path / "m.safetensors", params)
-    mapped = open_params(tmp_path / "m.safetensors")
-    assert isinstance(mapped["w"], np.memmap)
+    mapped = MappedModelFile(tmp_path / "m.safetensors")
+    assert list(mapped) == ["w", "empty"]
+    assert isinstance(mapped["w"], np.memmap) and mapped["w"] is not mapped["w"]
     np.testing.assert_array_equal(mapped["w"], params["w"])
+    assert mapped["empty"].shape == (0, 2)
+
+
+def test_a_model_file_shorter_than_its_header_says_is_refused(tmp_path: Path):
+    save_params(tmp_path / "m.safetensors", {"w": np.arange(10, dtype=np.float32)})
+    raw = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "m.safetensors").write_bytes(raw[:-4])
+    with pytest.raises(ModelFormatError, match="holds 36 data bytes but its header announces 40"):
+        check_model_file(tmp_path / "m.safetensors")
 
 
 def test_a_torn_upload_never_appears_under_its_name(tmp_path: Path):

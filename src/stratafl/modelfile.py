@@ -184,22 +184,19 @@ def save_params(
             writer.write(chunk)
 
 
-def open_params(path: Path) -> Params:
-    """Read-only memory maps of every tensor in a model file: nothing is loaded until used."""
+def check_model_file(path: Path) -> list[TensorSpec]:
+    """The layout of a model file, after checking that its data is exactly as long as its
+    header says; reads the header only."""
     with open(path, "rb") as stream:
         specs, _ = read_header(stream)
         data_start = stream.tell()
-    params: Params = {}
-    offset = data_start
-    for spec in specs:
-        if spec.size == 0:
-            params[spec.name] = np.zeros(spec.shape, dtype=spec.numpy_dtype)
-        else:
-            params[spec.name] = np.memmap(
-                path, dtype=spec.numpy_dtype, mode="r", offset=offset, shape=spec.shape
-            )
-        offset += spec.nbytes
-    return params
+    size = os.path.getsize(path)
+    if size != data_start + total_bytes(specs):
+        raise ModelFormatError(
+            f"model file holds {size - data_start} data bytes but its header announces "
+            f"{total_bytes(specs)}; send the whole file"
+        )
+    return specs
 
 
 class MappedModelFile(Mapping[str, np.ndarray]):
@@ -245,7 +242,7 @@ def read_params(stream: BinaryIO) -> tuple[Params, dict[str, str]]:
 
 def load_params(path: Path) -> Params:
     """Every tensor of a model file, copied into memory."""
-    return {name: np.array(array) for name, array in open_params(path).items()}
+    return {name: np.array(array) for name, array in MappedModelFile(path).items()}
 
 
 def params_from_bytes(specs: Sequence[TensorSpec], data: bytes | bytearray | memoryview) -> Params:

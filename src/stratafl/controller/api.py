@@ -20,8 +20,7 @@ from stratafl.errors import (
     UnavailableError,
     UpdateRejected,
 )
-from stratafl.modelfile import load_params, read_header
-from stratafl.params import num_parameters
+from stratafl.modelfile import check_model_file
 from stratafl.store.models import new_model_id
 
 HTTP_STATUS: dict[type[StrataError], int] = {
@@ -86,9 +85,7 @@ def create_api(controller: Any) -> FastAPI:
             with open(staged, "wb") as out:
                 async for chunk in request.stream():
                     out.write(chunk)
-            with open(staged, "rb") as stream:
-                read_header(stream)
-            params = load_params(staged)
+            specs = check_model_file(staged)
             controller.models.put_file(model_id, staged)
         finally:
             staged.unlink(missing_ok=True)
@@ -98,7 +95,7 @@ def create_api(controller: Any) -> FastAPI:
             session_id=None,
             round_number=None,
             size_bytes=controller.models.size(model_id),
-            num_parameters=num_parameters(params),
+            num_parameters=sum(spec.size for spec in specs),
         )
         return controller.store.model(model_id)  # type: ignore[no-any-return]
 
