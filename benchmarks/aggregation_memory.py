@@ -21,7 +21,7 @@ import numpy as np
 
 from stratafl.client.app import TrainResult
 from stratafl.client.runtime import ClientRuntime
-from stratafl.config import SessionConfig
+from stratafl.settings import SessionConfig
 from stratafl.sim.launcher import FederationSpec, LocalFederation
 
 

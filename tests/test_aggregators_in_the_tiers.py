@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stratafl.config import SessionConfig
 from stratafl.modelfile import load_params
+from stratafl.settings import SessionConfig
 from stratafl.sim.launcher import LocalFederation
 
 pytestmark = pytest.mark.slow

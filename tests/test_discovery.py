@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from stratafl.config import SessionConfig
 from stratafl.controller.discovery import OFFLINE_AFTER_SECONDS, Discovery
 from stratafl.controller.sessions import split_quota
 from stratafl.errors import UnavailableError
+from stratafl.settings import SessionConfig
 from stratafl.store.state import StateStore
 
 

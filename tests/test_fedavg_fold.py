@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stratafl.aggregate import fedavg
-from stratafl.aggregate.fedavg import WeightedMeanFold, weighted_mean
+from stratafl.aggregate.mean import WeightedMeanFold, weighted_mean
 from stratafl.errors import ConfigError, ModelFormatError
 from stratafl.params import specs_of
 

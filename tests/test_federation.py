@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from stratafl.config import SessionConfig
+from stratafl.settings import SessionConfig
 from stratafl.sim.launcher import LocalFederation
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 
 from stratafl.client.app import ClientContext
 from stratafl.client.runtime import ClientRuntime
-from stratafl.config import SessionConfig
+from stratafl.settings import SessionConfig
 from stratafl.sim.launcher import FederationSpec, LocalFederation
 from tests.federation_apps import ShiftApp
 

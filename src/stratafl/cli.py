@@ -19,9 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from stratafl.client.app import ClientContext, load_app
-from stratafl.config import SessionConfig
 from stratafl.errors import StrataError
 from stratafl.modelfile import params_to_bytes
+from stratafl.settings import SessionConfig
 
 app = typer.Typer(
     help="stratafl: three-tier federated learning.",

@@ -4,7 +4,7 @@ Nothing here does I/O or knows about messages. Arrays may be numpy memmaps: rule
 need every update work in coordinate blocks so that a memmap is never read whole.
 
     aggregate.rule        the AggregationRule contract (aggregate / merge / fold)
-    aggregate.mean        FedAvg                       (fedavg.py: the weighted-mean fold)
+    aggregate.fedavg      FedAvg                       (mean.py: the weighted-mean fold)
     aggregate.coordinate  Median, TrimmedMean
     aggregate.krum        Krum, MultiKrum, Bulyan
     aggregate.clipping    NormBounding
@@ -18,10 +18,10 @@ need every update work in coordinate blocks so that a memmap is never read whole
 from stratafl.aggregate.checks import check_update
 from stratafl.aggregate.clipping import NormBounding
 from stratafl.aggregate.coordinate import Median, TrimmedMean
-from stratafl.aggregate.fedavg import WeightedMeanFold, weighted_mean
+from stratafl.aggregate.fedavg import FedAvg
 from stratafl.aggregate.fedprox import proximal_gradient, proximal_term
 from stratafl.aggregate.krum import Bulyan, Krum, MultiKrum
-from stratafl.aggregate.mean import FedAvg
+from stratafl.aggregate.mean import WeightedMeanFold, weighted_mean
 from stratafl.aggregate.privacy import DPGaussian
 from stratafl.aggregate.registry import OPTIMIZERS, RULES, Aggregator, parse_aggregator
 from stratafl.aggregate.rule import AggregationRule, Fold

@@ -1,88 +1,41 @@
-"""FedAvg as a streaming fold (McMahan et al. 2017, "Communication-Efficient Learning of
+"""FedAvg as an aggregation rule (McMahan et al. 2017, "Communication-Efficient Learning of
 Deep Networks from Decentralized Data").
 
-    x_new = sum_i n_i * x_i / sum_i n_i
+    x = sum_i n_i x_i / sum_i n_i          (n_i: examples behind update i)
 
-The fold keeps ``(sum_i n_i * x_i, sum_i n_i)`` in float64, so memory is O(model) however
-many updates arrive, and its result carries the total weight: a partial from one combiner
-added to another fold with that weight gives exactly the flat FedAvg over all clients
-(hierarchical == flat, up to one float32 rounding of the partial).
+Linear, so it folds one update at a time and splits across tiers exactly: the weighted mean
+of the combiners' weighted means, each weighted by its examples, is the flat weighted mean.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
-import numpy as np
-
-from stratafl.errors import ConfigError
-from stratafl.params import Params, TensorSpec, check_same_layout, specs_of
-
-BLOCK_ELEMENTS = 1 << 20
-"""Elements folded at a time: bounds the temporaries when an update is a memmap on disk."""
+from stratafl.aggregate.mean import WeightedMeanFold
+from stratafl.aggregate.rule import Update, fold_all, weighted_merge
+from stratafl.params import Params, specs_of
 
 
-class WeightedMeanFold:
-    """Running weighted sum of updates that all share one layout."""
+@dataclass(frozen=True)
+class FedAvg:
+    """Weighted mean by example counts; the default rule."""
 
-    def __init__(self, specs: Sequence[TensorSpec]) -> None:
-        self._specs = list(specs)
-        self._sums = {spec.name: np.zeros(spec.shape, dtype=np.float64) for spec in self._specs}
-        self._total_weight = 0.0
-        self._count = 0
+    name: ClassVar[str] = "fedavg"
+    streaming: ClassVar[bool] = True
+    min_updates: ClassVar[int] = 1
 
-    @property
-    def total_weight(self) -> float:
-        return self._total_weight
+    def fold(self, reference: Update) -> WeightedMeanFold:
+        return WeightedMeanFold(specs_of(reference))
 
-    @property
-    def count(self) -> int:
-        """How many updates (or partials) have been added."""
-        return self._count
+    def aggregate(
+        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float]:
+        return fold_all(self, updates, weights, reference)
 
-    def add(self, update: Mapping[str, np.ndarray], weight: float) -> None:
-        """Fold ``weight * update`` into the running sum. ``update`` is never modified."""
-        if not np.isfinite(weight) or weight <= 0:
-            raise ConfigError(f"update weight must be a positive number, got {weight}")
-        check_same_layout(self._specs, specs_of(update))
-        for name, total in self._sums.items():
-            flat_total = total.reshape(-1)
-            flat_update = np.asarray(update[name]).reshape(-1)
-            for start in range(0, flat_total.size, BLOCK_ELEMENTS):
-                stop = start + BLOCK_ELEMENTS
-                flat_total[start:stop] += weight * flat_update[start:stop].astype(np.float64)
-        self._total_weight += float(weight)
-        self._count += 1
-
-    def result(self) -> tuple[Params, float]:
-        """The weighted mean in each tensor's own dtype, and the total weight behind it."""
-        if self._count == 0:
-            raise ConfigError("no update was added; a weighted mean of nothing is undefined")
-        mean: Params = {}
-        for spec in self._specs:
-            total = self._sums[spec.name].reshape(-1)
-            out = np.empty(total.size, dtype=spec.numpy_dtype)
-            for start in range(0, total.size, BLOCK_ELEMENTS):
-                block = slice(start, start + BLOCK_ELEMENTS)
-                out[block] = total[block] / self._total_weight
-            mean[spec.name] = out.reshape(spec.shape)
-        return mean, self._total_weight
-
-
-def weighted_mean(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]) -> Params:
-    """The direct weighted mean over stacked updates: the reference the fold is tested against.
-
-    Needs all updates in memory at once; the runtime uses `WeightedMeanFold` instead.
-    """
-    if len(updates) != len(weights) or not updates:
-        raise ConfigError(
-            f"need one weight per update, got {len(updates)} updates and {len(weights)} weights"
-        )
-    return {
-        name: np.average(
-            np.stack([np.asarray(u[name], dtype=np.float64) for u in updates]),
-            axis=0,
-            weights=np.asarray(weights, dtype=np.float64),
-        ).astype(np.asarray(first).dtype)
-        for name, first in updates[0].items()
-    }
+    def merge(
+        self, partials: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float]:
+        """Exact: the weighted mean of partials weighted by their examples."""
+        return weighted_merge(partials, weights, reference)

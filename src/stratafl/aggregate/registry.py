@@ -26,8 +26,8 @@ from typing import Any
 
 from stratafl.aggregate.clipping import NormBounding
 from stratafl.aggregate.coordinate import Median, TrimmedMean
+from stratafl.aggregate.fedavg import FedAvg
 from stratafl.aggregate.krum import Bulyan, Krum, MultiKrum
-from stratafl.aggregate.mean import FedAvg
 from stratafl.aggregate.privacy import DPGaussian
 from stratafl.aggregate.rule import AggregationRule
 from stratafl.aggregate.server_opt import (

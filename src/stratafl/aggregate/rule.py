@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from stratafl.aggregate.blocks import coordinatewise
-from stratafl.aggregate.fedavg import WeightedMeanFold
+from stratafl.aggregate.mean import WeightedMeanFold
 from stratafl.errors import ConfigError
 from stratafl.params import Params, TensorSpec, check_same_layout, specs_of
 

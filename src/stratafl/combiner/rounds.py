@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratafl.collect import Collector
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
+from stratafl.staging.collector import Collector
 
 
 @dataclass

@@ -18,7 +18,6 @@ import grpc
 import grpc.aio
 
 from stratafl.aggregate import DPGaussian, parse_aggregator
-from stratafl.collect import Collector
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.rounds import Outcome, RoundState
@@ -27,6 +26,7 @@ from stratafl.modelfile import MappedModelFile, iter_params_bytes
 from stratafl.params import TensorSpec, check_same_layout
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.staging.collector import Collector
 from stratafl.transport.status import status_of
 from stratafl.transport.streams import (
     data_of,

@@ -10,7 +10,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from stratafl.config import SessionConfig
 from stratafl.errors import (
     ConfigError,
     ModelFormatError,
@@ -21,6 +20,7 @@ from stratafl.errors import (
     UpdateRejected,
 )
 from stratafl.modelfile import check_model_file
+from stratafl.settings import SessionConfig
 from stratafl.store.models import new_model_id
 
 HTTP_STATUS: dict[type[StrataError], int] = {

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from stratafl.aggregate import Aggregator, ServerOptState, WeightedMeanFold
-from stratafl.collect import Collector
 from stratafl.errors import ModelFormatError
 from stratafl.params import Params, TensorSpec, check_same_layout
 from stratafl.proto import stratafl_pb2 as pb
+from stratafl.staging.collector import Collector
 from stratafl.transport.streams import data_of, specs_from_proto, write_file
 
 

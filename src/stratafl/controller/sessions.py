@@ -21,7 +21,6 @@ import grpc
 import grpc.aio
 
 from stratafl.aggregate import Aggregator, ServerAverage, ServerOptState, parse_aggregator
-from stratafl.config import SessionConfig
 from stratafl.controller.discovery import CombinerEntry, Discovery
 from stratafl.controller.reducer import Reducer
 from stratafl.controller.service import TrafficCounter
@@ -30,6 +29,7 @@ from stratafl.modelfile import read_params, save_params
 from stratafl.params import num_parameters, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.settings import SessionConfig
 from stratafl.store.models import ModelStore, new_model_id
 from stratafl.store.state import StateStore
 from stratafl.transport.channels import open_aio_channel

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 
 from stratafl.client.app import ClientContext, load_app
-from stratafl.config import SessionConfig
 from stratafl.errors import StrataError, UnavailableError
 from stratafl.modelfile import load_params, params_to_bytes
 from stratafl.params import Params
+from stratafl.settings import SessionConfig
 from stratafl.sim.processes import ProcessGroup, controller_info
 
 Progress = Callable[[dict[str, Any], list[dict[str, Any]]], None]

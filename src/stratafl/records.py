@@ -1,0 +1,132 @@
+"""The federation's records: what the state store keeps and the REST API serves.
+
+One set of typed rows for three places (the store returns them, the controller's REST API
+answers with them, the REST client parses them), so a field renamed in one place cannot
+drift from the others. They are frozen pydantic models: validated when built from a
+database row or a JSON body, and described in ``/openapi.json`` for free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratafl.status import (
+    ClientStatus,
+    CombinerStatus,
+    OutcomeStatus,
+    RoundStatus,
+    SessionStatus,
+)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+
+class CombinerRecord(Record):
+    id: str
+    address: str
+    max_clients: int
+    status: CombinerStatus
+    num_clients: int = 0
+    registered_at: float
+    last_heartbeat: float
+
+
+class ClientRecord(Record):
+    id: str
+    combiner_id: str | None = None
+    status: ClientStatus
+    last_seen: float
+
+
+class ModelRecord(Record):
+    id: str
+    parent_id: str | None = None
+    session_id: str | None = None
+    round: int | None = None
+    size_bytes: int
+    num_parameters: int
+    created_at: float
+
+
+class SessionRecord(Record):
+    id: str
+    config: dict[str, Any] = Field(description="the SessionConfig the session was started with")
+    status: SessionStatus
+    reason: str = ""
+    seed_model_id: str
+    final_model_id: str | None = None
+    rounds_done: int = 0
+    created_at: float
+    finished_at: float | None = None
+
+
+class ClientOutcome(Record):
+    """One client's task in one round, as its combiner reported it."""
+
+    client_id: str
+    combiner_id: str = ""
+    status: OutcomeStatus
+    reason: str = ""
+    num_examples: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    seconds: float = 0.0
+
+
+class Traffic(Record):
+    """Bytes a round moved on each link, each way (serialized messages, both tiers)."""
+
+    clients_up: int = 0
+    clients_down: int = 0
+    combiners_up: int = 0
+    combiners_down: int = 0
+
+
+class Validation(Record):
+    """The clients' scores of a round's new model.
+
+    Each metric's mean over the clients, weighted by their validation examples, is a field
+    of its own (``accuracy``, ``loss``, ...: whatever the app reports), beside the count
+    and the per-client scores.
+    """
+
+    model_config = ConfigDict(frozen=True, from_attributes=True, extra="allow")
+
+    clients: int = 0
+    per_client: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    def mean(self, metric: str) -> float | None:
+        value = (self.model_extra or {}).get(metric)
+        return None if value is None else float(value)
+
+
+class RoundRecord(Record):
+    """One round, recorded once when it ends, whatever its outcome."""
+
+    session_id: str
+    number: int
+    status: RoundStatus
+    reason: str = ""
+    model_in: str
+    model_out: str | None = None
+    started_at: float
+    duration: float
+    participants: list[str] = Field(default_factory=list)
+    outcomes: list[ClientOutcome] = Field(default_factory=list)
+    validation: Validation = Field(default_factory=Validation)
+    traffic: Traffic = Field(default_factory=Traffic)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class EventRecord(Record):
+    id: int
+    time: float
+    kind: str
+    source: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Model files staged on disk on their way into an aggregation rule."""
