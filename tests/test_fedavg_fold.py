@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratafl.aggregate import fedavg
+from stratafl.aggregate import blocks
 from stratafl.aggregate.mean import WeightedMeanFold, weighted_mean
 from stratafl.errors import ConfigError, ModelFormatError
 from stratafl.params import specs_of
@@ -65,7 +65,7 @@ def test_hierarchical_fedavg_equals_flat_fedavg(seed, groups):
 
 
 def test_fold_works_block_by_block_on_memmaps(tmp_path, monkeypatch):
-    monkeypatch.setattr(fedavg, "BLOCK_ELEMENTS", 7)
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 7)
     updates = _updates(1, 3, shapes=((50,), (4, 9)))
     mapped = []
     for i, update in enumerate(updates):

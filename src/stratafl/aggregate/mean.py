@@ -15,11 +15,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from stratafl.aggregate.blocks import coordinate_blocks, flat
 from stratafl.errors import ConfigError
 from stratafl.params import Params, TensorSpec, check_same_layout, specs_of
-
-BLOCK_ELEMENTS = 1 << 20
-"""Elements folded at a time: bounds the temporaries when an update is a memmap on disk."""
 
 
 class WeightedMeanFold:
@@ -46,11 +44,9 @@ class WeightedMeanFold:
             raise ConfigError(f"update weight must be a positive number, got {weight}")
         check_same_layout(self._specs, specs_of(update))
         for name, total in self._sums.items():
-            flat_total = total.reshape(-1)
-            flat_update = np.asarray(update[name]).reshape(-1)
-            for start in range(0, flat_total.size, BLOCK_ELEMENTS):
-                stop = start + BLOCK_ELEMENTS
-                flat_total[start:stop] += weight * flat_update[start:stop].astype(np.float64)
+            flat_total, flat_update = flat(total), flat(update[name])
+            for block in coordinate_blocks(flat_total.size, 1):
+                flat_total[block] += weight * flat_update[block].astype(np.float64)
         self._total_weight += float(weight)
         self._count += 1
 
@@ -62,8 +58,7 @@ class WeightedMeanFold:
         for spec in self._specs:
             total = self._sums[spec.name].reshape(-1)
             out = np.empty(total.size, dtype=spec.numpy_dtype)
-            for start in range(0, total.size, BLOCK_ELEMENTS):
-                block = slice(start, start + BLOCK_ELEMENTS)
+            for block in coordinate_blocks(total.size, 1):
                 out[block] = total[block] / self._total_weight
             mean[spec.name] = out.reshape(spec.shape)
         return mean, self._total_weight
