@@ -53,7 +53,7 @@ def _memory_mb(pid: int) -> dict[str, float]:
 def measure(rule: str, clients: int, params: int) -> dict:
     spec = FederationSpec(app="(in-process clients)", clients=0, combiners=1)
     with LocalFederation(spec) as federation:
-        federation.upload_params(NoisyApp(params, 0).initial_params(0))
+        federation.client.upload_model(NoisyApp(params, 0).initial_params(0))
         pid = next(t for t in federation.group.tiers if t.name == "combiner-0").process.pid
         runtimes = [
             ClientRuntime(f"c{i}", federation.url, NoisyApp(params, i)) for i in range(clients)
@@ -87,7 +87,7 @@ def measure(rule: str, clients: int, params: int) -> dict:
             sampling = False
             for runtime in runtimes:
                 runtime.stop()
-        assert session["status"] == "finished", session["reason"]
+        assert session.status == "finished", session.reason
         memory = _memory_mb(pid)
     model_mb = params * 4 / 2**20
     return {
@@ -98,7 +98,7 @@ def measure(rule: str, clients: int, params: int) -> dict:
         "peak_rss_mib": memory["VmHWM"],
         "peak_anon_mib_sampled": peak_anon,
         "peak_rss_over_model": memory["VmHWM"] / model_mb,
-        "round_seconds": rounds[0]["duration"],
+        "round_seconds": rounds[0].duration,
         "session_seconds": seconds,
     }
 

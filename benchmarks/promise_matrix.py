@@ -18,8 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def run_cell(partition: str, aggregator: str, rounds: int, clients: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
@@ -30,7 +28,7 @@ def run_cell(partition: str, aggregator: str, rounds: int, clients: int, seed: i
             "stratafl.cli",
             "run",
             "--app",
-            f"{ROOT / 'examples' / 'fashion_mnist_numpy.py'}:make_app",
+            "stratafl.apps.fashion_mnist:make_app",
             "--clients",
             str(clients),
             "--combiners",

@@ -59,7 +59,7 @@ def measure(
         combiners=combiners,
     )
     with LocalFederation(spec) as federation:
-        federation.upload_params(TrivialApp(params).initial_params(0))
+        federation.client.upload_model(TrivialApp(params).initial_params(0))
         runtimes = [
             ClientRuntime(f"bench-{i}", federation.url, TrivialApp(params))
             for i in range(0 if in_processes else clients)
@@ -73,8 +73,8 @@ def measure(
         wall = time.monotonic() - started
         for runtime in runtimes:
             runtime.stop()
-        assert session["status"] == "finished", session["reason"]
-    durations = [row["duration"] for row in rows]
+        assert session.status == "finished", session.reason
+    durations = [row.duration for row in rows]
     return {
         "clients_as": mode,
         "clients": clients,
@@ -88,7 +88,7 @@ def measure(
         "round_seconds_max": max(durations),
         "round_seconds": durations,
         "session_wall_seconds": wall,
-        "bytes_per_round_clients_up": rows[-1]["traffic"]["clients_up"],
+        "bytes_per_round_clients_up": rows[-1].traffic.clients_up,
     }
 
 

@@ -2,8 +2,9 @@
 
 The runtime speaks numpy `Params`; torch appears only inside this file. Parameters convert
 at the edge (numpy -> state_dict before training, state_dict -> numpy after), and the
-module names its layers ``fc1``, ``fc2`` so the tensor names match the numpy twin exactly:
-a federation may even mix the two apps. Needs ``pip install 'stratafl[torch]'``.
+module names its layers ``fc1``, ``fc2`` so the tensor names match its numpy twin
+(`stratafl.apps.fashion_mnist`) exactly: a federation may even mix the two apps. Needs
+``pip install 'stratafl[torch]'``.
 
 For a model this small torch is several times slower than numpy (per-step overhead); the
 point of this example is the conversion, not speed.

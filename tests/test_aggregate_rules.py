@@ -194,7 +194,7 @@ def test_dp_noise_has_the_documented_std_and_is_seeded() -> None:
     assert np.std(first["w"]) == pytest.approx(2.0 * 1.0 / 4, rel=0.02)
     again, _ = rule.aggregate(updates, [1.0] * 4, reference)
     np.testing.assert_array_equal(first["w"], again["w"])
-    other, _ = rule.with_noise_key(1, 0).aggregate(updates, [1.0] * 4, reference)
+    other, _ = rule.for_round(1, 0).aggregate(updates, [1.0] * 4, reference)
     assert not np.array_equal(first["w"], other["w"])
 
 

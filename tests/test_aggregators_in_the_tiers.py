@@ -15,7 +15,7 @@ from stratafl.sim.launcher import LocalFederation
 pytestmark = pytest.mark.slow
 
 
-def _model(federation: LocalFederation, model_id: str) -> dict[str, np.ndarray]:
+def _model(federation: LocalFederation, model_id: str | None) -> dict[str, np.ndarray]:
     return load_params(federation.workdir / "controller" / "models" / f"{model_id}.safetensors")
 
 
@@ -25,9 +25,9 @@ def test_median_with_one_combiner_equals_the_flat_median(federation):
         fed.wait_for_clients(5)
         config = SessionConfig(rounds=1, min_clients=5, aggregator="median")
         session, rounds = fed.run_session(config)
-        assert session["status"] == "finished", session["reason"]
+        assert session.status == "finished", session.reason
         # shifts 1..5 (weights 10..50 ignored by the median): the median is 3
-        np.testing.assert_array_equal(_model(fed, session["final_model_id"])["w"], 3.0)
+        np.testing.assert_array_equal(_model(fed, session.final_model_id)["w"], 3.0)
 
 
 def test_krum_keeps_out_a_boosted_update_and_a_nan_update_is_rejected(federation, monkeypatch):
@@ -38,12 +38,12 @@ def test_krum_keeps_out_a_boosted_update_and_a_nan_update_is_rejected(federation
         fed.wait_for_clients(6)
         config = SessionConfig(rounds=1, min_clients=5, aggregator="krum:f=1")
         session, rounds = fed.run_session(config)
-        assert session["status"] == "finished", session["reason"]
-        outcome = {o["client_id"]: o["status"] for o in rounds[0]["outcomes"]}
+        assert session.status == "finished", session.reason
+        outcome = {o.client_id: o.status for o in rounds[0].outcomes}
         assert outcome["client-5"] == "rejected"
         # shifts 1, 2, 3, 4 and a boosted 500: Krum scores each update by its squared
         # distances to its n-f-2 = 2 nearest neighbours; 2 and 3 score best (1 + 1).
-        w = _model(fed, session["final_model_id"])["w"]
+        w = _model(fed, session.final_model_id)["w"]
         assert w[0] in (2.0, 3.0)
         np.testing.assert_array_equal(w, w[0])
 
@@ -54,9 +54,9 @@ def test_too_few_updates_for_krum_at_a_combiner_fails_the_round_with_the_reason(
         fed.wait_for_clients(6)
         config = SessionConfig(rounds=1, min_clients=5, aggregator="krum:f=1")
         session, rounds = fed.run_session(config)
-        assert session["status"] == "failed"
-        assert "krum with f=1 needs at least 5 updates" in rounds[0]["reason"]
-        assert len(fed.api("GET", "/models")) == 1
+        assert session.status == "failed"
+        assert "krum with f=1 needs at least 5 updates" in rounds[0].reason
+        assert len(fed.client.models()) == 1
 
 
 def test_server_momentum_state_survives_a_controller_crash(federation):
@@ -69,20 +69,18 @@ def test_server_momentum_state_survives_a_controller_crash(federation):
             rounds=1, min_clients=2, aggregator="fedavgm:server_lr=1.0,momentum=0.5"
         )
         session, _ = fed.run_session(config)
-        assert session["status"] == "finished", session["reason"]
-        first = session["final_model_id"]
+        assert session.status == "finished", session.reason
+        first = session.final_model_id
         np.testing.assert_allclose(_model(fed, first)["w"], 5 / 3, rtol=1e-6)
 
         config = config.model_copy(update={"seed_model_id": first, "rounds": 50})
-        fed.api("POST", "/sessions", json=config.model_dump())
+        fed.client.start_session(config)
         fed.restart_controller()  # kill -9 mid-session, then a new process, same state
         fed.wait_for_clients(2)
-        sessions = fed.api("GET", "/sessions")
-        assert sessions[-1]["status"] == "failed" and "stopped during" in sessions[-1]["reason"]
-        assert first in [m["id"] for m in fed.api("GET", "/models")]
+        sessions = fed.client.sessions()
+        assert sessions[-1].status == "failed" and "stopped during" in sessions[-1].reason
+        assert first in [m.id for m in fed.client.models()]
 
         session, _ = fed.run_session(config.model_copy(update={"rounds": 1}))
-        assert session["status"] == "finished", session["reason"]
-        np.testing.assert_allclose(
-            _model(fed, session["final_model_id"])["w"], 5 / 3 + 2.5, rtol=1e-6
-        )
+        assert session.status == "finished", session.reason
+        np.testing.assert_allclose(_model(fed, session.final_model_id)["w"], 5 / 3 + 2.5, rtol=1e-6)

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 from stratafl import errors
-from stratafl.controller.api import HTTP_STATUS, create_api
-from stratafl.controller.main import Controller
+from stratafl.api.schema import ErrorBody
+from stratafl.controller import rest
+from stratafl.controller.rest import HTTP_STATUS, create_api
+from stratafl.controller.wiring import Controller
 from stratafl.modelfile import params_to_bytes
+from stratafl.records import ClientOutcome, RoundRecord, Validation
+from stratafl.status import OutcomeStatus, RoundStatus
 
 
 class SyncASGI:
@@ -38,14 +45,19 @@ class SyncASGI:
 
 
 @pytest.fixture
-def api(tmp_path):
+def controller(tmp_path):
     controller = Controller(tmp_path)
     controller.store.open()
     controller.grpc_address = "127.0.0.1:1"
+    yield controller
+    controller.store.close()
+
+
+@pytest.fixture
+def api(controller):
     client = SyncASGI(create_api(controller))
     yield client
     client.close()
-    controller.store.close()
 
 
 def _model_body(params):
@@ -110,3 +122,162 @@ def test_a_truncated_model_upload_is_refused_and_leaves_nothing(api):
     assert response.status_code == 422
     assert "send the whole file" in response.json()["detail"]
     assert api.get("/api/v1/models").json() == []
+
+
+def _untyped(schema: dict) -> bool:
+    """True for a schema that says nothing: ``{}`` or an object without declared fields."""
+    if schema.get("type") == "array":
+        return _untyped(schema.get("items", {}))
+    if "$ref" in schema or schema.get("format") == "binary":
+        return False
+    return schema.get("type") in (None, "object") and "properties" not in schema
+
+
+def test_openapi_declares_every_answer(api):
+    spec = api.get("/openapi.json").json()
+    operations = [
+        (f"{method.upper()} {path}", operation)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    ]
+    assert len(operations) == 15
+    error_ref = "#/components/schemas/ErrorBody"
+    for name, operation in operations:
+        responses = operation["responses"]
+        success = [code for code in ("200", "201") if code in responses]
+        assert len(success) == 1, name
+        (schema,) = [body["schema"] for body in responses[success[0]]["content"].values()]
+        assert not _untyped(schema), (name, schema)
+        failures = {code: body for code, body in responses.items() if code >= "400"}
+        assert {"422", "500"} <= set(failures), name
+        for code, body in failures.items():
+            schema = body["content"]["application/json"]["schema"]
+            assert schema == {"$ref": error_ref}, (name, code)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    upload = spec["paths"]["/api/v1/models"]["post"]
+    assert "application/octet-stream" in upload["requestBody"]["content"]
+
+
+def _error(response: httpx.Response, status: int, error: str) -> str:
+    """The one-line detail of an ErrorBody answer, after checking its status and class."""
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"error", "detail"}
+    body = ErrorBody.model_validate(response.json())
+    assert body.error == error
+    assert body.detail and "\n" not in body.detail and "Traceback" not in body.detail
+    return body.detail
+
+
+def test_every_kind_of_error_answers_with_an_error_body(api):
+    invalid = api.post("/api/v1/sessions", json={"rounds": 0, "roundz": 3})
+    assert _error(invalid, 422, "ValidationError") == (
+        "body.rounds: Input should be greater than or equal to 1; "
+        "body.roundz: Extra inputs are not permitted"
+    )
+    assert "GET /api/v1/sessions" in _error(api.get("/api/v1/sessions/nope"), 404, "NotFoundError")
+    unknown = _error(api.get("/api/v1/nope"), 404, "HTTPError")
+    assert "/api/v1/nope" in unknown and "/docs" in unknown
+    wrong_method = api.request("DELETE", "/api/v1/sessions")
+    assert "DELETE /api/v1/sessions" in _error(wrong_method, 405, "HTTPError")
+    assert wrong_method.headers["allow"]  # the exception's headers are kept
+    assert _error(api.post("/api/v1/assign", json={}), 422, "ValidationError").startswith(
+        "body.client_id: Field required"
+    )
+
+
+def test_an_unexpected_error_is_a_500_error_body_and_a_logged_traceback(
+    api, controller, monkeypatch, caplog
+):
+    def broken() -> list:
+        raise RuntimeError("the database went away\nsecond line")
+
+    monkeypatch.setattr(controller.store, "sessions", broken)
+    with caplog.at_level(logging.ERROR, logger="stratafl.controller.rest"):
+        detail = _error(api.get("/api/v1/sessions"), 500, "InternalError")
+    assert "RuntimeError" in detail and "GET /api/v1/sessions" in detail
+    assert "the database went away" not in detail
+    (logged,) = [r for r in caplog.records if r.name == "stratafl.controller.rest"]
+    assert logged.exc_info is not None and "the database went away" in caplog.text
+    assert api.get("/api/v1/health").json() == {"status": "ok"}  # the app still answers
+
+
+def test_the_events_limit_is_bounded(api, controller):
+    for i in range(3):
+        controller.store.add_event("kind", "test", f"event {i}")
+    assert [e["message"] for e in api.get("/api/v1/events", params={"limit": 2}).json()] == [
+        "event 1",
+        "event 2",
+    ]
+    assert len(api.get("/api/v1/events").json()) == 3
+    for limit in (0, 1001, 100000):
+        detail = _error(api.get("/api/v1/events", params={"limit": limit}), 422, "ValidationError")
+        assert detail.startswith("query.limit: ")
+
+
+def test_rounds_are_served_as_round_records_with_their_validation_means(api, controller):
+    controller.store.create_session("s", {"rounds": 1}, "seed")
+    record = RoundRecord(
+        session_id="s",
+        number=1,
+        status=RoundStatus.FINISHED,
+        model_in="seed",
+        model_out="m1",
+        started_at=1.0,
+        duration=0.5,
+        participants=["c1"],
+        outcomes=[ClientOutcome(client_id="c1", status=OutcomeStatus.OK, metrics={"loss": 0.2})],
+        validation=Validation(clients=1, per_client={"c1": {"accuracy": 0.9}}, accuracy=0.9),
+    )
+    controller.store.add_round(record)
+    (served,) = api.get("/api/v1/sessions/s/rounds").json()
+    assert served["validation"]["accuracy"] == 0.9
+    assert RoundRecord.model_validate(served) == record
+    session = api.get("/api/v1/sessions/s").json()
+    assert (session["status"], session["final_model_id"]) == ("running", "seed")
+    assert _error(api.get("/api/v1/sessions/nope/rounds"), 404, "NotFoundError")
+
+
+def test_an_upload_is_written_checked_and_published_off_the_event_loop(
+    api, controller, monkeypatch
+):
+    loop_thread = threading.get_ident()  # SyncASGI runs the event loop in this thread
+    threads: dict[str, int] = {}
+
+    def spy(name, function):
+        def wrapper(*args, **kwargs):
+            threads[name] = threading.get_ident()
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    class SpyFile:
+        def __init__(self, stream) -> None:
+            self._stream = stream
+            self.write = spy("write", stream.write)
+            self.close = spy("close", stream.close)
+
+    class SpyPath(type(Path())):
+        def open(self, *args, **kwargs):
+            return SpyFile(spy("open", super().open)(*args, **kwargs))
+
+    staging_path = spy("staging", controller.trail.staging_path)
+    monkeypatch.setattr(controller.trail, "staging_path", lambda name: SpyPath(staging_path(name)))
+    monkeypatch.setattr(
+        controller.trail, "publish_file", spy("publish", controller.trail.publish_file)
+    )
+    monkeypatch.setattr(rest, "check_model_file", spy("check", rest.check_model_file))
+    created = api.post("/api/v1/models", content=_model_body({"w": np.ones(3, dtype=np.float32)}))
+    assert created.status_code == 201
+    assert set(threads) == {"staging", "open", "write", "close", "check", "publish"}
+    assert loop_thread not in threads.values()
+    assert [m["id"] for m in api.get("/api/v1/models").json()] == [created.json()["id"]]
+    assert list((controller.workdir / "staging").iterdir()) == []  # the staged file is gone
+
+
+def test_a_multi_line_error_message_is_answered_on_one_line(api, controller, monkeypatch):
+    def missing(session_id: str) -> None:
+        raise errors.NotFoundError(f"session {session_id!r} is gone;\n    start a new one")
+
+    monkeypatch.setattr(controller.store, "session", missing)
+    detail = _error(api.get("/api/v1/sessions/s"), 404, "NotFoundError")
+    assert detail == "session 's' is gone; start a new one"

@@ -1,9 +1,9 @@
 """The README's manual path: each tier started with its own `strata ... start` command, a
-seed model uploaded with `strata seed`, a session started over REST."""
+seed model uploaded with `strata seed`, a session started over REST (as with curl), followed
+with the Python REST client."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stratafl.api import ControllerClient
+from stratafl.errors import UnavailableError
 from tests.conftest import TEST_APP
 
 pytestmark = pytest.mark.slow
@@ -39,7 +41,7 @@ def _until(predicate, timeout: float, what: str):
     while time.monotonic() < deadline:
         try:
             value = predicate()
-        except httpx.HTTPError:
+        except UnavailableError:
             value = None
         if value:
             return value
@@ -51,6 +53,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "tiers.log"
+    api = ControllerClient(url)
     processes = [
         _strata(
             "controller",
@@ -63,7 +66,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
         )
     ]
     try:
-        _until(lambda: httpx.get(f"{url}/api/v1/health").status_code == 200, 60, "the controller")
+        _until(lambda: api.health().status == "ok", 60, "the controller")
         processes.append(
             _strata(
                 "combiner",
@@ -92,7 +95,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
                 log=log,
             )
         )
-        _until(lambda: len(httpx.get(f"{url}/api/v1/combiners").json()) == 2, 60, "combiners")
+        _until(lambda: len(api.combiners()) == 2, 60, "combiners")
         for i in range(3):
             processes.append(
                 _strata(
@@ -112,10 +115,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
                 )
             )
         _until(
-            lambda: (
-                sum(c["status"] == "connected" for c in httpx.get(f"{url}/api/v1/clients").json())
-                == 3
-            ),
+            lambda: sum(c.status == "connected" for c in api.clients()) == 3,
             60,
             "3 connected clients",
         )
@@ -127,29 +127,26 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
             check=True,
         )
         seed_id = seeded.stdout.strip()
-        assert httpx.get(f"{url}/api/v1/models/{seed_id}").status_code == 200
+        assert api.model(seed_id).id == seed_id
 
         body = {"rounds": 2, "min_clients": 3}
         session = httpx.post(f"{url}/api/v1/sessions", json=body).json()
         done = _until(
-            lambda: (
-                (s := httpx.get(f"{url}/api/v1/sessions/{session['id']}").json())["status"]
-                != "running"
-                and s
-            ),
+            lambda: (s := api.session(session["id"])).status != "running" and s,
             120,
             "the session",
         )
-        assert done["status"] == "finished", done["reason"]
-        clients = httpx.get(f"{url}/api/v1/clients").json()
-        on = [c["combiner_id"] for c in clients if c["status"] == "connected"]
+        assert done.status == "finished", done.reason
+        on = [c.combiner_id for c in api.clients() if c.status == "connected"]
         assert sorted(on) == ["edge-1", "edge-2", "edge-2"]  # edge-1 holds --max-clients 1
-        trail = httpx.get(f"{url}/api/v1/models/{done['final_model_id']}/trail").json()
-        assert [m["id"] for m in trail][-1] == seed_id and len(trail) == 3
-        events = [e["kind"] for e in httpx.get(f"{url}/api/v1/events").json()]
+        assert done.final_model_id is not None
+        trail = api.trail(done.final_model_id)
+        assert [m.id for m in trail][-1] == seed_id and len(trail) == 3
+        events = [e.kind for e in api.events()]
         assert events.count("combiner_registered") == 2 and "session_finished" in events
-        print(json.dumps(done))
+        print(done.model_dump_json())
     finally:
+        api.close()
         for process in processes:
             process.terminate()
         for process in processes:

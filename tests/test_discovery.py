@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from stratafl.controller.discovery import OFFLINE_AFTER_SECONDS, Discovery
-from stratafl.controller.sessions import split_quota
+from stratafl.controller.rounds import split_quota
 from stratafl.errors import UnavailableError
 from stratafl.settings import SessionConfig
+from stratafl.status import ClientStatus, CombinerStatus
 from stratafl.store.state import StateStore
 
 
@@ -58,8 +59,21 @@ def test_a_client_reporting_its_combiner_dead_is_moved_and_the_combiner_is_offli
     discovery.client_event("a", "c0", connected=True)
     assert discovery.assign("c0", failed_combiner="a").combiner_id == "b"
     assert [e.combiner_id for e in discovery.online()] == ["b"]
-    statuses = {row["id"]: row["status"] for row in discovery._store.combiners()}
-    assert statuses == {"a": "offline", "b": "online"}
+    statuses = {row.id: row.status for row in discovery._store.combiners()}
+    assert statuses == {"a": CombinerStatus.OFFLINE, "b": CombinerStatus.ONLINE}
+    (client,) = discovery._store.clients()
+    assert (client.combiner_id, client.status) == ("b", ClientStatus.ASSIGNED)
+
+
+def test_client_connects_and_disconnects_are_recorded_in_the_store(discovery):
+    discovery.register("a", "127.0.0.1:1", 10)
+    discovery.client_event("a", "c0", connected=True)
+    assert [(c.id, c.combiner_id, c.status) for c in discovery._store.clients()] == [
+        ("c0", "a", ClientStatus.CONNECTED)
+    ]
+    discovery.client_event("a", "c0", connected=False)
+    assert discovery._store.clients()[0].status is ClientStatus.DISCONNECTED
+    assert [e.kind for e in discovery._store.events()] == ["combiner_registered"]
 
 
 def test_combiners_without_heartbeats_go_offline_and_come_back(discovery):

@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_strata_run_on_fashion_mnist_writes_a_complete_report(tmp_path):
@@ -23,7 +20,7 @@ def test_strata_run_on_fashion_mnist_writes_a_complete_report(tmp_path):
         "stratafl.cli",
         "run",
         "--app",
-        f"{ROOT / 'examples' / 'fashion_mnist_numpy.py'}:make_app",
+        "stratafl.apps.fashion_mnist:make_app",
         "--clients",
         "6",
         "--combiners",

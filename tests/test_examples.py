@@ -1,4 +1,5 @@
-"""The Fashion-MNIST example apps, loaded the way `strata` loads them, on real data."""
+"""The Fashion-MNIST apps (the packaged demo app, the torch example), loaded the way `strata`
+loads them, on real data."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from stratafl.data.fashion_mnist import FILES, SYSTEM_DIR
 from stratafl.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-NUMPY_APP = f"{EXAMPLES / 'fashion_mnist_numpy.py'}:make_app"
+NUMPY_APP = "stratafl.apps.fashion_mnist:make_app"
 TORCH_APP = f"{EXAMPLES / 'fashion_mnist_torch.py'}:make_app"
 
 pytestmark = pytest.mark.skipif(

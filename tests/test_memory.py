@@ -35,7 +35,7 @@ def test_combiner_memory_is_bounded_by_the_model_not_the_clients(tmp_path, monke
     monkeypatch.setenv("STRATA_TEST_PARAMS", str(PARAMS))
     spec = FederationSpec(app="(in-process clients)", clients=0, combiners=1, workdir=tmp_path)
     with LocalFederation(spec) as federation:
-        federation.upload_params(ShiftApp(ClientContext()).initial_params(0))
+        federation.client.upload_model(ShiftApp(ClientContext()).initial_params(0))
         runtimes = [
             ClientRuntime(f"c{i}", federation.url, ShiftApp(ClientContext(f"c{i}", i, CLIENTS)))
             for i in range(CLIENTS)
@@ -50,8 +50,8 @@ def test_combiner_memory_is_bounded_by_the_model_not_the_clients(tmp_path, monke
         finally:
             for runtime in runtimes:
                 runtime.stop()
-        assert session["status"] == "finished", session["reason"]
-        assert len(rounds[0]["participants"]) == CLIENTS
+        assert session.status == "finished", session.reason
+        assert len(rounds[0].participants) == CLIENTS
         combiner = next(t for t in federation.group.tiers if t.name == "combiner-0")
         peak = _peak_rss_mb(combiner.process.pid)
     all_updates_mb = CLIENTS * MODEL_MB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -14,10 +15,8 @@ from hypothesis.extra import numpy as hnp
 
 from stratafl.errors import ModelFormatError
 from stratafl.modelfile import (
-    CHUNK_BYTES,
     MappedModelFile,
     check_model_file,
-    iter_params_bytes,
     load_params,
     read_header,
     save_params,
@@ -25,9 +24,12 @@ from stratafl.modelfile import (
 from stratafl.params import TensorSpec, check_same_layout, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.transport.streams import (
+    CHUNK_BYTES,
     header_to_proto,
-    model_chunks,
-    receive_to_params,
+    params_chunks,
+    receive_model,
+    receive_params,
+    send_model,
     specs_from_proto,
 )
 
@@ -36,11 +38,13 @@ DTYPES = ["float32", "float64", "float16", "int64", "int32", "int16", "int8", "u
 
 def _roundtrip_via_messages(params: dict[str, np.ndarray], chunk_bytes: int = CHUNK_BYTES):
     specs = specs_of(params)
-    messages = list(model_chunks("m", specs, iter_params_bytes(params, chunk_bytes)))
+    header = header_to_proto("m", specs)
+    messages = list(send_model(pb.ModelChunk, header, params_chunks(params, chunk_bytes)))
     wire = [pb.ModelChunk.FromString(m.SerializeToString()) for m in messages]
     assert wire[0].WhichOneof("part") == "header"
-    got_specs = specs_from_proto(wire[0].header)
-    return got_specs, receive_to_params(got_specs, (m.data for m in wire[1:])), messages
+    got_header, got, wire_bytes = receive_params(iter(wire), "a test stream")
+    assert wire_bytes == sum(m.ByteSize() for m in messages)
+    return specs_from_proto(got_header), got, messages
 
 
 @settings(max_examples=60, deadline=None)
@@ -172,9 +176,61 @@ def test_layout_mismatch_names_the_tensor():
         check_same_layout(expected, [TensorSpec("v", "F32", (2, 2))])
 
 
+def _stream(specs: list[TensorSpec], *data: bytes) -> list[pb.ModelChunk]:
+    return list(send_model(pb.ModelChunk, header_to_proto("m", specs), data))
+
+
 def test_receiver_refuses_more_or_fewer_bytes_than_announced():
     specs = [TensorSpec("w", "F32", (2,))]
     with pytest.raises(ModelFormatError, match="more than the 8 bytes"):
-        receive_to_params(specs, [b"\0" * 12])
+        receive_params(iter(_stream(specs, b"\0" * 12)), "a download")
     with pytest.raises(ModelFormatError, match="ended after 4 of 8"):
-        receive_to_params(specs, [b"\0" * 4])
+        receive_params(iter(_stream(specs, b"\0" * 4)), "a download")
+
+
+def test_receiver_refuses_a_stream_without_its_header_or_with_two():
+    specs = [TensorSpec("w", "F32", (2,))]
+    with pytest.raises(ModelFormatError, match="a download did not start with its header"):
+        receive_params(iter([pb.ModelChunk(data=b"\0" * 8)]), "a download")
+    twice = _stream(specs, b"\0" * 4) + _stream(specs, b"\0" * 4)
+    with pytest.raises(ModelFormatError, match="a second header"):
+        receive_params(iter(twice), "a download")
+
+
+async def _aiter(messages):
+    for message in messages:
+        yield message
+
+
+def _save(messages, path: Path, expect=None) -> tuple[list[TensorSpec], int]:
+    async def run():
+        incoming = await receive_model(_aiter(messages), "an update")
+        specs = await incoming.save(path, incoming.header, expect=expect)
+        return specs, incoming.wire_bytes
+
+    return asyncio.run(run())
+
+
+def test_a_stream_saved_to_disk_is_the_model_that_was_sent(tmp_path: Path):
+    params = {"w": np.arange(10, dtype=np.float32), "b": np.ones(3)}
+    messages = list(
+        send_model(pb.ModelChunk, header_to_proto("m", specs_of(params)), params_chunks(params, 7))
+    )
+    specs, wire_bytes = _save(messages, tmp_path / "m.safetensors")
+    assert specs == specs_of(params)
+    assert wire_bytes == sum(m.ByteSize() for m in messages)
+    for name, array in load_params(tmp_path / "m.safetensors").items():
+        np.testing.assert_array_equal(array, params[name])
+
+
+def test_a_layout_other_than_expected_is_refused_before_any_byte_is_written(tmp_path: Path):
+    got = [TensorSpec("w", "F32", (3,))]
+    with pytest.raises(ModelFormatError, match=r"'w' is F32\[3\]"):
+        _save(
+            _stream(got, b"\0" * 12),
+            tmp_path / "m.safetensors",
+            expect=[TensorSpec("w", "F32", (2,))],
+        )
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ModelFormatError, match="an update ended before its header"):
+        _save([], tmp_path / "m.safetensors")

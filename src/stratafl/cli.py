@@ -1,27 +1,25 @@
-"""`strata`: start each tier, or a whole local federation with `strata run` / `strata demo`."""
+"""`strata`: start each tier, or a whole local federation with `strata run` / `strata demo`.
+
+The commands only parse their flags and print: each tier starts from its typed options
+(`stratafl.sim.tier`), and a whole run is `stratafl.sim.run.run_federation`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import signal
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from stratafl.client.app import ClientContext, load_app
+from stratafl.console import RunView, console, print_promise
 from stratafl.errors import StrataError
-from stratafl.modelfile import params_to_bytes
 from stratafl.settings import SessionConfig
+
+if TYPE_CHECKING:
+    from stratafl.sim.launcher import FederationSpec
+    from stratafl.sim.tier import TierOptions
 
 app = typer.Typer(
     help="stratafl: three-tier federated learning.",
@@ -34,16 +32,16 @@ client_cli = typer.Typer(help="Tier 1: trains on private data.")
 app.add_typer(controller_cli, name="controller")
 app.add_typer(combiner_cli, name="combiner")
 app.add_typer(client_cli, name="client")
-console = Console()
 
-DEMO_APP = "examples/fashion_mnist_numpy.py:make_app"
+DEMO_APP = "stratafl.apps.fashion_mnist:make_app"
+"""The demo's client app, shipped in the package (its source is an example to copy)."""
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+def _start_tier(options: TierOptions, verbose: bool) -> None:
+    from stratafl.sim.tier import configure_logging, run_tier
+
+    configure_logging(verbose)
+    run_tier(options)
 
 
 @controller_cli.command("start")
@@ -57,20 +55,18 @@ def controller_start(
     ready_file: Path | None = None,
     verbose: bool = False,
 ) -> None:
-    from stratafl.controller.main import serve_controller
+    from stratafl.controller.main import ControllerOptions
 
-    _logging(verbose)
-    asyncio.run(
-        serve_controller(
-            workdir,
-            host=host,
-            http_port=port,
-            grpc_port=grpc_port,
-            database_url=database_url,
-            model_store=model_store,
-            ready_file=ready_file,
-        )
+    options = ControllerOptions(
+        workdir=workdir,
+        host=host,
+        http_port=port,
+        grpc_port=grpc_port,
+        database_url=database_url,
+        model_store=model_store,
+        ready_file=ready_file,
     )
+    _start_tier(options, verbose)
 
 
 @combiner_cli.command("start")
@@ -86,21 +82,18 @@ def combiner_start(
     ready_file: Path | None = None,
     verbose: bool = False,
 ) -> None:
-    from stratafl.combiner.main import serve_combiner
+    from stratafl.combiner.main import CombinerOptions
 
-    _logging(verbose)
-    folder = workdir or Path(".strata") / (id or "combiner")
-    asyncio.run(
-        serve_combiner(
-            controller,
-            host=host,
-            port=port,
-            max_clients=max_clients,
-            combiner_id=id,
-            workdir=folder,
-            ready_file=ready_file,
-        )
+    options = CombinerOptions(
+        controller=controller,
+        workdir=workdir or Path(".strata") / (id or "combiner"),
+        host=host,
+        port=port,
+        max_clients=max_clients,
+        combiner_id=id,
+        ready_file=ready_file,
     )
+    _start_tier(options, verbose)
 
 
 @client_cli.command("start")
@@ -114,22 +107,18 @@ def client_start(
     seed: int = 0,
     verbose: bool = False,
 ) -> None:
-    import uuid
+    from stratafl.client.main import ClientOptions
 
-    from stratafl.client.runtime import ClientRuntime
-
-    _logging(verbose)
-    client_id = id or f"client-{uuid.uuid4().hex[:8]}"
-    context = ClientContext(
-        client_id=client_id,
+    options = ClientOptions(
+        controller=controller,
+        app=app_spec,
+        client_id=id,
         partition_id=partition_id,
         num_partitions=num_partitions,
         partitioner=partitioner,
         seed=seed,
     )
-    runtime = ClientRuntime(client_id, controller, load_app(app_spec, context))
-    signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
-    runtime.run()
+    _start_tier(options, verbose)
 
 
 @app.command("seed")
@@ -139,136 +128,33 @@ def seed_model(
     seed: int = 0,
 ) -> None:
     """Upload the app's freshly initialised model: the seed of the next session."""
-    app_obj = load_app(_resolve_app(app_spec), ClientContext(num_partitions=1, seed=seed))
-    response = httpx.post(
-        f"{controller.rstrip('/')}/api/v1/models",
-        content=params_to_bytes(app_obj.initial_params(seed)),
-        timeout=60,
-    )
-    if response.status_code != 201:
-        raise StrataError(f"the controller refused the model: {response.text}")
-    console.print(response.json()["id"])
+    from stratafl.api import ControllerClient
+
+    app_obj = load_app(app_spec, ClientContext(num_partitions=1, seed=seed))
+    with ControllerClient(controller, timeout=60) as api:
+        record = api.upload_model(app_obj.initial_params(seed))
+    console.print(record.id)
 
 
 def _run(
-    *,
-    app_spec: str,
-    clients: int,
-    combiners: int,
-    partition: str,
-    seed: int,
-    session: SessionConfig,
-    report_path: Path | None,
-    baselines: bool,
-    workdir: Path | None,
-) -> dict[str, Any]:
-    from stratafl.sim.launcher import FederationSpec, LocalFederation
-    from stratafl.sim.report import promise_check, round_summary
+    spec: FederationSpec, session: SessionConfig, report_path: Path | None, baselines: bool
+) -> None:
+    from stratafl.sim.run import run_federation
 
-    spec = FederationSpec(
-        app=app_spec,
-        clients=clients,
-        combiners=combiners,
-        partition=partition,
-        seed=seed,
-        workdir=workdir,
-    )
-    started = time.monotonic()
     console.print(
-        f"[bold]stratafl[/]: {clients} clients, {combiners} combiners, "
-        f"{session.rounds} rounds, partition {partition}, app {app_spec}"
+        f"[bold]stratafl[/]: {spec.clients} clients, {spec.combiners} combiners, "
+        f"{session.rounds} rounds, partition {spec.partition}, app {spec.app}"
     )
-    with LocalFederation(spec) as federation:
-        federation.upload_seed_model()
-        federation.wait_for_clients(clients)
-        console.print(f"federation up in {time.monotonic() - started:.1f} s")
-        with Progress(
-            TextColumn("[bold]round"),
-            MofNCompleteColumn(),
-            BarColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
-            task = bar.add_task("rounds", total=session.rounds, status="starting")
-
-            def show(_: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
-                if rounds:
-                    last = round_summary(rounds[-1])
-                    acc, loss = last["accuracy"], last["loss"]
-                    status = (
-                        f"accuracy {acc:.4f}  loss {loss:.4f}"
-                        if acc is not None
-                        else last["status"]
-                    )
-                    bar.update(task, completed=len(rounds), status=status)
-
-            result, rounds = federation.run_session(session, progress=show)
-        if result["status"] != "finished":
-            raise StrataError(f"session {result['id']} {result['status']}: {result['reason']}")
-        final_id = result["final_model_id"]
-        trail = [m["id"] for m in federation.api("GET", f"/models/{final_id}/trail")][::-1]
-        final = federation.download_params(final_id)
-    federation_seconds = time.monotonic() - started
-    report: dict[str, Any] = {
-        "app": app_spec,
-        "clients": clients,
-        "combiners": combiners,
-        "partition": partition,
-        "seed": seed,
-        "session": session.model_dump(),
-        "session_id": result["id"],
-        "rounds": [round_summary(r) for r in rounds],
-        "model_trail": trail,
-        "final_model": final_id,
-        "federation_seconds": federation_seconds,
-    }
-    _print_traffic(report["rounds"])
-    if baselines:
-        with console.status("promise check: training the baselines") as status:
-            check = promise_check(
-                app_spec,
-                final,
-                clients=clients,
-                partition=partition,
-                seed=seed,
-                train_config=session.task_config(0),
-                epochs_budget=session.rounds * session.local_epochs,
-                on_step=lambda step: status.update(f"promise check: {step}"),
-            )
-        report["promise"] = check.to_dict()
-        _print_promise(report["promise"])
-    report["total_seconds"] = time.monotonic() - started
+    progress = RunView(session.rounds)
+    try:
+        report = run_federation(spec, session, baselines=baselines, progress=progress)
+    finally:
+        progress.close()
+    if report.promise is not None:
+        print_promise(report.promise)
     if report_path is not None:
-        report_path.write_text(json.dumps(report, indent=2))
+        report_path.write_text(report.to_json())
         console.print(f"report written to {report_path}")
-    return report
-
-
-def _print_traffic(rounds: list[dict[str, Any]]) -> None:
-    """Every byte counts: what the session moved, and how long its rounds took."""
-    up = sum(r["bytes_up"] for r in rounds)
-    down = sum(r["bytes_down"] for r in rounds)
-    console.print(
-        f"{len(rounds)} rounds, median {statistics.median(r['duration'] for r in rounds):.2f} s"
-        " each; "
-        f"moved {up / 1e6:.1f} MB up and {down / 1e6:.1f} MB down (both tiers)"
-    )
-
-
-def _print_promise(promise: dict[str, Any]) -> None:
-    table = Table(title=f"The promise check (same budget: {promise['epochs_budget']} epochs)")
-    table.add_column("model")
-    table.add_column("test accuracy", justify="right")
-    table.add_row("centralized (pooled data)", f"{promise['centralized_accuracy']:.4f}")
-    table.add_row("[bold]federated[/]", f"[bold]{promise['federated_accuracy']:.4f}[/]")
-    table.add_row("best client alone", f"{promise['client_alone_best']:.4f}")
-    table.add_row("mean client alone", f"{promise['client_alone_mean']:.4f}")
-    console.print(table)
-    console.print(
-        f"gap to centralized: {promise['gap_to_centralized']:+.4f}   "
-        f"gain over the best client alone: {promise['gain_over_best_client']:+.4f}"
-    )
 
 
 @app.command("run")
@@ -294,6 +180,8 @@ def run(
     workdir: Annotated[Path | None, typer.Option(help="keep logs and state here")] = None,
 ) -> None:
     """Start a whole federation on loopback, run one session, stop everything, report."""
+    from stratafl.sim.launcher import FederationSpec
+
     session = SessionConfig(
         rounds=rounds,
         clients_per_round=clients_per_round,
@@ -306,17 +194,15 @@ def run(
         proximal_mu=proximal_mu,
         seed=seed,
     )
-    _run(
-        app_spec=_resolve_app(app_spec),
+    spec = FederationSpec(
+        app=app_spec,
         clients=clients,
         combiners=combiners,
         partition=partition,
         seed=seed,
-        session=session,
-        report_path=report,
-        baselines=baselines,
         workdir=workdir,
     )
+    _run(spec, session, report, baselines)
 
 
 @app.command("demo")
@@ -326,6 +212,8 @@ def demo(
     partition: str = "dirichlet:0.5",
 ) -> None:
     """Fashion-MNIST, 1 controller, 2 combiners, 10 non-IID clients, and the promise check."""
+    from stratafl.sim.launcher import FederationSpec
+
     session = SessionConfig(
         rounds=rounds,
         min_clients=5,
@@ -334,27 +222,8 @@ def demo(
         learning_rate=0.05,
         round_timeout=120.0,
     )
-    _run(
-        app_spec=_resolve_app(DEMO_APP),
-        clients=10,
-        combiners=2,
-        partition=partition,
-        seed=0,
-        session=session,
-        report_path=report,
-        baselines=True,
-        workdir=None,
-    )
-
-
-def _resolve_app(spec: str) -> str:
-    """Find ``examples/...py`` from the working directory or from a source checkout."""
-    target, _, attr = spec.rpartition(":")
-    if target.endswith(".py") and not Path(target).exists():
-        checkout = Path(__file__).resolve().parents[2] / target
-        if checkout.exists():
-            return f"{checkout}:{attr}"
-    return spec
+    spec = FederationSpec(app=DEMO_APP, clients=10, combiners=2, partition=partition, seed=0)
+    _run(spec, session, report, baselines=True)
 
 
 def main() -> None:

@@ -7,6 +7,8 @@
      +-- NotFoundError          a model, session or round id that does not exist
      +-- UnavailableError       a peer (controller, combiner) cannot be reached
      +-- RoundFailed            a round closed with fewer than min_clients updates
+     +-- AuthError              credentials missing, malformed, expired or revoked
+     +-- PermissionDenied       valid credentials whose role may not do this
 
 Every message names the value that is wrong and what to do about it. Third-party errors
 are mapped at the boundary with ``raise ... from exc``.
@@ -44,3 +46,11 @@ class UnavailableError(StrataError):
 
 class RoundFailed(StrataError):
     """A round closed without enough updates."""
+
+
+class AuthError(StrataError):
+    """Credentials are missing, malformed, expired or revoked: who is calling is unknown."""
+
+
+class PermissionDenied(StrataError):
+    """The caller is known, but its role (or identity) may not do this."""

@@ -22,8 +22,8 @@ from stratafl.errors import ModelFormatError
 from stratafl.params import Params, TensorSpec, dtype_of, specs_of, total_bytes
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-CHUNK_BYTES = 4 * 1024 * 1024
-"""Largest payload of one chunk on the wire: 4 MiB, as the round protocol promises."""
+READ_PIECE_BYTES = 4 * 1024 * 1024
+"""How much of a file is read at a time when it is copied into memory."""
 
 
 def encode_header(specs: Sequence[TensorSpec], metadata: Mapping[str, str] | None = None) -> bytes:
@@ -84,44 +84,24 @@ def read_header(stream: BinaryIO) -> tuple[list[TensorSpec], dict[str, str]]:
     return [spec for _, _, spec in placed], dict(metadata)
 
 
-def iter_chunks(stream: BinaryIO, nbytes: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Yield the next ``nbytes`` of ``stream`` in chunks of at most ``chunk_bytes``."""
+def read_pieces(stream: BinaryIO, nbytes: int, piece_bytes: int) -> Iterator[bytes]:
+    """Read the next ``nbytes`` of ``stream`` in pieces of at most ``piece_bytes``."""
     remaining = nbytes
     while remaining > 0:
-        chunk = stream.read(min(chunk_bytes, remaining))
-        if not chunk:
+        piece = stream.read(min(piece_bytes, remaining))
+        if not piece:
             raise ModelFormatError(f"model file ended {remaining} bytes early")
-        remaining -= len(chunk)
-        yield chunk
+        remaining -= len(piece)
+        yield piece
 
 
-def iter_params_bytes(
-    params: Mapping[str, np.ndarray], chunk_bytes: int = CHUNK_BYTES
-) -> Iterator[bytes]:
-    """The raw bytes of ``params`` in order, in chunks of at most ``chunk_bytes``.
-
-    Large tensors are sliced without copying the whole tensor; small ones are packed
-    together so that a model of many small tensors is still sent in few messages.
-    """
-    pending = bytearray()
+def tensor_bytes(params: Mapping[str, np.ndarray]) -> Iterator[memoryview]:
+    """The raw little-endian bytes of each tensor of ``params``, in order, without copies
+    (a big-endian or non-contiguous array is converted once)."""
     for array in params.values():
         flat = np.ascontiguousarray(np.asarray(array)).reshape(-1)
         little = flat.astype(flat.dtype.newbyteorder("<"), copy=False)
-        view = memoryview(little.view(np.uint8).data)
-        start = 0
-        while start < len(view):
-            room = chunk_bytes - len(pending)
-            piece = view[start : start + room]
-            start += len(piece)
-            if not pending and len(piece) == chunk_bytes:
-                yield bytes(piece)
-                continue
-            pending += piece
-            if len(pending) == chunk_bytes:
-                yield bytes(pending)
-                pending.clear()
-    if pending:
-        yield bytes(pending)
+        yield memoryview(little.view(np.uint8).data)
 
 
 class ModelFileWriter:
@@ -148,7 +128,7 @@ class ModelFileWriter:
         self._file.write(encode_header(self.specs, self._metadata))
         return self
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         assert self._file is not None, "use ModelFileWriter as a context manager"
         if self.received + len(chunk) > self.expected:
             raise ModelFormatError(
@@ -173,15 +153,15 @@ class ModelFileWriter:
 
 def params_to_bytes(params: Mapping[str, np.ndarray]) -> bytes:
     """A whole model file in memory (for small models sent in one HTTP body)."""
-    return encode_header(specs_of(params)) + b"".join(iter_params_bytes(params))
+    return encode_header(specs_of(params)) + b"".join(tensor_bytes(params))
 
 
 def save_params(
     path: Path, params: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> None:
     with ModelFileWriter(path, specs_of(params), metadata) as writer:
-        for chunk in iter_params_bytes(params):
-            writer.write(chunk)
+        for data in tensor_bytes(params):
+            writer.write(data)
 
 
 def check_model_file(path: Path) -> list[TensorSpec]:
@@ -236,7 +216,7 @@ class MappedModelFile(Mapping[str, np.ndarray]):
 def read_params(stream: BinaryIO) -> tuple[Params, dict[str, str]]:
     """Every tensor of a model file open for reading (local or remote), and its metadata."""
     specs, metadata = read_header(stream)
-    data = b"".join(iter_chunks(stream, total_bytes(specs)))
+    data = b"".join(read_pieces(stream, total_bytes(specs), READ_PIECE_BYTES))
     return {name: np.array(a) for name, a in params_from_bytes(specs, data).items()}, metadata
 
 

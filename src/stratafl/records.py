@@ -130,3 +130,20 @@ class EventRecord(Record):
     source: str
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class TokenRecord(Record):
+    """A token the controller issued: its claims and label, never the token itself.
+
+    Kept so an admin can list what was handed out and revoke it by ``token_id``; a stolen
+    database therefore yields no usable credential.
+    """
+
+    token_id: str
+    name: str = Field(description="a human label, e.g. 'hospital-3'")
+    subject: str
+    role: str = Field(description="admin, combiner, client or controller")
+    issued_at: float
+    expires_at: float
+    max_examples: int | None = None
+    revoked_at: float | None = None

@@ -42,3 +42,10 @@ class ClientStatus(StrEnum):
     ASSIGNED = "assigned"  # the controller named its combiner; no stream yet
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
+
+
+class TaskKind(StrEnum):
+    """What a round asks of its clients."""
+
+    TRAIN = "train"
+    VALIDATE = "validate"

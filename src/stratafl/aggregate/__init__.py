@@ -15,7 +15,7 @@ need every update work in coordinate blocks so that a memmap is never read whole
     aggregate.registry    parse_aggregator("NAME[:k=v,...][+OPTIMISER[:k=v,...]]")
 """
 
-from stratafl.aggregate.checks import check_update
+from stratafl.aggregate.checks import check_finite, check_update
 from stratafl.aggregate.clipping import NormBounding
 from stratafl.aggregate.coordinate import Median, TrimmedMean
 from stratafl.aggregate.fedavg import FedAvg
@@ -57,6 +57,7 @@ __all__ = [
     "ServerOptimizer",
     "TrimmedMean",
     "WeightedMeanFold",
+    "check_finite",
     "check_update",
     "parse_aggregator",
     "proximal_gradient",

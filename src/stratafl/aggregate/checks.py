@@ -24,7 +24,16 @@ def check_update(update: Mapping[str, np.ndarray], reference_specs: Sequence[Ten
         check_same_layout(reference_specs, specs_of(update))
     except ModelFormatError as exc:
         raise UpdateRejected(f"update rejected: {exc}") from exc
-    for spec in reference_specs:
+    check_finite(update, reference_specs)
+
+
+def check_finite(update: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> None:
+    """Raise `UpdateRejected` if a floating tensor of ``update`` holds NaN or Inf.
+
+    For an update whose layout was already checked where it arrived (the runtime checks
+    the announced layout before it reads a byte); `check_update` does both.
+    """
+    for spec in specs:
         if not np.issubdtype(spec.numpy_dtype, np.floating):
             continue
         values = flat(update[spec.name])

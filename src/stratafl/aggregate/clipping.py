@@ -25,7 +25,13 @@ from typing import ClassVar
 import numpy as np
 
 from stratafl.aggregate.blocks import coordinate_blocks, flat
-from stratafl.aggregate.rule import Update, fold_all, weighted_merge
+from stratafl.aggregate.rule import (
+    MergesByWeightedMean,
+    SameEveryRound,
+    Update,
+    fold_all,
+    weighted_merge,
+)
 from stratafl.errors import ConfigError
 from stratafl.params import Params, check_same_layout, specs_of
 
@@ -114,7 +120,7 @@ class NormBoundedFold:
 
 
 @dataclass(frozen=True)
-class NormBounding:
+class NormBounding(MergesByWeightedMean, SameEveryRound):
     """Clip each update's difference from the global model to L2 norm ``clip_norm`` (C),
     then take the weighted mean by example counts. See the module docstring for the formula.
 

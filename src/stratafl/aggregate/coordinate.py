@@ -24,13 +24,13 @@ from typing import ClassVar
 import numpy as np
 
 from stratafl.aggregate.blocks import coordinatewise
-from stratafl.aggregate.rule import Fold, Update, check_inputs, not_streaming
+from stratafl.aggregate.rule import NeedsEveryInput, SameEveryRound, Update, check_inputs
 from stratafl.errors import ConfigError
 from stratafl.params import Params
 
 
 @dataclass(frozen=True)
-class Median:
+class Median(NeedsEveryInput, SameEveryRound):
     """Coordinate-wise median: ``x[j] = median_i x_i[j]`` (mean of the two middle values
     when n is even).
 
@@ -41,9 +41,6 @@ class Median:
     name: ClassVar[str] = "median"
     streaming: ClassVar[bool] = False
     min_updates: ClassVar[int] = 1
-
-    def fold(self, reference: Update) -> Fold:
-        raise not_streaming(self.name)
 
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
@@ -60,7 +57,7 @@ class Median:
 
 
 @dataclass(frozen=True)
-class TrimmedMean:
+class TrimmedMean(NeedsEveryInput, SameEveryRound):
     """Coordinate-wise beta-trimmed mean: per coordinate, sort the n values, drop the
     ``k = floor(beta * n)`` smallest and the k largest, average the remaining n - 2k.
 
@@ -86,9 +83,6 @@ class TrimmedMean:
         """k, the values dropped at each end for ``count`` updates (a tiny epsilon keeps
         e.g. 0.29 * 100 from flooring to 28)."""
         return math.floor(self.beta * count + 1e-9)
-
-    def fold(self, reference: Update) -> Fold:
-        raise not_streaming(self.name)
 
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update

@@ -14,12 +14,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from stratafl.aggregate.mean import WeightedMeanFold
-from stratafl.aggregate.rule import Update, fold_all, weighted_merge
+from stratafl.aggregate.rule import (
+    MergesByWeightedMean,
+    SameEveryRound,
+    Update,
+    fold_all,
+    weighted_merge,
+)
 from stratafl.params import Params, specs_of
 
 
 @dataclass(frozen=True)
-class FedAvg:
+class FedAvg(MergesByWeightedMean, SameEveryRound):
     """Weighted mean by example counts; the default rule."""
 
     name: ClassVar[str] = "fedavg"

@@ -30,10 +30,10 @@ import numpy as np
 
 from stratafl.aggregate.blocks import coordinate_blocks, coordinatewise, stack_block
 from stratafl.aggregate.rule import (
-    Fold,
+    NeedsEveryInput,
+    SameEveryRound,
     Update,
     check_inputs,
-    not_streaming,
     plain_mean,
     require_updates,
 )
@@ -94,7 +94,7 @@ def _merge_lowering_f(
 
 
 @dataclass(frozen=True)
-class Krum:
+class Krum(NeedsEveryInput, SameEveryRound):
     """Krum: the single update with the lowest score,
     ``i* = argmin_i sum_{j in N_i} ||x_i - x_j||^2`` with N_i the n - f - 2 updates nearest
     to x_i. Ties go to the earliest update.
@@ -115,9 +115,6 @@ class Krum:
     def min_updates(self) -> int:
         return 2 * self.f + 3
 
-    def fold(self, reference: Update) -> Fold:
-        raise not_streaming(self.name)
-
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
@@ -135,7 +132,7 @@ class Krum:
 
 
 @dataclass(frozen=True)
-class MultiKrum:
+class MultiKrum(NeedsEveryInput, SameEveryRound):
     """Multi-Krum: the unweighted mean of the ``m`` updates with the lowest Krum scores
     (scores computed once over all n updates; ties go to the earlier update).
 
@@ -164,9 +161,6 @@ class MultiKrum:
         """How many updates are averaged when there are ``count``."""
         return count - self.f if self.m is None else self.m
 
-    def fold(self, reference: Update) -> Fold:
-        raise not_streaming(self.name)
-
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
@@ -191,7 +185,7 @@ class MultiKrum:
 
 
 @dataclass(frozen=True)
-class Bulyan:
+class Bulyan(NeedsEveryInput, SameEveryRound):
     """Bulyan: Krum recursively selects theta = n - 2f updates (each round removes the
     current Krum winner; scores count ``max(1, c - f - 2)`` neighbours among the c updates
     left), then each coordinate is the mean of the beta = theta - 2f selected values closest
@@ -212,9 +206,6 @@ class Bulyan:
     @property
     def min_updates(self) -> int:
         return 4 * self.f + 3
-
-    def fold(self, reference: Update) -> Fold:
-        raise not_streaming(self.name)
 
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update

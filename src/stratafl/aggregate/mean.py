@@ -29,15 +29,6 @@ class WeightedMeanFold:
         self._total_weight = 0.0
         self._count = 0
 
-    @property
-    def total_weight(self) -> float:
-        return self._total_weight
-
-    @property
-    def count(self) -> int:
-        """How many updates (or partials) have been added."""
-        return self._count
-
     def add(self, update: Mapping[str, np.ndarray], weight: float) -> None:
         """Fold ``weight * update`` into the running sum. ``update`` is never modified."""
         if not np.isfinite(weight) or weight <= 0:

@@ -31,7 +31,12 @@ from typing import ClassVar
 import numpy as np
 
 from stratafl.aggregate.clipping import ClippedSumFold, check_clip_norm
-from stratafl.aggregate.rule import Update, fold_all, weighted_merge
+from stratafl.aggregate.rule import (
+    MergesByWeightedMean,
+    Update,
+    fold_all,
+    weighted_merge,
+)
 from stratafl.errors import ConfigError
 from stratafl.params import Params
 
@@ -56,14 +61,14 @@ class DPGaussianFold:
 
 
 @dataclass(frozen=True)
-class DPGaussian:
+class DPGaussian(MergesByWeightedMean):
     """Clip to ``clip_norm`` (C), average without weights, add Gaussian noise of std
     ``noise_multiplier * C / n`` (sigma * C / n) to every coordinate of the mean.
 
     ``seed``: None draws fresh OS entropy on every call (what a deployment wants); an integer
     makes the noise reproducible, and then ``noise_key`` must differ between rounds and
     between combiners, or the same noise would repeat and cancel out of differences: the
-    runtime calls ``rule.with_noise_key(round_index, combiner_index)``.
+    runtime calls ``rule.for_round(round_number, combiner_key)``.
     """
 
     name: ClassVar[str] = "dp_gaussian"
@@ -89,9 +94,9 @@ class DPGaussian:
         """sigma * C / n: the std of the noise added to each coordinate of the mean."""
         return self.noise_multiplier * self.clip_norm / count
 
-    def with_noise_key(self, *key: int) -> DPGaussian:
-        """This rule with its noise stream keyed by ``key`` (e.g. round, combiner)."""
-        return replace(self, noise_key=tuple(int(k) for k in key))
+    def for_round(self, round_number: int, combiner_key: int) -> DPGaussian:
+        """This rule with its noise stream keyed by the round and the combiner."""
+        return replace(self, noise_key=(int(round_number), int(combiner_key)))
 
     def generator(self) -> np.random.Generator:
         """A fresh noise generator: reproducible iff ``seed`` is set."""

@@ -67,7 +67,17 @@ class Aggregator:
         rule = _format_part(self.rule)
         if isinstance(self.optimizer, ServerAverage):
             return rule
-        return f"{rule}+{_format_part(self.optimizer)}"
+        return f"{rule}+{self.optimizer_spec}"
+
+    @property
+    def optimizer_spec(self) -> str:
+        """The server optimiser's part of the spec (``"fedavg"`` for plain averaging): what
+        its saved state is labelled with, so a different optimiser never resumes it."""
+        return _format_part(self.optimizer)
+
+    @property
+    def has_optimizer_state(self) -> bool:
+        return self.optimizer.stateful
 
 
 def parse_aggregator(spec: str) -> Aggregator:

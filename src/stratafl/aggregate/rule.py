@@ -12,9 +12,11 @@ run one update at a time at the combiner, in O(model) memory::
     fold.add(update, weight)            # as each update arrives
     partial_k, weight_k = fold.result()
 
-which gives the same partial as ``aggregate``. Every streaming rule merges by the weighted
-mean of the partials (`weighted_merge`), so a reducer may also fold partials as they
-arrive with `WeightedMeanFold` when ``rule.streaming``. For every rule, ``merge`` of a single
+which gives the same partial as ``aggregate``. The reducer runs the same code: a streaming
+rule's partials fold as they arrive too (``rule.partial_fold(reference)``, the weighted mean
+of the partials), the others are spooled and merged at the end. A rule that draws
+randomness is re-keyed for each round and combiner with ``rule.for_round(round, key)``;
+the others return themselves. For every rule, ``merge`` of a single
 partial returns that partial, so a federation with one combiner computes exactly the flat
 rule. What ``merge`` means for M > 1 is stated by each rule (docs/aggregators.md).
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol, Self
 
 import numpy as np
 
@@ -64,6 +66,14 @@ class AggregationRule(Protocol):
 
     def fold(self, reference: Update) -> Fold:
         """A streaming accumulator; raises `ConfigError` if the rule is not streaming."""
+        ...
+
+    def partial_fold(self, reference: Update) -> Fold:
+        """How the reducer folds partials as they arrive (streaming rules only)."""
+        ...
+
+    def for_round(self, round_number: int, combiner_key: int) -> Self:
+        """This rule as one combiner runs it in one round (fresh randomness, if any)."""
         ...
 
     def aggregate(
@@ -121,6 +131,32 @@ def not_streaming(rule: str) -> ConfigError:
         f"{rule} needs every update at once and cannot fold them one by one; "
         "spool the updates and call aggregate()"
     )
+
+
+class SameEveryRound:
+    """A rule that draws no randomness: one rule for every round and every combiner."""
+
+    def for_round(self, round_number: int, combiner_key: int) -> Self:
+        return self
+
+
+class MergesByWeightedMean:
+    """A streaming rule: its partials merge by their weighted mean, folded as they arrive."""
+
+    def partial_fold(self, reference: Update) -> Fold:
+        return WeightedMeanFold(specs_of(reference))
+
+
+class NeedsEveryInput:
+    """A rule that needs every update (and every partial) at once: nothing folds."""
+
+    name: ClassVar[str]
+
+    def fold(self, reference: Update) -> Fold:
+        raise not_streaming(self.name)
+
+    def partial_fold(self, reference: Update) -> Fold:
+        raise not_streaming(self.name)
 
 
 def weighted_merge(

@@ -71,6 +71,11 @@ class ServerOptimizer(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def stateful(self) -> bool:
+        """True if its state (m, v, t) must be kept with each model to resume a session."""
+        ...
+
     def step(
         self, global_params: Arrays, merged: Arrays, state: ServerOptState
     ) -> tuple[Params, ServerOptState]:
@@ -130,6 +135,7 @@ class ServerAverage:
     """No server optimiser: ``x_{t+1} = merged`` (FedAvg; SGD with server_lr 1)."""
 
     name: ClassVar[str] = "fedavg"
+    stateful: ClassVar[bool] = False
 
     def step(
         self, global_params: Arrays, merged: Arrays, state: ServerOptState
@@ -149,6 +155,7 @@ class FedAvgM:
     """
 
     name: ClassVar[str] = "fedavgm"
+    stateful: ClassVar[bool] = True
 
     server_lr: float = 1.0
     momentum: float = 0.9
@@ -228,6 +235,7 @@ class FedAdagrad:
     """
 
     name: ClassVar[str] = "fedadagrad"
+    stateful: ClassVar[bool] = True
 
     server_lr: float = 0.1
     beta1: float = 0.0
@@ -256,6 +264,7 @@ class FedAdam:
     the shared adaptive step (see `_adaptive_step`)."""
 
     name: ClassVar[str] = "fedadam"
+    stateful: ClassVar[bool] = True
 
     server_lr: float = 0.1
     beta1: float = 0.9
@@ -288,6 +297,7 @@ class FedYogi:
     less abruptly than Adam's when the pseudo-gradient jumps."""
 
     name: ClassVar[str] = "fedyogi"
+    stateful: ClassVar[bool] = True
 
     server_lr: float = 0.1
     beta1: float = 0.9

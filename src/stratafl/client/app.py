@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -37,7 +37,6 @@ class ClientContext:
     num_partitions: int = 1
     partitioner: str = "iid"
     seed: int = 0
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,6 @@ class ClientApp(Protocol):
     def validate(self, params: Params, config: Config) -> Mapping[str, float]:
         """Metrics of ``params`` on this client's held-out data (e.g. accuracy, loss)."""
         ...
-
-
-AppFactory = Callable[[ClientContext], ClientApp]
 
 
 def load_app(spec: str, context: ClientContext) -> ClientApp:

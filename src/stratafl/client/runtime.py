@@ -12,29 +12,26 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
-import httpx
 
+from stratafl.api import Assignment, ControllerClient
 from stratafl.client.app import ClientApp
-from stratafl.errors import UnavailableError
-from stratafl.modelfile import iter_params_bytes
+from stratafl.errors import ConfigError, StrataError, UnavailableError
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.transport.channels import open_channel
-from stratafl.transport.streams import header_to_proto, receive_to_params, specs_from_proto
+from stratafl.transport.streams import (
+    header_to_proto,
+    params_chunks,
+    receive_params,
+    send_model,
+)
 
 log = logging.getLogger("stratafl.client")
 
 MAX_BACKOFF_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class Assignment:
-    combiner_id: str
-    address: str
 
 
 class ClientRuntime:
@@ -63,15 +60,18 @@ class ClientRuntime:
             call.cancel()
 
     def assign(self, failed_combiner: str | None) -> Assignment:
-        body = {"client_id": self.client_id, "failed_combiner": failed_combiner}
+        """The combiner to connect to; UnavailableError (retried by `run`) if there is none.
+
+        One REST client per call: assignments are rare (start-up, a combiner gone), and a
+        short-lived client leaves no pooled connection behind when the runtime stops.
+        """
         try:
-            response = httpx.post(f"{self._controller_url}/api/v1/assign", json=body, timeout=10)
-        except httpx.HTTPError as exc:
-            raise UnavailableError(f"controller {self._controller_url} unreachable: {exc}") from exc
-        if response.status_code != 200:
-            raise UnavailableError(f"controller refused an assignment: {response.text}")
-        data = response.json()
-        return Assignment(data["combiner_id"], data["address"])
+            with ControllerClient(self._controller_url, timeout=10) as controller:
+                return controller.assign(self.client_id, failed_combiner)
+        except (UnavailableError, ConfigError):  # a bad URL or client id: no retry helps
+            raise
+        except StrataError as exc:  # a refusal is retried too: the controller may recover
+            raise UnavailableError(f"the controller refused an assignment: {exc}") from exc
 
     def run(self) -> None:
         """Serve tasks until stopped, reconnecting whenever the combiner goes away."""
@@ -153,9 +153,7 @@ class ClientRuntime:
         if self._model_cache is not None and self._model_cache[0] == task.model_id:
             return self._model_cache[1]
         messages = stub.DownloadModel(pb.ModelRequest(model_id=task.model_id, task_id=task.task_id))
-        first = next(messages)
-        specs = specs_from_proto(first.header)
-        params = receive_to_params(specs, (m.data for m in messages))
+        _, params, _ = receive_params(messages, f"model {task.model_id} from the combiner")
         self._model_cache = (task.model_id, params)
         return params
 
@@ -176,6 +174,4 @@ def _update_messages(
         model=header_to_proto(task.model_id, specs_of(params)),
         compute_seconds=seconds,
     )
-    yield pb.UpdateChunk(header=header)
-    for chunk in iter_params_bytes(params):
-        yield pb.UpdateChunk(data=chunk)
+    return send_model(pb.UpdateChunk, header, params_chunks(params))

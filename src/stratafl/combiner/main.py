@@ -7,15 +7,16 @@ import contextlib
 import logging
 import signal
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc.aio
-import httpx
 
+from stratafl.api import ControllerClient
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.service import CombinerService
-from stratafl.errors import UnavailableError
+from stratafl.combiner.runner import RoundRunner
+from stratafl.combiner.servicer import CombinerServicer
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.transport.channels import (
@@ -30,33 +31,33 @@ log = logging.getLogger("stratafl.combiner")
 HEARTBEAT_SECONDS = 1.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class CombinerOptions:
+    """How to run a combiner: what `strata combiner start` parses its flags into."""
+
+    controller: str  # the controller's URL, e.g. http://127.0.0.1:8080
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 picks a free port
+    max_clients: int = 1000
+    combiner_id: str | None = None  # default: combiner-<random>
+    ready_file: Path | None = None  # gets the combiner's gRPC address once serving
+
+
 def discover_controller(controller_url: str, timeout: float = 30.0) -> str:
     """The controller's gRPC address, asked of its REST API."""
-    try:
-        response = httpx.get(f"{controller_url.rstrip('/')}/api/v1/discovery", timeout=timeout)
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise UnavailableError(
-            f"cannot reach the controller at {controller_url}: {exc}; "
-            "is `strata controller start` running?"
-        ) from exc
-    return str(response.json()["grpc_address"])
+    with ControllerClient(controller_url, timeout=timeout) as controller:
+        return controller.discovery().grpc_address
 
 
 async def serve_combiner(
-    controller_url: str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    max_clients: int = 1000,
-    combiner_id: str | None = None,
-    workdir: Path,
-    ready_file: Path | None = None,
-    security: LinkSecurity = INSECURE_LOOPBACK,
+    options: CombinerOptions, *, security: LinkSecurity = INSECURE_LOOPBACK
 ) -> None:
-    combiner_id = combiner_id or f"combiner-{uuid.uuid4().hex[:8]}"
+    """Serve until SIGTERM or SIGINT."""
+    host, max_clients, workdir = options.host, options.max_clients, options.workdir
+    combiner_id = options.combiner_id or f"combiner-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True, exist_ok=True)
-    controller_address = await asyncio.to_thread(discover_controller, controller_url)
+    controller_address = await asyncio.to_thread(discover_controller, options.controller)
     channel = open_aio_channel(controller_address, credentials=security.channel_credentials)
     controller = pb_grpc.ControllerStub(channel)
     background: set[asyncio.Task[object]] = set()
@@ -68,10 +69,14 @@ async def serve_combiner(
         task.add_done_callback(_forget(background))
 
     registry = ClientRegistry(max_clients, on_change=report)
-    cache = ModelCache(workdir / "models", controller)
-    service = CombinerService(combiner_id, workdir, registry, cache)
+    cache = ModelCache(
+        workdir / "models",
+        lambda model_id: controller.DownloadModel(pb.ModelRequest(model_id=model_id)),
+    )
+    rounds = RoundRunner(combiner_id, registry, cache, workdir / "updates")
+    service = CombinerServicer(registry, cache, rounds)
     server, bound = create_aio_server(
-        f"{host}:{port}",
+        f"{host}:{options.port}",
         interceptors=security.interceptors,
         credentials=security.server_credentials,
     )
@@ -83,8 +88,8 @@ async def serve_combiner(
         timeout=30,
     )
     log.info("combiner %s serving on %s", combiner_id, address)
-    if ready_file is not None:
-        ready_file.write_text(address)
+    if options.ready_file is not None:
+        options.ready_file.write_text(address)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

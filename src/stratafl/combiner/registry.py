@@ -24,9 +24,6 @@ class ClientRegistry:
         self._clients: dict[str, ConnectedClient] = {}
         self._on_change = on_change
 
-    def __len__(self) -> int:
-        return len(self._clients)
-
     def ids(self) -> list[str]:
         return sorted(self._clients)
 
@@ -49,9 +46,6 @@ class ClientRegistry:
         del self._clients[client.client_id]
         self._on_change(client.client_id, False)
         return True
-
-    def get(self, client_id: str) -> ConnectedClient | None:
-        return self._clients.get(client_id)
 
     def sample(self, count: int, seed: int) -> list[ConnectedClient]:
         """``count`` distinct clients (all of them when count is 0), reproducible for a seed."""

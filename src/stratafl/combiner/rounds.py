@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.staging.collector import Collector
+from stratafl.status import OutcomeStatus
+from stratafl.transport.outcomes import outcome_to_proto
 
 
 @dataclass
@@ -17,7 +18,7 @@ class Outcome:
     """What became of one client's task in this round."""
 
     client_id: str
-    status: str = "pending"  # ok | rejected | failed | dropped | timeout
+    status: OutcomeStatus = OutcomeStatus.PENDING
     reason: str = ""
     num_examples: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -29,7 +30,7 @@ class Outcome:
     def to_proto(self) -> pb.ClientOutcome:
         return pb.ClientOutcome(
             client_id=self.client_id,
-            status=self.status,
+            status=outcome_to_proto(self.status),
             reason=self.reason,
             num_examples=self.num_examples,
             metrics=self.metrics,
@@ -50,45 +51,56 @@ class RoundState:
         self.collector = collector  # None for validation rounds
         self.collect_lock = asyncio.Lock()
         self.outcomes: dict[str, Outcome] = {}
-        self._task_to_client: dict[str, str] = {}
         self.done = asyncio.Event()
         self.closed = False
 
     def add_task(self, task_id: str, client_id: str) -> None:
-        self._task_to_client[task_id] = client_id
         self.outcomes[task_id] = Outcome(client_id)
 
     def task_ids(self) -> list[str]:
-        return list(self._task_to_client)
+        return list(self.outcomes)
 
     def outcome(self, task_id: str) -> Outcome:
         return self.outcomes[task_id]
 
     def is_pending(self, task_id: str) -> bool:
         outcome = self.outcomes.get(task_id)
-        return outcome is not None and outcome.status == "pending" and not self.closed
+        return outcome is not None and outcome.status == OutcomeStatus.PENDING and not self.closed
 
-    def resolve(self, task_id: str, status: str, reason: str = "", **fields: Any) -> None:
+    def resolve(
+        self,
+        task_id: str,
+        status: OutcomeStatus,
+        reason: str = "",
+        *,
+        num_examples: int = 0,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
         outcome = self.outcomes[task_id]
-        if outcome.status != "pending":
+        if outcome.status != OutcomeStatus.PENDING:
             return
         outcome.status, outcome.reason = status, reason
         outcome.seconds = time.monotonic() - outcome.started
-        for key, value in fields.items():
-            setattr(outcome, key, value)
-        if all(o.status != "pending" for o in self.outcomes.values()):
+        outcome.num_examples = num_examples
+        if metrics is not None:
+            outcome.metrics = metrics
+        if all(o.status != OutcomeStatus.PENDING for o in self.outcomes.values()):
             self.done.set()
 
-    def resolve_client(self, client_id: str, status: str, reason: str) -> None:
-        for task_id, owner in self._task_to_client.items():
-            if owner == client_id:
+    def resolve_client(self, client_id: str, status: OutcomeStatus, reason: str) -> None:
+        for task_id, outcome in self.outcomes.items():
+            if outcome.client_id == client_id:
                 self.resolve(task_id, status, reason)
 
     def close(self) -> None:
         """Mark whatever is still pending as timed out; late uploads are refused after this."""
-        for task_id in self._task_to_client:
-            self.resolve(task_id, "timeout", f"no answer within {self.spec.timeout_seconds:g} s")
+        for task_id in self.outcomes:
+            self.resolve(
+                task_id,
+                OutcomeStatus.TIMEOUT,
+                f"no answer within {self.spec.timeout_seconds:g} s",
+            )
         self.closed = True
 
     def contributors(self) -> int:
-        return sum(1 for o in self.outcomes.values() if o.status == "ok")
+        return sum(1 for o in self.outcomes.values() if o.status == OutcomeStatus.OK)

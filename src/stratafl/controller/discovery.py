@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stratafl.errors import UnavailableError
+from stratafl.status import ClientStatus, CombinerStatus
 from stratafl.store.state import StateStore
 
 RESERVATION_SECONDS = 15.0
@@ -82,7 +83,8 @@ class Discovery:
             entry.clients.add(client_id)
         else:
             entry.clients.discard(client_id)
-        self._store.set_client(client_id, combiner_id, "connected" if connected else "disconnected")
+        status = ClientStatus.CONNECTED if connected else ClientStatus.DISCONNECTED
+        self._store.set_client(client_id, combiner_id, status)
         self._notify()
 
     def mark_offline(self, combiner_id: str, reason: str) -> None:
@@ -92,7 +94,7 @@ class Discovery:
         entry.online = False
         entry.clients.clear()
         entry.reserved.clear()
-        self._store.set_combiner_status(combiner_id, "offline")
+        self._store.set_combiner_status(combiner_id, CombinerStatus.OFFLINE)
         self._store.add_event("combiner_offline", combiner_id, reason)
         self._notify()
 
@@ -118,7 +120,7 @@ class Discovery:
         for entry in self._combiners.values():
             entry.reserved.pop(client_id, None)
         best.reserved[client_id] = now
-        self._store.set_client(client_id, best.combiner_id, "assigned")
+        self._store.set_client(client_id, best.combiner_id, ClientStatus.ASSIGNED)
         return best
 
     def online(self) -> list[CombinerEntry]:

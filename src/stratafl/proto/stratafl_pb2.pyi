@@ -12,9 +12,26 @@ class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_KIND_UNSPECIFIED: _ClassVar[TaskKind]
     TRAIN: _ClassVar[TaskKind]
     VALIDATE: _ClassVar[TaskKind]
+
+class OutcomeStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_STATUS_UNSPECIFIED: _ClassVar[OutcomeStatus]
+    OUTCOME_PENDING: _ClassVar[OutcomeStatus]
+    OUTCOME_OK: _ClassVar[OutcomeStatus]
+    OUTCOME_REJECTED: _ClassVar[OutcomeStatus]
+    OUTCOME_FAILED: _ClassVar[OutcomeStatus]
+    OUTCOME_DROPPED: _ClassVar[OutcomeStatus]
+    OUTCOME_TIMEOUT: _ClassVar[OutcomeStatus]
 TASK_KIND_UNSPECIFIED: TaskKind
 TRAIN: TaskKind
 VALIDATE: TaskKind
+OUTCOME_STATUS_UNSPECIFIED: OutcomeStatus
+OUTCOME_PENDING: OutcomeStatus
+OUTCOME_OK: OutcomeStatus
+OUTCOME_REJECTED: OutcomeStatus
+OUTCOME_FAILED: OutcomeStatus
+OUTCOME_DROPPED: OutcomeStatus
+OUTCOME_TIMEOUT: OutcomeStatus
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -178,17 +195,17 @@ class ClientOutcome(_message.Message):
     BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     client_id: str
-    status: str
+    status: OutcomeStatus
     reason: str
     num_examples: int
     metrics: _containers.ScalarMap[str, float]
     bytes_up: int
     bytes_down: int
     seconds: float
-    def __init__(self, client_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, client_id: _Optional[str] = ..., status: _Optional[_Union[OutcomeStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class RoundResultHeader(_message.Message):
-    __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds", "error")
+    __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds", "error", "model_bytes_down")
     COMBINER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +213,7 @@ class RoundResultHeader(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
     combiner_id: str
     contributors: int
     total_weight: float
@@ -203,7 +221,8 @@ class RoundResultHeader(_message.Message):
     model: ModelHeader
     seconds: float
     error: str
-    def __init__(self, combiner_id: _Optional[str] = ..., contributors: _Optional[int] = ..., total_weight: _Optional[float] = ..., outcomes: _Optional[_Iterable[_Union[ClientOutcome, _Mapping]]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    model_bytes_down: int
+    def __init__(self, combiner_id: _Optional[str] = ..., contributors: _Optional[int] = ..., total_weight: _Optional[float] = ..., outcomes: _Optional[_Iterable[_Union[ClientOutcome, _Mapping]]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., model_bytes_down: _Optional[int] = ...) -> None: ...
 
 class RoundResultChunk(_message.Message):
     __slots__ = ("header", "data")

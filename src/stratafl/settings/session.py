@@ -72,5 +72,9 @@ class SessionConfig(BaseModel):
             "batch_size": self.batch_size,
             "lr": self.learning_rate,
             "proximal_mu": self.proximal_mu,
-            "seed": self.seed * 100_003 + round_number,
+            "seed": self.round_seed(round_number),
         }
+
+    def round_seed(self, round_number: int) -> int:
+        """The one seed of a round: its clients' sampling and their training both draw on it."""
+        return self.seed * 1_000_003 + round_number

@@ -1,1 +1,2 @@
-"""Local federations: every tier as its own process on loopback, and the session report."""
+"""Local federations: every tier as its own process on loopback (started from its typed
+options), `strata run` as a use case, and the session report."""

@@ -1,4 +1,4 @@
-"""`strata run`: a whole federation on loopback as separate processes, one session, a report."""
+"""A whole federation on loopback: the tiers as separate processes, driven over REST."""
 
 from __future__ import annotations
 
@@ -7,19 +7,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
-
+from stratafl.api import ControllerClient
 from stratafl.client.app import ClientContext, load_app
+from stratafl.client.main import ClientOptions
+from stratafl.combiner.main import CombinerOptions
+from stratafl.controller.main import ControllerOptions
 from stratafl.errors import StrataError, UnavailableError
-from stratafl.modelfile import load_params, params_to_bytes
-from stratafl.params import Params
+from stratafl.records import ModelRecord, RoundRecord, SessionRecord
 from stratafl.settings import SessionConfig
 from stratafl.sim.processes import ProcessGroup, controller_info
+from stratafl.status import ClientStatus, SessionStatus
 
-Progress = Callable[[dict[str, Any], list[dict[str, Any]]], None]
-"""Called with the session and its rounds so far, whenever they change."""
+Progress = Callable[[SessionRecord, list[RoundRecord]], None]
+"""Called with the session and its rounds so far, whenever a round was recorded."""
+
+REST_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass
@@ -37,7 +40,10 @@ class FederationSpec:
 
 
 class LocalFederation:
-    """Controller, combiners and clients as processes on loopback; a context manager."""
+    """Controller, combiners and clients as processes on loopback; a context manager.
+
+    Inside the ``with`` block, `client` is a `ControllerClient` of the running controller.
+    """
 
     def __init__(self, spec: FederationSpec) -> None:
         self.spec = spec
@@ -46,7 +52,14 @@ class LocalFederation:
         self.group = ProcessGroup(self.workdir)
         self.url = ""
         self.grpc_address = ""
-        self._http: httpx.Client | None = None
+        self._client: ControllerClient | None = None
+
+    @property
+    def client(self) -> ControllerClient:
+        """The REST client of the federation's controller."""
+        if self._client is None:
+            raise StrataError("the federation is not running: use it in a `with` block")
+        return self._client
 
     def __enter__(self) -> LocalFederation:
         if self.spec.workdir is None:
@@ -62,156 +75,104 @@ class LocalFederation:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._http is not None:
-            self._http.close()
+        self._close_client()
         self.group.stop_all()
         if self._tmp is not None:
             self._tmp.cleanup()
 
     def _start(self) -> None:
-        spec = self.spec
         self._start_controller(http_port=0, grpc_port=0)
         combiners = [
             self.group.start(
                 f"combiner-{i}",
-                [
-                    "combiner",
-                    "start",
-                    "--controller",
-                    self.url,
-                    "--id",
-                    f"combiner-{i}",
-                    "--max-clients",
-                    str(spec.max_clients_per_combiner),
-                    "--workdir",
-                    str(self.workdir / f"combiner-{i}"),
-                ],
+                CombinerOptions(
+                    controller=self.url,
+                    combiner_id=f"combiner-{i}",
+                    max_clients=self.spec.max_clients_per_combiner,
+                    workdir=self.workdir / f"combiner-{i}",
+                    ready_file=self.group.ready_file(f"combiner-{i}"),
+                ),
             )
-            for i in range(spec.combiners)
+            for i in range(self.spec.combiners)
         ]
         for tier in combiners:
             tier.wait_ready()
-        for i in range(spec.clients):
+        for i in range(self.spec.clients):
             self.start_client(i)
 
     def _start_controller(self, http_port: int, grpc_port: int) -> None:
-        controller = self.group.start(
-            "controller",
-            [
-                "controller",
-                "start",
-                "--port",
-                str(http_port),
-                "--grpc-port",
-                str(grpc_port),
-                "--workdir",
-                str(self.workdir / "controller"),
-                *(["--database-url", self.spec.database_url] if self.spec.database_url else []),
-            ],
+        options = ControllerOptions(
+            workdir=self.workdir / "controller",
+            http_port=http_port,
+            grpc_port=grpc_port,
+            database_url=self.spec.database_url,
+            ready_file=self.group.ready_file("controller"),
         )
-        info = controller_info(controller.wait_ready())
+        info = controller_info(self.group.start("controller", options).wait_ready())
         self.url, self.grpc_address = info["url"], info["grpc_address"]
+        self._client = ControllerClient(self.url, timeout=REST_TIMEOUT_SECONDS)
+
+    def _close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def restart_controller(self) -> None:
         """kill -9 the controller and start a new one on the same ports and work folder."""
         old = next(t for t in self.group.tiers if t.name == "controller")
         old.kill()
         self.group.tiers.remove(old)
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        self._close_client()  # its pooled connections went to the dead process
         http_port = int(self.url.rsplit(":", 1)[1])
         grpc_port = int(self.grpc_address.rsplit(":", 1)[1])
         self._start_controller(http_port, grpc_port)
 
     def start_client(self, index: int) -> None:
         spec = self.spec
-        self.group.start(
-            f"client-{index}",
-            [
-                "client",
-                "start",
-                "--controller",
-                self.url,
-                "--app",
-                spec.app,
-                "--id",
-                f"client-{index}",
-                "--partition-id",
-                str(index),
-                "--num-partitions",
-                str(spec.clients),
-                "--partitioner",
-                spec.partition,
-                "--seed",
-                str(spec.seed),
-            ],
-            ready=False,
+        options = ClientOptions(
+            controller=self.url,
+            app=spec.app,
+            client_id=f"client-{index}",
+            partition_id=index,
+            num_partitions=spec.clients,
+            partitioner=spec.partition,
+            seed=spec.seed,
         )
-
-    def _client(self) -> httpx.Client:
-        if self._http is None:  # one client: building an SSL context per request costs ~30 ms
-            self._http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=60)
-        return self._http
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._client().request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise StrataError(
-                f"{method} {path} failed with {response.status_code}: {response.text}"
-            )
-        return response.json()
+        self.group.start(f"client-{index}", options)
 
     def wait_for_clients(self, count: int, timeout: float = 120.0) -> None:
+        """Wait until ``count`` clients hold a task stream to a combiner."""
         deadline = time.monotonic() + timeout
+        connected = 0
         while time.monotonic() < deadline:
-            connected = [c for c in self.api("GET", "/clients") if c["status"] == "connected"]
-            if len(connected) >= count:
+            clients = self.client.clients()
+            connected = sum(c.status == ClientStatus.CONNECTED for c in clients)
+            if connected >= count:
                 return
             for tier in self.group.tiers:
                 if tier.process.poll() is not None and tier.name.startswith("client"):
                     raise UnavailableError(f"{tier.name} exited early; see {tier.log_path}")
             time.sleep(0.1)
-        raise UnavailableError(
-            f"only {len(connected)} of {count} clients connected in {timeout:g} s"
-        )
+        raise UnavailableError(f"only {connected} of {count} clients connected in {timeout:g} s")
 
-    def upload_seed_model(self) -> str:
+    def upload_seed_model(self) -> ModelRecord:
+        """Store the app's freshly initialised model: the seed of the next session."""
         app = load_app(self.spec.app, ClientContext(num_partitions=1, seed=self.spec.seed))
-        return self.upload_params(app.initial_params(self.spec.seed))
-
-    def upload_params(self, params: Params) -> str:
-        """Store ``params`` as a seed model; returns its id."""
-        return str(self.api("POST", "/models", content=params_to_bytes(params))["id"])
-
-    def download_params(self, model_id: str) -> Params:
-        """A stored model, fetched over the REST API like any user would."""
-        path = self.workdir / f"{model_id}.safetensors"
-        with self._client().stream("GET", f"/models/{model_id}/download") as response:
-            if response.status_code != 200:
-                raise StrataError(
-                    f"model {model_id} could not be downloaded: {response.status_code}"
-                )
-            with open(path, "wb") as out:
-                for chunk in response.iter_bytes():
-                    out.write(chunk)
-        try:
-            return load_params(path)
-        finally:
-            path.unlink(missing_ok=True)
+        return self.client.upload_model(app.initial_params(self.spec.seed))
 
     def run_session(
         self, config: SessionConfig, progress: Progress | None = None, poll_seconds: float = 0.2
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        session = self.api("POST", "/sessions", json=config.model_dump())
-        rounds: list[dict[str, Any]] = []
+    ) -> tuple[SessionRecord, list[RoundRecord]]:
+        """Start a session and follow it to its end; returns it and its rounds."""
+        session = self.client.start_session(config)
+        rounds: list[RoundRecord] = []
         while True:
-            session = self.api("GET", f"/sessions/{session['id']}")
-            finished = session["status"] != "running"
+            session = self.client.session(session.id)
+            finished = session.status != SessionStatus.RUNNING
             # A round is recorded before rounds_done moves past it, and a failed round ends
             # the session: the rounds need reading only when the count moved, and at the end.
-            if finished or session["rounds_done"] > len(rounds):
-                latest = self.api("GET", f"/sessions/{session['id']}/rounds")
+            if finished or session.rounds_done > len(rounds):
+                latest = self.client.rounds(session.id)
                 if progress is not None and len(latest) != len(rounds):
                     progress(session, latest)
                 rounds = latest

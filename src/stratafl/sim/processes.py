@@ -6,12 +6,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stratafl.errors import UnavailableError
+from stratafl.sim.tier import ready_file_of, tier_command
+
+if TYPE_CHECKING:
+    from stratafl.sim.tier import TierOptions
 
 READY_TIMEOUT_SECONDS = 60.0
 
@@ -54,16 +58,19 @@ class ProcessGroup:
     workdir: Path
     tiers: list[Tier] = field(default_factory=list)
 
-    def start(self, name: str, args: list[str], ready: bool = True) -> Tier:
+    def ready_file(self, name: str) -> Path:
+        """A fresh path for tier ``name`` to announce itself at: put it in its options."""
+        path = self.workdir / "ready" / f"{name}.ready"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        return path
+
+    def start(self, name: str, options: TierOptions) -> Tier:
+        """Run a tier in a new process (`stratafl.sim.tier`), its output in logs/NAME.log."""
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{name}.log"
-        ready_file = self.workdir / "ready" / f"{name}.ready" if ready else None
-        command = [sys.executable, "-m", "stratafl.cli", *args]
-        if ready_file is not None:
-            ready_file.parent.mkdir(parents=True, exist_ok=True)
-            ready_file.unlink(missing_ok=True)
-            command += ["--ready-file", str(ready_file)]
+        command = tier_command(options)
         env = dict(
             os.environ,
             PYTHONUNBUFFERED="1",
@@ -75,7 +82,7 @@ class ProcessGroup:
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
             )
-        tier = Tier(name, process, log_path, ready_file)
+        tier = Tier(name, process, log_path, ready_file_of(options))
         self.tiers.append(tier)
         return tier
 

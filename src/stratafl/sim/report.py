@@ -20,6 +20,8 @@ import numpy as np
 
 from stratafl.client.app import ClientContext, load_app
 from stratafl.params import Params
+from stratafl.records import RoundRecord
+from stratafl.status import RoundStatus
 
 
 @dataclass(frozen=True)
@@ -128,26 +130,48 @@ def _single_threaded_blas() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def round_summary(row: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RoundSummary:
     """One round of the report: metrics, participants, traffic and timings."""
-    validation = row.get("validation") or {}
-    traffic = row.get("traffic") or {}
-    return {
-        "round": row["number"],
-        "status": row["status"],
-        "reason": row["reason"],
-        "model": row["model_out"],
-        "accuracy": validation.get("accuracy"),
-        "loss": validation.get("loss"),
-        "per_client": validation.get("per_client", {}),
-        "participants": row["participants"],
-        "outcomes": [
-            {k: o[k] for k in ("client_id", "combiner_id", "status", "reason", "num_examples")}
-            for o in row["outcomes"]
+
+    round: int
+    status: RoundStatus
+    reason: str
+    model: str | None
+    accuracy: float | None
+    loss: float | None
+    per_client: dict[str, dict[str, float]]
+    participants: list[str]
+    outcomes: list[dict[str, Any]]
+    bytes_up: int  # both links: clients to combiners, combiners to the controller
+    bytes_down: int
+    traffic: dict[str, int]
+    duration: float
+    timings: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def round_summary(record: RoundRecord) -> RoundSummary:
+    """What the report keeps of a round's record."""
+    traffic = record.traffic
+    return RoundSummary(
+        round=record.number,
+        status=record.status,
+        reason=record.reason,
+        model=record.model_out,
+        accuracy=record.validation.mean("accuracy"),
+        loss=record.validation.mean("loss"),
+        per_client=record.validation.per_client,
+        participants=record.participants,
+        outcomes=[
+            o.model_dump(include={"client_id", "combiner_id", "status", "reason", "num_examples"})
+            for o in record.outcomes
         ],
-        "bytes_up": traffic.get("clients_up", 0) + traffic.get("combiners_up", 0),
-        "bytes_down": traffic.get("clients_down", 0) + traffic.get("combiners_down", 0),
-        "traffic": traffic,
-        "duration": row["duration"],
-        "timings": row["timings"],
-    }
+        bytes_up=traffic.clients_up + traffic.combiners_up,
+        bytes_down=traffic.clients_down + traffic.combiners_down,
+        traffic=traffic.model_dump(),
+        duration=record.duration,
+        timings=record.timings,
+    )

@@ -1,10 +1,12 @@
 """Collect updates (at a combiner) or partials (at the reducer) for one aggregation rule.
 
-Streaming rules fold each staged file as it arrives and delete it: memory O(model).
-Rules that need every input keep the staged files (the spool) and run the rule over them
-at the end, block by block through per-access memory maps: memory O(model + block), disk
-O(inputs x model). Either way an input is checked whole before it counts, and a bad one is
-refused without touching what was collected so far.
+The combiner and the reducer run the same code: ``Collector.for_updates`` and
+``Collector.for_partials`` differ only in which side of the rule they ask for. Streaming
+rules fold each staged file as it arrives and delete it: memory O(model). Rules that need
+every input keep the staged files (the spool) and run the rule over them at the end, block
+by block through per-access memory maps: memory O(model + block), disk O(inputs x model).
+Either way an input is checked whole before it counts, and a bad one is refused without
+touching what was collected so far.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stratafl.aggregate.checks import check_update
-from stratafl.aggregate.rule import Fold
+from stratafl.aggregate import AggregationRule, Fold, check_finite
 from stratafl.errors import ConfigError
 from stratafl.modelfile import MappedModelFile
-from stratafl.params import Params, TensorSpec
+from stratafl.params import Params, TensorSpec, specs_of
 
 Combine = Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float]], tuple[Params, float]]
 
@@ -33,17 +34,34 @@ class Collector:
         self._spooled: list[tuple[Path, float]] = []
         self.count = 0
 
-    @property
-    def streaming(self) -> bool:
-        return self._fold is not None
+    @classmethod
+    def for_updates(cls, rule: AggregationRule, reference: Mapping[str, np.ndarray]) -> Collector:
+        """A combiner's side of ``rule``: client updates in, one partial out."""
+        fold = rule.fold(reference) if rule.streaming else None
+        return cls(
+            specs_of(reference),
+            fold,
+            lambda updates, weights: rule.aggregate(updates, weights, reference),
+        )
+
+    @classmethod
+    def for_partials(cls, rule: AggregationRule, reference: Mapping[str, np.ndarray]) -> Collector:
+        """The reducer's side of ``rule``: combiner partials in, the merged model out."""
+        fold = rule.partial_fold(reference) if rule.streaming else None
+        return cls(
+            specs_of(reference),
+            fold,
+            lambda partials, weights: rule.merge(partials, weights, reference),
+        )
 
     def add(self, staged: Path, weight: float) -> None:
         """Check ``staged`` and fold it (deleting it) or keep it in the spool.
 
-        Raises `UpdateRejected` (layout, NaN/Inf) with nothing collected changed.
+        Its layout was checked where it arrived; here its values are (NaN, Inf). Raises
+        `UpdateRejected` with nothing collected changed.
         """
         update = MappedModelFile(staged)
-        check_update(update, self._specs)
+        check_finite(update, self._specs)
         if self._fold is not None:
             self._fold.add(update, weight)
             staged.unlink(missing_ok=True)

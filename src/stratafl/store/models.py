@@ -47,11 +47,12 @@ class ModelStore:
 
     def open(self, model_id: str) -> BinaryIO:
         try:
-            return self._fs.open(self._path(model_id), "rb")  # type: ignore[no-any-return]
+            stream: BinaryIO = self._fs.open(self._path(model_id), "rb")
         except FileNotFoundError:
             raise NotFoundError(
                 f"model {model_id!r} is not in the model store; list models with GET /api/v1/models"
             ) from None
+        return stream
 
     def local_path(self, model_id: str) -> Path:
         """A local file path for the model (only for local stores)."""

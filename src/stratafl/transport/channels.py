@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 
-from stratafl.modelfile import CHUNK_BYTES
+from stratafl.transport.streams import CHUNK_BYTES
 
 MAX_MESSAGE_BYTES = 2 * CHUNK_BYTES + 1024 * 1024
 """A 4 MiB chunk plus its header fits with room to spare; gRPC's default is only 4 MiB."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import grpc
 
 from stratafl.errors import (
+    AuthError,
     ConfigError,
     ModelFormatError,
     NotFoundError,
+    PermissionDenied,
     RoundFailed,
     StrataError,
     UnavailableError,
@@ -21,6 +23,8 @@ GRPC_STATUS: dict[type[StrataError], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
     RoundFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    AuthError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     StrataError: grpc.StatusCode.UNKNOWN,
 }
 

@@ -1,26 +1,59 @@
 """Models as chunked streams of messages: a header, then raw bytes, 4 MiB at most each.
 
-Works for every message with a ``oneof part { header; data; }`` (model downloads, client
-updates, combiner partials). Senders read from a file or from arrays in memory; receivers
-write to a model file (bounded memory) or rebuild arrays in memory (clients).
+One pair for every tier and every stream (model downloads, client updates, combiner
+partials): `send_model` turns a header and raw bytes into messages, `receive_model` checks
+that a stream starts with its header and hands the bytes on, to a model file on disk
+(bounded memory: `IncomingModel.save`) or into arrays in memory (`receive_params`, for
+clients). Chunking lives here; the file codec lives in `stratafl.modelfile`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Literal, Protocol, TypeVar
+
+import numpy as np
 
 from stratafl.errors import ModelFormatError
 from stratafl.modelfile import (
-    CHUNK_BYTES,
     ModelFileWriter,
-    iter_chunks,
     params_from_bytes,
     read_header,
+    read_pieces,
+    tensor_bytes,
 )
-from stratafl.params import Params, TensorSpec, total_bytes
+from stratafl.params import Params, TensorSpec, check_same_layout, total_bytes
 from stratafl.proto import stratafl_pb2 as pb
+
+CHUNK_BYTES = 4 * 1024 * 1024
+"""Largest payload of one message on the wire: 4 MiB, as the round protocol promises."""
+
+H = TypeVar("H", covariant=True)
+M = TypeVar("M")
+
+
+class Chunk(Protocol[H]):
+    """A message of a model stream: ``oneof part { header; bytes data; }``."""
+
+    @property
+    def header(self) -> H: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+    def WhichOneof(self, group: Literal["part"], /) -> str | None: ...  # noqa: N802
+
+    def ByteSize(self) -> int: ...  # noqa: N802
 
 
 def header_to_proto(model_id: str, specs: Sequence[TensorSpec]) -> pb.ModelHeader:
@@ -31,6 +64,7 @@ def header_to_proto(model_id: str, specs: Sequence[TensorSpec]) -> pb.ModelHeade
 
 
 def specs_from_proto(header: pb.ModelHeader) -> list[TensorSpec]:
+    """The layout a peer announced, refused if it could not describe a real model."""
     specs = [TensorSpec(t.name, t.dtype, tuple(int(d) for d in t.shape)) for t in header.tensors]
     for spec in specs:
         spec.numpy_dtype  # noqa: B018 - raises ModelFormatError on an unknown dtype code
@@ -41,10 +75,46 @@ def specs_from_proto(header: pb.ModelHeader) -> list[TensorSpec]:
     return specs
 
 
-def file_bytes(
+# -- sending ------------------------------------------------------------------------------
+
+
+def pack_chunks(
+    pieces: Iterable[bytes | memoryview], chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[bytes]:
+    """Re-cut byte pieces into chunks of exactly ``chunk_bytes`` (the last may be shorter).
+
+    Large tensors are sliced without copying the whole tensor; small ones are packed
+    together so that a model of many small tensors is still sent in few messages.
+    """
+    pending = bytearray()
+    for piece in pieces:
+        view = memoryview(piece)
+        start = 0
+        while start < len(view):
+            part = view[start : start + chunk_bytes - len(pending)]
+            start += len(part)
+            if not pending and len(part) == chunk_bytes:
+                yield bytes(part)
+                continue
+            pending += part
+            if len(pending) == chunk_bytes:
+                yield bytes(pending)
+                pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
+def params_chunks(
+    params: Mapping[str, np.ndarray], chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[bytes]:
+    """The raw bytes of in-memory ``params``, in chunks of at most ``chunk_bytes``."""
+    return pack_chunks(tensor_bytes(params), chunk_bytes)
+
+
+def file_chunks(
     path: Path, chunk_bytes: int = CHUNK_BYTES
 ) -> tuple[list[TensorSpec], Iterator[bytes]]:
-    """The layout of a model file and an iterator over its raw data, read as it is consumed."""
+    """The layout of a model file and its raw data in chunks, read as they are consumed."""
     stream = open(path, "rb")  # noqa: SIM115 - closed by the generator below
     try:
         specs, _ = read_header(stream)
@@ -54,17 +124,16 @@ def file_bytes(
 
     def chunks() -> Iterator[bytes]:
         with stream:
-            yield from iter_chunks(stream, total_bytes(specs), chunk_bytes)
+            yield from read_pieces(stream, total_bytes(specs), chunk_bytes)
 
     return specs, chunks()
 
 
-def model_chunks(
-    model_id: str, specs: Sequence[TensorSpec], data: Iterable[bytes]
-) -> Iterator[pb.ModelChunk]:
-    yield pb.ModelChunk(header=header_to_proto(model_id, specs))
+def send_model(message: Callable[..., M], header: object, data: Iterable[bytes]) -> Iterator[M]:
+    """The messages of one model stream: ``message(header=...)``, then ``message(data=...)``."""
+    yield message(header=header)
     for chunk in data:
-        yield pb.ModelChunk(data=chunk)
+        yield message(data=chunk)
 
 
 def wire_size(data: bytes) -> int:
@@ -77,45 +146,84 @@ def wire_size(data: bytes) -> int:
     return 1 + varint + len(data)
 
 
-class _Chunk(Protocol):
-    data: bytes
-
-    def WhichOneof(self, name: str) -> str | None: ...  # noqa: N802 - protobuf's name
+# -- receiving ----------------------------------------------------------------------------
 
 
-async def data_of(messages: AsyncIterator[_Chunk]) -> AsyncIterator[bytes]:
-    """The raw bytes of the data messages that follow a stream's header."""
-    async for message in messages:
-        if message.WhichOneof("part") != "data":
-            raise ModelFormatError("a second header arrived in the middle of a model stream")
-        yield message.data
+@dataclass
+class IncomingModel(Generic[H]):
+    """A model stream whose header has arrived; its bytes have not been read yet."""
+
+    header: H
+    messages: AsyncIterator[Chunk[H]]
+    what: str
+    wire_bytes: int = 0
+    """Serialized bytes received so far (header included): what this stream cost."""
+
+    async def save(
+        self,
+        path: Path,
+        layout: pb.ModelHeader,
+        *,
+        expect: Sequence[TensorSpec] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> list[TensorSpec]:
+        """Write the announced model to ``path`` with bounded memory; returns its layout.
+
+        With ``expect``, a layout that differs from it is refused before any byte is read:
+        the one place where an update's tensor names, dtypes and shapes are checked.
+        ``on_bytes`` is told the serialized size of each data message as it arrives.
+        """
+        specs = specs_from_proto(layout)
+        if expect is not None:
+            check_same_layout(expect, specs)
+        with ModelFileWriter(path, specs) as writer:
+            async for message in self.messages:
+                writer.write(_data_of(message, self.what))
+                size = wire_size(message.data)
+                self.wire_bytes += size
+                if on_bytes is not None:
+                    on_bytes(size)
+        return specs
 
 
-async def write_file(
-    path: Path,
-    specs: Sequence[TensorSpec],
-    data: AsyncIterator[bytes],
-    metadata: Mapping[str, str] | None = None,
-) -> int:
-    """Write a model file from raw data chunks with bounded memory; returns the bytes written."""
-    with ModelFileWriter(path, specs, metadata) as writer:
-        async for chunk in data:
-            writer.write(chunk)
-    return writer.received
+async def receive_model(messages: AsyncIterable[Chunk[H]], what: str) -> IncomingModel[H]:
+    """Read the header of a model stream (a gRPC call or any async iterable of messages);
+    ``what`` names the stream in errors."""
+    iterator = aiter(messages)
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        raise ModelFormatError(f"{what} ended before its header") from None
+    if first.WhichOneof("part") != "header":
+        raise ModelFormatError(f"{what} did not start with its header")
+    return IncomingModel(first.header, iterator, what, first.ByteSize())
 
 
-def receive_to_params(specs: Sequence[TensorSpec], data: Iterable[bytes]) -> Params:
-    """Rebuild arrays in memory from the raw data that follows a header."""
+def receive_params(
+    messages: Iterator[pb.ModelChunk], what: str
+) -> tuple[pb.ModelHeader, Params, int]:
+    """A model download rebuilt in memory: its header, its arrays and its wire bytes."""
+    first = next(messages, None)
+    if first is None or first.WhichOneof("part") != "header":
+        raise ModelFormatError(f"{what} did not start with its header")
+    specs = specs_from_proto(first.header)
     buffer = bytearray(total_bytes(specs))
-    offset = 0
-    for chunk in data:
-        end = offset + len(chunk)
+    offset, wire_bytes = 0, first.ByteSize()
+    for message in messages:
+        data = _data_of(message, what)
+        end = offset + len(data)
         if end > len(buffer):
             raise ModelFormatError(
-                f"received more than the {len(buffer)} bytes the header announced"
+                f"{what}: received more than the {len(buffer)} bytes the header announced"
             )
-        buffer[offset:end] = chunk
-        offset = end
+        buffer[offset:end] = data
+        offset, wire_bytes = end, wire_bytes + wire_size(data)
     if offset != len(buffer):
-        raise ModelFormatError(f"model stream ended after {offset} of {len(buffer)} bytes")
-    return params_from_bytes(specs, buffer)
+        raise ModelFormatError(f"{what} ended after {offset} of {len(buffer)} bytes")
+    return first.header, params_from_bytes(specs, buffer), wire_bytes
+
+
+def _data_of(message: Chunk[object], what: str) -> bytes:
+    if message.WhichOneof("part") != "data":
+        raise ModelFormatError(f"{what}: a second header arrived in the middle of the stream")
+    return message.data

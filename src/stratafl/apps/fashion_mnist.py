@@ -1,8 +1,10 @@
-"""Fashion-MNIST with a numpy MLP: the default demo app.
+"""Fashion-MNIST with a numpy MLP: the app of `strata demo` and the default of `strata run`.
 
-Run a federation with it::
+Run a federation with it (``--app`` may be left out: this is the default)::
 
-    strata sim --app examples/fashion_mnist_numpy.py:make_app
+    strata run --app stratafl.apps.fashion_mnist:make_app
+
+To write your own app, copy this file and pass ``--app path/to/your_file.py:make_app``.
 
 Each client process loads Fashion-MNIST once (cached as .npz after the first parse), keeps
 its partition of the train set and an IID share of the test set for validation.

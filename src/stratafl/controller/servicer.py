@@ -13,21 +13,13 @@ from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.store.models import ModelStore
 from stratafl.transport.status import status_of
-from stratafl.transport.streams import file_bytes, model_chunks
+from stratafl.transport.streams import file_chunks, header_to_proto, send_model
 
 
-class TrafficCounter:
-    """Bytes the controller has sent to combiners (model downloads)."""
-
-    def __init__(self) -> None:
-        self.bytes_down = 0
-
-
-class ControllerService(pb_grpc.ControllerServicer):
-    def __init__(self, discovery: Discovery, models: ModelStore, traffic: TrafficCounter) -> None:
+class ControllerServicer(pb_grpc.ControllerServicer):
+    def __init__(self, discovery: Discovery, models: ModelStore) -> None:
         self._discovery = discovery
         self._models = models
-        self._traffic = traffic
 
     async def RegisterCombiner(  # noqa: N802 - gRPC method name
         self, request: pb.CombinerInfo, context: grpc.aio.ServicerContext
@@ -54,10 +46,11 @@ class ControllerService(pb_grpc.ControllerServicer):
     async def DownloadModel(  # noqa: N802
         self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelChunk]:
+        """Stream a stored model; the combiner counts what it received for its round."""
         try:
             path = self._models.local_path(request.model_id)
         except NotFoundError as exc:
             await context.abort(status_of(exc), str(exc))
-        for message in model_chunks(request.model_id, *file_bytes(path)):
-            self._traffic.bytes_down += message.ByteSize()
+        specs, data = file_chunks(path)
+        for message in send_model(pb.ModelChunk, header_to_proto(request.model_id, specs), data):
             yield message

@@ -1,0 +1,203 @@
+"""The combiner's rounds: tasks pushed to its clients, their answers taken, a partial made.
+
+No gRPC here: the servicer hands over the round spec and each client's messages, so a
+whole round can run in-process in a test with clients that are plain coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from stratafl.aggregate import parse_aggregator
+from stratafl.combiner.model_cache import ModelCache
+from stratafl.combiner.registry import ClientRegistry
+from stratafl.combiner.rounds import Outcome, RoundState
+from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
+from stratafl.modelfile import MappedModelFile
+from stratafl.params import Params, specs_of
+from stratafl.proto import stratafl_pb2 as pb
+from stratafl.staging.collector import Collector
+from stratafl.status import OutcomeStatus
+from stratafl.transport.streams import (
+    IncomingModel,
+    header_to_proto,
+    params_chunks,
+    send_model,
+)
+
+MAX_TRANSFERS = 4
+"""Model downloads and update uploads that move bytes at the same time."""
+
+
+@dataclass
+class RoundResult:
+    """What the combiner sends back: the header (outcomes, weight) and the partial, if any."""
+
+    header: pb.RoundResultHeader
+    partial: Params | None
+
+    def messages(self) -> Iterator[pb.RoundResultChunk]:
+        """The result as the stream the controller receives: header, then the partial."""
+        if self.partial is None:
+            return iter([pb.RoundResultChunk(header=self.header)])
+        self.header.model.CopyFrom(header_to_proto("", specs_of(self.partial)))
+        return send_model(pb.RoundResultChunk, self.header, params_chunks(self.partial))
+
+
+class RoundRunner:
+    """Runs rounds over the connected clients; constructing it starts nothing."""
+
+    def __init__(
+        self,
+        combiner_id: str,
+        registry: ClientRegistry,
+        cache: ModelCache,
+        updates: Path,
+        *,
+        max_transfers: int = MAX_TRANSFERS,
+    ) -> None:
+        self.combiner_id = combiner_id
+        self._registry = registry
+        self._cache = cache
+        self._updates = updates
+        self._tasks: dict[str, RoundState] = {}
+        # gRPC buffers several chunks per active stream; bounding the streams that move
+        # model bytes at once bounds that memory however many clients are connected.
+        self.transfers = asyncio.Semaphore(max_transfers)
+
+    def outcome_of(self, task_id: str) -> Outcome | None:
+        state = self._tasks.get(task_id)
+        return state.outcome(task_id) if state is not None else None
+
+    async def run(self, spec: pb.RoundSpec) -> RoundResult:
+        """One round: raises `UnavailableError` (model unreachable) or `ConfigError` (rule)."""
+        started = time.monotonic()
+        cached, fetched = await self._cache.get(spec.model_id)
+        collector = None
+        if spec.kind == pb.TRAIN:
+            rule = parse_aggregator(spec.aggregator or "fedavg").rule
+            rule = rule.for_round(spec.round, zlib.crc32(self.combiner_id.encode()))
+            collector = Collector.for_updates(rule, MappedModelFile(cached.path))
+        try:
+            state = RoundState(spec, cached.specs, collector)
+            await self._push_and_wait(state)
+            header = pb.RoundResultHeader(
+                combiner_id=self.combiner_id,
+                contributors=state.contributors(),
+                outcomes=[o.to_proto() for o in state.outcomes.values()],
+                model_bytes_down=fetched,
+            )
+            partial = None
+            if collector is not None and collector.count > 0:
+                try:
+                    partial, header.total_weight = await asyncio.to_thread(collector.result)
+                except ConfigError as exc:  # e.g. too few updates for the rule's tolerance
+                    header.error = str(exc)
+            header.seconds = time.monotonic() - started
+            return RoundResult(header, partial)
+        finally:  # also when the controller goes away mid-round: leave no spooled update
+            if collector is not None:
+                collector.discard()
+
+    async def _push_and_wait(self, state: RoundState) -> None:
+        spec = state.spec
+        chosen = self._registry.sample(spec.num_clients, seed=spec.seed)
+        for client in chosen:
+            task_id = uuid.uuid4().hex
+            state.add_task(task_id, client.client_id)
+            self._tasks[task_id] = state
+            client.tasks.put_nowait(
+                pb.Task(
+                    task_id=task_id,
+                    kind=spec.kind,
+                    model_id=spec.model_id,
+                    session_id=spec.session_id,
+                    round=spec.round,
+                    config_json=spec.config_json or json.dumps({}),
+                )
+            )
+        try:
+            if chosen:
+                await asyncio.wait_for(state.done.wait(), timeout=spec.timeout_seconds)
+        except TimeoutError:
+            pass
+        finally:
+            async with state.collect_lock:
+                state.close()
+            for task_id in state.task_ids():
+                self._tasks.pop(task_id, None)
+
+    async def accept_update(self, incoming: IncomingModel[pb.UpdateHeader]) -> pb.Ack:
+        """Stage, check and collect one client's update; the reply says why it was refused."""
+        header = incoming.header
+        state = self._tasks.get(header.task_id)
+        if state is None or not state.is_pending(header.task_id):
+            return pb.Ack(
+                ok=False, message=f"task {header.task_id!r} is not open (late or unknown)"
+            )
+        outcome = state.outcome(header.task_id)
+        if outcome.client_id != header.client_id:
+            return pb.Ack(ok=False, message="this task belongs to another client")
+        outcome.bytes_up += incoming.wire_bytes
+        path = self._updates / f"{header.task_id}.safetensors"
+        try:
+            if header.num_examples <= 0:
+                raise UpdateRejected(f"num_examples must be positive, got {header.num_examples}")
+            async with self.transfers:
+                await incoming.save(
+                    path, header.model, expect=state.specs, on_bytes=_adder(outcome)
+                )
+            # Inputs are collected one at a time (one staged update mapped at a time), and
+            # the round cannot close between collecting an update and counting it.
+            async with state.collect_lock:
+                if not state.is_pending(header.task_id):
+                    path.unlink(missing_ok=True)
+                    return pb.Ack(ok=False, message="the round closed before the update arrived")
+                assert state.collector is not None
+                await asyncio.to_thread(state.collector.add, path, float(header.num_examples))
+                state.resolve(
+                    header.task_id,
+                    OutcomeStatus.OK,
+                    num_examples=int(header.num_examples),
+                    metrics=dict(header.metrics),
+                )
+        except (UpdateRejected, ModelFormatError) as exc:
+            path.unlink(missing_ok=True)
+            state.resolve(header.task_id, OutcomeStatus.REJECTED, str(exc))
+            return pb.Ack(ok=False, message=str(exc))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return pb.Ack(ok=True)
+
+    def accept_validation(self, report: pb.ValidationReport) -> pb.Ack:
+        state = self._tasks.get(report.task_id)
+        if state is None or not state.is_pending(report.task_id):
+            return pb.Ack(ok=False, message=f"task {report.task_id!r} is not open")
+        state.resolve(report.task_id, OutcomeStatus.OK, metrics=dict(report.metrics))
+        return pb.Ack(ok=True)
+
+    def accept_failure(self, failure: pb.TaskFailure) -> pb.Ack:
+        state = self._tasks.get(failure.task_id)
+        if state is not None:
+            state.resolve(failure.task_id, OutcomeStatus.FAILED, failure.reason[:2000])
+        return pb.Ack(ok=True)
+
+    def client_left(self, client_id: str) -> None:
+        """A client's task stream ended: its open tasks are dropped at once, not timed out."""
+        for state in set(self._tasks.values()):
+            state.resolve_client(client_id, OutcomeStatus.DROPPED, "client disconnected")
+
+
+def _adder(outcome: Outcome) -> Callable[[int], None]:
+    def add(size: int) -> None:
+        outcome.bytes_up += size
+
+    return add

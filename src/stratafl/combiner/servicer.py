@@ -1,0 +1,116 @@
+"""The combiner's gRPC servicer: thin handlers over the registry, the rounds and the cache.
+
+Clients open ``TaskStream`` and receive tasks on it (no open port on the client). The
+controller calls ``RunRound`` and receives the partial result on the response stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+
+from stratafl.combiner.model_cache import ModelCache
+from stratafl.combiner.registry import ClientRegistry
+from stratafl.combiner.runner import RoundRunner
+from stratafl.errors import ModelFormatError, StrataError
+from stratafl.proto import stratafl_pb2 as pb
+from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.transport.status import status_of
+from stratafl.transport.streams import (
+    file_chunks,
+    header_to_proto,
+    receive_model,
+    send_model,
+)
+
+
+class CombinerServicer(pb_grpc.CombinerServicer):
+    def __init__(self, registry: ClientRegistry, cache: ModelCache, rounds: RoundRunner) -> None:
+        self._registry = registry
+        self._cache = cache
+        self._rounds = rounds
+
+    # -- clients --------------------------------------------------------------------------
+
+    async def TaskStream(  # noqa: N802 - gRPC method name
+        self, request: pb.ClientHello, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Task]:
+        if not request.client_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ClientHello needs a client_id")
+        if self._registry.is_full_for(request.client_id):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"combiner {self._rounds.combiner_id} is full ({self._registry.max_clients} "
+                "clients); ask the controller for another",
+            )
+        client = self._registry.connect(request.client_id)
+        try:
+            while True:
+                task = await client.tasks.get()
+                if task is None:
+                    return
+                yield task
+        finally:
+            if self._registry.disconnect(client):
+                self._rounds.client_left(client.client_id)
+
+    async def DownloadModel(  # noqa: N802
+        self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelChunk]:
+        path = self._cache.cached_path(request.model_id)
+        if path is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {request.model_id!r} is not part of a round on combiner "
+                f"{self._rounds.combiner_id}",
+            )
+        assert path is not None
+        outcome = self._rounds.outcome_of(request.task_id)
+        specs, data = file_chunks(path)
+        async with self._rounds.transfers:
+            for message in send_model(
+                pb.ModelChunk, header_to_proto(request.model_id, specs), data
+            ):
+                if outcome is not None:
+                    outcome.bytes_down += message.ByteSize()
+                yield message
+
+    async def UploadUpdate(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
+    ) -> pb.Ack:
+        try:
+            incoming = await receive_model(request_iterator, "an update stream")
+        except ModelFormatError as exc:
+            return pb.Ack(ok=False, message=str(exc))
+        return await self._rounds.accept_update(incoming)
+
+    async def ReportValidation(  # noqa: N802
+        self, request: pb.ValidationReport, context: grpc.aio.ServicerContext
+    ) -> pb.Ack:
+        return self._rounds.accept_validation(request)
+
+    async def ReportFailure(  # noqa: N802
+        self, request: pb.TaskFailure, context: grpc.aio.ServicerContext
+    ) -> pb.Ack:
+        return self._rounds.accept_failure(request)
+
+    # -- controller -----------------------------------------------------------------------
+
+    async def GetStatus(  # noqa: N802
+        self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CombinerStatus:
+        return pb.CombinerStatus(
+            combiner_id=self._rounds.combiner_id, client_ids=self._registry.ids()
+        )
+
+    async def RunRound(  # noqa: N802
+        self, request: pb.RoundSpec, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RoundResultChunk]:
+        try:
+            result = await self._rounds.run(request)
+        except StrataError as exc:
+            await context.abort(status_of(exc), str(exc))
+        for message in result.messages():
+            yield message

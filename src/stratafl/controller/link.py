@@ -1,0 +1,214 @@
+"""The controller's link to its combiners: one typed handle per combiner.
+
+Everything the controller says to a combiner goes through `CombinerLink`: RPC errors are
+mapped to domain errors here and nowhere else (`UnavailableError` for a combiner that
+cannot be reached, `ModelFormatError` for a malformed partial), and each answer carries
+the bytes its own stream cost, so no shared counter is raced by concurrent partials.
+The round logic sees only this protocol, so tests drive it with in-process links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import grpc.aio
+
+from stratafl.controller.discovery import Discovery
+from stratafl.errors import UnavailableError
+from stratafl.params import TensorSpec
+from stratafl.proto import stratafl_pb2 as pb
+from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.records import ClientOutcome
+from stratafl.status import TaskKind
+from stratafl.transport.channels import open_aio_channel
+from stratafl.transport.outcomes import outcome_from_proto
+from stratafl.transport.streams import receive_model
+
+RPC_MARGIN_SECONDS = 30.0
+"""How long past its own round timeout a combiner may take to answer."""
+STATUS_TIMEOUT_SECONDS = 5.0
+
+_KIND_TO_PROTO = {TaskKind.TRAIN: pb.TRAIN, TaskKind.VALIDATE: pb.VALIDATE}
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What the controller asks of every combiner in one round."""
+
+    session_id: str
+    number: int
+    kind: TaskKind
+    model_id: str
+    timeout: float
+    config: Mapping[str, Any] = field(default_factory=dict)
+    aggregator: str = "fedavg"
+    seed: int = 0
+
+
+@dataclass
+class CombinerAnswer:
+    """One combiner's answer to one round."""
+
+    combiner_id: str
+    contributors: int = 0
+    total_weight: float = 0.0
+    outcomes: list[ClientOutcome] = field(default_factory=list)
+    error: str = ""
+    """Why there is no partial although updates arrived (e.g. too few for the rule)."""
+    partial: Path | None = None
+    """The staged partial; the caller owns the file from here on."""
+    wire_bytes: int = 0
+    """What the answer's stream cost on the link (header and partial)."""
+    model_bytes_down: int = 0
+    """What the combiner fetched from the controller to serve this round."""
+
+
+class CombinerLink(Protocol):
+    """A handle on one combiner, as the round logic uses it."""
+
+    @property
+    def combiner_id(self) -> str: ...
+
+    async def client_count(self) -> int:
+        """Clients connected now; raises `UnavailableError`."""
+        ...
+
+    async def run_round(
+        self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
+    ) -> CombinerAnswer:
+        """Run ``task`` on ``quota`` clients (0: all); a partial is staged under ``staging``
+        and checked against ``expect``. Raises `UnavailableError` or `ModelFormatError`."""
+        ...
+
+
+class GrpcCombinerLink:
+    """A combiner reached over gRPC."""
+
+    def __init__(self, combiner_id: str, channel: grpc.aio.Channel) -> None:
+        self._combiner_id = combiner_id
+        self._stub = pb_grpc.CombinerStub(channel)
+
+    @property
+    def combiner_id(self) -> str:
+        return self._combiner_id
+
+    async def client_count(self) -> int:
+        try:
+            reply = await self._stub.GetStatus(pb.StatusRequest(), timeout=STATUS_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            raise self._unavailable("status", exc) from exc
+        return len(reply.client_ids)
+
+    async def run_round(
+        self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
+    ) -> CombinerAnswer:
+        call = self._stub.RunRound(
+            round_spec(task, quota), timeout=task.timeout + RPC_MARGIN_SECONDS
+        )
+        try:
+            return await read_answer(call, self._combiner_id, staging, expect)
+        except grpc.aio.AioRpcError as exc:
+            raise self._unavailable(f"round {task.number}", exc) from exc
+
+    def _unavailable(self, what: str, exc: grpc.aio.AioRpcError) -> UnavailableError:
+        return UnavailableError(
+            f"combiner {self._combiner_id} failed ({what}: {exc.code().name}): {exc.details()}"
+        )
+
+
+class CombinerLinks:
+    """The federation as a round sees it: links to the combiners discovery says are online
+    (one channel per combiner address), and discovery's own answers."""
+
+    def __init__(
+        self, discovery: Discovery, *, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        self._discovery = discovery
+        self._credentials = credentials
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+
+    def online(self) -> list[CombinerLink]:
+        links: list[CombinerLink] = []
+        for entry in self._discovery.online():
+            cached = self._channels.get(entry.combiner_id)
+            if cached is None or cached[0] != entry.address:
+                channel = open_aio_channel(entry.address, credentials=self._credentials)
+                cached = (entry.address, channel)
+                self._channels[entry.combiner_id] = cached
+            links.append(GrpcCombinerLink(entry.combiner_id, cached[1]))
+        return links
+
+    def mark_offline(self, combiner_id: str, reason: str) -> None:
+        self._discovery.mark_offline(combiner_id, reason)
+
+    async def wait_for_clients(self, count: int, timeout: float) -> int:
+        return await self._discovery.wait_for_clients(count, timeout)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for _, channel in self._channels.values()))
+        self._channels.clear()
+
+
+def round_spec(task: RoundTask, quota: int) -> pb.RoundSpec:
+    """``task`` as the combiner's RunRound receives it."""
+    return pb.RoundSpec(
+        session_id=task.session_id,
+        round=task.number,
+        kind=_KIND_TO_PROTO[task.kind],
+        model_id=task.model_id,
+        num_clients=quota,
+        timeout_seconds=task.timeout,
+        config_json=json.dumps(dict(task.config)),
+        aggregator=task.aggregator,
+        seed=task.seed,
+    )
+
+
+async def read_answer(
+    messages: AsyncIterable[pb.RoundResultChunk],
+    combiner_id: str,
+    staging: Path,
+    expect: Sequence[TensorSpec],
+) -> CombinerAnswer:
+    """A combiner's result stream as an answer, its partial staged under ``staging``."""
+    path = staging / f"partial-{uuid.uuid4().hex}.safetensors"
+    try:
+        incoming = await receive_model(messages, f"the result stream of combiner {combiner_id}")
+        header = incoming.header
+        answer = CombinerAnswer(
+            combiner_id=combiner_id,
+            contributors=header.contributors,
+            total_weight=header.total_weight,
+            outcomes=[_outcome(o, combiner_id) for o in header.outcomes],
+            error=header.error,
+            model_bytes_down=header.model_bytes_down,
+        )
+        if not header.error and header.contributors > 0 and header.model.tensors:
+            await incoming.save(path, header.model, expect=expect)
+            answer.partial = path
+        answer.wire_bytes = incoming.wire_bytes
+        return answer
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _outcome(outcome: pb.ClientOutcome, combiner_id: str) -> ClientOutcome:
+    return ClientOutcome(
+        client_id=outcome.client_id,
+        combiner_id=combiner_id,
+        status=outcome_from_proto(outcome.status),
+        reason=outcome.reason,
+        num_examples=outcome.num_examples,
+        metrics=dict(outcome.metrics),
+        bytes_up=outcome.bytes_up,
+        bytes_down=outcome.bytes_down,
+        seconds=outcome.seconds,
+    )

@@ -1,0 +1,121 @@
+"""The model trail: every global model, stored with its parent and its optimiser state.
+
+Publishing is ordered so that a crash at any point leaves no dangling id: the optimiser
+state is stored first, then the model file, and only then is the model listed in the state
+store. A listed model is therefore always complete, and always has its state beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from stratafl.aggregate import Aggregator, ServerOptState
+from stratafl.modelfile import read_params, save_params
+from stratafl.params import Params, num_parameters
+from stratafl.records import ModelRecord
+from stratafl.store.models import ModelStore, new_model_id
+from stratafl.store.state import StateStore
+
+
+class ModelTrail:
+    """Publishes and loads global models; constructing it does no I/O."""
+
+    def __init__(self, store: StateStore, models: ModelStore, staging: Path) -> None:
+        self._store = store
+        self._models = models
+        self._staging = staging
+
+    def staging_path(self, name: str) -> Path:
+        """A file name in the staging folder (created on first use)."""
+        self._staging.mkdir(parents=True, exist_ok=True)
+        return self._staging / f"{name}.safetensors"
+
+    def publish_file(
+        self,
+        staged: Path,
+        *,
+        parameters: int,
+        parent_id: str | None = None,
+        session_id: str | None = None,
+        round_number: int | None = None,
+        model_id: str | None = None,
+    ) -> ModelRecord:
+        """Move a complete model file into the store and list it; ``staged`` is consumed."""
+        model_id = model_id or new_model_id()
+        try:
+            self._models.put_file(model_id, staged)
+        finally:
+            staged.unlink(missing_ok=True)
+        return self._store.add_model(
+            model_id,
+            parent_id=parent_id,
+            session_id=session_id,
+            round_number=round_number,
+            size_bytes=self._models.size(model_id),
+            num_parameters=parameters,
+        )
+
+    async def publish(
+        self,
+        params: Mapping[str, np.ndarray],
+        *,
+        parent_id: str,
+        session_id: str,
+        round_number: int,
+        aggregator: Aggregator,
+        state: ServerOptState,
+    ) -> ModelRecord:
+        """Store a round's new model and the optimiser state that produced it."""
+        model_id = new_model_id()
+        staged = self.staging_path(model_id)
+        await asyncio.to_thread(save_params, staged, params, {"parent": parent_id})
+        await asyncio.to_thread(self._save_optimizer_state, model_id, aggregator, state)
+        return await asyncio.to_thread(
+            self.publish_file,
+            staged,
+            parameters=num_parameters(params),
+            parent_id=parent_id,
+            session_id=session_id,
+            round_number=round_number,
+            model_id=model_id,
+        )
+
+    async def load(self, model_id: str) -> Params:
+        """A stored model's arrays, read off the event loop."""
+
+        def read() -> Params:
+            with self._models.open(model_id) as stream:
+                return read_params(stream)[0]
+
+        return await asyncio.to_thread(read)
+
+    def optimizer_state(self, model_id: str, aggregator: Aggregator) -> ServerOptState:
+        """The state saved with ``model_id`` by the same optimiser, else a fresh one.
+
+        Saved with every model a session makes, so a session that continues from a model
+        (after a controller restart, say) picks up m, v and t where they were.
+        """
+        state_id = f"{model_id}-optimizer"
+        if not self._models.exists(state_id):
+            return ServerOptState()
+        with self._models.open(state_id) as stream:
+            arrays, metadata = read_params(stream)
+        if metadata.get("optimizer") != aggregator.optimizer_spec:
+            return ServerOptState()
+        return ServerOptState.from_arrays(arrays)
+
+    def _save_optimizer_state(
+        self, model_id: str, aggregator: Aggregator, state: ServerOptState
+    ) -> None:
+        if not aggregator.has_optimizer_state:
+            return  # plain averaging has no state worth keeping
+        staged = self.staging_path(f"{model_id}-optimizer")
+        save_params(staged, state.to_arrays(), {"optimizer": aggregator.optimizer_spec})
+        try:
+            self._models.put_file(f"{model_id}-optimizer", staged)
+        finally:
+            staged.unlink(missing_ok=True)

@@ -1,0 +1,34 @@
+"""The parts of tier 3, wired together explicitly (no globals); constructing them does no I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from stratafl.controller.discovery import Discovery
+from stratafl.controller.link import CombinerLinks
+from stratafl.controller.sessions import SessionRunner
+from stratafl.controller.trail import ModelTrail
+from stratafl.store.models import ModelStore
+from stratafl.store.state import StateStore
+
+
+class Controller:
+    """The state store, the model store, discovery, the trail, the links and the sessions."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        database_url: str | None = None,
+        model_store: str | None = None,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.store = StateStore(database_url or f"sqlite:///{workdir / 'state.db'}")
+        self.models = ModelStore(model_store or workdir / "models")
+        self.discovery = Discovery(self.store)
+        self.trail = ModelTrail(self.store, self.models, workdir / "staging")
+        self.links = CombinerLinks(self.discovery, credentials=channel_credentials)
+        self.sessions = SessionRunner(self.store, self.trail, self.links, workdir / "staging")
+        self.grpc_address = ""

@@ -1,0 +1,190 @@
+"""The round logic in one event loop: quorum, timeout, rejection, validation, traffic.
+
+The controller's round runner, session loop and reducer and the combiners' round runners
+are the real code (tests/inprocess.py replaces only gRPC), so these tests pin the round's
+behaviour in a second each; the process tests pin the same over real sockets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stratafl.aggregate import ServerOptState, parse_aggregator
+from stratafl.modelfile import load_params
+from stratafl.settings import SessionConfig
+from stratafl.status import OutcomeStatus, RoundStatus, SessionStatus
+from tests.inprocess import Behaviour, LocalFederation
+
+H = Behaviour.HONEST
+MODEL = {"w": np.zeros((64, 16), np.float32), "b": np.zeros(16, np.float32)}
+
+
+def _federation(tmp_path: Path, *groups: list[Behaviour]) -> LocalFederation:
+    """One combiner per group; client indices run on across groups."""
+    federation = LocalFederation(tmp_path)
+    index = 0
+    for number, behaviours in enumerate(groups):
+        combiner = federation.add_combiner(f"combiner-{number}")
+        for behaviour in behaviours:
+            federation.add_client(combiner, index, behaviour)
+            index += 1
+    return federation
+
+
+def _round(federation: LocalFederation, config: SessionConfig, model_id: str):
+    aggregator = parse_aggregator(config.aggregator)
+    return federation.run(
+        federation.sessions._rounds.run("s", config, aggregator, 1, model_id, ServerOptState())
+    )
+
+
+def _config(**changes: object) -> SessionConfig:
+    return SessionConfig(round_timeout=1.0, wait_for_clients_seconds=0.0, **changes)
+
+
+def _staging_is_empty(federation: LocalFederation) -> bool:
+    staging = federation.workdir / "staging"
+    return not staging.exists() or not list(staging.iterdir())
+
+
+def test_fedavg_over_three_combiners_is_exact_and_every_partial_is_counted(tmp_path):
+    federation = _federation(tmp_path, [H, H], [H], [H])
+    try:
+        seed = federation.seed(MODEL)
+        report = _round(federation, _config(min_clients=4), seed)
+    finally:
+        federation.close()
+    record = report.record
+    assert record.status == RoundStatus.FINISHED, record.reason
+    # client i adds i+1 with 10(i+1) examples: sum (i+1)^2 / sum (i+1) = 30 / 10
+    new = load_params(federation.models.local_path(record.model_out))
+    assert np.all(new["w"] == 3.0) and np.all(new["b"] == 3.0)
+    assert federation.store.model(record.model_out).parent_id == seed
+    assert sorted(record.participants) == [f"client-{i}" for i in range(4)]
+    model_bytes = sum(a.nbytes for a in MODEL.values())
+    # the three partials arrive together; each one's bytes are counted (no lost increment)
+    assert record.traffic.combiners_up >= 3 * model_bytes
+    assert record.traffic.combiners_up < 4 * model_bytes
+    assert record.traffic.clients_up >= 4 * model_bytes
+    assert record.traffic.combiners_down >= 3 * model_bytes  # each combiner fetched it once
+    assert _staging_is_empty(federation)
+
+
+def test_a_silent_client_times_out_and_the_round_closes_with_the_others(tmp_path):
+    federation = _federation(tmp_path, [H, H, Behaviour.SILENT])
+    try:
+        report = _round(federation, _config(min_clients=2), federation.seed(MODEL))
+    finally:
+        federation.close()
+    outcomes = {o.client_id: o for o in report.record.outcomes}
+    assert report.record.status == RoundStatus.FINISHED
+    assert outcomes["client-2"].status == OutcomeStatus.TIMEOUT
+    assert "no answer within 1 s" in outcomes["client-2"].reason
+    assert report.record.participants == ["client-0", "client-1"]
+
+
+def test_a_poisoned_update_is_rejected_without_failing_the_round(tmp_path):
+    federation = _federation(tmp_path, [H, Behaviour.NAN, H])
+    try:
+        report = _round(federation, _config(min_clients=2), federation.seed(MODEL))
+        new = load_params(federation.models.local_path(report.record.model_out))
+    finally:
+        federation.close()
+    outcomes = {o.client_id: o for o in report.record.outcomes}
+    assert outcomes["client-1"].status == OutcomeStatus.REJECTED
+    assert "NaN" in outcomes["client-1"].reason
+    # FedAvg of clients 0 and 2 only: (1*10 + 3*30) / 40 = 2.5
+    assert np.all(new["w"] == 2.5)
+
+
+def test_too_few_updates_fail_the_round_with_its_reason_and_leave_nothing_behind(tmp_path):
+    federation = _federation(tmp_path, [H, Behaviour.FAILS], [Behaviour.DROPS])
+    try:
+        seed = federation.seed(MODEL)
+        report = _round(federation, _config(min_clients=2, aggregator="median"), seed)
+    finally:
+        federation.close()
+    record = report.record
+    assert record.status == RoundStatus.FAILED and record.model_out is None
+    assert "only 1 of the 3 clients asked returned a usable update" in record.reason
+    statuses = {o.client_id: o.status for o in record.outcomes}
+    assert statuses == {
+        "client-0": OutcomeStatus.OK,
+        "client-1": OutcomeStatus.FAILED,
+        "client-2": OutcomeStatus.DROPPED,
+    }
+    assert [m.id for m in federation.store.models()] == [seed]
+    assert _staging_is_empty(federation)
+    assert not list((tmp_path / "combiner-0" / "updates").glob("*"))
+
+
+def test_validation_scores_the_new_model_weighted_by_examples(tmp_path):
+    federation = _federation(tmp_path, [H, H], [H])
+    try:
+        report = _round(federation, _config(min_clients=3), federation.seed(MODEL))
+    finally:
+        federation.close()
+    validation = report.record.validation
+    assert validation.clients == 3
+    # accuracy i with 10(i+1) examples: (0*10 + 1*20 + 2*30) / 60
+    assert validation.mean("accuracy") == pytest.approx(80 / 60)
+    assert set(validation.per_client) == {"client-0", "client-1", "client-2"}
+
+
+def test_a_combiner_that_is_gone_is_marked_offline_and_the_round_goes_on(tmp_path):
+    federation = _federation(tmp_path, [H, H], [H])
+    federation.combiners[1].dead = True
+    try:
+        report = _round(federation, _config(min_clients=2), federation.seed(MODEL))
+    finally:
+        federation.close()
+    assert report.record.status == RoundStatus.FINISHED
+    assert "combiner-1" in federation.offline
+    assert [e.kind for e in report.events] == ["combiner_failed"]
+    assert "combiner failed: combiner combiner-1 is gone" in report.record.reason
+
+
+def test_a_session_records_each_round_once_and_grows_the_trail(tmp_path):
+    federation = _federation(tmp_path, [H, H])
+
+    async def run() -> str:
+        session_id = federation.sessions.start(_config(rounds=3, min_clients=2))
+        assert federation.sessions.current is not None
+        await federation.sessions.current
+        return session_id
+
+    try:
+        seed = federation.seed(MODEL)
+        session_id = federation.run(run())
+        session = federation.store.session(session_id)
+        rounds = federation.store.rounds(session_id)
+        trail = federation.store.trail(session.final_model_id)
+    finally:
+        federation.close()
+    assert session.status == SessionStatus.FINISHED and session.rounds_done == 3
+    assert [r.number for r in rounds] == [1, 2, 3]
+    assert [m.id for m in trail][-1] == seed and len(trail) == 4
+    assert [r.model_in for r in rounds[1:]] == [r.model_out for r in rounds[:-1]]
+
+
+def test_a_failed_round_ends_the_session_with_the_rounds_reason(tmp_path):
+    federation = _federation(tmp_path, [H, Behaviour.SILENT])
+
+    async def run() -> str:
+        session_id = federation.sessions.start(_config(rounds=2, min_clients=2))
+        assert federation.sessions.current is not None
+        await federation.sessions.current
+        return session_id
+
+    try:
+        federation.seed(MODEL)
+        session = federation.store.session(federation.run(run()))
+        rounds = federation.store.rounds(session.id)
+    finally:
+        federation.close()
+    assert session.status == SessionStatus.FAILED
+    assert "round 1 failed: only 1 of the 2 clients" in session.reason
+    assert [r.status for r in rounds] == [RoundStatus.FAILED]
