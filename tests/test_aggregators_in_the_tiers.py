@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stratafl.modelfile import load_params
+from stratafl.modelfile import copy_params_from_file
 from stratafl.settings import SessionConfig
 from stratafl.sim.launcher import LocalFederation
 
@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def _model(federation: LocalFederation, model_id: str | None) -> dict[str, np.ndarray]:
-    return load_params(federation.workdir / "controller" / "models" / f"{model_id}.safetensors")
+    return copy_params_from_file(
+        federation.workdir / "controller" / "models" / f"{model_id}.safetensors"
+    )
 
 
 def test_median_with_one_combiner_equals_the_flat_median(federation):

@@ -7,13 +7,15 @@ behaviour in a second each; the process tests pin the same over real sockets.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stratafl.aggregate import ServerOptState, parse_aggregator
-from stratafl.modelfile import load_params
+from stratafl.errors import NotFoundError, RoundFailed
+from stratafl.modelfile import copy_params_from_file
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, SessionStatus
 from tests.inprocess import Behaviour, LocalFederation
@@ -60,7 +62,7 @@ def test_fedavg_over_three_combiners_is_exact_and_every_partial_is_counted(tmp_p
     record = report.record
     assert record.status == RoundStatus.FINISHED, record.reason
     # client i adds i+1 with 10(i+1) examples: sum (i+1)^2 / sum (i+1) = 30 / 10
-    new = load_params(federation.models.local_path(record.model_out))
+    new = copy_params_from_file(federation.models.local_path(record.model_out))
     assert np.all(new["w"] == 3.0) and np.all(new["b"] == 3.0)
     assert federation.store.model(record.model_out).parent_id == seed
     assert sorted(record.participants) == [f"client-{i}" for i in range(4)]
@@ -90,7 +92,7 @@ def test_a_poisoned_update_is_rejected_without_failing_the_round(tmp_path):
     federation = _federation(tmp_path, [H, Behaviour.NAN, H])
     try:
         report = _round(federation, _config(min_clients=2), federation.seed(MODEL))
-        new = load_params(federation.models.local_path(report.record.model_out))
+        new = copy_params_from_file(federation.models.local_path(report.record.model_out))
     finally:
         federation.close()
     outcomes = {o.client_id: o for o in report.record.outcomes}
@@ -188,3 +190,78 @@ def test_a_failed_round_ends_the_session_with_the_rounds_reason(tmp_path):
     assert session.status == SessionStatus.FAILED
     assert "round 1 failed: only 1 of the 2 clients" in session.reason
     assert [r.status for r in rounds] == [RoundStatus.FAILED]
+
+
+async def _until(condition, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_stopped_session_ends_after_the_round_in_flight(tmp_path):
+    federation = _federation(tmp_path, [H, H])
+
+    async def run() -> str:
+        session_id = federation.sessions.start(_config(rounds=50, min_clients=2))
+        await _until(lambda: len(federation.store.rounds(session_id)) >= 1)
+        federation.sessions.stop(session_id, by="alice")
+        assert federation.sessions.current is not None
+        await federation.sessions.current
+        return session_id
+
+    try:
+        federation.seed(MODEL)
+        session = federation.store.session(federation.run(run()))
+        rounds = federation.store.rounds(session.id)
+    finally:
+        federation.close()
+    assert session.status == SessionStatus.STOPPED
+    assert session.reason == f"stopped by alice after round {session.rounds_done}"
+    assert 1 <= session.rounds_done < 50 and len(rounds) == session.rounds_done
+    assert all(r.status == RoundStatus.FINISHED for r in rounds)
+
+
+def test_a_cancelled_session_ends_now_and_leaves_nothing_behind(tmp_path):
+    federation = _federation(tmp_path, [H, Behaviour.SILENT])
+
+    async def run() -> str:
+        config = SessionConfig(rounds=3, min_clients=2, round_timeout=60.0)
+        session_id = federation.sessions.start(config)
+        await _until(lambda: bool(list((tmp_path / "combiner-0" / "models").glob("*"))))
+        await asyncio.sleep(0.1)  # the honest client's update is collected meanwhile
+        federation.sessions.cancel(session_id, by="bob")
+        assert federation.sessions.current is not None
+        await federation.sessions.current
+        return session_id
+
+    try:
+        federation.seed(MODEL)
+        session = federation.store.session(federation.run(run()))
+    finally:
+        federation.close()
+    assert session.status == SessionStatus.CANCELLED and session.reason == "cancelled by bob"
+    assert session.rounds_done == 0 and federation.store.rounds(session.id) == []
+    assert _staging_is_empty(federation)
+    assert not list((tmp_path / "combiner-0" / "updates").glob("*"))
+
+
+def test_only_the_running_session_can_be_stopped(tmp_path):
+    federation = _federation(tmp_path, [H])
+
+    async def run() -> str:
+        session_id = federation.sessions.start(_config(rounds=1, min_clients=1))
+        assert federation.sessions.current is not None
+        await federation.sessions.current
+        return session_id
+
+    try:
+        federation.seed(MODEL)
+        finished = federation.run(run())
+        with pytest.raises(NotFoundError):
+            federation.sessions.stop("nope", by="alice")
+        with pytest.raises(RoundFailed, match="is not running; nothing to stop"):
+            federation.sessions.cancel(finished, by="alice")
+    finally:
+        federation.close()

@@ -17,7 +17,7 @@ from stratafl.errors import ModelFormatError
 from stratafl.modelfile import (
     MappedModelFile,
     check_model_file,
-    load_params,
+    copy_params_from_file,
     read_header,
     save_params,
 )
@@ -99,7 +99,7 @@ def test_model_files_open_with_the_stock_safetensors_library(tmp_path: Path):
     for name, array in params.items():
         np.testing.assert_array_equal(theirs[name], array)
     safetensors.numpy.save_file(params, str(tmp_path / "theirs.safetensors"))
-    ours = load_params(tmp_path / "theirs.safetensors")
+    ours = copy_params_from_file(tmp_path / "theirs.safetensors")
     for name, array in params.items():
         np.testing.assert_array_equal(ours[name], array)
 
@@ -219,7 +219,7 @@ def test_a_stream_saved_to_disk_is_the_model_that_was_sent(tmp_path: Path):
     specs, wire_bytes = _save(messages, tmp_path / "m.safetensors")
     assert specs == specs_of(params)
     assert wire_bytes == sum(m.ByteSize() for m in messages)
-    for name, array in load_params(tmp_path / "m.safetensors").items():
+    for name, array in copy_params_from_file(tmp_path / "m.safetensors").items():
         np.testing.assert_array_equal(array, params[name])
 
 

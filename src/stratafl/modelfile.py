@@ -213,14 +213,14 @@ class MappedModelFile(Mapping[str, np.ndarray]):
         return len(self._placement)
 
 
-def read_params(stream: BinaryIO) -> tuple[Params, dict[str, str]]:
+def copy_params_from_stream(stream: BinaryIO) -> tuple[Params, dict[str, str]]:
     """Every tensor of a model file open for reading (local or remote), and its metadata."""
     specs, metadata = read_header(stream)
     data = b"".join(read_pieces(stream, total_bytes(specs), READ_PIECE_BYTES))
     return {name: np.array(a) for name, a in params_from_bytes(specs, data).items()}, metadata
 
 
-def load_params(path: Path) -> Params:
+def copy_params_from_file(path: Path) -> Params:
     """Every tensor of a model file, copied into memory."""
     return {name: np.array(array) for name, array in MappedModelFile(path).items()}
 

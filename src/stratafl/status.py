@@ -31,6 +31,8 @@ class SessionStatus(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     FAILED = "failed"
+    STOPPED = "stopped"  # asked to stop: ended after the round in flight
+    CANCELLED = "cancelled"  # asked to cancel: ended at once, the round in flight dropped
 
 
 class CombinerStatus(StrEnum):

@@ -9,12 +9,14 @@ need every update work in coordinate blocks so that a memmap is never read whole
     aggregate.krum        Krum, MultiKrum, Bulyan
     aggregate.clipping    NormBounding
     aggregate.privacy     DPGaussian
-    aggregate.server_opt  ServerAverage, FedAvgM, FedAdam, FedYogi, FedAdagrad
+    aggregate.server_opt  ServerAverage, FedAvgM (and the helpers every optimiser shares)
+    aggregate.adaptive    FedAdam, FedYogi, FedAdagrad
     aggregate.checks      check_update: the checks before any rule
     aggregate.fedprox     proximal_term, proximal_gradient for client apps
     aggregate.registry    parse_aggregator("NAME[:k=v,...][+OPTIMISER[:k=v,...]]")
 """
 
+from stratafl.aggregate.adaptive import FedAdagrad, FedAdam, FedYogi
 from stratafl.aggregate.checks import check_finite, check_update
 from stratafl.aggregate.clipping import NormBounding
 from stratafl.aggregate.coordinate import Median, TrimmedMean
@@ -26,10 +28,7 @@ from stratafl.aggregate.privacy import DPGaussian
 from stratafl.aggregate.registry import OPTIMIZERS, RULES, Aggregator, parse_aggregator
 from stratafl.aggregate.rule import AggregationRule, Fold
 from stratafl.aggregate.server_opt import (
-    FedAdagrad,
-    FedAdam,
     FedAvgM,
-    FedYogi,
     ServerAverage,
     ServerOptimizer,
     ServerOptState,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stratafl.aggregate.adaptive import FedAdagrad, FedAdam, FedYogi
 from stratafl.aggregate.clipping import NormBounding
 from stratafl.aggregate.coordinate import Median, TrimmedMean
 from stratafl.aggregate.fedavg import FedAvg
@@ -31,10 +32,7 @@ from stratafl.aggregate.krum import Bulyan, Krum, MultiKrum
 from stratafl.aggregate.privacy import DPGaussian
 from stratafl.aggregate.rule import AggregationRule
 from stratafl.aggregate.server_opt import (
-    FedAdagrad,
-    FedAdam,
     FedAvgM,
-    FedYogi,
     ServerAverage,
     ServerOptimizer,
 )

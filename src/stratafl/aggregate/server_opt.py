@@ -18,7 +18,7 @@ kept in the tensor's dtype promoted to at least float32.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -83,19 +83,19 @@ class ServerOptimizer(Protocol):
         ...
 
 
-def _is_float(array: np.ndarray) -> bool:
+def is_float(array: np.ndarray) -> bool:
     return np.issubdtype(np.asarray(array).dtype, np.floating)
 
 
-def _state_dtype(array: np.ndarray) -> np.dtype:
+def state_dtype(array: np.ndarray) -> np.dtype:
     return np.promote_types(np.asarray(array).dtype, np.float32)
 
 
-def _check_pair(global_params: Arrays, merged: Arrays) -> None:
+def check_pair(global_params: Arrays, merged: Arrays) -> None:
     check_same_layout(specs_of(global_params), specs_of(merged))
 
 
-def _moment(state_part: Params, name: str, like: np.ndarray, fill: float) -> np.ndarray:
+def moment(state_part: Params, name: str, like: np.ndarray, fill: float) -> np.ndarray:
     """The stored moment for ``name`` in float64, or ``fill`` everywhere on the first step."""
     if name in state_part:
         stored = np.asarray(state_part[name])
@@ -109,8 +109,8 @@ def _moment(state_part: Params, name: str, like: np.ndarray, fill: float) -> np.
     return np.full(like.shape, fill, dtype=np.float64)
 
 
-def _check_state_names(state: ServerOptState, global_params: Arrays) -> None:
-    floats = {name for name, array in global_params.items() if _is_float(array)}
+def check_state_names(state: ServerOptState, global_params: Arrays) -> None:
+    floats = {name for name, array in global_params.items() if is_float(array)}
     for part_name, part in (("m", state.m), ("v", state.v)):
         if part and set(part) != floats:
             raise ConfigError(
@@ -120,12 +120,12 @@ def _check_state_names(state: ServerOptState, global_params: Arrays) -> None:
             )
 
 
-def _check_lr(name: str, server_lr: float) -> None:
+def check_lr(name: str, server_lr: float) -> None:
     if not (math.isfinite(server_lr) and server_lr > 0):
         raise ConfigError(f"{name}: server_lr={server_lr} must be a positive number, e.g. 0.01")
 
 
-def _check_decay(name: str, key: str, value: float) -> None:
+def check_decay(name: str, key: str, value: float) -> None:
     if not (0.0 <= value < 1.0):
         raise ConfigError(f"{name}: {key}={value} must be in [0, 1), e.g. 0.9")
 
@@ -140,7 +140,7 @@ class ServerAverage:
     def step(
         self, global_params: Arrays, merged: Arrays, state: ServerOptState
     ) -> tuple[Params, ServerOptState]:
-        _check_pair(global_params, merged)
+        check_pair(global_params, merged)
         new = {name: np.array(value) for name, value in merged.items()}
         return new, ServerOptState(step=state.step + 1)
 
@@ -161,162 +161,23 @@ class FedAvgM:
     momentum: float = 0.9
 
     def __post_init__(self) -> None:
-        _check_lr(self.name, self.server_lr)
-        _check_decay(self.name, "momentum", self.momentum)
+        check_lr(self.name, self.server_lr)
+        check_decay(self.name, "momentum", self.momentum)
 
     def step(
         self, global_params: Arrays, merged: Arrays, state: ServerOptState
     ) -> tuple[Params, ServerOptState]:
-        _check_pair(global_params, merged)
-        _check_state_names(state, global_params)
+        check_pair(global_params, merged)
+        check_state_names(state, global_params)
         new: Params = {}
         m_new: Params = {}
         for name, current in global_params.items():
-            if not _is_float(current):
+            if not is_float(current):
                 new[name] = np.array(merged[name])
                 continue
             x = np.asarray(current, dtype=np.float64)
             delta = np.asarray(merged[name], dtype=np.float64) - x
-            m = self.momentum * _moment(state.m, name, x, 0.0) + delta
+            m = self.momentum * moment(state.m, name, x, 0.0) + delta
             new[name] = (x + self.server_lr * m).astype(np.asarray(current).dtype)
-            m_new[name] = m.astype(_state_dtype(current))
+            m_new[name] = m.astype(state_dtype(current))
         return new, ServerOptState(step=state.step + 1, m=m_new)
-
-
-def _check_adaptive(name: str, server_lr: float, tau: float, **decays: float) -> None:
-    _check_lr(name, server_lr)
-    for key, value in decays.items():
-        _check_decay(name, key, value)
-    if not (math.isfinite(tau) and tau > 0):
-        raise ConfigError(f"{name}: tau={tau} must be a positive number (adaptivity, e.g. 1e-3)")
-
-
-def _adaptive_step(
-    global_params: Arrays,
-    merged: Arrays,
-    state: ServerOptState,
-    *,
-    server_lr: float,
-    beta1: float,
-    tau: float,
-    second_moment: Callable[[np.ndarray, np.ndarray], np.ndarray],
-) -> tuple[Params, ServerOptState]:
-    """The step shared by FedAdagrad, FedAdam and FedYogi (Reddi et al. 2021, Algorithm 2):
-
-        m_t = beta1 m_{t-1} + (1 - beta1) delta_t
-        v_t = second_moment(v_{t-1}, delta_t^2)
-        x_{t+1} = x_t + server_lr * m_t / (sqrt(v_t) + tau)
-
-    with m_{-1} = 0 and v_{-1} = tau^2 (the paper asks v_{-1} >= tau^2), no bias correction.
-    """
-    _check_pair(global_params, merged)
-    _check_state_names(state, global_params)
-    new: Params = {}
-    m_new: Params = {}
-    v_new: Params = {}
-    for name, current in global_params.items():
-        if not _is_float(current):
-            new[name] = np.array(merged[name])
-            continue
-        x = np.asarray(current, dtype=np.float64)
-        delta = np.asarray(merged[name], dtype=np.float64) - x
-        m = beta1 * _moment(state.m, name, x, 0.0) + (1.0 - beta1) * delta
-        v = second_moment(_moment(state.v, name, x, tau**2), np.square(delta))
-        new[name] = (x + server_lr * m / (np.sqrt(v) + tau)).astype(np.asarray(current).dtype)
-        m_new[name] = m.astype(_state_dtype(current))
-        v_new[name] = v.astype(_state_dtype(current))
-    return new, ServerOptState(step=state.step + 1, m=m_new, v=v_new)
-
-
-@dataclass(frozen=True)
-class FedAdagrad:
-    """FedAdagrad (Reddi et al. 2021): ``v_t = v_{t-1} + delta_t^2``, then the shared
-    adaptive step (see `_adaptive_step`). beta1 defaults to 0: classic Adagrad, no momentum.
-    """
-
-    name: ClassVar[str] = "fedadagrad"
-    stateful: ClassVar[bool] = True
-
-    server_lr: float = 0.1
-    beta1: float = 0.0
-    tau: float = 1e-3
-
-    def __post_init__(self) -> None:
-        _check_adaptive(self.name, self.server_lr, self.tau, beta1=self.beta1)
-
-    def step(
-        self, global_params: Arrays, merged: Arrays, state: ServerOptState
-    ) -> tuple[Params, ServerOptState]:
-        return _adaptive_step(
-            global_params,
-            merged,
-            state,
-            server_lr=self.server_lr,
-            beta1=self.beta1,
-            tau=self.tau,
-            second_moment=lambda v, delta_sq: v + delta_sq,
-        )
-
-
-@dataclass(frozen=True)
-class FedAdam:
-    """FedAdam (Reddi et al. 2021): ``v_t = beta2 v_{t-1} + (1 - beta2) delta_t^2``, then
-    the shared adaptive step (see `_adaptive_step`)."""
-
-    name: ClassVar[str] = "fedadam"
-    stateful: ClassVar[bool] = True
-
-    server_lr: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
-
-    def __post_init__(self) -> None:
-        _check_adaptive(self.name, self.server_lr, self.tau, beta1=self.beta1, beta2=self.beta2)
-
-    def step(
-        self, global_params: Arrays, merged: Arrays, state: ServerOptState
-    ) -> tuple[Params, ServerOptState]:
-        beta2 = self.beta2
-        return _adaptive_step(
-            global_params,
-            merged,
-            state,
-            server_lr=self.server_lr,
-            beta1=self.beta1,
-            tau=self.tau,
-            second_moment=lambda v, delta_sq: beta2 * v + (1.0 - beta2) * delta_sq,
-        )
-
-
-@dataclass(frozen=True)
-class FedYogi:
-    """FedYogi (Reddi et al. 2021; Zaheer et al. 2018):
-    ``v_t = v_{t-1} - (1 - beta2) delta_t^2 sign(v_{t-1} - delta_t^2)``, then the shared
-    adaptive step (see `_adaptive_step`). v moves additively towards delta^2, so it grows
-    less abruptly than Adam's when the pseudo-gradient jumps."""
-
-    name: ClassVar[str] = "fedyogi"
-    stateful: ClassVar[bool] = True
-
-    server_lr: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
-
-    def __post_init__(self) -> None:
-        _check_adaptive(self.name, self.server_lr, self.tau, beta1=self.beta1, beta2=self.beta2)
-
-    def step(
-        self, global_params: Arrays, merged: Arrays, state: ServerOptState
-    ) -> tuple[Params, ServerOptState]:
-        beta2 = self.beta2
-        return _adaptive_step(
-            global_params,
-            merged,
-            state,
-            server_lr=self.server_lr,
-            beta1=self.beta1,
-            tau=self.tau,
-            second_moment=lambda v, delta_sq: v - (1.0 - beta2) * delta_sq * np.sign(v - delta_sq),
-        )

@@ -31,7 +31,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from stratafl import errors
 from stratafl.api.schema import Assignment, AssignRequest, DiscoveryInfo, ErrorBody, Health
-from stratafl.modelfile import load_params, params_to_bytes
+from stratafl.modelfile import copy_params_from_file, params_to_bytes
 from stratafl.params import Params
 from stratafl.records import (
     ClientRecord,
@@ -181,7 +181,9 @@ class ControllerClient:
     def download_params(self, model_id: str) -> Params:
         """A stored model's arrays, in memory (through a temporary file)."""
         with tempfile.TemporaryDirectory(prefix="strata-download-") as folder:
-            return load_params(self.download_model(model_id, Path(folder) / "model.safetensors"))
+            return copy_params_from_file(
+                self.download_model(model_id, Path(folder) / "model.safetensors")
+            )
 
     # -- sessions -----------------------------------------------------------------------
 

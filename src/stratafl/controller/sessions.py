@@ -3,7 +3,8 @@
 A session runs one round after another from the newest model of its trail. Each round
 returns a report (`controller.rounds`); this loop is the one place that records it: the
 round's row, its events, and the session's progress. A failed round ends the session with
-the round's reason.
+the round's reason. An operator may stop a session (it ends after the round in flight)
+or cancel it (it ends now; the round in flight is dropped and leaves nothing behind).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class SessionRunner:
         self._trail = trail
         self._rounds = RoundRunner(federation, trail, staging)
         self.current: asyncio.Task[None] | None = None
+        self._current_id: str | None = None
+        self._stop_by: str | None = None
+        self._cancel_by: str | None = None
 
     def busy(self) -> bool:
         return self.current is not None and not self.current.done()
@@ -50,10 +54,28 @@ class SessionRunner:
         )
         aggregator = parse_aggregator(config.aggregator)
         state = self._trail.optimizer_state(seed_model, aggregator)
+        self._current_id, self._stop_by, self._cancel_by = session_id, None, None
         self.current = asyncio.ensure_future(
             self._run(session_id, config, aggregator, seed_model, state)
         )
         return session_id
+
+    def stop(self, session_id: str, by: str) -> None:
+        """End ``session_id`` after the round in flight; ``by`` is recorded as who asked."""
+        self._require_running(session_id)
+        self._stop_by = by
+
+    def cancel(self, session_id: str, by: str) -> None:
+        """End ``session_id`` now; the round in flight is dropped."""
+        self._require_running(session_id)
+        self._cancel_by = by
+        assert self.current is not None
+        self.current.cancel()
+
+    def _require_running(self, session_id: str) -> None:
+        self._store.session(session_id)  # NotFoundError for an unknown id
+        if not self.busy() or self._current_id != session_id:
+            raise RoundFailed(f"session {session_id} is not running; nothing to stop")
 
     def _newest_model(self) -> str:
         newest = self._store.newest_model()
@@ -82,16 +104,30 @@ class SessionRunner:
                 assert report.record.model_out is not None
                 model_id, state = report.record.model_out, report.state
                 self._store.update_session(session_id, rounds_done=number, final_model_id=model_id)
-            self._store.update_session(
-                session_id, status=SessionStatus.FINISHED, finished_at=time.time()
-            )
-            self._store.add_event("session_finished", "controller", f"session {session_id}")
+                if self._stop_by is not None and number < config.rounds:
+                    self._end(
+                        session_id,
+                        SessionStatus.STOPPED,
+                        f"stopped by {self._stop_by} after round {number}",
+                    )
+                    return
+            self._end(session_id, SessionStatus.FINISHED, "")
+        except asyncio.CancelledError:
+            self._end(session_id, SessionStatus.CANCELLED, f"cancelled by {self._cancel_by}")
         except Exception as exc:  # the session records why it stopped; nothing is lost
             log.exception("session %s failed", session_id)
             self._store.update_session(
                 session_id, status=SessionStatus.FAILED, reason=str(exc), finished_at=time.time()
             )
             self._store.add_event("session_failed", "controller", str(exc))
+
+    def _end(self, session_id: str, status: SessionStatus, reason: str) -> None:
+        self._store.update_session(
+            session_id, status=status, reason=reason, finished_at=time.time()
+        )
+        self._store.add_event(
+            f"session_{status}", "controller", f"session {session_id}", reason=reason
+        )
 
     def _record(self, report: RoundReport) -> None:
         record = report.record

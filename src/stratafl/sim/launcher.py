@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from stratafl.controller.main import ControllerOptions
 from stratafl.errors import StrataError, UnavailableError
 from stratafl.records import ModelRecord, RoundRecord, SessionRecord
 from stratafl.settings import SessionConfig
-from stratafl.sim.processes import ProcessGroup, controller_info
+from stratafl.sim.processes import ProcessGroup
 from stratafl.status import ClientStatus, SessionStatus
 
 Progress = Callable[[SessionRecord, list[RoundRecord]], None]
@@ -108,7 +109,7 @@ class LocalFederation:
             database_url=self.spec.database_url,
             ready_file=self.group.ready_file("controller"),
         )
-        info = controller_info(self.group.start("controller", options).wait_ready())
+        info = json.loads(self.group.start("controller", options).wait_ready())
         self.url, self.grpc_address = info["url"], info["grpc_address"]
         self._client = ControllerClient(self.url, timeout=REST_TIMEOUT_SECONDS)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -96,10 +95,6 @@ class ProcessGroup:
                 tier.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 tier.kill()
-
-
-def controller_info(ready_text: str) -> dict[str, str]:
-    return dict(json.loads(ready_text))
 
 
 def _tail(path: Path, lines: int = 20) -> str:
