@@ -25,7 +25,7 @@ from stratafl.controller.link import CombinerAnswer, RoundTask, read_answer, rou
 from stratafl.controller.sessions import SessionRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import UnavailableError
-from stratafl.modelfile import load_params, save_params
+from stratafl.modelfile import copy_params_from_file, save_params
 from stratafl.params import TensorSpec, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.store.models import ModelStore
@@ -181,7 +181,7 @@ async def _serve(
             continue
         path = combiner.cache.cached_path(task.model_id)
         assert path is not None, "a task's model is cached before the task is sent"
-        params = load_params(path)
+        params = copy_params_from_file(path)
         if task.kind == pb.VALIDATE:
             metrics = {"accuracy": float(index), "num_examples": 10.0 * (index + 1)}
             rounds.accept_validation(

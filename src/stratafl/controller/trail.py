@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stratafl.aggregate import Aggregator, ServerOptState
-from stratafl.modelfile import read_params, save_params
+from stratafl.modelfile import copy_params_from_stream, save_params
 from stratafl.params import Params, num_parameters
 from stratafl.records import ModelRecord
 from stratafl.store.models import ModelStore, new_model_id
@@ -89,7 +89,7 @@ class ModelTrail:
 
         def read() -> Params:
             with self._models.open(model_id) as stream:
-                return read_params(stream)[0]
+                return copy_params_from_stream(stream)[0]
 
         return await asyncio.to_thread(read)
 
@@ -103,7 +103,7 @@ class ModelTrail:
         if not self._models.exists(state_id):
             return ServerOptState()
         with self._models.open(state_id) as stream:
-            arrays, metadata = read_params(stream)
+            arrays, metadata = copy_params_from_stream(stream)
         if metadata.get("optimizer") != aggregator.optimizer_spec:
             return ServerOptState()
         return ServerOptState.from_arrays(arrays)
