@@ -10,6 +10,7 @@ from stratafl.controller.discovery import Discovery
 from stratafl.controller.link import CombinerLinks
 from stratafl.controller.sessions import SessionRunner
 from stratafl.controller.trail import ModelTrail
+from stratafl.controller.trust import Trust
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
 
@@ -32,3 +33,5 @@ class Controller:
         self.links = CombinerLinks(self.discovery, credentials=channel_credentials)
         self.sessions = SessionRunner(self.store, self.trail, self.links, workdir / "staging")
         self.grpc_address = ""
+        self.trust: Trust | None = None
+        """The federation's CA, token signer and verifier; None when started --insecure."""

@@ -1,0 +1,62 @@
+"""Who may call what: one table for every RPC and one for every REST endpoint.
+
+Checked in one place each (the gRPC `AuthInterceptor`, the REST API's auth dependency);
+anything not listed is refused, so a new method cannot be forgotten open. Tests walk the
+gRPC service descriptors and the OpenAPI document and prove every entry refuses a
+missing token, a wrong role, and an expired or revoked one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from stratafl.security.roles import Role
+
+_CLIENT = frozenset({Role.CLIENT})
+_COMBINER = frozenset({Role.COMBINER})
+_CONTROLLER = frozenset({Role.CONTROLLER})
+_ADMIN = frozenset({Role.ADMIN})
+PUBLIC: frozenset[Role] = frozenset()
+"""No credentials needed (health checks only)."""
+
+GRPC_ROLES: Mapping[str, frozenset[Role]] = {
+    # a client opens its own stream and answers its own tasks
+    "/stratafl.v1.Combiner/TaskStream": _CLIENT,
+    "/stratafl.v1.Combiner/DownloadModel": _CLIENT,
+    "/stratafl.v1.Combiner/UploadUpdate": _CLIENT,
+    "/stratafl.v1.Combiner/ReportValidation": _CLIENT,
+    "/stratafl.v1.Combiner/ReportFailure": _CLIENT,
+    # only the controller may run a round on a combiner or ask who is connected: no one
+    # else ever receives a partial, let alone an individual update
+    "/stratafl.v1.Combiner/RunRound": _CONTROLLER,
+    "/stratafl.v1.Combiner/GetStatus": _CONTROLLER,
+    # a combiner registers itself, reports its clients and fetches global models
+    "/stratafl.v1.Controller/RegisterCombiner": _COMBINER,
+    "/stratafl.v1.Controller/Heartbeat": _COMBINER,
+    "/stratafl.v1.Controller/ReportClientEvent": _COMBINER,
+    "/stratafl.v1.Controller/DownloadModel": _COMBINER,
+}
+
+REST_ROLES: Mapping[tuple[str, str], frozenset[Role]] = {
+    ("GET", "/api/v1/health"): PUBLIC,
+    ("GET", "/api/v1/discovery"): frozenset({Role.COMBINER, Role.ADMIN}),
+    ("POST", "/api/v1/assign"): _CLIENT,
+    ("POST", "/api/v1/certificates"): frozenset({Role.COMBINER, Role.CLIENT}),
+    ("GET", "/api/v1/combiners"): _ADMIN,
+    ("GET", "/api/v1/clients"): _ADMIN,
+    ("POST", "/api/v1/models"): _ADMIN,
+    ("GET", "/api/v1/models"): _ADMIN,
+    ("GET", "/api/v1/models/{model_id}"): _ADMIN,
+    ("GET", "/api/v1/models/{model_id}/trail"): _ADMIN,
+    ("GET", "/api/v1/models/{model_id}/download"): _ADMIN,
+    ("POST", "/api/v1/sessions"): _ADMIN,
+    ("GET", "/api/v1/sessions"): _ADMIN,
+    ("GET", "/api/v1/sessions/{session_id}"): _ADMIN,
+    ("GET", "/api/v1/sessions/{session_id}/rounds"): _ADMIN,
+    ("POST", "/api/v1/sessions/{session_id}/stop"): _ADMIN,
+    ("POST", "/api/v1/sessions/{session_id}/cancel"): _ADMIN,
+    ("GET", "/api/v1/events"): _ADMIN,
+    ("POST", "/api/v1/tokens"): _ADMIN,
+    ("GET", "/api/v1/tokens"): _ADMIN,
+    ("DELETE", "/api/v1/tokens/{token_id}"): _ADMIN,
+}
