@@ -283,9 +283,11 @@ def test_issue_refuses_bad_arguments(args: tuple[Any, ...], kwargs: dict[str, An
         SIGNER.issue(*args, **kwargs)
 
 
-def test_the_signing_key_is_created_private_and_reloaded(tmp_path: Path):
+@pytest.mark.parametrize("umask", [0o000, 0o277])  # the mode must not depend on the umask
+def test_the_signing_key_is_created_private_and_reloaded(tmp_path: Path, umask: int):
     path = tmp_path / "secrets" / "token.key"
-    old_umask = os.umask(0)  # the mode must not depend on the umask
+    path.parent.mkdir()
+    old_umask = os.umask(umask)
     try:
         signer = TokenSigner.load_or_create(path)
     finally:
