@@ -56,7 +56,13 @@ def measure(rule: str, clients: int, params: int) -> dict:
         federation.client.upload_model(NoisyApp(params, 0).initial_params(0))
         pid = next(t for t in federation.group.tiers if t.name == "combiner-0").process.pid
         runtimes = [
-            ClientRuntime(f"c{i}", federation.url, NoisyApp(params, i)) for i in range(clients)
+            ClientRuntime(
+                f"c{i}",
+                federation.url,
+                NoisyApp(params, i),
+                credentials=federation.credentials(f"c{i}"),
+            )
+            for i in range(clients)
         ]
         for runtime in runtimes:
             threading.Thread(target=runtime.run, daemon=True).start()

@@ -61,7 +61,12 @@ def measure(
     with LocalFederation(spec) as federation:
         federation.client.upload_model(TrivialApp(params).initial_params(0))
         runtimes = [
-            ClientRuntime(f"bench-{i}", federation.url, TrivialApp(params))
+            ClientRuntime(
+                f"bench-{i}",
+                federation.url,
+                TrivialApp(params),
+                credentials=federation.credentials(f"bench-{i}"),
+            )
             for i in range(0 if in_processes else clients)
         ]
         for runtime in runtimes:

@@ -8,6 +8,7 @@ processes it starts:
     STRATA_TEST_POISON       a client id whose update holds NaN
     STRATA_TEST_BOOST        a client id whose shift is multiplied by 100 (model poisoning)
     STRATA_TEST_SLOW         a client id that takes 30 s more to train (a straggler)
+    STRATA_TEST_INFLATE      a client id that claims 2**62 examples (a weight attack)
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ class ShiftApp:
         if os.environ.get("STRATA_TEST_POISON") == self.context.client_id:
             new["w"] = new["w"].copy()
             new["w"][0] = np.nan
-        return TrainResult(
-            new, num_examples=10 * (self.context.partition_id + 1), metrics={"shift": float(shift)}
-        )
+        examples = 10 * (self.context.partition_id + 1)
+        if os.environ.get("STRATA_TEST_INFLATE") == self.context.client_id:
+            examples = 2**62
+        return TrainResult(new, num_examples=examples, metrics={"shift": float(shift)})
 
     def validate(self, params: Params, config: Config) -> Mapping[str, float]:
         return {"accuracy": float(np.mean(params["w"])), "loss": 0.0, "num_examples": 1.0}

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from stratafl.combiner.claims import Caller
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.runner import RoundRunner as CombinerRounds
@@ -177,7 +178,9 @@ async def _serve(
             rounds.client_left(client_id)
             continue
         if behaviour is Behaviour.FAILS:
-            rounds.accept_failure(pb.TaskFailure(task_id=task.task_id, reason="ValueError: no"))
+            rounds.accept_failure(
+                pb.TaskFailure(task_id=task.task_id, reason="ValueError: no"), Caller(client_id)
+            )
             continue
         path = combiner.cache.cached_path(task.model_id)
         assert path is not None, "a task's model is cached before the task is sent"
@@ -185,7 +188,8 @@ async def _serve(
         if task.kind == pb.VALIDATE:
             metrics = {"accuracy": float(index), "num_examples": 10.0 * (index + 1)}
             rounds.accept_validation(
-                pb.ValidationReport(task_id=task.task_id, client_id=client_id, metrics=metrics)
+                pb.ValidationReport(task_id=task.task_id, client_id=client_id, metrics=metrics),
+                Caller(client_id),
             )
             continue
         value = np.nan if behaviour is Behaviour.NAN else index + 1.0
@@ -199,4 +203,4 @@ async def _serve(
         )
         messages = send_model(pb.UpdateChunk, header, params_chunks(trained))
         incoming = await receive_model(aiter_of(messages), "an update")  # type: ignore[arg-type]
-        await rounds.accept_update(incoming)
+        await rounds.accept_update(incoming, Caller(client_id))

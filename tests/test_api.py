@@ -13,7 +13,7 @@ import pytest
 
 from stratafl import errors
 from stratafl.api.schema import ErrorBody
-from stratafl.controller import rest
+from stratafl.controller import rest_models
 from stratafl.controller.rest import HTTP_STATUS, create_api
 from stratafl.controller.wiring import Controller
 from stratafl.modelfile import params_to_bytes
@@ -140,7 +140,7 @@ def test_openapi_declares_every_answer(api):
         for path, item in spec["paths"].items()
         for method, operation in item.items()
     ]
-    assert len(operations) == 15
+    assert len(operations) == 21
     error_ref = "#/components/schemas/ErrorBody"
     for name, operation in operations:
         responses = operation["responses"]
@@ -265,7 +265,7 @@ def test_an_upload_is_written_checked_and_published_off_the_event_loop(
     monkeypatch.setattr(
         controller.trail, "publish_file", spy("publish", controller.trail.publish_file)
     )
-    monkeypatch.setattr(rest, "check_model_file", spy("check", rest.check_model_file))
+    monkeypatch.setattr(rest_models, "check_model_file", spy("check", rest_models.check_model_file))
     created = api.post("/api/v1/models", content=_model_body({"w": np.ones(3, dtype=np.float32)}))
     assert created.status_code == 201
     assert set(threads) == {"staging", "open", "write", "close", "check", "publish"}

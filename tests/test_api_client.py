@@ -13,6 +13,7 @@ from stratafl.api import Assignment, ControllerClient
 from stratafl.api.client import ERRORS
 from stratafl.modelfile import params_to_bytes
 from stratafl.records import RoundRecord, SessionRecord
+from stratafl.security import CertificateAuthority
 from stratafl.settings import SessionConfig
 
 URL = "http://controller:8080"
@@ -197,3 +198,86 @@ def test_an_id_stays_one_path_segment():
     with pytest.raises(errors.NotFoundError):
         _client(handler).trail("../sessions?x=1")
     assert paths == ["/api/v1/models/..%2Fsessions%3Fx%3D1/trail"]
+
+
+TOKEN_RECORD = {
+    "token_id": "t1",
+    "name": "hospital-3",
+    "subject": "hospital-3",
+    "role": "client",
+    "issued_at": 1.0,
+    "expires_at": 2.0,
+}
+
+
+def test_the_token_goes_in_the_authorization_header_of_every_request():
+    headers: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers.append(request.headers.get("authorization"))
+        return httpx.Response(200, json={"status": "ok"})
+
+    with ControllerClient(
+        URL, token=" st1.abc.def\n", transport=httpx.MockTransport(handler)
+    ) as api:
+        api.health()
+    with _client(handler) as anonymous:
+        anonymous.health()
+    assert headers == ["Bearer st1.abc.def", None]
+    for bad in ("", "two words", "line\nbreak", "naïve"):
+        with pytest.raises(errors.ConfigError, match="exactly as `strata token create`"):
+            ControllerClient(URL, token=bad)
+
+
+def test_verify_takes_the_federations_ca_file(tmp_path):
+    CertificateAuthority.load_or_create(tmp_path / "trust")
+    ControllerClient("https://controller:8443", verify=tmp_path / "trust" / "ca.crt").close()
+    ControllerClient("https://controller:8443", verify=False).close()
+    with pytest.raises(errors.ConfigError, match="cannot load the CA certificate"):
+        ControllerClient("https://controller:8443", verify=tmp_path / "missing.crt")
+
+
+def test_the_new_operations_go_to_their_paths_and_come_back_typed():
+    seen: list[tuple[str, str, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, str(request.url), request.read()))
+        path = request.url.path
+        if path.endswith(("/stop", "/cancel")):
+            return httpx.Response(200, json=SESSION)
+        if path == "/api/v1/tokens" and request.method == "POST":
+            return httpx.Response(201, json={"token": "st1.a.b", "record": TOKEN_RECORD})
+        if path == "/api/v1/tokens/t1":
+            return httpx.Response(200, json=TOKEN_RECORD | {"revoked_at": 3.0})
+        if path == "/api/v1/certificates":
+            return httpx.Response(200, json={"certificate_pem": "CERT", "ca_pem": "CA"})
+        return httpx.Response(200, json=[TOKEN_RECORD] if path == "/api/v1/tokens" else [])
+
+    with _client(handler) as api:
+        assert api.stop_session("s1").status == "running"
+        assert api.cancel_session("s1").id == "s1"
+        issued = api.create_token("hospital-3", "client", max_examples=500)
+        assert (issued.token, issued.record.token_id) == ("st1.a.b", "t1")
+        assert api.tokens(limit=5)[0].subject == "hospital-3"
+        assert api.revoke_token("t1").revoked_at == 3.0
+        assert api.request_certificate(b"CSR", ["10.0.0.1"]).ca_pem == "CA"
+        assert api.sessions(limit=2) == [] and api.combiners(limit=3) == []
+    assert [(method, url) for method, url, _ in seen] == [
+        ("POST", f"{URL}/api/v1/sessions/s1/stop"),
+        ("POST", f"{URL}/api/v1/sessions/s1/cancel"),
+        ("POST", f"{URL}/api/v1/tokens"),
+        ("GET", f"{URL}/api/v1/tokens?limit=5"),
+        ("DELETE", f"{URL}/api/v1/tokens/t1"),
+        ("POST", f"{URL}/api/v1/certificates"),
+        ("GET", f"{URL}/api/v1/sessions?limit=2"),
+        ("GET", f"{URL}/api/v1/combiners?limit=3"),
+    ]
+    body = json.loads(seen[2][2])
+    assert body == {
+        "name": "hospital-3",
+        "role": "client",
+        "subject": None,
+        "ttl_seconds": 90 * 24 * 3600.0,
+        "max_examples": 500,
+    }
+    assert json.loads(seen[5][2]) == {"csr_pem": "CSR", "hosts": ["10.0.0.1"]}

@@ -3,6 +3,7 @@ options, as the launcher does)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 from stratafl import errors
 from stratafl.api import ControllerClient
 from stratafl.controller.main import ControllerOptions
+from stratafl.security import Role
 from stratafl.settings import SessionConfig
-from stratafl.sim.processes import ProcessGroup, controller_info
+from stratafl.sim.processes import ProcessGroup
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +30,11 @@ def api(tmp_path: Path) -> Iterator[ControllerClient]:
         ready_file=group.ready_file("controller"),
     )
     try:
-        info = controller_info(group.start("controller", options).wait_ready())
-        with ControllerClient(info["url"], timeout=30) as client:
+        info = json.loads(group.start("controller", options).wait_ready())
+        admin = Path(info["admin_token_file"]).read_text()
+        with ControllerClient(
+            info["url"], timeout=30, token=admin, verify=info["ca_file"]
+        ) as client:
             assert client.discovery().grpc_address == info["grpc_address"]
             yield client
     finally:
@@ -48,8 +53,12 @@ def test_models_sessions_and_errors_against_a_real_controller(api, tmp_path):
 
     with pytest.raises(errors.NotFoundError, match="nope"):
         api.model("nope")
-    with pytest.raises(errors.UnavailableError):  # no combiner has registered
+    with pytest.raises(errors.PermissionDenied):  # an admin is not a client
         api.assign("client-0")
+    issued = api.create_token("client-0", Role.CLIENT)
+    as_client = ControllerClient(api.url, token=issued.token, verify=False, timeout=30)
+    with as_client, pytest.raises(errors.UnavailableError):  # no combiner has registered
+        as_client.assign("client-0")
     assert api.combiners() == []
 
     # No client ever connects: the session's first round fails, and says why.

@@ -1,10 +1,13 @@
-"""The README's manual path: each tier started with its own `strata ... start` command, a
-seed model uploaded with `strata seed`, a session started over REST (as with curl), followed
-with the Python REST client."""
+"""The README's manual path: each tier started with its own `strata ... start` command,
+secured as by default (TLS, tokens issued with `strata token create`), a seed model uploaded
+with `strata seed`, a session started over REST (as with curl), followed with the Python
+REST client."""
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,11 +52,27 @@ def _until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def _token(role: str, name: str, env: dict[str, str], folder: Path) -> Path:
+    """`strata token create ... > name.token`, as the README shows."""
+    made = subprocess.run(
+        [sys.executable, "-m", "stratafl.cli", "token", "create", "--role", role, "--name", name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+    )
+    path = folder / f"{name}.token"
+    path.write_text(made.stdout)
+    return path
+
+
 def test_each_tier_started_by_hand_runs_a_session(tmp_path):
     port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     log = tmp_path / "tiers.log"
-    api = ControllerClient(url)
+    trust = tmp_path / "controller" / "trust"
+    ca = trust / "ca.crt"
     processes = [
         _strata(
             "controller",
@@ -65,16 +84,32 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
             log=log,
         )
     ]
+    api = None
     try:
+        _until(lambda: (trust / "admin.token").exists(), 60, "the controller's trust folder")
+        env = dict(
+            os.environ,
+            STRATA_CONTROLLER=url,
+            STRATA_TOKEN_FILE=str(trust / "admin.token"),
+            STRATA_CA_FILE=str(ca),
+        )
+        api = ControllerClient(url, token=(trust / "admin.token").read_text(), verify=ca)
         _until(lambda: api.health().status == "ok", 60, "the controller")
+        tokens = {
+            name: _token(role, name, env, tmp_path)
+            for role, name in [("combiner", "edge-1"), ("combiner", "edge-2")]
+            + [("client", f"hand-{i}") for i in range(3)]
+        }
         processes.append(
             _strata(
                 "combiner",
                 "start",
                 "--controller",
                 url,
-                "--id",
-                "edge-1",
+                "--token-file",
+                str(tokens["edge-1"]),
+                "--ca-file",
+                str(ca),
                 "--max-clients",
                 "1",
                 "--workdir",
@@ -88,8 +123,10 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
                 "start",
                 "--controller",
                 url,
-                "--id",
-                "edge-2",
+                "--token-file",
+                str(tokens["edge-2"]),
+                "--ca-file",
+                str(ca),
                 "--workdir",
                 str(tmp_path / "c2"),
                 log=log,
@@ -105,8 +142,10 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
                     url,
                     "--app",
                     TEST_APP,
-                    "--id",
-                    f"hand-{i}",
+                    "--token-file",
+                    str(tokens[f"hand-{i}"]),
+                    "--ca-file",
+                    str(ca),
                     "--partition-id",
                     str(i),
                     "--num-partitions",
@@ -120,17 +159,23 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
             "3 connected clients",
         )
         seeded = subprocess.run(
-            [sys.executable, "-m", "stratafl.cli", "seed", "--controller", url, "--app", TEST_APP],
+            [sys.executable, "-m", "stratafl.cli", "seed", "--app", TEST_APP],
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
+            env=env,
         )
         seed_id = seeded.stdout.strip()
         assert api.model(seed_id).id == seed_id
 
         body = {"rounds": 2, "min_clients": 3}
-        session = httpx.post(f"{url}/api/v1/sessions", json=body).json()
+        admin = {"Authorization": f"Bearer {(trust / 'admin.token').read_text()}"}
+        tls = ssl.create_default_context(cafile=ca)
+        anonymous = httpx.post(f"{url}/api/v1/sessions", json=body, verify=tls)
+        assert anonymous.status_code == 401
+        session = httpx.post(f"{url}/api/v1/sessions", json=body, headers=admin, verify=tls)
+        session = session.json()
         done = _until(
             lambda: (s := api.session(session["id"])).status != "running" and s,
             120,
@@ -146,7 +191,8 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
         assert events.count("combiner_registered") == 2 and "session_finished" in events
         print(done.model_dump_json())
     finally:
-        api.close()
+        if api is not None:
+            api.close()
         for process in processes:
             process.terminate()
         for process in processes:

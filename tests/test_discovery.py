@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from stratafl.controller.discovery import OFFLINE_AFTER_SECONDS, Discovery
-from stratafl.controller.rounds import split_quota
+from stratafl.controller.tally import split_quota
 from stratafl.errors import UnavailableError
 from stratafl.settings import SessionConfig
 from stratafl.status import ClientStatus, CombinerStatus
@@ -125,3 +125,29 @@ def test_clients_wanted_reads_fractions_and_counts(per_round, min_clients, conne
 def test_fractional_counts_are_refused():
     with pytest.raises(ValueError, match="whole count"):
         SessionConfig(clients_per_round=2.5)
+
+
+def test_a_hint_from_a_client_that_was_never_on_that_combiner_takes_nothing_down(discovery):
+    discovery.register("a", "127.0.0.1:1", 10)
+    discovery.register("b", "127.0.0.1:2", 10)
+    discovery.client_event("b", "stranger", connected=True)
+    assert discovery.assign("stranger", failed_combiner="a").combiner_id == "b"
+    assert sorted(e.combiner_id for e in discovery.online()) == ["a", "b"]
+
+
+def test_each_client_counts_once_and_a_restart_forgets_stale_hints(discovery):
+    discovery.register("a", "127.0.0.1:1", 10)
+    discovery.register("b", "127.0.0.1:2", 10)
+    discovery.client_event("a", "c0", connected=True)
+    discovery.assign("c0", failed_combiner="a")
+    assert [e.combiner_id for e in discovery.online()] == ["b"]
+    discovery.register("a", "127.0.0.1:3", 10)  # a new process under the same id
+    # c0's old hint names the id, not the new process: it is not counted again
+    assert discovery.assign("c0", failed_combiner="a").combiner_id == "b"
+    assert sorted(e.combiner_id for e in discovery.online()) == ["a", "b"]
+
+
+def test_an_address_is_held_by_one_online_combiner(discovery):
+    discovery.register("a", "127.0.0.1:1", 10)
+    assert discovery.holder_of("127.0.0.1:1") == "a"
+    assert discovery.holder_of("127.0.0.1:9") is None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from stratafl.admin_cli import CaFile, ControllerUrl, Token, TokenFile, connect, token_cli
 from stratafl.client.app import ClientContext, load_app
 from stratafl.console import RunView, console, print_promise
 from stratafl.errors import StrataError
@@ -32,6 +33,7 @@ client_cli = typer.Typer(help="Tier 1: trains on private data.")
 app.add_typer(controller_cli, name="controller")
 app.add_typer(combiner_cli, name="combiner")
 app.add_typer(client_cli, name="client")
+app.add_typer(token_cli, name="token")
 
 DEMO_APP = "stratafl.apps.fashion_mnist:make_app"
 """The demo's client app, shipped in the package (its source is an example to copy)."""
@@ -53,8 +55,19 @@ def controller_start(
     database_url: Annotated[str | None, typer.Option(help="default: SQLite in workdir")] = None,
     model_store: Annotated[str | None, typer.Option(help="default: workdir/models")] = None,
     ready_file: Path | None = None,
+    insecure: Annotated[
+        bool, typer.Option(help="no TLS and no tokens: allowed on a loopback --host only")
+    ] = False,
+    mutual_tls: Annotated[
+        bool, typer.Option(help="gRPC callers must also present a certificate of the CA")
+    ] = False,
+    tls_host: Annotated[
+        list[str] | None,
+        typer.Option(help="another name or address the controller is reached at (repeat)"),
+    ] = None,
     verbose: bool = False,
 ) -> None:
+    """Serve the REST API and the combiners' gRPC service, TLS and tokens by default."""
     from stratafl.controller.main import ControllerOptions
 
     options = ControllerOptions(
@@ -65,23 +78,28 @@ def controller_start(
         database_url=database_url,
         model_store=model_store,
         ready_file=ready_file,
+        insecure=insecure,
+        mutual_tls=mutual_tls,
+        tls_hosts=tuple(tls_host or ()),
     )
     _start_tier(options, verbose)
 
 
 @combiner_cli.command("start")
 def combiner_start(
-    controller: Annotated[
-        str, typer.Option(help="the controller's URL, e.g. http://127.0.0.1:8080")
-    ],
+    controller: ControllerUrl,
     host: str = "127.0.0.1",
     port: int = 0,
     max_clients: int = 1000,
     id: Annotated[str | None, typer.Option("--id")] = None,  # noqa: A002
     workdir: Path | None = None,
     ready_file: Path | None = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+    insecure: Annotated[bool, typer.Option(help="for a controller started --insecure")] = False,
     verbose: bool = False,
 ) -> None:
+    """Serve clients and aggregate their updates; its id is its token's subject."""
     from stratafl.combiner.main import CombinerOptions
 
     options = CombinerOptions(
@@ -92,21 +110,28 @@ def combiner_start(
         max_clients=max_clients,
         combiner_id=id,
         ready_file=ready_file,
+        token_file=token_file,
+        ca_file=ca_file,
+        insecure=insecure,
     )
     _start_tier(options, verbose)
 
 
 @client_cli.command("start")
 def client_start(
-    controller: Annotated[str, typer.Option(help="the controller's URL")],
+    controller: ControllerUrl,
     app_spec: Annotated[str, typer.Option("--app", help="module:attr or file.py:attr")],
     id: Annotated[str | None, typer.Option("--id")] = None,  # noqa: A002
     partition_id: int = 0,
     num_partitions: int = 1,
     partitioner: str = "iid",
     seed: int = 0,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+    insecure: Annotated[bool, typer.Option(help="for a controller started --insecure")] = False,
     verbose: bool = False,
 ) -> None:
+    """Train and validate on this client's data; its id is its token's subject."""
     from stratafl.client.main import ClientOptions
 
     options = ClientOptions(
@@ -117,21 +142,25 @@ def client_start(
         num_partitions=num_partitions,
         partitioner=partitioner,
         seed=seed,
+        token_file=token_file,
+        ca_file=ca_file,
+        insecure=insecure,
     )
     _start_tier(options, verbose)
 
 
 @app.command("seed")
 def seed_model(
-    controller: Annotated[str, typer.Option(help="the controller's URL")],
+    controller: ControllerUrl,
     app_spec: Annotated[str, typer.Option("--app", help="module:attr or file.py:attr")],
     seed: int = 0,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Upload the app's freshly initialised model: the seed of the next session."""
-    from stratafl.api import ControllerClient
-
     app_obj = load_app(app_spec, ClientContext(num_partitions=1, seed=seed))
-    with ControllerClient(controller, timeout=60) as api:
+    with connect(controller, token, token_file, ca_file) as api:
         record = api.upload_model(app_obj.initial_params(seed))
     console.print(record.id)
 

@@ -21,7 +21,11 @@ import numpy as np
 from stratafl.errors import ModelFormatError
 from stratafl.params import Params, TensorSpec, dtype_of, specs_of, total_bytes
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 1 << 20
+"""Refused unread above 1 MiB: a real header is about 100 bytes per tensor."""
+MAX_MODEL_BYTES = 1 << 40
+"""No header may announce over 1 TiB; callers with a tighter limit pass ``max_bytes``."""
+MAX_DIMS = 32  # numpy's oldest limit on the number of dimensions of an array
 READ_PIECE_BYTES = 4 * 1024 * 1024
 """How much of a file is read at a time when it is copied into memory."""
 
@@ -44,44 +48,98 @@ def encode_header(specs: Sequence[TensorSpec], metadata: Mapping[str, str] | Non
     return struct.pack("<Q", len(raw)) + raw
 
 
-def read_header(stream: BinaryIO) -> tuple[list[TensorSpec], dict[str, str]]:
-    """Read the header at the current position; leaves ``stream`` at the first data byte."""
+def read_header(
+    stream: BinaryIO, *, max_bytes: int = MAX_MODEL_BYTES
+) -> tuple[list[TensorSpec], dict[str, str]]:
+    """Read the header at the current position; leaves ``stream`` at the first data byte.
+
+    The header may come from anyone, so it is bounded before it is read and checked as
+    the safetensors library does: tensors back to back from offset 0 in offset order, each
+    spanning exactly its dtype and shape (sizes in Python ints, which cannot wrap), no
+    duplicate names, and at least one byte of data, at most ``max_bytes``.
+    """
     prefix = stream.read(8)
     if len(prefix) != 8:
         raise ModelFormatError("model file is shorter than its 8-byte header length")
     (length,) = struct.unpack("<Q", prefix)
     if length > MAX_HEADER_BYTES:
         raise ModelFormatError(
-            f"model header claims {length} bytes; the limit is {MAX_HEADER_BYTES}"
+            f"model header claims {length} bytes; the limit is {MAX_HEADER_BYTES} (1 MiB): "
+            "send a safetensors file"
         )
+    if len(raw := stream.read(length)) != length:
+        raise ModelFormatError(f"model header ends after {len(raw)} of {length} bytes: truncated")
+    header = _parse_header(raw)
+    metadata = _metadata(header.pop("__metadata__", {}))
+    placed = [_placed(name, entry, max_bytes) for name, entry in header.items()]
+    return _laid_out(placed, max_bytes), metadata
+
+
+def _parse_header(raw: bytes) -> dict[str, object]:
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        if len(obj := dict(pairs)) != len(pairs):  # JSON would let the last one win
+            raise ModelFormatError("model header names a tensor or a field twice")
+        return obj
+
     try:
-        header = json.loads(stream.read(length))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(raw, object_pairs_hook=unique)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFormatError(f"model header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise ModelFormatError("model header must be a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    placed: list[tuple[int, int, TensorSpec]] = []
-    for name, entry in header.items():
-        try:
-            begin, end = (int(x) for x in entry["data_offsets"])
-            spec = TensorSpec(name, str(entry["dtype"]), tuple(int(d) for d in entry["shape"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"tensor {name!r} has a malformed header entry: {exc}") from exc
-        dtype_of(spec.dtype)
-        if end - begin != spec.nbytes:
-            raise ModelFormatError(
-                f"tensor {name!r} spans {end - begin} bytes but {spec.dtype}{list(spec.shape)} "
-                f"needs {spec.nbytes}"
-            )
-        placed.append((begin, end, spec))
+    return header
+
+
+def _metadata(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ModelFormatError("model header's __metadata__ must be an object of strings")
+    return dict(value)
+
+
+def _whole(value: object) -> bool:
+    return type(value) is int and value >= 0  # bool is an int subclass, and not a size
+
+
+def _placed(name: str, entry: object, max_bytes: int) -> tuple[int, int, TensorSpec]:
+    """One tensor's ``(begin, end, spec)`` after checking its entry field by field."""
+    where = f"tensor {name!r}"
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise ModelFormatError(f"{where}: its entry must be exactly dtype, shape, data_offsets")
+    dtype, shape, offsets = str(entry["dtype"]), entry["shape"], entry["data_offsets"]
+    dtype_of(dtype)
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS:
+        raise ModelFormatError(f"{where}: shape must be a list of at most {MAX_DIMS} sizes")
+    if not all(_whole(d) and d <= max_bytes for d in shape):
+        raise ModelFormatError(f"{where}: shape {shape} must hold sizes from 0 to {max_bytes}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_whole, offsets))):
+        raise ModelFormatError(f"{where}: data_offsets must be [begin, end], whole numbers")
+    begin, end = offsets
+    if end < begin:
+        raise ModelFormatError(f"{where}: data_offsets {offsets} end before they begin")
+    spec = TensorSpec(name, dtype, tuple(shape))  # sizes in Python ints: nothing wraps
+    if end - begin != spec.nbytes:
+        raise ModelFormatError(
+            f"{where} spans {end - begin} bytes but {dtype}{shape} needs {spec.nbytes}"
+        )
+    return begin, end, spec
+
+
+def _laid_out(placed: list[tuple[int, int, TensorSpec]], max_bytes: int) -> list[TensorSpec]:
+    """The specs in offset order, after checking they tile the data from byte 0."""
+    if not placed:
+        raise ModelFormatError("model header lists no tensors; a model needs at least one")
     placed.sort(key=lambda item: (item[0], item[1]))
     expected = 0
     for begin, end, spec in placed:
         if begin != expected:
-            raise ModelFormatError(f"tensor {spec.name!r} starts at {begin}, expected {expected}")
+            where = f"tensor {spec.name!r} starts at byte {begin}"
+            raise ModelFormatError(f"{where}, expected {expected}: no gaps or overlaps")
         expected = end
-    return [spec for _, _, spec in placed], dict(metadata)
+    if expected == 0:
+        raise ModelFormatError("model holds no data: every tensor is empty")
+    if expected > max_bytes:
+        raise ModelFormatError(f"model holds {expected} bytes, over the limit of {max_bytes}")
+    return [spec for _, _, spec in placed]
 
 
 def read_pieces(stream: BinaryIO, nbytes: int, piece_bytes: int) -> Iterator[bytes]:
@@ -164,11 +222,11 @@ def save_params(
             writer.write(data)
 
 
-def check_model_file(path: Path) -> list[TensorSpec]:
+def check_model_file(path: Path, *, max_bytes: int = MAX_MODEL_BYTES) -> list[TensorSpec]:
     """The layout of a model file, after checking that its data is exactly as long as its
     header says; reads the header only."""
     with open(path, "rb") as stream:
-        specs, _ = read_header(stream)
+        specs, _ = read_header(stream, max_bytes=max_bytes)
         data_start = stream.tell()
     size = os.path.getsize(path)
     if size != data_start + total_bytes(specs):

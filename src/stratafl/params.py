@@ -8,6 +8,7 @@ so bytes can always be reinterpreted safely: there is no pickle anywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -73,11 +74,12 @@ class TensorSpec:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        """Python ints, never numpy's int64, which wraps: [2**32, 2**32] is not 0 elements."""
+        return math.prod(int(d) for d in self.shape)
 
     @property
     def nbytes(self) -> int:
-        return self.size * self.numpy_dtype.itemsize
+        return self.size * int(self.numpy_dtype.itemsize)
 
     @classmethod
     def of(cls, name: str, array: np.ndarray) -> TensorSpec:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from stratafl.aggregate import blocks
 from stratafl.aggregate.blocks import coordinate_blocks, flat
 from stratafl.errors import ConfigError
 from stratafl.params import Params, TensorSpec, check_same_layout, specs_of
@@ -36,8 +37,13 @@ class WeightedMeanFold:
         check_same_layout(self._specs, specs_of(update))
         for name, total in self._sums.items():
             flat_total, flat_update = flat(total), flat(update[name])
-            for block in coordinate_blocks(flat_total.size, 1):
-                flat_total[block] += weight * flat_update[block].astype(np.float64)
+            # one float64 block of scratch, reused: no further temporary of that size
+            scratch = np.empty(min(flat_total.size, blocks.BLOCK_ELEMENTS // 4), dtype=np.float64)
+            for block in coordinate_blocks(flat_total.size, 4):
+                part = scratch[: block.stop - block.start]
+                part[...] = flat_update[block]
+                part *= weight
+                flat_total[block] += part
         self._total_weight += float(weight)
         self._count += 1
 
@@ -49,8 +55,8 @@ class WeightedMeanFold:
         for spec in self._specs:
             total = self._sums[spec.name].reshape(-1)
             out = np.empty(total.size, dtype=spec.numpy_dtype)
-            for block in coordinate_blocks(total.size, 1):
-                out[block] = total[block] / self._total_weight
+            for block in coordinate_blocks(total.size, 1):  # divided into place: no temporary
+                np.divide(total[block], self._total_weight, out=out[block], casting="unsafe")
             mean[spec.name] = out.reshape(spec.shape)
         return mean, self._total_weight
 

@@ -1,25 +1,20 @@
 """`ControllerClient`: the controller's REST API as typed Python calls.
 
 One method per operation, each returning the records of `stratafl.records` or the bodies of
-`stratafl.api.schema`, over one reused ``httpx.Client``. Errors are mapped once, here:
-
-- an error the controller answers with (an `ErrorBody`) becomes the `StrataError` subclass
-  it names, with the server's one-line detail as its message (`ERRORS`);
-- a connection error or a timeout becomes `UnavailableError`, raised ``from`` the httpx error;
-- an answer that does not parse as the expected record becomes `StrataError`.
-
-A fake transport (``httpx.MockTransport``) passed as ``transport`` tests code that uses it
-without a network.
+`stratafl.api.schema`, over one reused ``httpx.Client``. Errors are mapped once, in
+`stratafl.api.wire` (an error answer becomes the domain error it names, an unreachable
+controller `UnavailableError`); an answer that does not parse as the expected record is a
+`StrataError`. A controller that is not ``--insecure`` wants a token (``token``, sent as
+``Authorization: Bearer``) and serves HTTPS with the federation's CA (``verify``). A fake
+transport (``httpx.MockTransport``) passed as ``transport`` tests code without a network.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-import urllib.parse
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -30,7 +25,28 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from stratafl import errors
-from stratafl.api.schema import Assignment, AssignRequest, DiscoveryInfo, ErrorBody, Health
+from stratafl.api.schema import (
+    DEFAULT_TOKEN_TTL_SECONDS,
+    Assignment,
+    AssignRequest,
+    CertificateRequest,
+    DiscoveryInfo,
+    Health,
+    IssuedRole,
+    IssuedToken,
+    SignedCertificate,
+    TokenRequest,
+)
+from stratafl.api.wire import (
+    ERRORS,
+    Verify,
+    authorization,
+    error_of,
+    limit_query,
+    reaching,
+    segment,
+    tls,
+)
 from stratafl.modelfile import copy_params_from_file, params_to_bytes
 from stratafl.params import Params
 from stratafl.records import (
@@ -40,17 +56,13 @@ from stratafl.records import (
     ModelRecord,
     RoundRecord,
     SessionRecord,
+    TokenRecord,
 )
 from stratafl.settings import SessionConfig
 
-T = TypeVar("T")
+__all__ = ["ERRORS", "ControllerClient", "Verify"]
 
-ERRORS: dict[str, type[errors.StrataError]] = {
-    cls.__name__: cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type) and issubclass(cls, errors.StrataError)
-} | {"ValidationError": errors.ConfigError}
-"""The exception raised for each ``ErrorBody.error`` name; any other name raises StrataError."""
+T = TypeVar("T")
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 
@@ -65,19 +77,27 @@ _SESSION = TypeAdapter(SessionRecord)
 _SESSIONS = TypeAdapter(list[SessionRecord])
 _ROUNDS = TypeAdapter(list[RoundRecord])
 _EVENTS = TypeAdapter(list[EventRecord])
+_ISSUED = TypeAdapter(IssuedToken)
+_TOKEN = TypeAdapter(TokenRecord)
+_TOKENS = TypeAdapter(list[TokenRecord])
+_CERTIFICATE = TypeAdapter(SignedCertificate)
 
 
 class ControllerClient:
     """A client of one controller's REST API; use it as a context manager, or `close()` it.
 
-    ``url`` is the controller's base URL (``http://127.0.0.1:8080``). Building the client
-    does no I/O; each call is one request (or one streamed transfer) with ``timeout``.
+    ``url`` is the controller's base URL (``http://127.0.0.1:8080``); ``token`` the caller's
+    bearer token; ``verify`` how to check an https controller (see `Verify`). Building the
+    client does no network I/O (a CA file given as ``verify`` is read here); each call is
+    one request (or one streamed transfer) with ``timeout``.
     """
 
     def __init__(
         self,
         url: str,
         *,
+        token: str | None = None,
+        verify: Verify = True,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -88,7 +108,11 @@ class ControllerClient:
             )
         self.url = url.rstrip("/")
         self._http = httpx.Client(
-            base_url=f"{self.url}/api/v1", timeout=timeout, transport=transport
+            base_url=f"{self.url}/api/v1",
+            timeout=timeout,
+            transport=transport,
+            headers=authorization(token),
+            verify=tls(verify),
         )
 
     def close(self) -> None:
@@ -119,18 +143,30 @@ class ControllerClient:
         """Where combiners reach the controller's gRPC service."""
         return self._call(_DISCOVERY, "GET", "/discovery")
 
-    def assign(self, client_id: str, failed_combiner: str | None = None) -> Assignment:
-        """The combiner ``client_id`` should connect to, avoiding ``failed_combiner``."""
+    def assign(
+        self, client_id: str | None = None, failed_combiner: str | None = None
+    ) -> Assignment:
+        """The combiner this client should connect to, avoiding ``failed_combiner``.
+
+        The controller takes the client's id from its token; ``client_id`` may be left out
+        (it must match the token's) and is needed only by an ``--insecure`` controller.
+        """
         body = AssignRequest(client_id=client_id, failed_combiner=failed_combiner)
         return self._call(_ASSIGNMENT, "POST", "/assign", json=body.model_dump())
 
-    def combiners(self) -> list[CombinerRecord]:
-        """Every combiner that ever registered, online or offline."""
-        return self._call(_COMBINERS, "GET", "/combiners")
+    def request_certificate(self, csr_pem: bytes, hosts: Sequence[str] = ()) -> SignedCertificate:
+        """A TLS certificate for the key of ``csr_pem``, named after this client's token
+        subject, with the federation's CA; only a combiner may name ``hosts``."""
+        body = CertificateRequest(csr_pem=csr_pem.decode("ascii"), hosts=list(hosts))
+        return self._call(_CERTIFICATE, "POST", "/certificates", json=body.model_dump())
 
-    def clients(self) -> list[ClientRecord]:
+    def combiners(self, limit: int | None = None) -> list[CombinerRecord]:
+        """Every combiner that ever registered, online or offline (the first ``limit``)."""
+        return self._call(_COMBINERS, "GET", "/combiners", params=limit_query(limit))
+
+    def clients(self, limit: int | None = None) -> list[ClientRecord]:
         """Every client that ever asked for a combiner, and where it is now."""
-        return self._call(_CLIENTS, "GET", "/clients")
+        return self._call(_CLIENTS, "GET", "/clients", params=limit_query(limit))
 
     # -- models -------------------------------------------------------------------------
 
@@ -143,17 +179,18 @@ class ControllerClient:
         with open(path, "rb") as stream:
             return self._call(_MODEL, "POST", "/models", content=stream)
 
-    def models(self, session_id: str | None = None) -> list[ModelRecord]:
+    def models(self, session_id: str | None = None, limit: int | None = None) -> list[ModelRecord]:
         """Every stored model, or those a session made."""
         query = {} if session_id is None else {"session_id": session_id}
-        return self._call(_MODELS, "GET", "/models", params=query)
+        return self._call(_MODELS, "GET", "/models", params=query | limit_query(limit))
 
     def model(self, model_id: str) -> ModelRecord:
-        return self._call(_MODEL, "GET", f"/models/{_segment(model_id)}")
+        return self._call(_MODEL, "GET", f"/models/{segment(model_id)}")
 
-    def trail(self, model_id: str) -> list[ModelRecord]:
+    def trail(self, model_id: str, limit: int | None = None) -> list[ModelRecord]:
         """The model and its ancestors, newest first: the seed model is last."""
-        return self._call(_MODELS, "GET", f"/models/{_segment(model_id)}/trail")
+        path = f"/models/{segment(model_id)}/trail"
+        return self._call(_MODELS, "GET", path, params=limit_query(limit))
 
     def download_model(self, model_id: str, path: Path) -> Path:
         """Stream a model's safetensors file to ``path``; returns ``path``.
@@ -164,12 +201,12 @@ class ControllerClient:
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             with (
-                _reaching(self.url),
-                self._http.stream("GET", f"/models/{_segment(model_id)}/download") as response,
+                reaching(self.url),
+                self._http.stream("GET", f"/models/{segment(model_id)}/download") as response,
             ):
                 if response.is_error:
                     response.read()
-                    raise _error_of(response)
+                    raise error_of(response)
                 with open(partial, "wb") as out:
                     for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
                         out.write(chunk)
@@ -192,27 +229,65 @@ class ControllerClient:
         return self._call(_SESSION, "POST", "/sessions", json=config.model_dump(mode="json"))
 
     def session(self, session_id: str) -> SessionRecord:
-        return self._call(_SESSION, "GET", f"/sessions/{_segment(session_id)}")
+        return self._call(_SESSION, "GET", f"/sessions/{segment(session_id)}")
 
-    def sessions(self) -> list[SessionRecord]:
+    def sessions(self, limit: int | None = None) -> list[SessionRecord]:
         """Every session, oldest first."""
-        return self._call(_SESSIONS, "GET", "/sessions")
+        return self._call(_SESSIONS, "GET", "/sessions", params=limit_query(limit))
 
-    def rounds(self, session_id: str) -> list[RoundRecord]:
+    def rounds(self, session_id: str, limit: int | None = None) -> list[RoundRecord]:
         """A session's rounds so far, in order; each is recorded once it ends."""
-        return self._call(_ROUNDS, "GET", f"/sessions/{_segment(session_id)}/rounds")
+        path = f"/sessions/{segment(session_id)}/rounds"
+        return self._call(_ROUNDS, "GET", path, params=limit_query(limit))
+
+    def stop_session(self, session_id: str) -> SessionRecord:
+        """End a running session after the round in flight."""
+        return self._call(_SESSION, "POST", f"/sessions/{segment(session_id)}/stop")
+
+    def cancel_session(self, session_id: str) -> SessionRecord:
+        """End a running session now; the round in flight is dropped."""
+        return self._call(_SESSION, "POST", f"/sessions/{segment(session_id)}/cancel")
 
     def events(self, limit: int = 200) -> list[EventRecord]:
         """The newest ``limit`` events, newest last."""
         return self._call(_EVENTS, "GET", "/events", params={"limit": limit})
 
+    # -- tokens (admins) ----------------------------------------------------------------
+
+    def create_token(
+        self,
+        name: str,
+        role: IssuedRole,
+        *,
+        subject: str | None = None,
+        ttl_seconds: float = DEFAULT_TOKEN_TTL_SECONDS,
+        max_examples: int | None = None,
+    ) -> IssuedToken:
+        """A new token for ``subject`` (default: ``name``); the answer is its only copy."""
+        body = TokenRequest(
+            name=name,
+            role=role,
+            subject=subject,
+            ttl_seconds=ttl_seconds,
+            max_examples=max_examples,
+        )
+        return self._call(_ISSUED, "POST", "/tokens", json=body.model_dump(mode="json"))
+
+    def tokens(self, limit: int | None = None) -> list[TokenRecord]:
+        """Every token issued (their records, never the tokens), oldest first."""
+        return self._call(_TOKENS, "GET", "/tokens", params=limit_query(limit))
+
+    def revoke_token(self, token_id: str) -> TokenRecord:
+        """Revoke a token by its id (``TokenRecord.token_id``)."""
+        return self._call(_TOKEN, "DELETE", f"/tokens/{segment(token_id)}")
+
     # -- the one place requests are sent and errors mapped ------------------------------
 
     def _call(self, answer: TypeAdapter[T], method: str, path: str, **kwargs: Any) -> T:
-        with _reaching(self.url):
+        with reaching(self.url):
             response = self._http.request(method, path, **kwargs)
         if response.is_error:
-            raise _error_of(response)
+            raise error_of(response)
         try:
             return answer.validate_json(response.content)
         except PydanticValidationError as exc:
@@ -221,36 +296,3 @@ class ControllerClient:
                 f"cannot read ({exc.error_count()} errors, first: {exc.errors()[0]['msg']}); "
                 "are the controller and this client the same stratafl version?"
             ) from exc
-
-
-def _segment(value: str) -> str:
-    """An id as one path segment: a ``/`` or ``?`` in it cannot reach another endpoint."""
-    return urllib.parse.quote(value, safe="")
-
-
-@contextlib.contextmanager
-def _reaching(url: str) -> Iterator[None]:
-    """Turns httpx's transport errors (refused, reset, timed out) into UnavailableError."""
-    try:
-        yield
-    except httpx.TransportError as exc:
-        raise errors.UnavailableError(
-            f"cannot reach the controller at {url}: {str(exc) or type(exc).__name__}; "
-            "is `strata controller start` running?"
-        ) from exc
-
-
-def _error_of(response: httpx.Response) -> errors.StrataError:
-    """The domain error an error answer stands for."""
-    try:
-        body = ErrorBody.model_validate_json(response.content)
-    except PydanticValidationError:
-        request = response.request
-        detail = (
-            f"{request.method} {request.url.path} failed with HTTP {response.status_code}: "
-            f"{response.text[:300]}"
-        )
-        if response.status_code in (502, 503, 504):  # a proxy in front of a stopped controller
-            return errors.UnavailableError(detail)
-        return errors.StrataError(detail)
-    return ERRORS.get(body.error, errors.StrataError)(body.detail)

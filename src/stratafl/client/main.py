@@ -6,11 +6,13 @@ import signal
 import threading
 import uuid
 from dataclasses import dataclass
-
-import grpc
+from pathlib import Path
 
 from stratafl.client.app import ClientContext, load_app
 from stratafl.client.runtime import ClientRuntime
+from stratafl.errors import ConfigError
+from stratafl.security import read_claims_unverified
+from stratafl.transport.credentials import INSECURE, PeerCredentials
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,13 +26,25 @@ class ClientOptions:
     num_partitions: int = 1
     partitioner: str = "iid"  # iid | dirichlet:ALPHA | shards:S
     seed: int = 0
+    token_file: Path | None = None  # this client's token (its id is the token's subject)
+    ca_file: Path | None = None  # the federation's CA certificate
+    insecure: bool = False  # no TLS, no token: for a controller started --insecure
 
 
-def run_client(
-    options: ClientOptions, *, credentials: grpc.ChannelCredentials | None = None
-) -> None:
+def run_client(options: ClientOptions) -> None:
     """Serve tasks until stopped; from the main thread, SIGTERM stops the client cleanly."""
+    credentials = INSECURE
     client_id = options.client_id or f"client-{uuid.uuid4().hex[:8]}"
+    if not options.insecure:
+        credentials = PeerCredentials.from_files(options.token_file, options.ca_file, "client")
+        assert credentials.token is not None
+        subject = read_claims_unverified(credentials.token).subject
+        if options.client_id and options.client_id != subject:
+            raise ConfigError(
+                f"--id {options.client_id} differs from the token's client {subject!r}; "
+                "drop --id (a client's id is its token's subject)"
+            )
+        client_id = subject
     context = ClientContext(
         client_id=client_id,
         partition_id=options.partition_id,

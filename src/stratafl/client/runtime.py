@@ -22,6 +22,7 @@ from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.transport.channels import open_channel
+from stratafl.transport.credentials import INSECURE, PeerCredentials
 from stratafl.transport.streams import (
     header_to_proto,
     params_chunks,
@@ -43,7 +44,7 @@ class ClientRuntime:
         controller_url: str,
         app: ClientApp,
         *,
-        credentials: grpc.ChannelCredentials | None = None,
+        credentials: PeerCredentials = INSECURE,
     ) -> None:
         self.client_id = client_id
         self._controller_url = controller_url.rstrip("/")
@@ -66,7 +67,12 @@ class ClientRuntime:
         short-lived client leaves no pooled connection behind when the runtime stops.
         """
         try:
-            with ControllerClient(self._controller_url, timeout=10) as controller:
+            with ControllerClient(
+                self._controller_url,
+                timeout=10,
+                token=self._credentials.token,
+                verify=self._credentials.http_verify(),
+            ) as controller:
                 return controller.assign(self.client_id, failed_combiner)
         except (UnavailableError, ConfigError):  # a bad URL or client id: no retry helps
             raise
@@ -105,7 +111,8 @@ class ClientRuntime:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _serve(self, assignment: Assignment) -> None:
-        with open_channel(assignment.address, credentials=self._credentials) as channel:
+        credentials = self._credentials.channel_credentials()
+        with open_channel(assignment.address, credentials=credentials) as channel:
             stub = pb_grpc.CombinerStub(channel)
             call = stub.TaskStream(pb.ClientHello(client_id=self.client_id))
             self._call = call

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +16,27 @@ import grpc.aio
 from stratafl.api import ControllerClient
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.runner import RoundRunner
+from stratafl.combiner.runner import (
+    MIN_TRANSFER_BYTES_PER_SECOND,
+    TRANSFER_GRACE_SECONDS,
+    RoundRunner,
+)
 from stratafl.combiner.servicer import CombinerServicer
+from stratafl.errors import ConfigError
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
-from stratafl.transport.channels import (
-    INSECURE_LOOPBACK,
-    LinkSecurity,
-    create_aio_server,
-    open_aio_channel,
+from stratafl.security import (
+    TlsIdentity,
+    TokenVerifier,
+    certificate_request,
+    read_claims_unverified,
+)
+from stratafl.security.policy import GRPC_ROLES
+from stratafl.transport.channels import LinkSecurity, create_aio_server, open_aio_channel
+from stratafl.transport.credentials import (
+    PeerCredentials,
+    refuse_insecure_off_loopback,
+    serving_security,
 )
 
 log = logging.getLogger("stratafl.combiner")
@@ -42,23 +55,61 @@ class CombinerOptions:
     max_clients: int = 1000
     combiner_id: str | None = None  # default: combiner-<random>
     ready_file: Path | None = None  # gets the combiner's gRPC address once serving
+    token_file: Path | None = None  # this combiner's token (its id is the token's subject)
+    ca_file: Path | None = None  # the federation's CA certificate
+    insecure: bool = False  # no TLS, no tokens: for a controller started --insecure
+    transfer_grace_seconds: float = TRANSFER_GRACE_SECONDS  # a transfer holds a slot at most
+    min_transfer_rate: float = MIN_TRANSFER_BYTES_PER_SECOND  # this long plus size / rate
 
 
-def discover_controller(controller_url: str, timeout: float = 30.0) -> str:
-    """The controller's gRPC address, asked of its REST API."""
-    with ControllerClient(controller_url, timeout=timeout) as controller:
-        return controller.discovery().grpc_address
+@dataclass(frozen=True)
+class Enrolment:
+    """What a combiner learns from the controller before it serves."""
+
+    combiner_id: str
+    grpc_address: str
+    security: LinkSecurity
+    verifier: TokenVerifier | None
 
 
-async def serve_combiner(
-    options: CombinerOptions, *, security: LinkSecurity = INSECURE_LOOPBACK
-) -> None:
+def enrol(options: CombinerOptions) -> Enrolment:
+    """Find the controller's gRPC service and, on a secured federation, get this combiner a
+    certificate for its address and the key that verifies clients' tokens."""
+    if options.insecure:
+        refuse_insecure_off_loopback(options.host, "combiner")
+        with ControllerClient(options.controller, timeout=30) as controller:
+            info = controller.discovery()
+        combiner_id = options.combiner_id or f"combiner-{uuid.uuid4().hex[:8]}"
+        return Enrolment(combiner_id, info.grpc_address, LinkSecurity(), None)
+    dialing = PeerCredentials.from_files(options.token_file, options.ca_file, "combiner")
+    assert dialing.token is not None
+    combiner_id = read_claims_unverified(dialing.token).subject
+    if options.combiner_id and options.combiner_id != combiner_id:
+        raise ConfigError(
+            f"--id {options.combiner_id} differs from the token's combiner {combiner_id!r}; "
+            "drop --id (a combiner's id is its token's subject)"
+        )
+    csr, key = certificate_request(combiner_id, [options.host])
+    with ControllerClient(
+        options.controller, timeout=30, token=dialing.token, verify=dialing.http_verify()
+    ) as controller:
+        info = controller.discovery()
+        signed = controller.request_certificate(csr, [options.host])
+    identity = TlsIdentity(signed.certificate_pem.encode(), key, signed.ca_pem.encode())
+    verifier = TokenVerifier(info.token_public_key_pem.encode())
+    security = serving_security(
+        identity, verifier.verify, GRPC_ROLES, dialing.with_identity(identity)
+    )
+    return Enrolment(combiner_id, info.grpc_address, security, verifier)
+
+
+async def serve_combiner(options: CombinerOptions) -> None:
     """Serve until SIGTERM or SIGINT."""
     host, max_clients, workdir = options.host, options.max_clients, options.workdir
-    combiner_id = options.combiner_id or f"combiner-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True, exist_ok=True)
-    controller_address = await asyncio.to_thread(discover_controller, options.controller)
-    channel = open_aio_channel(controller_address, credentials=security.channel_credentials)
+    enrolment = await asyncio.to_thread(enrol, options)
+    combiner_id, security = enrolment.combiner_id, enrolment.security
+    channel = open_aio_channel(enrolment.grpc_address, credentials=security.channel_credentials)
     controller = pb_grpc.ControllerStub(channel)
     background: set[asyncio.Task[object]] = set()
 
@@ -73,7 +124,14 @@ async def serve_combiner(
         workdir / "models",
         lambda model_id: controller.DownloadModel(pb.ModelRequest(model_id=model_id)),
     )
-    rounds = RoundRunner(combiner_id, registry, cache, workdir / "updates")
+    rounds = RoundRunner(
+        combiner_id,
+        registry,
+        cache,
+        workdir / "updates",
+        transfer_grace=options.transfer_grace_seconds,
+        min_transfer_rate=options.min_transfer_rate,
+    )
     service = CombinerServicer(registry, cache, rounds)
     server, bound = create_aio_server(
         f"{host}:{options.port}",
@@ -99,6 +157,10 @@ async def serve_combiner(
         with contextlib.suppress(grpc.aio.AioRpcError):
             beat = pb.CombinerHeartbeat(combiner_id=combiner_id, client_ids=registry.ids())
             ack = await controller.Heartbeat(beat, timeout=5)
+            if enrolment.verifier is not None:
+                enrolment.verifier.set_revoked(ack.revoked_token_ids)
+                for client_id in registry.end_revoked(set(ack.revoked_token_ids)):
+                    log.warning("ended the stream of %s: its token was revoked", client_id)
             if not ack.ok:  # the controller restarted and forgot us
                 await controller.RegisterCombiner(
                     pb.CombinerInfo(
@@ -112,7 +174,7 @@ async def serve_combiner(
     await channel.close()
 
 
-def _forget(tasks: set[asyncio.Task[object]]):  # type: ignore[no-untyped-def]
+def _forget(tasks: set[asyncio.Task[object]]) -> Callable[[asyncio.Task[object]], None]:
     def done(task: asyncio.Task[object]) -> None:
         tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:

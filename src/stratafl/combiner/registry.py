@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from stratafl.proto import stratafl_pb2 as pb
@@ -13,11 +13,13 @@ from stratafl.proto import stratafl_pb2 as pb
 @dataclass(eq=False)
 class ConnectedClient:
     client_id: str
+    token_id: str | None = None
+    """The token its stream was opened with (None on an insecure link)."""
     tasks: asyncio.Queue[pb.Task | None] = field(default_factory=asyncio.Queue)
 
 
 class ClientRegistry:
-    """Who is connected right now. A second stream for the same id replaces the first."""
+    """Who is connected right now: one task stream per client identity."""
 
     def __init__(self, max_clients: int, on_change: Callable[[str, bool], None]) -> None:
         self.max_clients = max_clients
@@ -30,17 +32,27 @@ class ClientRegistry:
     def is_full_for(self, client_id: str) -> bool:
         return client_id not in self._clients and len(self._clients) >= self.max_clients
 
-    def connect(self, client_id: str) -> ConnectedClient:
-        old = self._clients.get(client_id)
-        if old is not None:
-            old.tasks.put_nowait(None)  # ends the old stream
-        client = ConnectedClient(client_id)
+    def is_connected(self, client_id: str) -> bool:
+        return client_id in self._clients
+
+    def connect(self, client_id: str, token_id: str | None = None) -> ConnectedClient:
+        """Register a stream for ``client_id``; the caller checks `is_connected` first: a
+        second stream for one identity is refused, never silently swapped in."""
+        assert client_id not in self._clients, "one task stream per client"
+        client = ConnectedClient(client_id, token_id)
         self._clients[client_id] = client
         self._on_change(client_id, True)
         return client
 
+    def end_revoked(self, token_ids: Collection[str]) -> list[str]:
+        """End the streams opened with a revoked token; returns those clients' ids."""
+        ended = [c for c in self._clients.values() if c.token_id in token_ids]
+        for client in ended:
+            client.tasks.put_nowait(None)
+        return [c.client_id for c in ended]
+
     def disconnect(self, client: ConnectedClient) -> bool:
-        """Forget ``client`` unless a newer stream replaced it; True if it was current."""
+        """Forget ``client``'s stream; True if it was the current one."""
         if self._clients.get(client.client_id) is not client:
             return False
         del self._clients[client.client_id]

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stratafl.aggregate import parse_aggregator
+from stratafl.combiner.claims import Caller, check_claim, metrics_problem
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.rounds import Outcome, RoundState
 from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
 from stratafl.modelfile import MappedModelFile
-from stratafl.params import Params, specs_of
+from stratafl.params import Params, specs_of, total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.staging.collector import Collector
 from stratafl.status import OutcomeStatus
@@ -34,6 +35,9 @@ from stratafl.transport.streams import (
 
 MAX_TRANSFERS = 4
 """Model downloads and update uploads that move bytes at the same time."""
+TRANSFER_GRACE_SECONDS = 30.0
+MIN_TRANSFER_BYTES_PER_SECOND = 1_000_000.0
+"""A transfer may hold a slot for the grace plus its size at this rate, and no longer."""
 
 
 @dataclass
@@ -62,6 +66,8 @@ class RoundRunner:
         updates: Path,
         *,
         max_transfers: int = MAX_TRANSFERS,
+        transfer_grace: float = TRANSFER_GRACE_SECONDS,
+        min_transfer_rate: float = MIN_TRANSFER_BYTES_PER_SECOND,
     ) -> None:
         self.combiner_id = combiner_id
         self._registry = registry
@@ -71,6 +77,8 @@ class RoundRunner:
         # gRPC buffers several chunks per active stream; bounding the streams that move
         # model bytes at once bounds that memory however many clients are connected.
         self.transfers = asyncio.Semaphore(max_transfers)
+        self._transfer_grace = transfer_grace
+        self._min_transfer_rate = min_transfer_rate
 
     def outcome_of(self, task_id: str) -> Outcome | None:
         state = self._tasks.get(task_id)
@@ -134,33 +142,36 @@ class RoundRunner:
             for task_id in state.task_ids():
                 self._tasks.pop(task_id, None)
 
-    async def accept_update(self, incoming: IncomingModel[pb.UpdateHeader]) -> pb.Ack:
+    def transfer_seconds(self, nbytes: int) -> float:
+        """How long one transfer of ``nbytes`` may hold a slot: a stalled or trickling peer
+        cannot keep honest clients waiting."""
+        return self._transfer_grace + nbytes / self._min_transfer_rate
+
+    async def accept_update(
+        self, incoming: IncomingModel[pb.UpdateHeader], caller: Caller
+    ) -> pb.Ack:
         """Stage, check and collect one client's update; the reply says why it was refused."""
         header = incoming.header
-        state = self._tasks.get(header.task_id)
-        if state is None or not state.is_pending(header.task_id):
-            return pb.Ack(
-                ok=False, message=f"task {header.task_id!r} is not open (late or unknown)"
-            )
-        outcome = state.outcome(header.task_id)
-        if outcome.client_id != header.client_id:
-            return pb.Ack(ok=False, message="this task belongs to another client")
+        found = self._open_task(header.task_id, caller, pb.TRAIN)
+        if isinstance(found, pb.Ack):
+            return found
+        state, outcome = found
+        assert state.collector is not None
         outcome.bytes_up += incoming.wire_bytes
         path = self._updates / f"{header.task_id}.safetensors"
         try:
-            if header.num_examples <= 0:
-                raise UpdateRejected(f"num_examples must be positive, got {header.num_examples}")
+            check_claim(header, state.spec, caller)
             async with self.transfers:
-                await incoming.save(
-                    path, header.model, expect=state.specs, on_bytes=_adder(outcome)
-                )
+                async with asyncio.timeout(self.transfer_seconds(total_bytes(state.specs))):
+                    await incoming.save(
+                        path, header.model, expect=state.specs, on_bytes=_adder(outcome)
+                    )
             # Inputs are collected one at a time (one staged update mapped at a time), and
             # the round cannot close between collecting an update and counting it.
             async with state.collect_lock:
                 if not state.is_pending(header.task_id):
                     path.unlink(missing_ok=True)
                     return pb.Ack(ok=False, message="the round closed before the update arrived")
-                assert state.collector is not None
                 await asyncio.to_thread(state.collector.add, path, float(header.num_examples))
                 state.resolve(
                     header.task_id,
@@ -168,6 +179,11 @@ class RoundRunner:
                     num_examples=int(header.num_examples),
                     metrics=dict(header.metrics),
                 )
+        except TimeoutError:
+            path.unlink(missing_ok=True)
+            reason = "the update arrived too slowly and gave up its transfer slot"
+            state.resolve(header.task_id, OutcomeStatus.REJECTED, reason)
+            return pb.Ack(ok=False, message=reason)
         except (UpdateRejected, ModelFormatError) as exc:
             path.unlink(missing_ok=True)
             state.resolve(header.task_id, OutcomeStatus.REJECTED, str(exc))
@@ -177,18 +193,40 @@ class RoundRunner:
             raise
         return pb.Ack(ok=True)
 
-    def accept_validation(self, report: pb.ValidationReport) -> pb.Ack:
-        state = self._tasks.get(report.task_id)
-        if state is None or not state.is_pending(report.task_id):
-            return pb.Ack(ok=False, message=f"task {report.task_id!r} is not open")
+    def accept_validation(self, report: pb.ValidationReport, caller: Caller) -> pb.Ack:
+        found = self._open_task(report.task_id, caller, pb.VALIDATE)
+        if isinstance(found, pb.Ack):
+            return found
+        state, _ = found
+        problem = metrics_problem(report.metrics)
+        if problem:
+            state.resolve(report.task_id, OutcomeStatus.REJECTED, problem)
+            return pb.Ack(ok=False, message=problem)
         state.resolve(report.task_id, OutcomeStatus.OK, metrics=dict(report.metrics))
         return pb.Ack(ok=True)
 
-    def accept_failure(self, failure: pb.TaskFailure) -> pb.Ack:
-        state = self._tasks.get(failure.task_id)
-        if state is not None:
-            state.resolve(failure.task_id, OutcomeStatus.FAILED, failure.reason[:2000])
+    def accept_failure(self, failure: pb.TaskFailure, caller: Caller) -> pb.Ack:
+        found = self._open_task(failure.task_id, caller, None)
+        if isinstance(found, pb.Ack):
+            return found
+        state, _ = found
+        state.resolve(failure.task_id, OutcomeStatus.FAILED, failure.reason[:2000])
         return pb.Ack(ok=True)
+
+    def _open_task(
+        self, task_id: str, caller: Caller, kind: pb.TaskKind | None
+    ) -> tuple[RoundState, Outcome] | pb.Ack:
+        """The open task ``task_id`` if ``caller`` was sent it and it is of ``kind``."""
+        state = self._tasks.get(task_id)
+        if state is None or not state.is_pending(task_id):
+            return pb.Ack(ok=False, message=f"task {task_id[:64]!r} is not open (late or unknown)")
+        outcome = state.outcome(task_id)
+        if outcome.client_id != caller.client_id:
+            return pb.Ack(ok=False, message="this task was sent to another client")
+        if kind is not None and state.spec.kind != kind:
+            wanted = "an update" if state.spec.kind == pb.TRAIN else "a validation report"
+            return pb.Ack(ok=False, message=f"this task asks for {wanted}")
+        return state, outcome
 
     def client_left(self, client_id: str) -> None:
         """A client's task stream ended: its open tasks are dropped at once, not timed out."""

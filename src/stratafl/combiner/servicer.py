@@ -6,17 +6,21 @@ controller calls ``RunRound`` and receives the partial result on the response st
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import grpc.aio
 
+from stratafl.combiner.claims import Caller
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.runner import RoundRunner
 from stratafl.errors import ModelFormatError, StrataError
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.transport.auth import current_caller
 from stratafl.transport.status import status_of
 from stratafl.transport.streams import (
     file_chunks,
@@ -24,6 +28,21 @@ from stratafl.transport.streams import (
     receive_model,
     send_model,
 )
+
+MAX_CLIENT_ID_CHARS = 256
+
+
+@contextlib.contextmanager
+def cancel_after(seconds: float) -> Iterator[None]:
+    """Cancel the current task (the RPC) after ``seconds``: a response stream whose reader
+    stalls is blocked inside gRPC, where no timeout of ours can reach it."""
+    task = asyncio.current_task()
+    assert task is not None
+    timer = asyncio.get_running_loop().call_later(seconds, task.cancel)
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 class CombinerServicer(pb_grpc.CombinerServicer):
@@ -34,18 +53,39 @@ class CombinerServicer(pb_grpc.CombinerServicer):
 
     # -- clients --------------------------------------------------------------------------
 
+    async def _caller(self, claimed: str, context: grpc.aio.ServicerContext) -> Caller:
+        """The client calling: its token's subject on a secured link (a different ``claimed``
+        id is refused); on an insecure loopback link, the id it sends."""
+        claims = current_caller()
+        if claims is None:
+            if not claimed:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a client_id is required")
+            return Caller(claimed[:MAX_CLIENT_ID_CHARS])
+        if claimed and claimed != claims.subject:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this token belongs to client {claims.subject!r}, not {claimed!r}",
+            )
+        return Caller(claims.subject, claims.max_examples)
+
     async def TaskStream(  # noqa: N802 - gRPC method name
         self, request: pb.ClientHello, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Task]:
-        if not request.client_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ClientHello needs a client_id")
-        if self._registry.is_full_for(request.client_id):
+        caller = await self._caller(request.client_id, context)
+        if self._registry.is_connected(caller.client_id):
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"client {caller.client_id!r} already has a task stream open here; one stream "
+                "per client (if that client died, its stream closes within 30 s: retry then)",
+            )
+        if self._registry.is_full_for(caller.client_id):
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"combiner {self._rounds.combiner_id} is full ({self._registry.max_clients} "
                 "clients); ask the controller for another",
             )
-        client = self._registry.connect(request.client_id)
+        claims = current_caller()
+        client = self._registry.connect(caller.client_id, claims.token_id if claims else None)
         try:
             while True:
                 task = await client.tasks.get()
@@ -84,17 +124,20 @@ class CombinerServicer(pb_grpc.CombinerServicer):
             incoming = await receive_model(request_iterator, "an update stream")
         except ModelFormatError as exc:
             return pb.Ack(ok=False, message=str(exc))
-        return await self._rounds.accept_update(incoming)
+        caller = await self._caller(incoming.header.client_id, context)
+        return await self._rounds.accept_update(incoming, caller)
 
     async def ReportValidation(  # noqa: N802
         self, request: pb.ValidationReport, context: grpc.aio.ServicerContext
     ) -> pb.Ack:
-        return self._rounds.accept_validation(request)
+        return self._rounds.accept_validation(
+            request, await self._caller(request.client_id, context)
+        )
 
     async def ReportFailure(  # noqa: N802
         self, request: pb.TaskFailure, context: grpc.aio.ServicerContext
     ) -> pb.Ack:
-        return self._rounds.accept_failure(request)
+        return self._rounds.accept_failure(request, await self._caller(request.client_id, context))
 
     # -- controller -----------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ class CombinerEntry:
     last_heartbeat: float = 0.0
     clients: set[str] = field(default_factory=set)
     reserved: dict[str, float] = field(default_factory=dict)
+    reported_by: set[str] = field(default_factory=set)
+    """Clients that reported this registration unreachable: each counts once."""
 
     def load(self, now: float) -> int:
         pending = {c for c, t in self.reserved.items() if now - t < RESERVATION_SECONDS}
@@ -53,6 +55,9 @@ class Discovery:
             self._combiners[combiner_id] = entry
         entry.address, entry.max_clients, entry.online = address, max_clients, True
         entry.last_heartbeat = self._clock()
+        entry.clients.clear()  # a new registration is a new process: nothing carries over
+        entry.reserved.clear()
+        entry.reported_by.clear()
         self._store.register_combiner(combiner_id, address, max_clients)
         self._store.add_event("combiner_registered", combiner_id, f"combiner at {address}")
         self._notify()
@@ -105,13 +110,26 @@ class Discovery:
             if entry.online and now - entry.last_heartbeat > OFFLINE_AFTER_SECONDS:
                 self.mark_offline(entry.combiner_id, "no heartbeat")
 
+    def holder_of(self, address: str) -> str | None:
+        """The online combiner registered at ``address``, if any."""
+        for entry in self._combiners.values():
+            if entry.online and entry.address == address:
+                return entry.combiner_id
+        return None
+
     def assign(self, client_id: str, failed_combiner: str | None = None) -> CombinerEntry:
-        if failed_combiner:
+        """The least-loaded online combiner with room, other than one the client could not
+        reach. A client's report that its combiner is unreachable marks it offline only if
+        the client was assigned to (or connected to) that very registration, and only once
+        per client: a stale or hostile report cannot take a healthy combiner down."""
+        if failed_combiner and self._counts_as_failure(failed_combiner, client_id):
             self.mark_offline(failed_combiner, f"client {client_id} could not reach it")
         now = self._clock()
         candidates = [
-            e for e in self._combiners.values() if e.online and e.load(now) < e.max_clients
-        ]
+            e
+            for e in self._combiners.values()
+            if e.online and e.load(now) < e.max_clients and e.combiner_id != failed_combiner
+        ] or [e for e in self._combiners.values() if e.online and e.load(now) < e.max_clients]
         if not candidates:
             raise UnavailableError(
                 "no combiner has room for another client; start one with `strata combiner start`"
@@ -122,6 +140,15 @@ class Discovery:
         best.reserved[client_id] = now
         self._store.set_client(client_id, best.combiner_id, ClientStatus.ASSIGNED)
         return best
+
+    def _counts_as_failure(self, combiner_id: str, client_id: str) -> bool:
+        entry = self._combiners.get(combiner_id)
+        if entry is None or not entry.online or client_id in entry.reported_by:
+            return False
+        if client_id not in entry.clients and client_id not in entry.reserved:
+            return False
+        entry.reported_by.add(client_id)
+        return True
 
     def online(self) -> list[CombinerEntry]:
         return [e for e in self._combiners.values() if e.online]

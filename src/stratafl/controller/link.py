@@ -50,6 +50,8 @@ class RoundTask:
     config: Mapping[str, Any] = field(default_factory=dict)
     aggregator: str = "fedavg"
     seed: int = 0
+    max_examples_per_client: int = 0
+    """The largest ``num_examples`` an update may claim (0: no session cap)."""
 
 
 @dataclass
@@ -145,6 +147,10 @@ class CombinerLinks:
             links.append(GrpcCombinerLink(entry.combiner_id, cached[1]))
         return links
 
+    def use_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """Dial combiners with ``credentials`` from now on (set once at start-up)."""
+        self._credentials = credentials
+
     def mark_offline(self, combiner_id: str, reason: str) -> None:
         self._discovery.mark_offline(combiner_id, reason)
 
@@ -168,6 +174,7 @@ def round_spec(task: RoundTask, quota: int) -> pb.RoundSpec:
         config_json=json.dumps(dict(task.config)),
         aggregator=task.aggregator,
         seed=task.seed,
+        max_examples_per_client=task.max_examples_per_client,
     )
 
 

@@ -15,9 +15,16 @@ import uvicorn
 
 from stratafl.controller.rest import create_api
 from stratafl.controller.servicer import ControllerServicer
+from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
-from stratafl.transport.channels import INSECURE_LOOPBACK, LinkSecurity, create_aio_server
+from stratafl.security.policy import GRPC_ROLES
+from stratafl.transport.channels import LinkSecurity, create_aio_server
+from stratafl.transport.credentials import (
+    PeerCredentials,
+    refuse_insecure_off_loopback,
+    serving_security,
+)
 
 log = logging.getLogger("stratafl.controller")
 
@@ -40,30 +47,35 @@ class ControllerOptions:
     grpc_port: int = 0  # for combiners; 0 picks a free port, announced at /discovery
     database_url: str | None = None  # default: SQLite in workdir
     model_store: str | None = None  # a folder or an fsspec URL; default: workdir/models
-    ready_file: Path | None = None  # gets {"url", "grpc_address"} as JSON once serving
+    ready_file: Path | None = None  # gets {"url", "grpc_address", ...} as JSON once serving
+    insecure: bool = False  # no TLS and no tokens: refused unless host is a loopback address
+    mutual_tls: bool = False  # also require a certificate from the federation's CA of callers
+    tls_hosts: tuple[str, ...] = ()  # more names or addresses the controller is reached at
 
 
-async def serve_controller(
-    options: ControllerOptions, *, security: LinkSecurity = INSECURE_LOOPBACK
-) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def serve_controller(options: ControllerOptions) -> None:
+    """Serve until SIGTERM or SIGINT: TLS and tokens on every link unless ``insecure``."""
     workdir, host = options.workdir, options.host
     workdir.mkdir(parents=True, exist_ok=True)
-    controller = Controller(
-        workdir, options.database_url, options.model_store, security.channel_credentials
-    )
+    controller = Controller(workdir, options.database_url, options.model_store)
     controller.store.open()
     for session_id in controller.store.fail_interrupted_sessions(
         "the controller stopped during the session; start a new session from its final model"
     ):
         log.warning("session %s was interrupted by a controller restart", session_id)
+    security = _secure(controller, options)
+    controller.links.use_credentials(security.channel_credentials)
     server, bound = create_aio_server(
         f"{host}:{options.grpc_port}",
         interceptors=security.interceptors,
         credentials=security.server_credentials,
     )
+    trust = controller.trust
     pb_grpc.add_ControllerServicer_to_server(
-        ControllerServicer(controller.discovery, controller.models), server
+        ControllerServicer(
+            controller.discovery, controller.models, (lambda: trust.revoked) if trust else list
+        ),
+        server,
     )
     await server.start()
     controller.grpc_address = f"{host}:{bound}"
@@ -73,6 +85,8 @@ async def serve_controller(
         port=options.http_port,
         log_level="warning",
         lifespan="off",
+        ssl_certfile=str(trust.paths.cert) if trust else None,
+        ssl_keyfile=str(trust.paths.key) if trust else None,
     )
     http = _QuietServer(config)
     serving = asyncio.ensure_future(http.serve())
@@ -81,10 +95,15 @@ async def serve_controller(
             serving.result()
         await asyncio.sleep(0.01)
     http_bound = http.servers[0].sockets[0].getsockname()[1]
-    url = f"http://{host}:{http_bound}"
+    url = f"{'https' if trust else 'http'}://{host}:{http_bound}"
     log.info("controller: REST %s, gRPC %s", url, controller.grpc_address)
     if options.ready_file is not None:
-        ready = {"url": url, "grpc_address": controller.grpc_address}
+        ready = {
+            "url": url,
+            "grpc_address": controller.grpc_address,
+            "ca_file": str(trust.ca_path) if trust else None,
+            "admin_token_file": str(trust.admin_token_path) if trust else None,
+        }
         options.ready_file.write_text(json.dumps(ready))
 
     stop = asyncio.Event()
@@ -100,3 +119,24 @@ async def serve_controller(
     await server.stop(grace=1)
     await controller.links.close()
     controller.store.close()
+
+
+def _secure(controller: Controller, options: ControllerOptions) -> LinkSecurity:
+    """Load (or make, at the first start) the federation's trust root, unless insecure."""
+    if options.insecure:
+        refuse_insecure_off_loopback(options.host, "controller")
+        return LinkSecurity()
+    hosts = {"127.0.0.1", "localhost", *options.tls_hosts}
+    if options.host not in ("0.0.0.0", "::", ""):
+        hosts.add(options.host)
+    trust = Trust.load_or_create(options.workdir / "trust", sorted(hosts))
+    controller_token = trust.start(controller.store)
+    controller.trust = trust
+    dialing = PeerCredentials(
+        token=controller_token,
+        ca_pem=trust.authority.ca_pem,
+        client_identity=trust.identity if options.mutual_tls else None,
+    )
+    return serving_security(
+        trust.identity, trust.verify, GRPC_ROLES, dialing, mutual_tls=options.mutual_tls
+    )

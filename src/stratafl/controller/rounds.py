@@ -11,9 +11,7 @@ discovery when a combiner turns out to be gone.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,10 +19,11 @@ from typing import Protocol
 from stratafl.aggregate import Aggregator, ServerOptState
 from stratafl.controller.link import CombinerAnswer, CombinerLink, RoundTask
 from stratafl.controller.reducer import Reducer
+from stratafl.controller.tally import check_partial, split_quota, summarize_validation
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import StrataError, UnavailableError
 from stratafl.params import TensorSpec, specs_of
-from stratafl.records import ClientOutcome, RoundRecord, Traffic, Validation
+from stratafl.records import RoundRecord, Traffic
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, TaskKind
 
@@ -51,37 +50,6 @@ class RoundReport:
     record: RoundRecord
     state: ServerOptState
     events: list[Event] = field(default_factory=list)
-
-
-def split_quota(total: int, loads: dict[str, int]) -> dict[str, int]:
-    """Split ``total`` over combiners in proportion to their clients (largest remainder)."""
-    available = sum(loads.values())
-    if available == 0 or total <= 0:
-        return {key: 0 for key in loads}
-    exact = {key: total * n / available for key, n in loads.items()}
-    quota = {key: min(loads[key], math.floor(x)) for key, x in exact.items()}
-    by_remainder = sorted(loads, key=lambda k: (-(exact[k] - quota[k]), k))
-    for key in by_remainder:
-        if sum(quota.values()) >= total:
-            break
-        if quota[key] < loads[key]:
-            quota[key] += 1
-    return quota
-
-
-def summarize_validation(outcomes: Sequence[ClientOutcome]) -> Validation:
-    """Per-client metrics and their mean, weighted by each client's validation examples."""
-    per_client = {o.client_id: o.metrics for o in outcomes if o.status == OutcomeStatus.OK}
-    if not per_client:
-        return Validation()
-    weights = {c: float(m.get("num_examples", 1.0)) or 1.0 for c, m in per_client.items()}
-    total = sum(weights.values())
-    names = set.intersection(*(set(m) for m in per_client.values())) - {"num_examples"}
-    means = {
-        name: sum(per_client[c][name] * weights[c] for c in per_client) / total
-        for name in sorted(names)
-    }
-    return Validation(clients=len(per_client), per_client=per_client, **means)
 
 
 class RoundRunner:
@@ -118,6 +86,7 @@ class RoundRunner:
             config=config.task_config(number),
             aggregator=config.aggregator,
             seed=config.round_seed(number),
+            max_examples_per_client=config.max_examples_per_client,
         )
         reducer = Reducer(aggregator, reference)
         reasons: list[str] = []
@@ -202,6 +171,11 @@ class RoundRunner:
             try:
                 answer = await link.run_round(task, quota, self._staging, expect)
                 if answer.partial is not None and reducer is not None:
+                    try:
+                        check_partial(answer)
+                    except StrataError:
+                        answer.partial.unlink(missing_ok=True)
+                        raise
                     await reducer.add(answer.partial, answer.total_weight)
                 return answer
             except UnavailableError as exc:

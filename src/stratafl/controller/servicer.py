@@ -1,8 +1,13 @@
-"""The controller's gRPC servicer: combiners register, heartbeat and fetch models here."""
+"""The controller's gRPC servicer: combiners register, heartbeat and fetch models here.
+
+On a secured link the caller is a verified combiner identity (`current_caller()`): the
+combiner id it registers, heartbeats and reports for must be its token's subject, and no
+combiner can take an address another online combiner holds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import grpc.aio
@@ -12,14 +17,35 @@ from stratafl.errors import NotFoundError
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.store.models import ModelStore
+from stratafl.transport.auth import current_caller
 from stratafl.transport.status import status_of
 from stratafl.transport.streams import file_chunks, header_to_proto, send_model
 
+MAX_ADDRESS_CHARS = 256
+MAX_CLIENTS_PER_COMBINER = 100_000
+MAX_CLIENT_IDS = 200_000
+
 
 class ControllerServicer(pb_grpc.ControllerServicer):
-    def __init__(self, discovery: Discovery, models: ModelStore) -> None:
+    def __init__(
+        self,
+        discovery: Discovery,
+        models: ModelStore,
+        revoked: Callable[[], list[str]] = list,
+    ) -> None:
         self._discovery = discovery
         self._models = models
+        self._revoked = revoked
+
+    async def _check_combiner(self, combiner_id: str, context: grpc.aio.ServicerContext) -> None:
+        """On a secured link, a combiner speaks only for the id its token names."""
+        caller = current_caller()
+        if caller is not None and caller.subject != combiner_id:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this token belongs to combiner {caller.subject!r}, not {combiner_id!r}; "
+                "start the combiner with --id matching its token",
+            )
 
     async def RegisterCombiner(  # noqa: N802 - gRPC method name
         self, request: pb.CombinerInfo, context: grpc.aio.ServicerContext
@@ -28,18 +54,42 @@ class ControllerServicer(pb_grpc.ControllerServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "combiner_id and address are required"
             )
+        if len(request.address) > MAX_ADDRESS_CHARS or not (
+            0 <= request.max_clients <= MAX_CLIENTS_PER_COMBINER
+        ):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"address must be at most {MAX_ADDRESS_CHARS} characters and max_clients "
+                f"between 1 and {MAX_CLIENTS_PER_COMBINER}",
+            )
+        await self._check_combiner(request.combiner_id, context)
+        holder = self._discovery.holder_of(request.address)
+        if holder is not None and holder != request.combiner_id:
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"combiner {holder!r} is online at {request.address}; "
+                "advertise this combiner's own address",
+            )
         self._discovery.register(request.combiner_id, request.address, request.max_clients or 1000)
         return pb.Ack(ok=True)
 
     async def Heartbeat(  # noqa: N802
         self, request: pb.CombinerHeartbeat, context: grpc.aio.ServicerContext
-    ) -> pb.Ack:
+    ) -> pb.HeartbeatReply:
+        await self._check_combiner(request.combiner_id, context)
+        if len(request.client_ids) > MAX_CLIENT_IDS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many client ids")
         known = self._discovery.heartbeat(request.combiner_id, list(request.client_ids))
-        return pb.Ack(ok=known, message="" if known else "unknown combiner: register again")
+        return pb.HeartbeatReply(
+            ok=known,
+            message="" if known else "unknown combiner: register again",
+            revoked_token_ids=self._revoked(),
+        )
 
     async def ReportClientEvent(  # noqa: N802
         self, request: pb.ClientEvent, context: grpc.aio.ServicerContext
     ) -> pb.Ack:
+        await self._check_combiner(request.combiner_id, context)
         self._discovery.client_event(request.combiner_id, request.client_id, request.connected)
         return pb.Ack(ok=True)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from stratafl.aggregate import Aggregator, ServerOptState, parse_aggregator
 from stratafl.controller.rounds import Federation, RoundReport, RoundRunner
 from stratafl.controller.trail import ModelTrail
-from stratafl.errors import RoundFailed, StrataError
+from stratafl.errors import ConfigError, RoundFailed, StrataError
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.store.state import StateStore
@@ -46,7 +46,12 @@ class SessionRunner:
     def start(self, config: SessionConfig) -> str:
         """Start a session in the background; returns its id."""
         seed_model = config.seed_model_id or self._newest_model()
-        self._store.model(seed_model)  # raises NotFoundError for an unknown id
+        seed = self._store.model(seed_model)  # raises NotFoundError for an unknown id
+        if seed.size_bytes > config.max_model_bytes:
+            raise ConfigError(
+                f"model {seed_model} is {seed.size_bytes} bytes, over this session's "
+                f"max_model_bytes of {config.max_model_bytes}; raise it or pick another seed"
+            )
         session_id = uuid.uuid4().hex[:12]
         self._store.create_session(session_id, config.model_dump(), seed_model)
         self._store.add_event(

@@ -11,7 +11,7 @@ bootstrap from which every other identity is issued (`strata token create`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stratafl.errors import ConfigError
@@ -21,6 +21,7 @@ from stratafl.security import (
     Claims,
     Role,
     TlsIdentity,
+    TlsPaths,
     TokenSigner,
     TokenVerifier,
 )
@@ -40,7 +41,10 @@ class Trust:
     verifier: TokenVerifier
     identity: TlsIdentity
     """The controller's own certificate and key, for its REST API and its gRPC service."""
+    paths: TlsPaths
     folder: Path
+    revoked: list[str] = field(default_factory=list)
+    """Revoked, unexpired token ids: what combiners get with every heartbeat."""
 
     @classmethod
     def load_or_create(cls, folder: Path, hosts: Sequence[str]) -> Trust:
@@ -49,8 +53,8 @@ class Trust:
         authority = CertificateAuthority.load_or_create(folder)
         signer = TokenSigner.load_or_create(folder / "token-signing.key")
         identity = authority.issue("stratafl controller", sorted(set(hosts)))
-        identity.write(folder, "controller")
-        return cls(authority, signer, signer.verifier(), identity, folder)
+        paths = identity.write(folder, "controller")
+        return cls(authority, signer, signer.verifier(), identity, paths, folder)
 
     @property
     def ca_path(self) -> Path:
@@ -109,9 +113,9 @@ class Trust:
     def refresh(self, store: StateStore) -> list[str]:
         """Load the revoked, unexpired token ids into the verifier; returns them (combiners
         get the same list with every heartbeat)."""
-        revoked = store.revoked_token_ids()
-        self.verifier.set_revoked(revoked)
-        return revoked
+        self.revoked = store.revoked_token_ids()
+        self.verifier.set_revoked(self.revoked)
+        return self.revoked
 
     def verify(self, token: str) -> Claims:
         return self.verifier.verify(token)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
-
 from stratafl.controller.discovery import Discovery
 from stratafl.controller.link import CombinerLinks
 from stratafl.controller.sessions import SessionRunner
@@ -23,14 +21,13 @@ class Controller:
         workdir: Path,
         database_url: str | None = None,
         model_store: str | None = None,
-        channel_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.workdir = workdir
         self.store = StateStore(database_url or f"sqlite:///{workdir / 'state.db'}")
         self.models = ModelStore(model_store or workdir / "models")
         self.discovery = Discovery(self.store)
         self.trail = ModelTrail(self.store, self.models, workdir / "staging")
-        self.links = CombinerLinks(self.discovery, credentials=channel_credentials)
+        self.links = CombinerLinks(self.discovery)
         self.sessions = SessionRunner(self.store, self.trail, self.links, workdir / "staging")
         self.grpc_address = ""
         self.trust: Trust | None = None

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstratafl/proto/stratafl.proto\x12\x0bstratafl.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"I\n\x0bModelHeader\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12(\n\x07tensors\x18\x02 \x03(\x0b\x32\x17.stratafl.v1.TensorSpec\"P\n\nModelChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.stratafl.v1.ModelHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"1\n\x0cModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\" \n\x0b\x43lientHello\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\x86\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.stratafl.v1.TaskKind\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\r\n\x05round\x18\x05 \x01(\x05\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\"\xf3\x01\n\x0cUpdateHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12\x37\n\x07metrics\x18\x04 \x03(\x0b\x32&.stratafl.v1.UpdateHeader.MetricsEntry\x12\'\n\x05model\x18\x05 \x01(\x0b\x32\x18.stratafl.v1.ModelHeader\x12\x17\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"R\n\x0bUpdateChunk\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.stratafl.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xa3\x01\n\x10ValidationReport\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12;\n\x07metrics\x18\x03 \x03(\x0b\x32*.stratafl.v1.ValidationReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x0bTaskFailure\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xca\x01\n\tRoundSpec\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.stratafl.v1.TaskKind\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bnum_clients\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x12\n\naggregator\x18\x08 \x01(\t\x12\x0c\n\x04seed\x18\t \x01(\x03\"\x95\x02\n\rClientOutcome\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.stratafl.v1.OutcomeStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12\x38\n\x07metrics\x18\x05 \x03(\x0b\x32\'.stratafl.v1.ClientOutcome.MetricsEntry\x12\x10\n\x08\x62ytes_up\x18\x06 \x01(\x03\x12\x12\n\nbytes_down\x18\x07 \x01(\x03\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe5\x01\n\x11RoundResultHeader\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_weight\x18\x03 \x01(\x01\x12,\n\x08outcomes\x18\x04 \x03(\x0b\x32\x1a.stratafl.v1.ClientOutcome\x12\'\n\x05model\x18\x05 \x01(\x0b\x32\x18.stratafl.v1.ModelHeader\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x18\n\x10model_bytes_down\x18\x08 \x01(\x03\"\\\n\x10RoundResultChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.stratafl.v1.RoundResultHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x0f\n\rStatusRequest\"9\n\x0e\x43ombinerStatus\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"I\n\x0c\x43ombinerInfo\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bmax_clients\x18\x03 \x01(\x05\"<\n\x11\x43ombinerHeartbeat\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"H\n\x0b\x43lientEvent\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08*>\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08VALIDATE\x10\x02*\xa8\x01\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_PENDING\x10\x01\x12\x0e\n\nOUTCOME_OK\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x12\n\x0eOUTCOME_FAILED\x10\x04\x12\x13\n\x0fOUTCOME_DROPPED\x10\x05\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x06\x32\xd9\x03\n\x08\x43ombiner\x12;\n\nTaskStream\x12\x18.stratafl.v1.ClientHello\x1a\x11.stratafl.v1.Task0\x01\x12\x45\n\rDownloadModel\x12\x19.stratafl.v1.ModelRequest\x1a\x17.stratafl.v1.ModelChunk0\x01\x12<\n\x0cUploadUpdate\x12\x18.stratafl.v1.UpdateChunk\x1a\x10.stratafl.v1.Ack(\x01\x12\x43\n\x10ReportValidation\x12\x1d.stratafl.v1.ValidationReport\x1a\x10.stratafl.v1.Ack\x12;\n\rReportFailure\x12\x18.stratafl.v1.TaskFailure\x1a\x10.stratafl.v1.Ack\x12\x43\n\x08RunRound\x12\x16.stratafl.v1.RoundSpec\x1a\x1d.stratafl.v1.RoundResultChunk0\x01\x12\x44\n\tGetStatus\x12\x1a.stratafl.v1.StatusRequest\x1a\x1b.stratafl.v1.CombinerStatus2\x94\x02\n\nController\x12?\n\x10RegisterCombiner\x12\x19.stratafl.v1.CombinerInfo\x1a\x10.stratafl.v1.Ack\x12=\n\tHeartbeat\x12\x1e.stratafl.v1.CombinerHeartbeat\x1a\x10.stratafl.v1.Ack\x12?\n\x11ReportClientEvent\x12\x18.stratafl.v1.ClientEvent\x1a\x10.stratafl.v1.Ack\x12\x45\n\rDownloadModel\x12\x19.stratafl.v1.ModelRequest\x1a\x17.stratafl.v1.ModelChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstratafl/proto/stratafl.proto\x12\x0bstratafl.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"I\n\x0bModelHeader\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12(\n\x07tensors\x18\x02 \x03(\x0b\x32\x17.stratafl.v1.TensorSpec\"P\n\nModelChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.stratafl.v1.ModelHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"1\n\x0cModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\" \n\x0b\x43lientHello\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\x86\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.stratafl.v1.TaskKind\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\r\n\x05round\x18\x05 \x01(\x05\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\"\xf3\x01\n\x0cUpdateHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12\x37\n\x07metrics\x18\x04 \x03(\x0b\x32&.stratafl.v1.UpdateHeader.MetricsEntry\x12\'\n\x05model\x18\x05 \x01(\x0b\x32\x18.stratafl.v1.ModelHeader\x12\x17\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"R\n\x0bUpdateChunk\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.stratafl.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xa3\x01\n\x10ValidationReport\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12;\n\x07metrics\x18\x03 \x03(\x0b\x32*.stratafl.v1.ValidationReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x0bTaskFailure\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xeb\x01\n\tRoundSpec\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.stratafl.v1.TaskKind\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bnum_clients\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x12\n\naggregator\x18\x08 \x01(\t\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x1f\n\x17max_examples_per_client\x18\n \x01(\x03\"\x95\x02\n\rClientOutcome\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.stratafl.v1.OutcomeStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12\x38\n\x07metrics\x18\x05 \x03(\x0b\x32\'.stratafl.v1.ClientOutcome.MetricsEntry\x12\x10\n\x08\x62ytes_up\x18\x06 \x01(\x03\x12\x12\n\nbytes_down\x18\x07 \x01(\x03\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe5\x01\n\x11RoundResultHeader\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_weight\x18\x03 \x01(\x01\x12,\n\x08outcomes\x18\x04 \x03(\x0b\x32\x1a.stratafl.v1.ClientOutcome\x12\'\n\x05model\x18\x05 \x01(\x0b\x32\x18.stratafl.v1.ModelHeader\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x18\n\x10model_bytes_down\x18\x08 \x01(\x03\"\\\n\x10RoundResultChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.stratafl.v1.RoundResultHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x0f\n\rStatusRequest\"9\n\x0e\x43ombinerStatus\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"I\n\x0c\x43ombinerInfo\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bmax_clients\x18\x03 \x01(\x05\"<\n\x11\x43ombinerHeartbeat\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"H\n\x0b\x43lientEvent\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\"H\n\x0eHeartbeatReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11revoked_token_ids\x18\x03 \x03(\t*>\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08VALIDATE\x10\x02*\xa8\x01\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_PENDING\x10\x01\x12\x0e\n\nOUTCOME_OK\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x12\n\x0eOUTCOME_FAILED\x10\x04\x12\x13\n\x0fOUTCOME_DROPPED\x10\x05\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x06\x32\xd9\x03\n\x08\x43ombiner\x12;\n\nTaskStream\x12\x18.stratafl.v1.ClientHello\x1a\x11.stratafl.v1.Task0\x01\x12\x45\n\rDownloadModel\x12\x19.stratafl.v1.ModelRequest\x1a\x17.stratafl.v1.ModelChunk0\x01\x12<\n\x0cUploadUpdate\x12\x18.stratafl.v1.UpdateChunk\x1a\x10.stratafl.v1.Ack(\x01\x12\x43\n\x10ReportValidation\x12\x1d.stratafl.v1.ValidationReport\x1a\x10.stratafl.v1.Ack\x12;\n\rReportFailure\x12\x18.stratafl.v1.TaskFailure\x1a\x10.stratafl.v1.Ack\x12\x43\n\x08RunRound\x12\x16.stratafl.v1.RoundSpec\x1a\x1d.stratafl.v1.RoundResultChunk0\x01\x12\x44\n\tGetStatus\x12\x1a.stratafl.v1.StatusRequest\x1a\x1b.stratafl.v1.CombinerStatus2\x9f\x02\n\nController\x12?\n\x10RegisterCombiner\x12\x19.stratafl.v1.CombinerInfo\x1a\x10.stratafl.v1.Ack\x12H\n\tHeartbeat\x12\x1e.stratafl.v1.CombinerHeartbeat\x1a\x1b.stratafl.v1.HeartbeatReply\x12?\n\x11ReportClientEvent\x12\x18.stratafl.v1.ClientEvent\x1a\x10.stratafl.v1.Ack\x12\x45\n\rDownloadModel\x12\x19.stratafl.v1.ModelRequest\x1a\x17.stratafl.v1.ModelChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATIONREPORT_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_CLIENTOUTCOME_METRICSENTRY']._loaded_options = None
   _globals['_CLIENTOUTCOME_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKKIND']._serialized_start=2180
-  _globals['_TASKKIND']._serialized_end=2242
-  _globals['_OUTCOMESTATUS']._serialized_start=2245
-  _globals['_OUTCOMESTATUS']._serialized_end=2413
+  _globals['_TASKKIND']._serialized_start=2287
+  _globals['_TASKKIND']._serialized_end=2349
+  _globals['_OUTCOMESTATUS']._serialized_start=2352
+  _globals['_OUTCOMESTATUS']._serialized_end=2520
   _globals['_TENSORSPEC']._serialized_start=46
   _globals['_TENSORSPEC']._serialized_end=102
   _globals['_MODELHEADER']._serialized_start=104
@@ -68,27 +68,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKFAILURE']._serialized_start=1015
   _globals['_TASKFAILURE']._serialized_end=1080
   _globals['_ROUNDSPEC']._serialized_start=1083
-  _globals['_ROUNDSPEC']._serialized_end=1285
-  _globals['_CLIENTOUTCOME']._serialized_start=1288
-  _globals['_CLIENTOUTCOME']._serialized_end=1565
+  _globals['_ROUNDSPEC']._serialized_end=1318
+  _globals['_CLIENTOUTCOME']._serialized_start=1321
+  _globals['_CLIENTOUTCOME']._serialized_end=1598
   _globals['_CLIENTOUTCOME_METRICSENTRY']._serialized_start=717
   _globals['_CLIENTOUTCOME_METRICSENTRY']._serialized_end=763
-  _globals['_ROUNDRESULTHEADER']._serialized_start=1568
-  _globals['_ROUNDRESULTHEADER']._serialized_end=1797
-  _globals['_ROUNDRESULTCHUNK']._serialized_start=1799
-  _globals['_ROUNDRESULTCHUNK']._serialized_end=1891
-  _globals['_STATUSREQUEST']._serialized_start=1893
-  _globals['_STATUSREQUEST']._serialized_end=1908
-  _globals['_COMBINERSTATUS']._serialized_start=1910
-  _globals['_COMBINERSTATUS']._serialized_end=1967
-  _globals['_COMBINERINFO']._serialized_start=1969
-  _globals['_COMBINERINFO']._serialized_end=2042
-  _globals['_COMBINERHEARTBEAT']._serialized_start=2044
-  _globals['_COMBINERHEARTBEAT']._serialized_end=2104
-  _globals['_CLIENTEVENT']._serialized_start=2106
-  _globals['_CLIENTEVENT']._serialized_end=2178
-  _globals['_COMBINER']._serialized_start=2416
-  _globals['_COMBINER']._serialized_end=2889
-  _globals['_CONTROLLER']._serialized_start=2892
-  _globals['_CONTROLLER']._serialized_end=3168
+  _globals['_ROUNDRESULTHEADER']._serialized_start=1601
+  _globals['_ROUNDRESULTHEADER']._serialized_end=1830
+  _globals['_ROUNDRESULTCHUNK']._serialized_start=1832
+  _globals['_ROUNDRESULTCHUNK']._serialized_end=1924
+  _globals['_STATUSREQUEST']._serialized_start=1926
+  _globals['_STATUSREQUEST']._serialized_end=1941
+  _globals['_COMBINERSTATUS']._serialized_start=1943
+  _globals['_COMBINERSTATUS']._serialized_end=2000
+  _globals['_COMBINERINFO']._serialized_start=2002
+  _globals['_COMBINERINFO']._serialized_end=2075
+  _globals['_COMBINERHEARTBEAT']._serialized_start=2077
+  _globals['_COMBINERHEARTBEAT']._serialized_end=2137
+  _globals['_CLIENTEVENT']._serialized_start=2139
+  _globals['_CLIENTEVENT']._serialized_end=2211
+  _globals['_HEARTBEATREPLY']._serialized_start=2213
+  _globals['_HEARTBEATREPLY']._serialized_end=2285
+  _globals['_COMBINER']._serialized_start=2523
+  _globals['_COMBINER']._serialized_end=2996
+  _globals['_CONTROLLER']._serialized_start=2999
+  _globals['_CONTROLLER']._serialized_end=3286
 # @@protoc_insertion_point(module_scope)

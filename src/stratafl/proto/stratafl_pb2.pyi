@@ -156,7 +156,7 @@ class TaskFailure(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RoundSpec(_message.Message):
-    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "aggregator", "seed")
+    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "aggregator", "seed", "max_examples_per_client")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class RoundSpec(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXAMPLES_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     kind: TaskKind
@@ -175,7 +176,8 @@ class RoundSpec(_message.Message):
     config_json: str
     aggregator: str
     seed: int
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    max_examples_per_client: int
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ..., max_examples_per_client: _Optional[int] = ...) -> None: ...
 
 class ClientOutcome(_message.Message):
     __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds")
@@ -271,3 +273,13 @@ class ClientEvent(_message.Message):
     client_id: str
     connected: bool
     def __init__(self, combiner_id: _Optional[str] = ..., client_id: _Optional[str] = ..., connected: _Optional[bool] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("ok", "message", "revoked_token_ids")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    message: str
+    revoked_token_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., message: _Optional[str] = ..., revoked_token_ids: _Optional[_Iterable[str]] = ...) -> None: ...

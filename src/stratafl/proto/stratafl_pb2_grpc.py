@@ -374,7 +374,7 @@ class ControllerStub:
         self.Heartbeat = channel.unary_unary(
                 '/stratafl.v1.Controller/Heartbeat',
                 request_serializer=stratafl_dot_proto_dot_stratafl__pb2.CombinerHeartbeat.SerializeToString,
-                response_deserializer=stratafl_dot_proto_dot_stratafl__pb2.Ack.FromString,
+                response_deserializer=stratafl_dot_proto_dot_stratafl__pb2.HeartbeatReply.FromString,
                 _registered_method=True)
         self.ReportClientEvent = channel.unary_unary(
                 '/stratafl.v1.Controller/ReportClientEvent',
@@ -426,7 +426,7 @@ def add_ControllerServicer_to_server(servicer, server):
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
                     request_deserializer=stratafl_dot_proto_dot_stratafl__pb2.CombinerHeartbeat.FromString,
-                    response_serializer=stratafl_dot_proto_dot_stratafl__pb2.Ack.SerializeToString,
+                    response_serializer=stratafl_dot_proto_dot_stratafl__pb2.HeartbeatReply.SerializeToString,
             ),
             'ReportClientEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportClientEvent,
@@ -492,7 +492,7 @@ class Controller:
             target,
             '/stratafl.v1.Controller/Heartbeat',
             stratafl_dot_proto_dot_stratafl__pb2.CombinerHeartbeat.SerializeToString,
-            stratafl_dot_proto_dot_stratafl__pb2.Ack.FromString,
+            stratafl_dot_proto_dot_stratafl__pb2.HeartbeatReply.FromString,
             options,
             channel_credentials,
             insecure,

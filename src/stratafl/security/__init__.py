@@ -13,7 +13,13 @@ from stratafl.security.certs import (
     certificate_request,
 )
 from stratafl.security.roles import Role
-from stratafl.security.tokens import MAX_TOKEN_CHARS, Claims, TokenSigner, TokenVerifier
+from stratafl.security.tokens import (
+    MAX_TOKEN_CHARS,
+    Claims,
+    TokenSigner,
+    TokenVerifier,
+    read_claims_unverified,
+)
 
 __all__ = [
     "MAX_TOKEN_CHARS",
@@ -25,4 +31,5 @@ __all__ = [
     "TokenSigner",
     "TokenVerifier",
     "certificate_request",
+    "read_claims_unverified",
 ]

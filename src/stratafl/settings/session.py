@@ -8,32 +8,60 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stratafl.aggregate import parse_aggregator
 
+MAX_COUNT = 100_000
+"""The most rounds, clients or clients per round a session may ask for."""
+MAX_SEED = 2**43
+"""Round seeds (``seed * 1_000_003 + round``) travel as int64 and seed numpy's
+SeedSequence, which takes no negative numbers: 0 <= seed <= 2**43 keeps both true."""
+MAX_EXAMPLES = 2**53
+"""Example counts weight averages as float64, which counts exactly up to 2**53."""
+
 
 class SessionConfig(BaseModel):
     """One training session: R rounds of FedAvg-style training over the connected clients.
 
     ``clients_per_round`` is a fraction of the connected clients when it is at most 1.0
-    (McMahan's C) and a count when it is larger.
+    (McMahan's C) and a count when it is larger. Whoever starts a session may be careless
+    or hostile, so every setting has an upper bound and no float may be NaN or infinite:
+    a config the controller accepts is one it can run.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    rounds: int = Field(3, ge=1, le=100_000)
-    clients_per_round: float = Field(1.0, gt=0)
-    min_clients: int = Field(1, ge=1)
-    round_timeout: float = Field(60.0, gt=0, description="seconds a combiner waits for updates")
-    local_epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
-    proximal_mu: float = Field(0.0, ge=0)
+    rounds: int = Field(3, ge=1, le=MAX_COUNT)
+    clients_per_round: float = Field(1.0, gt=0, le=MAX_COUNT)
+    min_clients: int = Field(1, ge=1, le=MAX_COUNT)
+    round_timeout: float = Field(
+        60.0, gt=0, le=86_400, description="seconds a combiner waits for updates"
+    )
+    local_epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1, le=1_000_000)
+    learning_rate: float = Field(0.05, gt=0, le=1000)
+    proximal_mu: float = Field(0.0, ge=0, le=1e6)
     validate_each_round: bool = True
     aggregator: str = Field(
-        "fedavg", description="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md"
+        "fedavg",
+        max_length=256,
+        description="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md",
     )
-    seed: int = 0
-    seed_model_id: str | None = Field(None, description="defaults to the newest stored model")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed_model_id: str | None = Field(
+        None, min_length=1, max_length=128, description="defaults to the newest stored model"
+    )
     wait_for_clients_seconds: float = Field(
-        60.0, ge=0, description="how long a round waits for min_clients to be connected"
+        60.0, ge=0, le=3600, description="how long a round waits for min_clients to be connected"
+    )
+    max_examples_per_client: int = Field(
+        1_000_000_000,
+        ge=1,
+        le=MAX_EXAMPLES,
+        description="the largest num_examples a client may claim for one update (its weight)",
+    )
+    max_model_bytes: int = Field(
+        8 * 2**30,
+        ge=1,
+        le=2**62,  # an int64 on every wire and in every database
+        description="the largest model or update this session accepts, in bytes",
     )
 
     @model_validator(mode="after")

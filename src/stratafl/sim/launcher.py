@@ -10,15 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stratafl.api import ControllerClient
+from stratafl.api.schema import IssuedRole
 from stratafl.client.app import ClientContext, load_app
 from stratafl.client.main import ClientOptions
 from stratafl.combiner.main import CombinerOptions
 from stratafl.controller.main import ControllerOptions
 from stratafl.errors import StrataError, UnavailableError
 from stratafl.records import ModelRecord, RoundRecord, SessionRecord
+from stratafl.security import Role
 from stratafl.settings import SessionConfig
 from stratafl.sim.processes import ProcessGroup
 from stratafl.status import ClientStatus, SessionStatus
+from stratafl.transport.credentials import INSECURE, PeerCredentials
 
 Progress = Callable[[SessionRecord, list[RoundRecord]], None]
 """Called with the session and its rounds so far, whenever a round was recorded."""
@@ -38,6 +41,7 @@ class FederationSpec:
     max_clients_per_combiner: int = 1000
     workdir: Path | None = None
     database_url: str | None = None  # default: SQLite in the controller's work folder
+    insecure: bool = False  # no TLS and no tokens (loopback only); by default all is secured
 
 
 class LocalFederation:
@@ -54,6 +58,9 @@ class LocalFederation:
         self.url = ""
         self.grpc_address = ""
         self._client: ControllerClient | None = None
+        self.ca_file: Path | None = None
+        """The federation's CA certificate (None when insecure)."""
+        self.admin_token: str | None = None
 
     @property
     def client(self) -> ControllerClient:
@@ -92,6 +99,9 @@ class LocalFederation:
                     max_clients=self.spec.max_clients_per_combiner,
                     workdir=self.workdir / f"combiner-{i}",
                     ready_file=self.group.ready_file(f"combiner-{i}"),
+                    token_file=self.token_file(f"combiner-{i}", Role.COMBINER),
+                    ca_file=self.ca_file,
+                    insecure=self.spec.insecure,
                 ),
             )
             for i in range(self.spec.combiners)
@@ -108,10 +118,34 @@ class LocalFederation:
             grpc_port=grpc_port,
             database_url=self.spec.database_url,
             ready_file=self.group.ready_file("controller"),
+            insecure=self.spec.insecure,
         )
         info = json.loads(self.group.start("controller", options).wait_ready())
         self.url, self.grpc_address = info["url"], info["grpc_address"]
-        self._client = ControllerClient(self.url, timeout=REST_TIMEOUT_SECONDS)
+        if info.get("ca_file"):
+            self.ca_file = Path(info["ca_file"])
+            self.admin_token = Path(info["admin_token_file"]).read_text().strip()
+        self._client = ControllerClient(
+            self.url,
+            timeout=REST_TIMEOUT_SECONDS,
+            token=self.admin_token,
+            verify=self.ca_file or True,
+        )
+
+    def token_file(
+        self, name: str, role: IssuedRole, *, max_examples: int | None = None
+    ) -> Path | None:
+        """Issue a token for ``name`` (its subject) and write it to a private file, as an
+        admin would hand it over; None for an insecure federation."""
+        if self.spec.insecure:
+            return None
+        issued = self.client.create_token(name, role, max_examples=max_examples)
+        path = self.workdir / "tokens" / f"{name}.token"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(issued.token)
+        return path
 
     def _close_client(self) -> None:
         if self._client is not None:
@@ -138,8 +172,25 @@ class LocalFederation:
             num_partitions=spec.clients,
             partitioner=spec.partition,
             seed=spec.seed,
+            token_file=self._client_token(index),
+            ca_file=self.ca_file,
+            insecure=spec.insecure,
         )
         self.group.start(f"client-{index}", options)
+
+    def credentials(self, name: str) -> PeerCredentials:
+        """What an in-process client called ``name`` dials with (a token of its own)."""
+        token_file = self.token_file(name, Role.CLIENT)
+        if token_file is None:
+            return INSECURE
+        return PeerCredentials.from_files(token_file, self.ca_file, "client")
+
+    def _client_token(self, index: int) -> Path | None:
+        """A client keeps its token across restarts, as a real one would."""
+        existing = self.workdir / "tokens" / f"client-{index}.token"
+        if existing.exists():
+            return existing
+        return self.token_file(f"client-{index}", Role.CLIENT)
 
     def wait_for_clients(self, count: int, timeout: float = 120.0) -> None:
         """Wait until ``count`` clients hold a task stream to a combiner."""

@@ -1,0 +1,137 @@
+"""`strata token ...`, and how every admin command reaches the controller.
+
+The controller's URL, the caller's token and the federation's CA come from flags or from
+the environment (``STRATA_CONTROLLER``, ``STRATA_TOKEN`` or ``STRATA_TOKEN_FILE``,
+``STRATA_CA_FILE``), so a shell set up once needs none of them.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from stratafl.api import ControllerClient
+from stratafl.console import console
+from stratafl.errors import ConfigError
+from stratafl.security import Role
+
+ControllerUrl = Annotated[
+    str,
+    typer.Option(
+        "--controller",
+        envvar="STRATA_CONTROLLER",
+        help="the controller's URL, e.g. https://127.0.0.1:8080 ($STRATA_CONTROLLER)",
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option("--token", envvar="STRATA_TOKEN", help="your token ($STRATA_TOKEN)"),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="STRATA_TOKEN_FILE",
+        help="a file holding your token, e.g. the controller's trust/admin.token",
+    ),
+]
+CaFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file",
+        envvar="STRATA_CA_FILE",
+        help="the federation's CA certificate (the controller's trust/ca.crt)",
+    ),
+]
+
+
+def connect(
+    controller: str, token: str | None, token_file: Path | None, ca_file: Path | None
+) -> ControllerClient:
+    """A REST client as the caller these options name."""
+    if token is None and token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the token file {token_file}: {exc}") from exc
+    return ControllerClient(controller, token=token, verify=ca_file or True, timeout=60)
+
+
+token_cli = typer.Typer(help="Issue, list and revoke tokens (needs an admin token).")
+
+
+@token_cli.command("create")
+def token_create(
+    role: Annotated[Role, typer.Option(help="admin, combiner or client")],
+    name: Annotated[str, typer.Option(help="a label, e.g. hospital-3; also the identity")],
+    controller: ControllerUrl,
+    subject: Annotated[str | None, typer.Option(help="the identity (default: the name)")] = None,
+    days: Annotated[float, typer.Option(help="how long the token is valid")] = 90.0,
+    max_examples: Annotated[
+        int | None, typer.Option(help="a client's cap on the examples it may claim")
+    ] = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Print a new token on stdout (its only copy: `> name.token`); its id on stderr."""
+    if role is Role.CONTROLLER:
+        raise ConfigError("the controller issues its own token; choose admin, combiner or client")
+    with connect(controller, token, token_file, ca_file) as api:
+        issued = api.create_token(
+            name,
+            role,
+            subject=subject,
+            ttl_seconds=days * 86400.0,
+            max_examples=max_examples,
+        )
+    print(issued.token)
+    expires = datetime.fromtimestamp(issued.record.expires_at, UTC).isoformat(timespec="minutes")
+    print(
+        f"token {issued.record.token_id} for {role} {issued.record.subject}, valid until {expires}",
+        file=sys.stderr,
+    )
+
+
+@token_cli.command("list")
+def token_list(
+    controller: ControllerUrl,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Every token issued: id, name, role, subject, expiry, revoked."""
+    with connect(controller, token, token_file, ca_file) as api:
+        records = api.tokens()
+    table = Table()
+    for column in ("id", "name", "role", "subject", "expires", "revoked"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            record.token_id,
+            record.name,
+            record.role,
+            record.subject,
+            datetime.fromtimestamp(record.expires_at, UTC).isoformat(timespec="minutes"),
+            "yes" if record.revoked_at else "",
+        )
+    console.print(table)
+
+
+@token_cli.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="the id shown by `strata token list`")],
+    controller: ControllerUrl,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Revoke a token: the controller refuses it at once, combiners within a heartbeat."""
+    with connect(controller, token, token_file, ca_file) as api:
+        record = api.revoke_token(token_id)
+    console.print(f"revoked {record.token_id} ({record.role} {record.subject})")

@@ -1,0 +1,99 @@
+"""REST endpoints of the model trail: upload a seed model, list, fetch, download.
+
+An upload is streamed to a staging file (its size bounded by `rest_bounds.BoundedBodies`
+as it arrives), checked as a safetensors file (`modelfile.check_model_file`: header size,
+shapes, offsets, length) and only then published; a refused upload leaves nothing behind.
+Every file operation runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+
+from stratafl.controller.rest_bounds import DEFAULT_LIMIT, Limit
+from stratafl.controller.rest_errors import binary, errors_of
+from stratafl.modelfile import check_model_file
+from stratafl.records import ModelRecord
+
+if TYPE_CHECKING:
+    from stratafl.controller.wiring import Controller
+
+__all__ = ["UPLOAD_PATH", "models_router"]
+
+UPLOAD_PATH = "/api/v1/models"
+UPLOAD_BUFFER_BYTES = 1 << 20
+"""Upload chunks are gathered up to this size before each write, to bound thread hops."""
+
+
+def models_router(controller: Controller) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+    store = controller.store
+
+    @router.post(
+        "/models",
+        status_code=201,
+        responses=errors_of(413),
+        openapi_extra={"requestBody": {"required": True, **binary("a safetensors file")}},
+    )
+    async def upload_model(request: Request) -> ModelRecord:
+        """Upload a seed model as a safetensors file in the request body."""
+        name = f"upload-{uuid.uuid4().hex}"
+        staged = await asyncio.to_thread(controller.trail.staging_path, name)
+        try:
+            await _stream_to_file(request, staged)
+            specs = await asyncio.to_thread(check_model_file, staged)
+            parameters = sum(spec.size for spec in specs)
+            return await asyncio.to_thread(
+                controller.trail.publish_file, staged, parameters=parameters
+            )
+        finally:  # publish_file consumes the file; a refused upload leaves nothing behind
+            await asyncio.to_thread(staged.unlink, missing_ok=True)
+
+    @router.get("/models")
+    async def models(
+        session_id: str | None = None, limit: Limit = DEFAULT_LIMIT
+    ) -> list[ModelRecord]:
+        return store.models(session_id)[:limit]
+
+    @router.get("/models/{model_id}", responses=errors_of(404))
+    async def model(model_id: str) -> ModelRecord:
+        return store.model(model_id)
+
+    @router.get("/models/{model_id}/trail", responses=errors_of(404))
+    async def trail(model_id: str, limit: Limit = DEFAULT_LIMIT) -> list[ModelRecord]:
+        """The model and its ancestors, newest first (the first ``limit`` of them)."""
+        return store.trail(model_id)[:limit]
+
+    @router.get(
+        "/models/{model_id}/download",
+        response_class=Response,  # no JSON default: the 200 below is the only body
+        responses={200: binary("the model as a safetensors file"), **errors_of(404)},
+    )
+    async def download(model_id: str) -> Response:
+        store.model(model_id)
+        path = await asyncio.to_thread(controller.models.local_path, model_id)
+        return FileResponse(path, media_type="application/octet-stream")
+
+    return router
+
+
+async def _stream_to_file(request: Request, path: Path) -> None:
+    """Write the request body to ``path`` with every file operation off the event loop."""
+    out = await asyncio.to_thread(path.open, "wb")
+    try:
+        buffer = bytearray()
+        async for chunk in request.stream():
+            buffer += chunk
+            if len(buffer) >= UPLOAD_BUFFER_BYTES:
+                await asyncio.to_thread(out.write, bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await asyncio.to_thread(out.write, bytes(buffer))
+    finally:
+        await asyncio.to_thread(out.close)

@@ -1,0 +1,66 @@
+"""Tallies of a round: how the quota splits, whether a partial's weight is believable, and
+what the clients' scores add up to. Plain functions of values, tested directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from stratafl.controller.link import CombinerAnswer
+from stratafl.errors import UpdateRejected
+from stratafl.records import ClientOutcome, Validation
+from stratafl.status import OutcomeStatus
+
+
+def split_quota(total: int, loads: dict[str, int]) -> dict[str, int]:
+    """Split ``total`` over combiners in proportion to their clients (largest remainder)."""
+    available = sum(loads.values())
+    if available == 0 or total <= 0:
+        return {key: 0 for key in loads}
+    exact = {key: total * n / available for key, n in loads.items()}
+    quota = {key: min(loads[key], math.floor(x)) for key, x in exact.items()}
+    by_remainder = sorted(loads, key=lambda k: (-(exact[k] - quota[k]), k))
+    for key in by_remainder:
+        if sum(quota.values()) >= total:
+            break
+        if quota[key] < loads[key]:
+            quota[key] += 1
+    return quota
+
+
+def summarize_validation(outcomes: Sequence[ClientOutcome]) -> Validation:
+    """Per-client metrics and their mean, weighted by each client's validation examples."""
+    per_client = {o.client_id: o.metrics for o in outcomes if o.status == OutcomeStatus.OK}
+    if not per_client:
+        return Validation()
+    weights = {c: float(m.get("num_examples", 1.0)) or 1.0 for c, m in per_client.items()}
+    total = sum(weights.values())
+    names = set.intersection(*(set(m) for m in per_client.values())) - {"num_examples"}
+    means = {
+        name: sum(per_client[c][name] * weights[c] for c in per_client) / total
+        for name in sorted(names)
+    }
+    return Validation(clients=len(per_client), per_client=per_client, **means)
+
+
+def check_partial(answer: CombinerAnswer) -> None:
+    """Raise `UpdateRejected` unless a partial's weight is backed by the updates it reports.
+
+    A combiner's partial counts in the merge by its weight; a lying combiner could claim
+    any. Every rule's weight is at most the sum of the accepted updates' example counts
+    (FedAvg: exactly that; count-weighted rules: the number of updates), and its
+    contributor count is the number of outcomes it reports as ok.
+    """
+    accepted = [o for o in answer.outcomes if o.status == OutcomeStatus.OK]
+    examples = sum(o.num_examples for o in accepted)
+    if answer.contributors != len(accepted):
+        raise UpdateRejected(
+            f"combiner {answer.combiner_id} claims {answer.contributors} contributors but "
+            f"reports {len(accepted)} accepted updates"
+        )
+    if not (0 < answer.total_weight <= examples):
+        raise UpdateRejected(
+            f"combiner {answer.combiner_id} weights its partial {answer.total_weight:g}, "
+            f"more than the {examples} examples behind its accepted updates"
+        )

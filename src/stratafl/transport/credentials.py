@@ -1,0 +1,125 @@
+"""What a process presents on its links, built once from its files.
+
+A secured process dials out with the federation's CA (to check whom it reaches) and its
+bearer token (to say who it is), and, with mutual TLS, its own certificate; a secured
+server presents its certificate and checks every call with `AuthInterceptor`. An insecure
+process (``--insecure``: loopback only) has none of these.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from stratafl.errors import ConfigError
+from stratafl.security import Claims, Role, TlsIdentity
+from stratafl.security.files import read_pem
+from stratafl.transport.auth import AuthInterceptor, TokenAuth
+from stratafl.transport.channels import LinkSecurity
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost": the only binds ``--insecure`` may use."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_insecure_off_loopback(host: str, tier: str) -> None:
+    if not is_loopback(host):
+        raise ConfigError(
+            f"--insecure serves without TLS or tokens, so it is allowed on a loopback address "
+            f"only, not {host}; drop --insecure (the {tier} then serves TLS and checks tokens)"
+        )
+
+
+@dataclass(frozen=True)
+class PeerCredentials:
+    """How a process dials out: its token, the CA it trusts, its certificate for mTLS."""
+
+    token: str | None = None
+    ca_pem: bytes | None = None
+    client_identity: TlsIdentity | None = None
+    """Presented only to servers that require mutual TLS."""
+
+    @property
+    def secure(self) -> bool:
+        return self.token is not None
+
+    @classmethod
+    def from_files(
+        cls, token_file: Path | None, ca_file: Path | None, tier: str
+    ) -> PeerCredentials:
+        """Read a token file and a CA certificate; both are needed unless insecure."""
+        if token_file is None or ca_file is None:
+            raise ConfigError(
+                f"a {tier} needs --token-file and --ca-file (from the federation's admin: "
+                "`strata token create` and the controller's trust/ca.crt), or --insecure on "
+                "loopback"
+            )
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the token file {token_file}: {exc}") from exc
+        return cls(token=token, ca_pem=read_pem(ca_file, "the federation's CA certificate"))
+
+    def with_token(self, token: str) -> PeerCredentials:
+        return PeerCredentials(token, self.ca_pem, self.client_identity)
+
+    def with_identity(self, identity: TlsIdentity) -> PeerCredentials:
+        return PeerCredentials(self.token, self.ca_pem, identity)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS with the CA plus the token on every call; None for an insecure link."""
+        if self.token is None:
+            return None
+        token = self.token
+        identity = self.client_identity
+        transport = grpc.ssl_channel_credentials(
+            root_certificates=self.ca_pem,
+            private_key=identity.key_pem if identity else None,
+            certificate_chain=identity.cert_pem if identity else None,
+        )
+        return grpc.composite_channel_credentials(
+            transport, grpc.metadata_call_credentials(TokenAuth(lambda: token))
+        )
+
+    def http_verify(self) -> ssl.SSLContext | bool:
+        """What httpx checks the controller's certificate with."""
+        if self.ca_pem is None:
+            return True
+        return ssl.create_default_context(cadata=self.ca_pem.decode())
+
+
+INSECURE = PeerCredentials()
+
+
+def serving_security(
+    identity: TlsIdentity | None,
+    verify: Callable[[str], Claims] | None,
+    roles: Mapping[str, frozenset[Role]],
+    dialing: PeerCredentials,
+    *,
+    mutual_tls: bool = False,
+) -> LinkSecurity:
+    """A server's TLS and token check, with how the same process dials out."""
+    if identity is None or verify is None:
+        return LinkSecurity(channel_credentials=dialing.channel_credentials())
+    server = grpc.ssl_server_credentials(
+        [(identity.key_pem, identity.cert_pem)],
+        root_certificates=identity.ca_pem,
+        require_client_auth=mutual_tls,
+    )
+    return LinkSecurity(
+        server_credentials=server,
+        channel_credentials=dialing.channel_credentials(),
+        interceptors=(AuthInterceptor(verify, roles),),
+    )
