@@ -49,7 +49,13 @@ def make_app(context: object) -> TrivialApp:
 
 
 def measure(
-    mode: str, clients: int, params: int, rounds: int, combiners: int, validate: bool
+    mode: str,
+    clients: int,
+    params: int,
+    rounds: int,
+    combiners: int,
+    validate: bool,
+    insecure: bool = False,
 ) -> dict:
     os.environ["STRATA_BENCH_PARAMS"] = str(params)  # read by the client processes
     in_processes = mode == "processes"
@@ -57,6 +63,7 @@ def measure(
         app=f"{Path(__file__).resolve()}:make_app",
         clients=clients if in_processes else 0,
         combiners=combiners,
+        insecure=insecure,
     )
     with LocalFederation(spec) as federation:
         federation.client.upload_model(TrivialApp(params).initial_params(0))
@@ -88,6 +95,7 @@ def measure(
         "rounds": rounds,
         "combiners": combiners,
         "validate_each_round": validate,
+        "secured": not insecure,
         "round_seconds_median": statistics.median(durations),
         "round_seconds_min": min(durations),
         "round_seconds_max": max(durations),
@@ -105,6 +113,9 @@ def main() -> None:
     parser.add_argument("--combiners", type=int, default=1)
     parser.add_argument("--validate", action="store_true", help="validate after each round too")
     parser.add_argument(
+        "--insecure", action="store_true", help="no TLS and no tokens (loopback), to see their cost"
+    )
+    parser.add_argument(
         "--output", type=Path, default=Path("benchmarks/results/round_latency.json")
     )
     parser.add_argument(
@@ -116,7 +127,15 @@ def main() -> None:
     args = parser.parse_args()
     modes = ["processes", "threads"] if args.clients_as == "both" else [args.clients_as]
     results = [
-        measure(mode, args.clients, args.params, args.rounds, args.combiners, args.validate)
+        measure(
+            mode,
+            args.clients,
+            args.params,
+            args.rounds,
+            args.combiners,
+            args.validate,
+            args.insecure,
+        )
         for mode in modes
     ]
     print(

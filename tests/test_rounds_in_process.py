@@ -265,3 +265,35 @@ def test_only_the_running_session_can_be_stopped(tmp_path):
             federation.sessions.cancel(finished, by="alice")
     finally:
         federation.close()
+
+
+def test_an_upload_of_another_layout_is_a_seed_only_when_named(tmp_path):
+    from stratafl.errors import ConfigError
+
+    federation = _federation(tmp_path, [H])
+
+    async def one_session(seed_model_id: str | None = None) -> str:
+        config = _config(rounds=1, min_clients=1, seed_model_id=seed_model_id)
+        session_id = federation.sessions.start(config)
+        assert federation.sessions.current is not None
+        await federation.sessions.current
+        return session_id
+
+    async def scenario() -> list[str]:
+        first = await one_session()  # the trail now has a trained model
+        other = federation.seed({"v": np.zeros(3, np.float32)})
+        with pytest.raises(ConfigError, match="name it as seed_model_id"):
+            federation.sessions.start(_config(rounds=1))
+        named = await one_session(other)
+        again = federation.seed({"v": np.ones(3, np.float32)})  # the trail's newest layout
+        third = await one_session()
+        assert federation.store.session(third).seed_model_id == again
+        return [first, named, third]
+
+    try:
+        federation.seed(MODEL)
+        sessions = [federation.store.session(s) for s in federation.run(scenario())]
+    finally:
+        federation.close()
+    assert [s.status for s in sessions] == ["finished"] * 3, [s.reason for s in sessions]
+    assert sessions[1].seed_model_id != sessions[0].seed_model_id

@@ -83,11 +83,23 @@ class SessionRunner:
             raise RoundFailed(f"session {session_id} is not running; nothing to stop")
 
     def _newest_model(self) -> str:
+        """The default seed: the newest model, unless it is an upload whose layout differs
+        from the trail's newest trained model (then it must be named explicitly)."""
         newest = self._store.newest_model()
         if newest is None:
             raise StrataError(
                 "no model in the store: upload a seed model first (POST /api/v1/models)"
             )
+        if newest.session_id is None:
+            trained = next((m for m in reversed(self._store.models()) if m.session_id), None)
+            if trained is not None and self._trail.layout(trained.id) != self._trail.layout(
+                newest.id
+            ):
+                raise ConfigError(
+                    f"the newest model {newest.id} is an upload whose tensors differ from the "
+                    f"trail's newest trained model {trained.id}; to start from it anyway, "
+                    "name it as seed_model_id"
+                )
         return newest.id
 
     async def _run(

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from stratafl.aggregate import Aggregator, ServerOptState
-from stratafl.modelfile import copy_params_from_stream, save_params
-from stratafl.params import Params, num_parameters
+from stratafl.modelfile import copy_params_from_stream, read_header, save_params
+from stratafl.params import Params, TensorSpec, num_parameters
 from stratafl.records import ModelRecord
 from stratafl.store.models import ModelStore, new_model_id
 from stratafl.store.state import StateStore
@@ -92,6 +92,11 @@ class ModelTrail:
                 return copy_params_from_stream(stream)[0]
 
         return await asyncio.to_thread(read)
+
+    def layout(self, model_id: str) -> list[TensorSpec]:
+        """A stored model's tensor names, dtypes and shapes (reads its header only)."""
+        with self._models.open(model_id) as stream:
+            return read_header(stream)[0]
 
     def optimizer_state(self, model_id: str, aggregator: Aggregator) -> ServerOptState:
         """The state saved with ``model_id`` by the same optimiser, else a fresh one.
