@@ -1,9 +1,8 @@
 """Signed bearer tokens: who a caller is, checkable by anyone holding the public key.
 
 The controller signs; combiners, the REST API and the CLI only verify, so a combiner
-can admit a client without asking the controller on every call, and a leaked public key
-grants nothing. Ed25519 (from `cryptography`) because its keys and signatures are small
-and it has no parameters to get wrong.
+admits a client without asking the controller, and a leaked public key grants nothing.
+Ed25519 (`cryptography`): small keys and signatures, no parameters to get wrong.
 
 Format: ``st1.<base64url(JSON claims)>.<base64url(signature over "st1.<payload>")>``,
 unpadded. Whoever sends a token may be hostile, so `TokenVerifier.verify` bounds the
@@ -293,8 +292,8 @@ class TokenSigner:
 
 
 def read_claims_unverified(token: str) -> Claims:
-    """What a token says, without checking its signature: for its holder, who needs to know
-    its own name (a client's id is its token's subject). Never use it to admit a caller."""
+    """What a token says, unchecked: for its holder, who needs its own name (a client's id
+    is its token's subject). Never use it to admit a caller."""
     parts = token.strip().split(".") if isinstance(token, str) else []
     payload = _b64decode(parts[1]) if len(parts) == 3 and parts[0] == VERSION else None
     if payload is None or len(token) > MAX_TOKEN_CHARS:
