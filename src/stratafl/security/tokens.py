@@ -5,10 +5,9 @@ admits a client without asking the controller, and a leaked public key grants no
 Ed25519 (`cryptography`): small keys and signatures, no parameters to get wrong.
 
 Format: ``st1.<base64url(JSON claims)>.<base64url(signature over "st1.<payload>")>``,
-unpadded. Whoever sends a token may be hostile, so `TokenVerifier.verify` bounds the
-length before it parses anything, checks the signature before it reads the JSON, and
-then demands exactly the expected fields with exactly the expected types. Every failure
-is an `AuthError`; no message ever contains the token (it is a password).
+unpadded. A sender may be hostile, so `TokenVerifier.verify` bounds the length before
+parsing, checks the signature before reading the JSON, then demands exactly the expected
+fields and types. Every failure is an `AuthError` that never contains the token.
 """
 
 from __future__ import annotations
