@@ -32,11 +32,11 @@ from stratafl.proto import stratafl_pb2 as pb
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
 from stratafl.transport.streams import (
-    file_chunks,
     header_to_proto,
     params_chunks,
     receive_model,
     send_model,
+    stream_chunks,
 )
 
 T = TypeVar("T")
@@ -125,7 +125,7 @@ class LocalFederation:
         folder = self.workdir / combiner_id
 
         def download(model_id: str) -> AsyncIterator[pb.ModelChunk]:
-            specs, data = file_chunks(self.models.local_path(model_id))
+            specs, data = stream_chunks(self.models.open(model_id))  # as the controller does
             return aiter_of(send_model(pb.ModelChunk, header_to_proto(model_id, specs), data))  # type: ignore[return-value]
 
         registry = ClientRegistry(1000, on_change=lambda client_id, connected: None)

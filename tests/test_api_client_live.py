@@ -62,7 +62,8 @@ def test_models_sessions_and_errors_against_a_real_controller(api, tmp_path):
     assert api.combiners() == []
 
     # No client ever connects: the session's first round fails, and says why.
-    session = api.start_session(SessionConfig(rounds=1, wait_for_clients_seconds=0))
+    config = SessionConfig(rounds=1, wait_for_clients_seconds=0, max_failed_rounds=0)
+    session = api.start_session(config)
     assert session.seed_model_id == seed.id
     assert [s.id for s in api.sessions()] == [session.id]
     deadline = time.monotonic() + 30

@@ -175,8 +175,9 @@ def test_a_session_records_each_round_once_and_grows_the_trail(tmp_path):
 def test_a_failed_round_ends_the_session_with_the_rounds_reason(tmp_path):
     federation = _federation(tmp_path, [H, Behaviour.SILENT])
 
-    async def run() -> str:
-        session_id = federation.sessions.start(_config(rounds=2, min_clients=2))
+    async def run() -> str:  # no re-run (test_sessions_in_process.py tests those)
+        config = _config(rounds=2, min_clients=2, max_failed_rounds=0)
+        session_id = federation.sessions.start(config)
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id

@@ -100,6 +100,7 @@ def test_the_wheel_runs_a_federation_with_the_packaged_demo_app(tmp_path):
     modules = {str(p.relative_to(sources)) for p in (sources / "stratafl").rglob("*.py")}
     assert modules - packaged == set(), "modules missing from the wheel"
     assert {"stratafl/py.typed", "stratafl/proto/stratafl.proto"} <= packaged
+    assert "stratafl/store/migrations/script.py.mako" in packaged  # with versions/*.py above
     assert "stratafl/apps/fashion_mnist.py" in packaged
 
     venv = _venv_with(wheel, tmp_path)

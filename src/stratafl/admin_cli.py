@@ -135,3 +135,30 @@ def token_revoke(
     with connect(controller, token, token_file, ca_file) as api:
         record = api.revoke_token(token_id)
     console.print(f"revoked {record.token_id} ({record.role} {record.subject})")
+
+
+db_cli = typer.Typer(help="The controller's state database.")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(
+    database_url: Annotated[
+        str | None, typer.Option(help="any SQLAlchemy URL; default: SQLite in --workdir")
+    ] = None,
+    workdir: Annotated[Path, typer.Option(help="the controller's work folder")] = Path(
+        ".strata/controller"
+    ),
+) -> None:
+    """Migrate the controller's database to this version's schema (also done at each start)."""
+    from stratafl.store.migrations import migrated_engine
+    from stratafl.store.tables import sqlite_url
+
+    if database_url is None and not (workdir / "state.db").is_file():
+        raise ConfigError(
+            f"there is no controller database in {workdir}: pass the controller's "
+            "--workdir, or its --database-url"
+        )
+    engine, done = migrated_engine(database_url or sqlite_url(workdir))
+    engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    console.print(f"{where}: {done.describe()}")

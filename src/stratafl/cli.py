@@ -11,8 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from stratafl.admin_cli import CaFile, ControllerUrl, Token, TokenFile, connect, token_cli
+from stratafl.admin_cli import (
+    CaFile,
+    ControllerUrl,
+    Token,
+    TokenFile,
+    connect,
+    db_cli,
+    token_cli,
+)
 from stratafl.client.app import ClientContext, load_app
 from stratafl.console import RunView, console, print_promise
 from stratafl.errors import StrataError
@@ -34,6 +43,7 @@ app.add_typer(controller_cli, name="controller")
 app.add_typer(combiner_cli, name="combiner")
 app.add_typer(client_cli, name="client")
 app.add_typer(token_cli, name="token")
+app.add_typer(db_cli, name="db")
 
 DEMO_APP = "stratafl.apps.fashion_mnist:make_app"
 """The demo's client app, shipped in the package (its source is an example to copy)."""
@@ -46,9 +56,15 @@ def _start_tier(options: TierOptions, verbose: bool) -> None:
     run_tier(options)
 
 
+ADVERTISE_HELP = "the name or IP other hosts reach this one at (needed with --host 0.0.0.0)"
+
+
 @controller_cli.command("start")
 def controller_start(
-    host: str = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="address to bind (0.0.0.0: every interface)")] = (
+        "127.0.0.1"
+    ),
+    advertise_address: Annotated[str | None, typer.Option(help=ADVERTISE_HELP)] = None,
     port: Annotated[int, typer.Option(help="REST port (0 picks a free one)")] = 8080,
     grpc_port: Annotated[int, typer.Option(help="gRPC port for combiners (0 = free)")] = 0,
     workdir: Path = Path(".strata/controller"),
@@ -65,6 +81,12 @@ def controller_start(
         list[str] | None,
         typer.Option(help="another name or address the controller is reached at (repeat)"),
     ] = None,
+    keep_last: Annotated[
+        int, typer.Option(min=0, help="keep the running session's last N models (0: keep all)")
+    ] = 10,
+    keep_every: Annotated[
+        int, typer.Option(min=0, help="keep every N-th round's model (0: keep all)")
+    ] = 10,
     verbose: bool = False,
 ) -> None:
     """Serve the REST API and the combiners' gRPC service, TLS and tokens by default."""
@@ -73,6 +95,7 @@ def controller_start(
     options = ControllerOptions(
         workdir=workdir,
         host=host,
+        advertise_address=advertise_address,
         http_port=port,
         grpc_port=grpc_port,
         database_url=database_url,
@@ -81,6 +104,8 @@ def controller_start(
         insecure=insecure,
         mutual_tls=mutual_tls,
         tls_hosts=tuple(tls_host or ()),
+        keep_last=keep_last,
+        keep_every=keep_every,
     )
     _start_tier(options, verbose)
 
@@ -88,8 +113,11 @@ def controller_start(
 @combiner_cli.command("start")
 def combiner_start(
     controller: ControllerUrl,
-    host: str = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="address to bind (0.0.0.0: every interface)")] = (
+        "127.0.0.1"
+    ),
     port: int = 0,
+    advertise_address: Annotated[str | None, typer.Option(help=ADVERTISE_HELP)] = None,
     max_clients: int = 1000,
     id: Annotated[str | None, typer.Option("--id")] = None,  # noqa: A002
     workdir: Path | None = None,
@@ -107,6 +135,7 @@ def combiner_start(
         workdir=workdir or Path(".strata") / (id or "combiner"),
         host=host,
         port=port,
+        advertise_address=advertise_address,
         max_clients=max_clients,
         combiner_id=id,
         ready_file=ready_file,
@@ -259,7 +288,7 @@ def main() -> None:
     try:
         app()
     except StrataError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")  # e.g. 'stratafl[s3]' is no markup
         sys.exit(1)
 
 

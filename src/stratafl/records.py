@@ -50,6 +50,9 @@ class ModelRecord(Record):
     size_bytes: int
     num_parameters: int
     created_at: float
+    pruned_at: float | None = Field(
+        None, description="when the retention policy deleted its file (the row stays)"
+    )
 
 
 class SessionRecord(Record):

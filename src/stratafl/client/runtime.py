@@ -1,17 +1,20 @@
 """The client runtime: ask the controller for a combiner, open a task stream, do the tasks.
 
 The client dials out only (no open port). When its combiner goes away, it asks the
-controller again, naming the combiner that failed, and reconnects by itself.
+controller again, naming the combiner that failed, and reconnects by itself. When the
+controller moves it to even the load (its stream ends with ABORTED), it asks again
+without naming a failure.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -21,6 +24,7 @@ from stratafl.errors import ConfigError, StrataError, UnavailableError
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.transport.backoff import Backoff
 from stratafl.transport.channels import open_channel
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 from stratafl.transport.streams import (
@@ -32,7 +36,11 @@ from stratafl.transport.streams import (
 
 log = logging.getLogger("stratafl.client")
 
-MAX_BACKOFF_SECONDS = 2.0
+BACKOFF_BASE_SECONDS = 0.2
+MAX_BACKOFF_SECONDS = 5.0
+"""Reconnect waits: uniform in [0, min(5 s, 0.2 s * 2**failures)] (full jitter)."""
+STREAM_OPEN_KEY = "strata-stream-open"
+"""The initial metadata a combiner sends once it accepted a task stream."""
 
 
 class ClientRuntime:
@@ -45,6 +53,7 @@ class ClientRuntime:
         app: ClientApp,
         *,
         credentials: PeerCredentials = INSECURE,
+        rng: random.Random | None = None,
     ) -> None:
         self.client_id = client_id
         self._controller_url = controller_url.rstrip("/")
@@ -53,6 +62,12 @@ class ClientRuntime:
         self._stopped = threading.Event()
         self._call: grpc.Future | None = None
         self._model_cache: tuple[str, Params] | None = None
+        self.backoff = Backoff(
+            BACKOFF_BASE_SECONDS, MAX_BACKOFF_SECONDS, rng=rng or random.Random()
+        )
+        """The waits between reconnect attempts; reset whenever a task stream opens."""
+        self.moves = 0
+        """Times the controller moved this client to even the load."""
 
     def stop(self) -> None:
         self._stopped.set()
@@ -80,37 +95,46 @@ class ClientRuntime:
             raise UnavailableError(f"the controller refused an assignment: {exc}") from exc
 
     def run(self) -> None:
-        """Serve tasks until stopped, reconnecting whenever the combiner goes away."""
+        """Serve tasks until stopped, reconnecting whenever the combiner goes away.
+
+        Every wait between attempts is jittered (`Backoff`), so the clients of a combiner
+        that died do not all come back at the same instant; the backoff starts short again
+        once a task stream is open.
+        """
         failed: str | None = None
-        backoff = 0.05
+        backoff = self.backoff
         while not self._stopped.is_set():
             try:
                 assignment = self.assign(failed)
             except UnavailableError as exc:
                 log.warning("%s: %s", self.client_id, exc)
-                self._stopped.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                self._stopped.wait(backoff.next_delay())
                 continue
             failed = None
             try:
-                self._serve(assignment)
-                backoff = 0.05
+                self._serve(assignment, on_open=backoff.reset)
+                log.info("%s: %s ended the stream", self.client_id, assignment.combiner_id)
             except grpc.RpcError as exc:
                 if self._stopped.is_set():
                     break
                 code = exc.code() if isinstance(exc, grpc.Call) else None
-                log.info(
-                    "%s: stream to %s ended (%s); asking for a combiner",
-                    self.client_id,
-                    assignment.combiner_id,
-                    code,
-                )
+                if code == grpc.StatusCode.ABORTED:  # the controller evens the load
+                    self.moves += 1
+                    log.info("%s: moved off %s", self.client_id, assignment.combiner_id)
+                else:
+                    log.info(
+                        "%s: stream to %s ended (%s); asking for a combiner",
+                        self.client_id,
+                        assignment.combiner_id,
+                        code,
+                    )
                 if code == grpc.StatusCode.UNAVAILABLE:  # gone, not merely full
                     failed = assignment.combiner_id
-                self._stopped.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            self._stopped.wait(backoff.next_delay())
 
-    def _serve(self, assignment: Assignment) -> None:
+    def _serve(self, assignment: Assignment, on_open: Callable[[], None]) -> None:
+        """Do the tasks of ``assignment``'s stream until it ends; ``on_open`` runs once the
+        combiner has accepted the stream (its initial metadata arrived)."""
         credentials = self._credentials.channel_credentials()
         with open_channel(assignment.address, credentials=credentials) as channel:
             stub = pb_grpc.CombinerStub(channel)
@@ -118,6 +142,8 @@ class ClientRuntime:
             self._call = call
             if self._stopped.is_set():
                 call.cancel()
+            if any(key == STREAM_OPEN_KEY for key, _ in call.initial_metadata() or ()):
+                on_open()
             for task in call:
                 self._handle(stub, task)
 

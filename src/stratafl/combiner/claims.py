@@ -15,6 +15,7 @@ from stratafl.proto import stratafl_pb2 as pb
 
 MAX_METRICS = 64
 MAX_METRIC_NAME_CHARS = 128
+MAX_METRIC_MAGNITUDE = 1e12
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,11 @@ def metrics_problem(metrics: Mapping[str, float]) -> str:
     for name, value in metrics.items():
         if not name or len(name) > MAX_METRIC_NAME_CHARS:
             return f"metric names must have 1 to {MAX_METRIC_NAME_CHARS} characters"
-        if not math.isfinite(value):
-            return f"metric {name!r} is {value}; report finite numbers only"
+        if not math.isfinite(value) or abs(value) > MAX_METRIC_MAGNITUDE:
+            return (
+                f"metric {name!r} is {value}; report finite numbers of magnitude at most "
+                f"{MAX_METRIC_MAGNITUDE:g}"
+            )
     return ""
 
 

@@ -1,19 +1,25 @@
-"""Run a combiner: serve clients and the controller, register, heartbeat, report clients."""
+"""Run a combiner: serve clients and the controller, register, heartbeat, report clients.
+
+The combiner outlives its controller: it waits for a controller that is not up yet, and
+finds a restarted one by itself (`combiner.uplink`). It serves under the name it
+advertises (``--advertise-address``; never ``0.0.0.0``), and it clears what a dead
+predecessor left in its work folder before it serves (`combiner.workdir`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc.aio
-
-from stratafl.api import ControllerClient
+from stratafl.combiner.enrolment import (
+    EnrolmentPlan,
+    ServingTrust,
+    combiner_id_of,
+    enrol_when_reachable,
+)
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.runner import (
@@ -22,26 +28,18 @@ from stratafl.combiner.runner import (
     RoundRunner,
 )
 from stratafl.combiner.servicer import CombinerServicer
-from stratafl.errors import ConfigError
+from stratafl.combiner.uplink import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, ControllerUplink
+from stratafl.combiner.workdir import WorkdirClaim
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
-from stratafl.security import (
-    TlsIdentity,
-    TokenVerifier,
-    certificate_request,
-    read_claims_unverified,
-)
 from stratafl.security.policy import GRPC_ROLES
-from stratafl.transport.channels import LinkSecurity, create_aio_server, open_aio_channel
-from stratafl.transport.credentials import (
-    PeerCredentials,
-    refuse_insecure_off_loopback,
-    serving_security,
-)
+from stratafl.transport.addresses import advertised_host, host_port, is_wildcard
+from stratafl.transport.auth import AuthInterceptor
+from stratafl.transport.backoff import Backoff
+from stratafl.transport.channels import LinkSecurity, create_aio_server
+from stratafl.transport.credentials import refuse_insecure_off_loopback
 
 log = logging.getLogger("stratafl.combiner")
-
-HEARTBEAT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,11 +48,12 @@ class CombinerOptions:
 
     controller: str  # the controller's URL, e.g. http://127.0.0.1:8080
     workdir: Path
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the address to bind; 0.0.0.0 needs advertise_address
     port: int = 0  # 0 picks a free port
+    advertise_address: str | None = None  # the name or IP clients reach it at (default: host)
     max_clients: int = 1000
     combiner_id: str | None = None  # default: combiner-<random>
-    ready_file: Path | None = None  # gets the combiner's gRPC address once serving
+    ready_file: Path | None = None  # gets the combiner's gRPC address once registered
     token_file: Path | None = None  # this combiner's token (its id is the token's subject)
     ca_file: Path | None = None  # the federation's CA certificate
     insecure: bool = False  # no TLS, no tokens: for a controller started --insecure
@@ -62,67 +61,67 @@ class CombinerOptions:
     min_transfer_rate: float = MIN_TRANSFER_BYTES_PER_SECOND  # this long plus size / rate
 
 
-@dataclass(frozen=True)
-class Enrolment:
-    """What a combiner learns from the controller before it serves."""
-
-    combiner_id: str
-    grpc_address: str
-    security: LinkSecurity
-    verifier: TokenVerifier | None
-
-
-def enrol(options: CombinerOptions) -> Enrolment:
-    """Find the controller's gRPC service and, on a secured federation, get this combiner a
-    certificate for its address and the key that verifies clients' tokens."""
+def enrolment_plan(options: CombinerOptions) -> EnrolmentPlan:
+    """What each enrolment asks for; raises `ConfigError` before anything starts."""
+    advertised = advertised_host(options.host, options.advertise_address)
     if options.insecure:
         refuse_insecure_off_loopback(options.host, "combiner")
-        with ControllerClient(options.controller, timeout=30) as controller:
-            info = controller.discovery()
-        combiner_id = options.combiner_id or f"combiner-{uuid.uuid4().hex[:8]}"
-        return Enrolment(combiner_id, info.grpc_address, LinkSecurity(), None)
-    dialing = PeerCredentials.from_files(options.token_file, options.ca_file, "combiner")
-    assert dialing.token is not None
-    combiner_id = read_claims_unverified(dialing.token).subject
-    if options.combiner_id and options.combiner_id != combiner_id:
-        raise ConfigError(
-            f"--id {options.combiner_id} differs from the token's combiner {combiner_id!r}; "
-            "drop --id (a combiner's id is its token's subject)"
-        )
-    csr, key = certificate_request(combiner_id, [options.host])
-    with ControllerClient(
-        options.controller, timeout=30, token=dialing.token, verify=dialing.http_verify()
-    ) as controller:
-        info = controller.discovery()
-        signed = controller.request_certificate(csr, [options.host])
-    identity = TlsIdentity(signed.certificate_pem.encode(), key, signed.ca_pem.encode())
-    verifier = TokenVerifier(info.token_public_key_pem.encode())
-    security = serving_security(
-        identity, verifier.verify, GRPC_ROLES, dialing.with_identity(identity)
+    hosts = [advertised]
+    if not is_wildcard(options.host) and options.host != advertised:
+        hosts.append(options.host)
+    return EnrolmentPlan(
+        controller=options.controller,
+        combiner_id=combiner_id_of(
+            insecure=options.insecure,
+            combiner_id=options.combiner_id,
+            token_file=options.token_file,
+            ca_file=options.ca_file,
+        ),
+        hosts=hosts,
+        token_file=options.token_file,
+        ca_file=options.ca_file,
+        insecure=options.insecure,
     )
-    return Enrolment(combiner_id, info.grpc_address, security, verifier)
 
 
 async def serve_combiner(options: CombinerOptions) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    host, max_clients, workdir = options.host, options.max_clients, options.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    enrolment = await asyncio.to_thread(enrol, options)
-    combiner_id, security = enrolment.combiner_id, enrolment.security
-    channel = open_aio_channel(enrolment.grpc_address, credentials=security.channel_credentials)
-    controller = pb_grpc.ControllerStub(channel)
-    background: set[asyncio.Task[object]] = set()
+    """Serve until SIGTERM or SIGINT, waiting first for the controller if it is not up."""
+    plan = enrolment_plan(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with WorkdirClaim(options.workdir):
+        backoff = Backoff(BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS)
+        enrolment = await enrol_when_reachable(plan.enrol, stop, backoff, retry_refusals=False)
+        if enrolment is None:
+            return
+        trust = None if options.insecure else ServingTrust(enrolment)
+        security = LinkSecurity()
+        if trust is not None:
+            security = LinkSecurity(
+                server_credentials=trust.server_credentials(),
+                interceptors=(AuthInterceptor(trust.verify, GRPC_ROLES),),
+            )
+        uplink = ControllerUplink(
+            plan, enrolment, trust=trust, max_clients=options.max_clients, backoff=backoff
+        )
+        registry = ClientRegistry(options.max_clients, on_change=uplink.report_client)
+        await _serve(options, plan, registry, uplink, security, stop)
 
-    def report(client_id: str, connected: bool) -> None:
-        event = pb.ClientEvent(combiner_id=combiner_id, client_id=client_id, connected=connected)
-        task = asyncio.ensure_future(controller.ReportClientEvent(event, timeout=10))
-        background.add(task)
-        task.add_done_callback(_forget(background))
 
-    registry = ClientRegistry(max_clients, on_change=report)
+async def _serve(
+    options: CombinerOptions,
+    plan: EnrolmentPlan,
+    registry: ClientRegistry,
+    uplink: ControllerUplink,
+    security: LinkSecurity,
+    stop: asyncio.Event,
+) -> None:
+    workdir, combiner_id = options.workdir, plan.combiner_id
     cache = ModelCache(
         workdir / "models",
-        lambda model_id: controller.DownloadModel(pb.ModelRequest(model_id=model_id)),
+        lambda model_id: uplink.stub.DownloadModel(pb.ModelRequest(model_id=model_id)),
     )
     rounds = RoundRunner(
         combiner_id,
@@ -132,52 +131,20 @@ async def serve_combiner(options: CombinerOptions) -> None:
         transfer_grace=options.transfer_grace_seconds,
         min_transfer_rate=options.min_transfer_rate,
     )
-    service = CombinerServicer(registry, cache, rounds)
     server, bound = create_aio_server(
-        f"{host}:{options.port}",
+        host_port(options.host, options.port),
         interceptors=security.interceptors,
         credentials=security.server_credentials,
     )
-    pb_grpc.add_CombinerServicer_to_server(service, server)
+    pb_grpc.add_CombinerServicer_to_server(CombinerServicer(registry, cache, rounds), server)
     await server.start()
-    address = f"{host}:{bound}"
-    await controller.RegisterCombiner(
-        pb.CombinerInfo(combiner_id=combiner_id, address=address, max_clients=max_clients),
-        timeout=30,
-    )
-    log.info("combiner %s serving on %s", combiner_id, address)
-    if options.ready_file is not None:
-        options.ready_file.write_text(address)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    while not stop.is_set():
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            beat = pb.CombinerHeartbeat(combiner_id=combiner_id, client_ids=registry.ids())
-            ack = await controller.Heartbeat(beat, timeout=5)
-            if enrolment.verifier is not None:
-                enrolment.verifier.set_revoked(ack.revoked_token_ids)
-                for client_id in registry.end_revoked(set(ack.revoked_token_ids)):
-                    log.warning("ended the stream of %s: its token was revoked", client_id)
-            if not ack.ok:  # the controller restarted and forgot us
-                await controller.RegisterCombiner(
-                    pb.CombinerInfo(
-                        combiner_id=combiner_id, address=address, max_clients=max_clients
-                    ),
-                    timeout=5,
-                )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
-    await server.stop(grace=1)
-    await channel.close()
-
-
-def _forget(tasks: set[asyncio.Task[object]]) -> Callable[[asyncio.Task[object]], None]:
-    def done(task: asyncio.Task[object]) -> None:
-        tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("client event not delivered: %s", task.exception())
-
-    return done
+    try:
+        address = host_port(plan.hosts[0], bound)
+        if await uplink.start(address, stop):
+            log.info("combiner %s serving on %s", combiner_id, address)
+            if options.ready_file is not None:
+                options.ready_file.write_text(address)
+            await uplink.run(registry, stop)
+    finally:
+        await server.stop(grace=1)
+        await uplink.close()

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from stratafl.proto import stratafl_pb2 as pb
+
+
+class StreamEnd(enum.Enum):
+    """Why the combiner ends a client's task stream (put on its queue after any task)."""
+
+    REVOKED = "revoked"
+    """Its token was revoked: the stream closes, and a new one is refused."""
+    MOVED = "moved"
+    """The controller evens the load: the client asks it for a combiner again."""
 
 
 @dataclass(eq=False)
@@ -15,7 +25,7 @@ class ConnectedClient:
     client_id: str
     token_id: str | None = None
     """The token its stream was opened with (None on an insecure link)."""
-    tasks: asyncio.Queue[pb.Task | None] = field(default_factory=asyncio.Queue)
+    tasks: asyncio.Queue[pb.Task | StreamEnd] = field(default_factory=asyncio.Queue)
 
 
 class ClientRegistry:
@@ -48,8 +58,25 @@ class ClientRegistry:
         """End the streams opened with a revoked token; returns those clients' ids."""
         ended = [c for c in self._clients.values() if c.token_id in token_ids]
         for client in ended:
-            client.tasks.put_nowait(None)
+            client.tasks.put_nowait(StreamEnd.REVOKED)
         return [c.client_id for c in ended]
+
+    def move(self, client_ids: Iterable[str], busy: Collection[str]) -> list[str]:
+        """End the streams of ``client_ids`` so those clients ask the controller for a
+        combiner again; a client in ``busy`` (a task in flight) or not connected stays.
+
+        A moved client leaves the registry now, not when its stream winds down: no round
+        can sample it in between, and it may open a new stream here at once.
+        """
+        moved = []
+        for client_id in dict.fromkeys(client_ids):
+            client = self._clients.get(client_id)
+            if client is None or client_id in busy:
+                continue
+            client.tasks.put_nowait(StreamEnd.MOVED)
+            self.disconnect(client)
+            moved.append(client_id)
+        return moved
 
     def disconnect(self, client: ConnectedClient) -> bool:
         """Forget ``client``'s stream; True if it was the current one."""

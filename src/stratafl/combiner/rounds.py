@@ -53,6 +53,9 @@ class RoundState:
         self.outcomes: dict[str, Outcome] = {}
         self.done = asyncio.Event()
         self.closed = False
+        self.arriving: set[str] = set()
+        """Tasks whose update is being received or collected: one at a time, and its
+        outcome is the update's, whatever else the client reports meanwhile."""
 
     def add_task(self, task_id: str, client_id: str) -> None:
         self.outcomes[task_id] = Outcome(client_id)
@@ -89,7 +92,7 @@ class RoundState:
 
     def resolve_client(self, client_id: str, status: OutcomeStatus, reason: str) -> None:
         for task_id, outcome in self.outcomes.items():
-            if outcome.client_id == client_id:
+            if outcome.client_id == client_id and task_id not in self.arriving:
                 self.resolve(task_id, status, reason)
 
     def close(self) -> None:

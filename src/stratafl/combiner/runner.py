@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,8 +157,26 @@ class RoundRunner:
             return found
         state, outcome = found
         assert state.collector is not None
+        if header.task_id in state.arriving:
+            return pb.Ack(ok=False, message="an update for this task is already arriving")
+        state.arriving.add(header.task_id)
+        try:
+            return await self._take_update(incoming, caller, state, outcome)
+        finally:
+            state.arriving.discard(header.task_id)
+
+    async def _take_update(
+        self,
+        incoming: IncomingModel[pb.UpdateHeader],
+        caller: Caller,
+        state: RoundState,
+        outcome: Outcome,
+    ) -> pb.Ack:
+        header = incoming.header
+        assert state.collector is not None
         outcome.bytes_up += incoming.wire_bytes
-        path = self._updates / f"{header.task_id}.safetensors"
+        path = self._updates / f"{header.task_id}-{uuid.uuid4().hex[:8]}.safetensors"
+        collected = False  # from then on the collector owns the file (fold or spool)
         try:
             check_claim(header, state.spec, caller)
             async with self.transfers:
@@ -172,13 +190,18 @@ class RoundRunner:
                 if not state.is_pending(header.task_id):
                     path.unlink(missing_ok=True)
                     return pb.Ack(ok=False, message="the round closed before the update arrived")
-                await asyncio.to_thread(state.collector.add, path, float(header.num_examples))
+                cancelled = await _finish(
+                    asyncio.to_thread(state.collector.add, path, float(header.num_examples))
+                )
+                collected = True
                 state.resolve(
                     header.task_id,
                     OutcomeStatus.OK,
                     num_examples=int(header.num_examples),
                     metrics=dict(header.metrics),
                 )
+                if cancelled:  # counted: now let the client's cancellation go on
+                    raise asyncio.CancelledError
         except TimeoutError:
             path.unlink(missing_ok=True)
             reason = "the update arrived too slowly and gave up its transfer slot"
@@ -189,7 +212,8 @@ class RoundRunner:
             state.resolve(header.task_id, OutcomeStatus.REJECTED, str(exc))
             return pb.Ack(ok=False, message=str(exc))
         except BaseException:
-            path.unlink(missing_ok=True)
+            if not collected:
+                path.unlink(missing_ok=True)
             raise
         return pb.Ack(ok=True)
 
@@ -210,6 +234,8 @@ class RoundRunner:
         if isinstance(found, pb.Ack):
             return found
         state, _ = found
+        if failure.task_id in state.arriving:  # its update decides the outcome
+            return pb.Ack(ok=False, message="an update for this task is arriving")
         state.resolve(failure.task_id, OutcomeStatus.FAILED, failure.reason[:2000])
         return pb.Ack(ok=True)
 
@@ -228,10 +254,36 @@ class RoundRunner:
             return pb.Ack(ok=False, message=f"this task asks for {wanted}")
         return state, outcome
 
+    def busy_clients(self) -> set[str]:
+        """Clients with a task in flight: never moved elsewhere until they answer it."""
+        return {
+            outcome.client_id
+            for state in set(self._tasks.values())
+            for task_id, outcome in state.outcomes.items()
+            if state.is_pending(task_id)
+        }
+
     def client_left(self, client_id: str) -> None:
         """A client's task stream ended: its open tasks are dropped at once, not timed out."""
         for state in set(self._tasks.values()):
             state.resolve_client(client_id, OutcomeStatus.DROPPED, "client disconnected")
+
+
+async def _finish(work: Awaitable[None]) -> bool:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile; True if it was.
+
+    A fold in a worker thread cannot be stopped half-way: whoever holds the collect lock
+    must neither let go of it nor leave the update uncounted while the thread still folds,
+    so the caller records the outcome first and re-raises the cancellation after.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        task.result()  # the fold's own error, if it failed
+        return True
+    return False
 
 
 def _adder(outcome: Outcome) -> Callable[[int], None]:

@@ -15,9 +15,10 @@ import grpc.aio
 
 from stratafl.combiner.claims import Caller
 from stratafl.combiner.model_cache import ModelCache
-from stratafl.combiner.registry import ClientRegistry
+from stratafl.combiner.registry import ClientRegistry, StreamEnd
 from stratafl.combiner.runner import RoundRunner
 from stratafl.errors import ModelFormatError, StrataError
+from stratafl.params import total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.transport.auth import current_caller
@@ -30,6 +31,11 @@ from stratafl.transport.streams import (
 )
 
 MAX_CLIENT_ID_CHARS = 256
+MAX_MOVES = 100_000
+STREAM_OPEN_KEY = "strata-stream-open"
+"""Initial metadata of an open task stream (its value: the combiner's id)."""
+MOVED_MESSAGE = "rebalance: ask the controller for a combiner"
+"""Why a task stream ends with ABORTED: the controller moves this client elsewhere."""
 
 
 @contextlib.contextmanager
@@ -87,10 +93,16 @@ class CombinerServicer(pb_grpc.CombinerServicer):
         claims = current_caller()
         client = self._registry.connect(caller.client_id, claims.token_id if claims else None)
         try:
+            # Headers now, before any task: the client knows its stream is open (and resets
+            # its reconnect backoff) without waiting for the first round.
+            await context.send_initial_metadata(((STREAM_OPEN_KEY, self._rounds.combiner_id),))
             while True:
                 task = await client.tasks.get()
-                if task is None:
+                if task is StreamEnd.REVOKED:
                     return
+                if task is StreamEnd.MOVED:
+                    await context.abort(grpc.StatusCode.ABORTED, MOVED_MESSAGE)
+                assert isinstance(task, pb.Task)
                 yield task
         finally:
             if self._registry.disconnect(client):
@@ -107,15 +119,20 @@ class CombinerServicer(pb_grpc.CombinerServicer):
                 f"{self._rounds.combiner_id}",
             )
         assert path is not None
+        claims = current_caller()
         outcome = self._rounds.outcome_of(request.task_id)
+        if outcome is not None and claims is not None and outcome.client_id != claims.subject:
+            outcome = None  # count a client's downloads against its own tasks only
         specs, data = file_chunks(path)
-        async with self._rounds.transfers:
-            for message in send_model(
-                pb.ModelChunk, header_to_proto(request.model_id, specs), data
-            ):
-                if outcome is not None:
-                    outcome.bytes_down += message.ByteSize()
-                yield message
+        # a reader that stalls blocks inside gRPC: the deadline cancels the call itself, so
+        # a slot is held at most grace + size / rate, whoever the reader is
+        with cancel_after(self._rounds.transfer_seconds(total_bytes(specs))):
+            async with self._rounds.transfers:
+                header = header_to_proto(request.model_id, specs)
+                for message in send_model(pb.ModelChunk, header, data):
+                    if outcome is not None:
+                        outcome.bytes_down += message.ByteSize()
+                    yield message
 
     async def UploadUpdate(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
@@ -147,6 +164,19 @@ class CombinerServicer(pb_grpc.CombinerServicer):
         return pb.CombinerStatus(
             combiner_id=self._rounds.combiner_id, client_ids=self._registry.ids()
         )
+
+    async def MoveClients(  # noqa: N802
+        self, request: pb.MoveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MoveReply:
+        """End the named clients' streams so they ask the controller for a combiner again;
+        a client with a task in flight stays (the controller asks again next time)."""
+        if len(request.client_ids) > MAX_MOVES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_MOVES} clients move at once, got {len(request.client_ids)}",
+            )
+        moved = self._registry.move(request.client_ids, busy=self._rounds.busy_clients())
+        return pb.MoveReply(moved=moved)
 
     async def RunRound(  # noqa: N802
         self, request: pb.RoundSpec, context: grpc.aio.ServicerContext

@@ -3,13 +3,15 @@
 A client asks for a combiner and gets the least-loaded online one under its
 ``max_clients``. Load counts connected clients plus clients just assigned that have not
 connected yet, so a burst of clients spreads evenly before the first heartbeat arrives.
+A new controller process knows no combiner until it registers again (`forget_stored`),
+and the rebalancer (`controller.balance`) moves clients off over-loaded combiners.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from stratafl.errors import UnavailableError
@@ -18,6 +20,8 @@ from stratafl.store.state import StateStore
 
 RESERVATION_SECONDS = 15.0
 OFFLINE_AFTER_SECONDS = 5.0
+FRESH_SECONDS = 2.5
+"""A combiner heartbeats every second: one silent for longer may be gone."""
 
 
 @dataclass
@@ -31,6 +35,8 @@ class CombinerEntry:
     reserved: dict[str, float] = field(default_factory=dict)
     reported_by: set[str] = field(default_factory=set)
     """Clients that reported this registration unreachable: each counts once."""
+    heard: bool = False
+    """A heartbeat came since it registered: its list of clients is known."""
 
     def load(self, now: float) -> int:
         pending = {c for c, t in self.reserved.items() if now - t < RESERVATION_SECONDS}
@@ -58,6 +64,7 @@ class Discovery:
         entry.clients.clear()  # a new registration is a new process: nothing carries over
         entry.reserved.clear()
         entry.reported_by.clear()
+        entry.heard = False
         self._store.register_combiner(combiner_id, address, max_clients)
         self._store.add_event("combiner_registered", combiner_id, f"combiner at {address}")
         self._notify()
@@ -68,7 +75,7 @@ class Discovery:
         if entry is None:
             return False
         was_online = entry.online
-        entry.online, entry.last_heartbeat = True, self._clock()
+        entry.online, entry.last_heartbeat, entry.heard = True, self._clock(), True
         if set(client_ids) != entry.clients:
             entry.clients = set(client_ids)
             self._notify()
@@ -88,9 +95,54 @@ class Discovery:
             entry.clients.add(client_id)
         else:
             entry.clients.discard(client_id)
+            if self.combiner_of(client_id) is not None:  # a late event: it moved already
+                self._notify()
+                return
         status = ClientStatus.CONNECTED if connected else ClientStatus.DISCONNECTED
         self._store.set_client(client_id, combiner_id, status)
         self._notify()
+
+    def clients_moved(self, combiner_id: str, client_ids: Collection[str]) -> None:
+        """``combiner_id`` let ``client_ids`` go to even the load: they no longer count
+        towards its load, so their next assignment goes elsewhere."""
+        entry = self._combiners.get(combiner_id)
+        if entry is None or not client_ids:
+            return
+        entry.clients.difference_update(client_ids)
+        self._store.add_event(
+            "clients_moved",
+            combiner_id,
+            f"{len(client_ids)} clients asked to move to even the load",
+            clients=sorted(client_ids)[:100],
+        )
+        self._notify()
+
+    def combiner_of(self, client_id: str) -> str | None:
+        """The online combiner ``client_id`` is connected to, if any."""
+        for entry in self._combiners.values():
+            if entry.online and client_id in entry.clients:
+                return entry.combiner_id
+        return None
+
+    def settled(self) -> bool:
+        """True when nothing is in doubt: no client is on its way to a combiner (assigned,
+        not yet connected), and every online combiner heartbeated lately and since it
+        registered (so its list of clients is known, not merely empty)."""
+        now = self._clock()
+        return all(
+            e.heard and e.load(now) == len(e.clients) and now - e.last_heartbeat <= FRESH_SECONDS
+            for e in self.online()
+        )
+
+    def forget_stored(self, reason: str) -> list[str]:
+        """Mark the combiners the store still calls online as offline (their clients as
+        disconnected). A new controller process knows no combiner until it registers with
+        this process: without this, ``/combiners`` would show a dead process online."""
+        stale = [c.id for c in self._store.combiners() if c.status == CombinerStatus.ONLINE]
+        for combiner_id in stale:
+            self._store.set_combiner_status(combiner_id, CombinerStatus.OFFLINE)
+            self._store.add_event("combiner_offline", combiner_id, reason)
+        return stale
 
     def mark_offline(self, combiner_id: str, reason: str) -> None:
         entry = self._combiners.get(combiner_id)
@@ -158,14 +210,20 @@ class Discovery:
 
     async def wait_for_clients(self, count: int, timeout: float) -> int:
         """Wait at most ``timeout`` s for ``count`` connected clients; returns how many are."""
+        await self.wait_until(lambda: self.connected_clients() >= count, timeout)
+        return self.connected_clients()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait at most ``timeout`` s for ``predicate`` to hold, re-checking it whenever
+        discovery changes (no polling); returns whether it holds."""
         deadline = self._clock() + timeout
-        while self.connected_clients() < count:
+        while not predicate():
             remaining = deadline - self._clock()
             if remaining <= 0:
-                break
+                return False
             changed = self._changed
             try:
                 await asyncio.wait_for(changed.wait(), remaining)
             except TimeoutError:
-                break
-        return self.connected_clients()
+                return predicate()
+        return True

@@ -5,6 +5,8 @@ mapped to domain errors here and nowhere else (`UnavailableError` for a combiner
 cannot be reached, `ModelFormatError` for a malformed partial), and each answer carries
 the bytes its own stream cost, so no shared counter is raced by concurrent partials.
 The round logic sees only this protocol, so tests drive it with in-process links.
+`CombinerLinks` is the federation a round sees; at the start of each round it first
+evens the load over the combiners (`controller.balance`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 
+from stratafl.controller.balance import Rebalancer
 from stratafl.controller.discovery import Discovery
 from stratafl.errors import UnavailableError
 from stratafl.params import TensorSpec
@@ -119,6 +122,18 @@ class GrpcCombinerLink:
         except grpc.aio.AioRpcError as exc:
             raise self._unavailable(f"round {task.number}", exc) from exc
 
+    async def move_clients(self, client_ids: Sequence[str]) -> list[str]:
+        """Ask the combiner to end these clients' streams (it keeps any with a task in
+        flight); returns the ids it let go."""
+        try:
+            reply = await self._stub.MoveClients(
+                pb.MoveRequest(client_ids=list(client_ids)), timeout=STATUS_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._unavailable("move clients", exc) from exc
+        wanted = set(client_ids)
+        return [client_id for client_id in reply.moved if client_id in wanted]
+
     def _unavailable(self, what: str, exc: grpc.aio.AioRpcError) -> UnavailableError:
         return UnavailableError(
             f"combiner {self._combiner_id} failed ({what}: {exc.code().name}): {exc.details()}"
@@ -135,9 +150,13 @@ class CombinerLinks:
         self._discovery = discovery
         self._credentials = credentials
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self.balance = Rebalancer(discovery, self)
 
     def online(self) -> list[CombinerLink]:
-        links: list[CombinerLink] = []
+        return list(self._grpc_links())
+
+    def _grpc_links(self) -> list[GrpcCombinerLink]:
+        links: list[GrpcCombinerLink] = []
         for entry in self._discovery.online():
             cached = self._channels.get(entry.combiner_id)
             if cached is None or cached[0] != entry.address:
@@ -154,10 +173,22 @@ class CombinerLinks:
     def mark_offline(self, combiner_id: str, reason: str) -> None:
         self._discovery.mark_offline(combiner_id, reason)
 
+    async def move_clients(self, combiner_id: str, client_ids: Sequence[str]) -> list[str]:
+        """Ask ``combiner_id`` to let ``client_ids`` go (see `GrpcCombinerLink.move_clients`);
+        nothing moves off a combiner that is not online."""
+        for link in self._grpc_links():
+            if link.combiner_id == combiner_id:
+                return await link.move_clients(client_ids)
+        return []
+
     async def wait_for_clients(self, count: int, timeout: float) -> int:
+        """A round starts here: even the load over the combiners first (between rounds,
+        with no task in flight), then wait for ``count`` connected clients."""
+        await self.balance.before_round()
         return await self._discovery.wait_for_clients(count, timeout)
 
     async def close(self) -> None:
+        await self.balance.close()
         await asyncio.gather(*(channel.close() for _, channel in self._channels.values()))
         self._channels.clear()
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,12 +14,15 @@ from pathlib import Path
 
 import uvicorn
 
+from stratafl.controller.recovery import recover
 from stratafl.controller.rest import create_api
+from stratafl.controller.retention import RetentionPolicy
 from stratafl.controller.servicer import ControllerServicer
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.security.policy import GRPC_ROLES
+from stratafl.transport.addresses import advertised_host, host_port, is_wildcard
 from stratafl.transport.channels import LinkSecurity, create_aio_server
 from stratafl.transport.credentials import (
     PeerCredentials,
@@ -42,7 +46,8 @@ class ControllerOptions:
     """How to run a controller: what `strata controller start` parses its flags into."""
 
     workdir: Path = Path(".strata/controller")
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the address to bind; 0.0.0.0 needs advertise_address
+    advertise_address: str | None = None  # what /discovery announces (default: host)
     http_port: int = 8080  # 0 picks a free port
     grpc_port: int = 0  # for combiners; 0 picks a free port, announced at /discovery
     database_url: str | None = None  # default: SQLite in workdir
@@ -51,22 +56,25 @@ class ControllerOptions:
     insecure: bool = False  # no TLS and no tokens: refused unless host is a loopback address
     mutual_tls: bool = False  # also require a certificate from the federation's CA of callers
     tls_hosts: tuple[str, ...] = ()  # more names or addresses the controller is reached at
+    keep_last: int = 10  # the running session's last models kept (0: keep every model)
+    keep_every: int = 10  # every N-th round's model kept (0: keep every model)
 
 
 async def serve_controller(options: ControllerOptions) -> None:
     """Serve until SIGTERM or SIGINT: TLS and tokens on every link unless ``insecure``."""
     workdir, host = options.workdir, options.host
+    advertised = advertised_host(host, options.advertise_address)
     workdir.mkdir(parents=True, exist_ok=True)
-    controller = Controller(workdir, options.database_url, options.model_store)
+    shutil.rmtree(workdir / "staging", ignore_errors=True)  # a dead predecessor's uploads
+    retention = RetentionPolicy(keep_last=options.keep_last, keep_every=options.keep_every)
+    controller = Controller(workdir, options.database_url, options.model_store, retention)
     controller.store.open()
-    for session_id in controller.store.fail_interrupted_sessions(
-        "the controller stopped during the session; start a new session from its final model"
-    ):
-        log.warning("session %s was interrupted by a controller restart", session_id)
+    controller.discovery.forget_stored("the controller restarted; it waits for it to register")
     security = _secure(controller, options)
     controller.links.use_credentials(security.channel_credentials)
+    recover(controller.store, controller.trail, controller.sessions)  # before anyone is served
     server, bound = create_aio_server(
-        f"{host}:{options.grpc_port}",
+        host_port(host, options.grpc_port),
         interceptors=security.interceptors,
         credentials=security.server_credentials,
     )
@@ -78,7 +86,7 @@ async def serve_controller(options: ControllerOptions) -> None:
         server,
     )
     await server.start()
-    controller.grpc_address = f"{host}:{bound}"
+    controller.grpc_address = host_port(advertised, bound)
     config = uvicorn.Config(
         create_api(controller),
         host=host,
@@ -95,7 +103,7 @@ async def serve_controller(options: ControllerOptions) -> None:
             serving.result()
         await asyncio.sleep(0.01)
     http_bound = http.servers[0].sockets[0].getsockname()[1]
-    url = f"{'https' if trust else 'http'}://{host}:{http_bound}"
+    url = f"{'https' if trust else 'http'}://{host_port(advertised, http_bound)}"
     log.info("controller: REST %s, gRPC %s", url, controller.grpc_address)
     if options.ready_file is not None:
         ready = {
@@ -112,6 +120,8 @@ async def serve_controller(options: ControllerOptions) -> None:
         loop.add_signal_handler(sig, stop.set)
     while not stop.is_set():
         controller.discovery.sweep()
+        if not controller.sessions.busy():  # a session evens the load before each round
+            controller.links.balance.kick()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
     http.should_exit = True
@@ -127,7 +137,8 @@ def _secure(controller: Controller, options: ControllerOptions) -> LinkSecurity:
         refuse_insecure_off_loopback(options.host, "controller")
         return LinkSecurity()
     hosts = {"127.0.0.1", "localhost", *options.tls_hosts}
-    if options.host not in ("0.0.0.0", "::", ""):
+    hosts.add(advertised_host(options.host, options.advertise_address))
+    if not is_wildcard(options.host):
         hosts.add(options.host)
     trust = Trust.load_or_create(options.workdir / "trust", sorted(hosts))
     controller_token = trust.start(controller.store)

@@ -3,6 +3,7 @@
 An upload is streamed to a staging file (its size bounded by `rest_bounds.BoundedBodies`
 as it arrives), checked as a safetensors file (`modelfile.check_model_file`: header size,
 shapes, offsets, length) and only then published; a refused upload leaves nothing behind.
+A download streams from any model store (a folder, ``memory://``, S3) in 4 MiB pieces.
 Every file operation runs off the event loop.
 """
 
@@ -10,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response, StreamingResponse
 
+from stratafl.api.schema import ErrorBody
 from stratafl.controller.rest_bounds import DEFAULT_LIMIT, Limit
-from stratafl.controller.rest_errors import binary, errors_of
+from stratafl.controller.rest_errors import binary, error_response, errors_of
 from stratafl.modelfile import check_model_file
 from stratafl.records import ModelRecord
+from stratafl.transport.streams import CHUNK_BYTES
 
 if TYPE_CHECKING:
     from stratafl.controller.wiring import Controller
@@ -73,14 +77,34 @@ def models_router(controller: Controller) -> APIRouter:
     @router.get(
         "/models/{model_id}/download",
         response_class=Response,  # no JSON default: the 200 below is the only body
-        responses={200: binary("the model as a safetensors file"), **errors_of(404)},
+        responses={
+            200: binary("the model as a safetensors file"),
+            **errors_of(404),
+            410: {"model": ErrorBody, "description": "The retention policy deleted its file"},
+        },
     )
     async def download(model_id: str) -> Response:
-        store.model(model_id)
-        path = await asyncio.to_thread(controller.models.local_path, model_id)
-        return FileResponse(path, media_type="application/octet-stream")
+        """The model's safetensors file, streamed from the model store (a folder, S3...)."""
+        record = store.model(model_id)
+        if record.pruned_at is not None:  # its row stays in the trail; its file is gone
+            detail = f"model {model_id} was pruned: {controller.trail.retention.describe()}"
+            return error_response(410, "Gone", detail)
+        stream = await asyncio.to_thread(controller.models.open, model_id)
+        return StreamingResponse(
+            _pieces(stream),
+            media_type="application/octet-stream",
+            headers={"content-length": str(record.size_bytes)},
+        )
 
     return router
+
+
+def _pieces(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's bytes, 4 MiB at a time, so a model is never held whole; Starlette reads
+    a plain iterator in a worker thread, off the event loop. Closes the stream at the end."""
+    with stream:
+        while piece := stream.read(CHUNK_BYTES):
+            yield piece
 
 
 async def _stream_to_file(request: Request, path: Path) -> None:

@@ -7,19 +7,21 @@ combiner can take an address another online combiner holds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 import grpc.aio
 
 from stratafl.controller.discovery import Discovery
 from stratafl.errors import NotFoundError
+from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.store.models import ModelStore
 from stratafl.transport.auth import current_caller
 from stratafl.transport.status import status_of
-from stratafl.transport.streams import file_chunks, header_to_proto, send_model
+from stratafl.transport.streams import header_to_proto, send_model, stream_chunks
 
 MAX_ADDRESS_CHARS = 256
 MAX_CLIENTS_PER_COMBINER = 100_000
@@ -96,11 +98,17 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     async def DownloadModel(  # noqa: N802
         self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelChunk]:
-        """Stream a stored model; the combiner counts what it received for its round."""
+        """Stream a stored model from wherever the model store keeps it (a folder, S3...),
+        4 MiB at a time with every read off the event loop; the combiner counts what it
+        received for its round."""
+
+        def open_model() -> tuple[list[TensorSpec], Iterator[bytes]]:
+            return stream_chunks(self._models.open(request.model_id))
+
         try:
-            path = self._models.local_path(request.model_id)
+            specs, data = await asyncio.to_thread(open_model)
         except NotFoundError as exc:
             await context.abort(status_of(exc), str(exc))
-        specs, data = file_chunks(path)
-        for message in send_model(pb.ModelChunk, header_to_proto(request.model_id, specs), data):
+        messages = send_model(pb.ModelChunk, header_to_proto(request.model_id, specs), data)
+        while (message := await asyncio.to_thread(next, messages, None)) is not None:
             yield message

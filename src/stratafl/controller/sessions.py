@@ -2,9 +2,14 @@
 
 A session runs one round after another from the newest model of its trail. Each round
 returns a report (`controller.rounds`); this loop is the one place that records it: the
-round's row, its events, and the session's progress. A failed round ends the session with
-the round's reason. An operator may stop a session (it ends after the round in flight)
-or cancel it (it ends now; the round in flight is dropped and leaves nothing behind).
+round's row, its events, and the session's progress, the row and the progress in one
+transaction so that a controller killed at any point can resume the session from its
+last recorded round (`resume`, called at start by `controller.recovery`). A failed round
+is recorded and run again with the same number (a round waits for its clients first);
+the session fails with the round's reason only after more than ``max_failed_rounds``
+failures. After each round the trail applies its retention policy. An operator may stop a
+session (it ends after the round in flight) or cancel it (it ends now; the round in flight
+is dropped and leaves nothing behind).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from stratafl.aggregate import Aggregator, ServerOptState, parse_aggregator
 from stratafl.controller.rounds import Federation, RoundReport, RoundRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import ConfigError, RoundFailed, StrataError
+from stratafl.records import SessionRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.store.state import StateStore
@@ -47,6 +53,11 @@ class SessionRunner:
         """Start a session in the background; returns its id."""
         seed_model = config.seed_model_id or self._newest_model()
         seed = self._store.model(seed_model)  # raises NotFoundError for an unknown id
+        if seed.pruned_at is not None:
+            raise ConfigError(
+                f"model {seed_model} was pruned: {self._trail.retention.describe()}; "
+                "pick a model that was kept (GET /api/v1/models)"
+            )
         if seed.size_bytes > config.max_model_bytes:
             raise ConfigError(
                 f"model {seed_model} is {seed.size_bytes} bytes, over this session's "
@@ -57,13 +68,40 @@ class SessionRunner:
         self._store.add_event(
             "session_started", "controller", f"session {session_id}", config=config.model_dump()
         )
+        self._launch(session_id, config, seed_model, first=1, failures=0)
+        return session_id
+
+    def resume(self, session: SessionRecord) -> None:
+        """Continue a session a stopped controller left running, from its last recorded
+        round: its final model, the optimiser state saved beside it, its stored config.
+
+        The round in flight when the controller stopped left no row (a round is recorded
+        with the session's progress, at once), so it runs again with the same number and
+        seed. Raises for a config this version cannot read; the caller fails the session.
+        """
+        config = SessionConfig.model_validate(session.config)
+        if session.final_model_id is None:
+            raise StrataError(f"session {session.id} has no model to resume from")
+        first = session.rounds_done + 1
+        failures = sum(r.status != RoundStatus.FINISHED for r in self._store.rounds(session.id))
+        self._store.add_event(
+            "session_resumed",
+            "controller",
+            f"session {session.id} resumes at round {first} from model {session.final_model_id}",
+            round=first,
+        )
+        self._launch(session.id, config, session.final_model_id, first=first, failures=failures)
+
+    def _launch(
+        self, session_id: str, config: SessionConfig, model_id: str, *, first: int, failures: int
+    ) -> None:
+        """Run the session in the background from round ``first`` on ``model_id``."""
         aggregator = parse_aggregator(config.aggregator)
-        state = self._trail.optimizer_state(seed_model, aggregator)
+        state = self._trail.optimizer_state(model_id, aggregator)
         self._current_id, self._stop_by, self._cancel_by = session_id, None, None
         self.current = asyncio.ensure_future(
-            self._run(session_id, config, aggregator, seed_model, state)
+            self._run(session_id, config, aggregator, model_id, state, first, failures)
         )
-        return session_id
 
     def stop(self, session_id: str, by: str) -> None:
         """End ``session_id`` after the round in flight; ``by`` is recorded as who asked."""
@@ -91,7 +129,10 @@ class SessionRunner:
                 "no model in the store: upload a seed model first (POST /api/v1/models)"
             )
         if newest.session_id is None:
-            trained = next((m for m in reversed(self._store.models()) if m.session_id), None)
+            trained = next(
+                (m for m in reversed(self._store.models()) if m.session_id and not m.pruned_at),
+                None,
+            )
             if trained is not None and self._trail.layout(trained.id) != self._trail.layout(
                 newest.id
             ):
@@ -109,18 +150,29 @@ class SessionRunner:
         aggregator: Aggregator,
         model_id: str,
         state: ServerOptState,
+        number: int,
+        failures: int,
     ) -> None:
+        """Rounds ``number`` to ``config.rounds``; ``failures`` failed rounds so far."""
         try:
-            for number in range(1, config.rounds + 1):
+            while number <= config.rounds:
                 report = await self._rounds.run(
                     session_id, config, aggregator, number, model_id, state
                 )
-                self._record(report)
-                if report.record.status != RoundStatus.FINISHED:
-                    raise RoundFailed(f"round {number} failed: {report.record.reason}")
-                assert report.record.model_out is not None
-                model_id, state = report.record.model_out, report.state
-                self._store.update_session(session_id, rounds_done=number, final_model_id=model_id)
+                record = report.record
+                if record.status != RoundStatus.FINISHED:
+                    self._record(report, final_model_id=None)
+                    failures += 1
+                    if failures > config.max_failed_rounds:
+                        raise RoundFailed(
+                            f"round {number} failed: {record.reason} ({failures} failed "
+                            f"rounds; max_failed_rounds is {config.max_failed_rounds})"
+                        )
+                    continue  # the same round again, once it has its clients
+                assert record.model_out is not None
+                self._record(report, final_model_id=record.model_out)
+                model_id, state = record.model_out, report.state
+                await asyncio.to_thread(self._prune)
                 if self._stop_by is not None and number < config.rounds:
                     self._end(
                         session_id,
@@ -128,6 +180,7 @@ class SessionRunner:
                         f"stopped by {self._stop_by} after round {number}",
                     )
                     return
+                number += 1
             self._end(session_id, SessionStatus.FINISHED, "")
         except asyncio.CancelledError:
             self._end(session_id, SessionStatus.CANCELLED, f"cancelled by {self._cancel_by}")
@@ -137,6 +190,8 @@ class SessionRunner:
                 session_id, status=SessionStatus.FAILED, reason=str(exc), finished_at=time.time()
             )
             self._store.add_event("session_failed", "controller", str(exc))
+        finally:  # an ended session's last models are no longer the running session's
+            self._prune()
 
     def _end(self, session_id: str, status: SessionStatus, reason: str) -> None:
         self._store.update_session(
@@ -146,11 +201,25 @@ class SessionRunner:
             f"session_{status}", "controller", f"session {session_id}", reason=reason
         )
 
-    def _record(self, report: RoundReport) -> None:
+    def _prune(self) -> None:
+        """Apply the retention policy; a model store that fails to delete is an event, not
+        the end of the session (the round it follows is recorded already)."""
+        try:
+            pruned = self._trail.prune()
+        except OSError as exc:
+            self._store.add_event("retention_failed", "controller", str(exc))
+            return
+        if pruned:
+            self._store.add_event(
+                "models_pruned", "controller", f"{len(pruned)} models pruned", models=pruned
+            )
+
+    def _record(self, report: RoundReport, *, final_model_id: str | None) -> None:
+        """The round's events, then its row and the session's progress in one transaction."""
         record = report.record
         for event in report.events:
             self._store.add_event(event.kind, event.source, event.message)
-        self._store.add_round(record)
+        self._store.finish_round(record, final_model_id=final_model_id)
         self._store.add_event(
             f"round_{record.status}",
             "controller",

@@ -5,12 +5,17 @@ what the clients' scores add up to. Plain functions of values, tested directly.
 from __future__ import annotations
 
 import math
+import statistics
+from collections import Counter
 from collections.abc import Sequence
 
 from stratafl.controller.link import CombinerAnswer
 from stratafl.errors import UpdateRejected
 from stratafl.records import ClientOutcome, Validation
 from stratafl.status import OutcomeStatus
+
+MAX_WEIGHT_RATIO = 10.0
+"""No client's validation weight counts for more than this many times the median's."""
 
 
 def split_quota(total: int, loads: dict[str, int]) -> dict[str, int]:
@@ -30,17 +35,30 @@ def split_quota(total: int, loads: dict[str, int]) -> dict[str, int]:
 
 
 def summarize_validation(outcomes: Sequence[ClientOutcome]) -> Validation:
-    """Per-client metrics and their mean, weighted by each client's validation examples."""
+    """Per-client metrics and their mean, weighted by each client's validation examples.
+
+    Each client reports its own weight, so no client may dictate the mean: a weight is
+    at least 1 and at most `MAX_WEIGHT_RATIO` times the median weight, and a metric is
+    averaged when more than half of the clients report it (over those that do), so one
+    client can neither drop a metric nor make it infinite.
+    """
     per_client = {o.client_id: o.metrics for o in outcomes if o.status == OutcomeStatus.OK}
     if not per_client:
         return Validation()
-    weights = {c: float(m.get("num_examples", 1.0)) or 1.0 for c, m in per_client.items()}
-    total = sum(weights.values())
-    names = set.intersection(*(set(m) for m in per_client.values())) - {"num_examples"}
-    means = {
-        name: sum(per_client[c][name] * weights[c] for c in per_client) / total
-        for name in sorted(names)
-    }
+    claimed = {c: float(m.get("num_examples", 1.0)) for c, m in per_client.items()}
+    cap = MAX_WEIGHT_RATIO * max(1.0, statistics.median(claimed.values()))
+    weights = {c: min(max(w, 1.0), cap) if math.isfinite(w) else 1.0 for c, w in claimed.items()}
+    reported = Counter(name for metrics in per_client.values() for name in metrics)
+    means: dict[str, float] = {}
+    for name in sorted(n for n, count in reported.items() if 2 * count > len(per_client)):
+        if name == "num_examples":
+            continue
+        clients = [c for c in per_client if name in per_client[c]]
+        mean = sum(per_client[c][name] * weights[c] for c in clients) / sum(
+            weights[c] for c in clients
+        )
+        if math.isfinite(mean):
+            means[name] = mean
     return Validation(clients=len(per_client), per_client=per_client, **means)
 
 

@@ -3,17 +3,21 @@
 Publishing is ordered so that a crash at any point leaves no dangling id: the optimiser
 state is stored first, then the model file, and only then is the model listed in the state
 store. A listed model is therefore always complete, and always has its state beside it.
+The trail also applies the retention policy (`controller.retention`): a pruned model
+keeps its row, marked, so the trail never has a gap, but loses its files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from stratafl.aggregate import Aggregator, ServerOptState
+from stratafl.controller.retention import RetentionPolicy
 from stratafl.modelfile import copy_params_from_stream, read_header, save_params
 from stratafl.params import Params, TensorSpec, num_parameters
 from stratafl.records import ModelRecord
@@ -24,10 +28,17 @@ from stratafl.store.state import StateStore
 class ModelTrail:
     """Publishes and loads global models; constructing it does no I/O."""
 
-    def __init__(self, store: StateStore, models: ModelStore, staging: Path) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        models: ModelStore,
+        staging: Path,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self._store = store
         self._models = models
         self._staging = staging
+        self.retention = retention or RetentionPolicy()
 
     def staging_path(self, name: str) -> Path:
         """A file name in the staging folder (created on first use)."""
@@ -124,3 +135,41 @@ class ModelTrail:
             self._models.put_file(f"{model_id}-optimizer", staged)
         finally:
             staged.unlink(missing_ok=True)
+
+    def prune(self) -> list[str]:
+        """Apply the retention policy; returns the ids of the models it pruned.
+
+        Rows are marked before files are deleted: a crash in between leaves a file too
+        many, never a listed model that is not marked and has no file.
+        """
+        doomed = self.retention.prunable(self._store.models(), self._store.sessions())
+        self._store.mark_pruned(doomed)
+        for model_id in doomed:
+            self._models.delete(model_id)
+            self._models.delete(f"{model_id}-optimizer")
+        return doomed
+
+    def discard(self, model_id: str) -> None:
+        """Unlist a model no progress refers to, then delete its files (see `prune` for why
+        in this order); `StateStore.delete_model` refuses a model something refers to."""
+        self._store.delete_model(model_id)
+        self._models.delete(model_id)
+        self._models.delete(f"{model_id}-optimizer")
+
+    def sweep_unowned(self) -> list[str]:
+        """Delete files of the model store that no listed, unpruned model owns: what a
+        controller killed between storing a model's files and listing it, or between
+        marking a model pruned and deleting its files, left behind. Only before any writer.
+        """
+        owned = {m.id for m in self._store.models() if m.pruned_at is None}
+        unowned = [i for i in self._models.ids() if i.removesuffix("-optimizer") not in owned]
+        for file_id in unowned:
+            self._models.delete(file_id)
+        return unowned
+
+    def clear_staging(self) -> None:
+        """Delete what a stopped controller left half-written: staged models, partials and
+        uploads, and ``*.partial`` copies in the model store. Only before anything writes."""
+        if self._staging.exists():
+            shutil.rmtree(self._staging)
+        self._models.discard_partials()

@@ -6,11 +6,13 @@ from pathlib import Path
 
 from stratafl.controller.discovery import Discovery
 from stratafl.controller.link import CombinerLinks
+from stratafl.controller.retention import RetentionPolicy
 from stratafl.controller.sessions import SessionRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.controller.trust import Trust
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
+from stratafl.store.tables import sqlite_url
 
 
 class Controller:
@@ -21,12 +23,13 @@ class Controller:
         workdir: Path,
         database_url: str | None = None,
         model_store: str | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.workdir = workdir
-        self.store = StateStore(database_url or f"sqlite:///{workdir / 'state.db'}")
+        self.store = StateStore(database_url or sqlite_url(workdir))
         self.models = ModelStore(model_store or workdir / "models")
         self.discovery = Discovery(self.store)
-        self.trail = ModelTrail(self.store, self.models, workdir / "staging")
+        self.trail = ModelTrail(self.store, self.models, workdir / "staging", retention)
         self.links = CombinerLinks(self.discovery)
         self.sessions = SessionRunner(self.store, self.trail, self.links, workdir / "staging")
         self.grpc_address = ""

@@ -246,6 +246,18 @@ class CombinerStatus(_message.Message):
     client_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, combiner_id: _Optional[str] = ..., client_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class MoveRequest(_message.Message):
+    __slots__ = ("client_ids",)
+    CLIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    client_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MoveReply(_message.Message):
+    __slots__ = ("moved",)
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    moved: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, moved: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class CombinerInfo(_message.Message):
     __slots__ = ("combiner_id", "address", "max_clients")
     COMBINER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -69,6 +69,11 @@ class CombinerStub:
                 request_serializer=stratafl_dot_proto_dot_stratafl__pb2.StatusRequest.SerializeToString,
                 response_deserializer=stratafl_dot_proto_dot_stratafl__pb2.CombinerStatus.FromString,
                 _registered_method=True)
+        self.MoveClients = channel.unary_unary(
+                '/stratafl.v1.Combiner/MoveClients',
+                request_serializer=stratafl_dot_proto_dot_stratafl__pb2.MoveRequest.SerializeToString,
+                response_deserializer=stratafl_dot_proto_dot_stratafl__pb2.MoveReply.FromString,
+                _registered_method=True)
 
 
 class CombinerServicer:
@@ -76,6 +81,9 @@ class CombinerServicer:
 
     def TaskStream(self, request, context):
         """A client opens this stream and receives its tasks on it: clients need no open port.
+        The combiner sends initial metadata once the stream is open. It ends the stream with
+        ABORTED when the controller moves the client (rebalancing): the client then asks the
+        controller for a combiner again, without reporting this one as failed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +126,14 @@ class CombinerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveClients(self, request, context):
+        """End the named clients' task streams (never one with a task in flight) so that they
+        ask the controller for a combiner again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CombinerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +171,11 @@ def add_CombinerServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=stratafl_dot_proto_dot_stratafl__pb2.StatusRequest.FromString,
                     response_serializer=stratafl_dot_proto_dot_stratafl__pb2.CombinerStatus.SerializeToString,
+            ),
+            'MoveClients': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveClients,
+                    request_deserializer=stratafl_dot_proto_dot_stratafl__pb2.MoveRequest.FromString,
+                    response_serializer=stratafl_dot_proto_dot_stratafl__pb2.MoveReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +367,33 @@ class Combiner:
             '/stratafl.v1.Combiner/GetStatus',
             stratafl_dot_proto_dot_stratafl__pb2.StatusRequest.SerializeToString,
             stratafl_dot_proto_dot_stratafl__pb2.CombinerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveClients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stratafl.v1.Combiner/MoveClients',
+            stratafl_dot_proto_dot_stratafl__pb2.MoveRequest.SerializeToString,
+            stratafl_dot_proto_dot_stratafl__pb2.MoveReply.FromString,
             options,
             channel_credentials,
             insecure,

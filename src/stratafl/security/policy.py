@@ -30,6 +30,7 @@ GRPC_ROLES: Mapping[str, frozenset[Role]] = {
     # else ever receives a partial, let alone an individual update
     "/stratafl.v1.Combiner/RunRound": _CONTROLLER,
     "/stratafl.v1.Combiner/GetStatus": _CONTROLLER,
+    "/stratafl.v1.Combiner/MoveClients": _CONTROLLER,  # rebalancing: only it sees the load
     # a combiner registers itself, reports its clients and fetches global models
     "/stratafl.v1.Controller/RegisterCombiner": _COMBINER,
     "/stratafl.v1.Controller/Heartbeat": _COMBINER,

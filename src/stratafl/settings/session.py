@@ -51,6 +51,13 @@ class SessionConfig(BaseModel):
     wait_for_clients_seconds: float = Field(
         60.0, ge=0, le=3600, description="how long a round waits for min_clients to be connected"
     )
+    max_failed_rounds: int = Field(
+        3,
+        ge=0,
+        le=1000,
+        description="failed rounds a session runs again (each waits for its clients) "
+        "before it fails with the last round's reason",
+    )
     max_examples_per_client: int = Field(
         1_000_000_000,
         ge=1,

@@ -19,7 +19,7 @@ from stratafl.errors import StrataError, UnavailableError
 from stratafl.records import ModelRecord, RoundRecord, SessionRecord
 from stratafl.security import Role
 from stratafl.settings import SessionConfig
-from stratafl.sim.processes import ProcessGroup
+from stratafl.sim.processes import ProcessGroup, Tier
 from stratafl.status import ClientStatus, SessionStatus
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
@@ -41,6 +41,7 @@ class FederationSpec:
     max_clients_per_combiner: int = 1000
     workdir: Path | None = None
     database_url: str | None = None  # default: SQLite in the controller's work folder
+    model_store: str | None = None  # a folder or an fsspec URL; default: in its work folder
     insecure: bool = False  # no TLS and no tokens (loopback only); by default all is secured
 
 
@@ -90,26 +91,41 @@ class LocalFederation:
 
     def _start(self) -> None:
         self._start_controller(http_port=0, grpc_port=0)
-        combiners = [
-            self.group.start(
-                f"combiner-{i}",
-                CombinerOptions(
-                    controller=self.url,
-                    combiner_id=f"combiner-{i}",
-                    max_clients=self.spec.max_clients_per_combiner,
-                    workdir=self.workdir / f"combiner-{i}",
-                    ready_file=self.group.ready_file(f"combiner-{i}"),
-                    token_file=self.token_file(f"combiner-{i}", Role.COMBINER),
-                    ca_file=self.ca_file,
-                    insecure=self.spec.insecure,
-                ),
-            )
-            for i in range(self.spec.combiners)
-        ]
+        combiners = [self.start_combiner(i) for i in range(self.spec.combiners)]
         for tier in combiners:
             tier.wait_ready()
         for i in range(self.spec.clients):
             self.start_client(i)
+
+    def start_combiner(self, index: int) -> Tier:
+        """Start combiner ``index`` (its id, work folder and token are the same at every
+        start, as after an operator's restart); `Tier.wait_ready` waits until it registered."""
+        name = f"combiner-{index}"
+        existing = self.workdir / "tokens" / f"{name}.token"
+        options = CombinerOptions(
+            controller=self.url,
+            combiner_id=name,
+            max_clients=self.spec.max_clients_per_combiner,
+            workdir=self.workdir / name,
+            ready_file=self.group.ready_file(name),
+            token_file=existing if existing.exists() else self.token_file(name, Role.COMBINER),
+            ca_file=self.ca_file,
+            insecure=self.spec.insecure,
+        )
+        return self.group.start(name, options)
+
+    def kill(self, name: str) -> None:
+        """kill -9 the tier called ``name`` (a crash: no chance to clean up)."""
+        tier = next(t for t in self.group.tiers if t.name == name)
+        tier.kill()
+        self.group.tiers.remove(tier)
+        if name == "controller":
+            self._close_client()  # its pooled connections went to the dead process
+
+    def restart_combiner(self, index: int) -> None:
+        """kill -9 combiner ``index`` and start it again with the same id and work folder."""
+        self.kill(f"combiner-{index}")
+        self.start_combiner(index).wait_ready()
 
     def _start_controller(self, http_port: int, grpc_port: int) -> None:
         options = ControllerOptions(
@@ -117,6 +133,7 @@ class LocalFederation:
             http_port=http_port,
             grpc_port=grpc_port,
             database_url=self.spec.database_url,
+            model_store=self.spec.model_store,
             ready_file=self.group.ready_file("controller"),
             insecure=self.spec.insecure,
         )
@@ -152,14 +169,16 @@ class LocalFederation:
             self._client.close()
             self._client = None
 
-    def restart_controller(self) -> None:
-        """kill -9 the controller and start a new one on the same ports and work folder."""
-        old = next(t for t in self.group.tiers if t.name == "controller")
-        old.kill()
-        self.group.tiers.remove(old)
-        self._close_client()  # its pooled connections went to the dead process
+    def restart_controller(self, *, new_grpc_port: bool = False) -> None:
+        """kill -9 the controller and start a new one on the same REST port and work
+        folder; its gRPC port stays too, unless ``new_grpc_port`` (then a free one)."""
+        self.kill("controller")
+        self.start_controller(new_grpc_port=new_grpc_port)
+
+    def start_controller(self, *, new_grpc_port: bool = False) -> None:
+        """Start the controller again after `kill` ("controller"), on the same REST port."""
         http_port = int(self.url.rsplit(":", 1)[1])
-        grpc_port = int(self.grpc_address.rsplit(":", 1)[1])
+        grpc_port = 0 if new_grpc_port else int(self.grpc_address.rsplit(":", 1)[1])
         self._start_controller(http_port, grpc_port)
 
     def start_client(self, index: int) -> None:

@@ -1,8 +1,12 @@
 """The model store: global models as safetensors files in a folder or object store.
 
-One code path for a local folder (the embedded default) and any fsspec URL (``s3://...``
-later). A model is written under a temporary name and renamed when complete, so a crash
-never leaves a torn model behind an id that the state store already points at.
+One code path for a local folder (the embedded default) and any fsspec URL:
+``s3://bucket/prefix`` (with ``pip install 'stratafl[s3]'``; credentials and the endpoint
+come from the standard ``AWS_*`` environment variables, see docs/deployment.md),
+``memory://`` and the rest. A model is written under a temporary name and renamed when
+complete, so a crash never leaves a torn model behind an id that the state store already
+points at. Readers open models as streams (`open`), never as local paths, so that
+downloads work from every store.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
-from stratafl.errors import NotFoundError
+from stratafl.errors import ConfigError, NotFoundError
 
 
 def new_model_id() -> str:
@@ -24,7 +29,18 @@ class ModelStore:
     """Stores model files by id under ``root`` (a path or fsspec URL)."""
 
     def __init__(self, root: str | Path) -> None:
-        self._fs, self._root = fsspec.core.url_to_fs(str(root))
+        try:  # builds the filesystem object only: no I/O until the first call
+            self._fs, self._root = fsspec.core.url_to_fs(str(root))
+        except ImportError as exc:  # fsspec knows the protocol; its package is missing
+            raise ConfigError(
+                f"the model store {root} needs a package that is not installed ({exc}); "
+                "for s3:// run pip install 'stratafl[s3]'"
+            ) from exc
+        except ValueError as exc:
+            raise ConfigError(
+                f"the model store {root} is neither a folder nor an fsspec URL ({exc}); "
+                "pass e.g. /srv/models or s3://bucket/prefix"
+            ) from exc
         self._made = False
 
     def _path(self, model_id: str) -> str:
@@ -55,7 +71,10 @@ class ModelStore:
         return stream
 
     def local_path(self, model_id: str) -> Path:
-        """A local file path for the model (only for local stores)."""
+        """The model's file on local disk, for tests that read a local store in place; the
+        tiers read every store through `open`."""
+        if not isinstance(self._fs, LocalFileSystem):
+            raise ConfigError(f"the model store {self._root} is not on local disk; use open()")
         path = Path(self._path(model_id))
         if not path.exists():
             raise NotFoundError(f"model {model_id!r} is not in the model store at {self._root}")
@@ -65,4 +84,32 @@ class ModelStore:
         return bool(self._fs.exists(self._path(model_id)))
 
     def size(self, model_id: str) -> int:
-        return int(self._fs.size(self._path(model_id)))
+        try:
+            return int(self._fs.size(self._path(model_id)))
+        except FileNotFoundError:
+            raise NotFoundError(f"model {model_id!r} is not in the model store") from None
+
+    def delete(self, model_id: str) -> None:
+        """Delete a model's file; a file already gone is no error (deletes may be re-run)."""
+        path = self._path(model_id)
+        if self._fs.exists(path):
+            self._fs.rm(path)
+
+    def ids(self) -> list[str]:
+        """The id of every complete file in the store (models and their optimiser states)."""
+        if not self._fs.exists(self._root):
+            return []
+        names = (
+            str(path).rsplit("/", 1)[-1] for path in self._fs.glob(f"{self._root}/*.safetensors")
+        )
+        return sorted(name.removesuffix(".safetensors") for name in names)
+
+    def discard_partials(self) -> list[str]:
+        """Delete files a writer left half-copied (``*.partial``: never listed, since a
+        model is listed only once renamed); returns their paths. Run before any writer."""
+        if not self._fs.exists(self._root):
+            return []
+        partials = [str(p) for p in self._fs.glob(f"{self._root}/*.safetensors.partial")]
+        for path in partials:
+            self._fs.rm(path)
+        return partials

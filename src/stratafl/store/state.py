@@ -31,6 +31,8 @@ from stratafl.records import (
     SessionRecord,
 )
 from stratafl.status import ClientStatus, CombinerStatus, SessionStatus
+from stratafl.store.migrations import migrated_engine
+from stratafl.store.progress import ProgressTable
 from stratafl.store.tables import (
     ClientRow,
     CombinerRow,
@@ -38,7 +40,6 @@ from stratafl.store.tables import (
     ModelRow,
     RoundRow,
     SessionRow,
-    open_engine,
 )
 from stratafl.store.tokens import TokenTable
 
@@ -47,7 +48,7 @@ __all__ = ["StateStore"]
 R = TypeVar("R", bound=Record)
 
 
-class StateStore(TokenTable):
+class StateStore(TokenTable, ProgressTable):
     """Typed reads and writes of the controller's state; no I/O in the constructor."""
 
     def __init__(self, url: str) -> None:
@@ -56,7 +57,8 @@ class StateStore(TokenTable):
         self._sessions: sessionmaker[Session] | None = None
 
     def open(self) -> StateStore:
-        self._engine = open_engine(self.url)
+        """Connect, and migrate the database to this version's schema first."""
+        self._engine, _ = migrated_engine(self.url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         return self
 

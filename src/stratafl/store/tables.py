@@ -2,17 +2,22 @@
 
 Kept apart from `stratafl.store.state` so the schema reads in one place. Table and column
 names are the on-disk contract: a database written by an older controller must still
-open, so rename nothing here without a migration. Statuses are plain strings in the
+open, so change nothing here without a revision in `stratafl.store.migrations` (a test
+compares the migrated schema with these rows). Statuses are plain strings in the
 database (readable with any SQL client); `stratafl.status` types them on the way out.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from stratafl.errors import ConfigError
 
 
 class Base(DeclarativeBase):
@@ -80,6 +85,7 @@ class ModelRow(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     num_parameters: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float)
+    pruned_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # file deleted
 
 
 class EventRow(Base):
@@ -106,12 +112,28 @@ class TokenRow(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+def sqlite_url(workdir: Path) -> str:
+    """The controller's default database: SQLite in its work folder."""
+    return f"sqlite:///{workdir / 'state.db'}"
+
+
 def open_engine(url: str) -> Engine:
-    """An engine on ``url`` with every table created (existing tables are left as they are).
+    """An engine on ``url``; it makes no table (`stratafl.store.migrations.upgrade` does).
 
     SQLite runs in WAL mode so the REST API can read while a round writes.
     """
-    engine = create_engine(url)
+    try:
+        engine = create_engine(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"{url!r} is not a database URL: pass e.g. sqlite:///state.db or "
+            "postgresql+psycopg://user@host:5432/db"
+        ) from exc
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"the database URL needs the driver {exc.name!r}, which is not installed: "
+            "pip install 'stratafl[postgres]' for PostgreSQL"
+        ) from exc
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -121,5 +143,4 @@ def open_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    Base.metadata.create_all(engine)
     return engine

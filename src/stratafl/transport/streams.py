@@ -20,7 +20,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import BinaryIO, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -115,7 +115,17 @@ def file_chunks(
     path: Path, chunk_bytes: int = CHUNK_BYTES
 ) -> tuple[list[TensorSpec], Iterator[bytes]]:
     """The layout of a model file and its raw data in chunks, read as they are consumed."""
-    stream = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+    return stream_chunks(open(path, "rb"), chunk_bytes)  # noqa: SIM115 - closed by it
+
+
+def stream_chunks(
+    stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES
+) -> tuple[list[TensorSpec], Iterator[bytes]]:
+    """The layout of a model file opened anywhere (a local file, an fsspec file on S3...)
+    and its raw data in chunks, read as they are consumed: the model is never held whole.
+
+    The stream is closed once its data is read, or at once if its header is refused.
+    """
     try:
         specs, _ = read_header(stream)
     except BaseException:

@@ -1,0 +1,108 @@
+"""The retention policy: a pure function of the trail's records, and what a pruned model's
+download answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from stratafl.controller.rest import create_api
+from stratafl.controller.retention import RetentionPolicy
+from stratafl.controller.wiring import Controller
+from stratafl.errors import ConfigError
+from stratafl.modelfile import save_params
+from stratafl.records import ModelRecord, SessionRecord
+from stratafl.status import SessionStatus
+
+
+def _model(model_id: str, session: str | None, number: int | None, **changes) -> ModelRecord:
+    return ModelRecord(
+        id=model_id,
+        session_id=session,
+        round=number,
+        size_bytes=1,
+        num_parameters=1,
+        created_at=float(number or 0),
+        **changes,
+    )
+
+
+def _session(session_id: str, status: SessionStatus, seed: str, final: str) -> SessionRecord:
+    return SessionRecord(
+        id=session_id,
+        config={},
+        status=status,
+        seed_model_id=seed,
+        final_model_id=final,
+        created_at=0.0,
+    )
+
+
+def _trail(session: str, rounds: int) -> list[ModelRecord]:
+    return [_model(f"{session}{n}", session, n) for n in range(1, rounds + 1)]
+
+
+def test_a_running_session_keeps_its_last_models_an_ended_one_does_not():
+    models = [_model("up", None, None), *_trail("a", 6)]
+    policy = RetentionPolicy(keep_last=3, keep_every=4)
+    running = [_session("a", SessionStatus.RUNNING, "up", "a6")]
+    assert policy.prunable(models, running) == ["a1", "a2", "a3"]
+    for ended in (SessionStatus.FINISHED, SessionStatus.STOPPED, SessionStatus.FAILED):
+        sessions = [_session("a", ended, "up", "a6")]
+        assert policy.prunable(models, sessions) == ["a1", "a2", "a3", "a5"]
+
+
+def test_seeds_finals_uploads_unknown_sessions_and_pruned_models_are_left_alone():
+    models = [
+        *_trail("a", 3),
+        *_trail("b", 2),
+        _model("up", None, None),
+        _model("ghost1", "ghost", 1),  # a session the store does not know
+        _model("gone", "a", 1, pruned_at=5.0),
+    ]
+    sessions = [
+        _session("a", SessionStatus.FINISHED, "up", "a3"),
+        _session("b", SessionStatus.FAILED, "a2", "b2"),  # started from a's round 2
+    ]
+    policy = RetentionPolicy(keep_last=1, keep_every=100)
+    assert policy.prunable(models, sessions) == ["a1", "b1"]
+
+
+@pytest.mark.parametrize("policy", [RetentionPolicy(keep_last=0), RetentionPolicy(keep_every=0)])
+def test_either_setting_at_zero_keeps_every_model(policy):
+    models = _trail("a", 30)
+    assert policy.prunable(models, [_session("a", SessionStatus.FINISHED, "x", "a30")]) == []
+    assert "keeps every model" in policy.describe()
+
+
+def test_a_negative_setting_is_refused_with_its_name():
+    with pytest.raises(ConfigError, match="keep_every=-1"):
+        RetentionPolicy(keep_every=-1)
+
+
+def test_a_pruned_models_download_is_gone_and_names_the_policy(tmp_path):
+    controller = Controller(tmp_path, retention=RetentionPolicy(keep_last=4, keep_every=7))
+    controller.store.open()
+    staged = controller.trail.staging_path("seed")
+    save_params(staged, {"w": np.zeros(3, np.float32)})
+    seed = controller.trail.publish_file(staged, parameters=3).id
+    controller.store.mark_pruned([seed])
+
+    async def download() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_api(controller))
+        async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
+            return await client.get(f"/api/v1/models/{seed}/download")
+
+    try:
+        answer = asyncio.run(download())
+    finally:
+        controller.store.close()
+    assert answer.status_code == 410 and answer.json()["error"] == "Gone"
+    assert answer.json()["detail"] == (
+        f"model {seed} was pruned: the retention policy keeps the last 4 models of the "
+        "running session, every 7th round's model, every model a session started or ended "
+        "on, and every upload (--keep-last, --keep-every)"
+    )
