@@ -26,7 +26,7 @@ from stratafl.controller.link import CombinerAnswer, RoundTask, read_answer, rou
 from stratafl.controller.sessions import SessionRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import UnavailableError
-from stratafl.modelfile import copy_params_from_file, save_params
+from stratafl.modelfile import copy_params_from_file, copy_params_from_stream, save_params
 from stratafl.params import TensorSpec, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.store.models import ModelStore
@@ -204,3 +204,10 @@ async def _serve(
         messages = send_model(pb.UpdateChunk, header, params_chunks(trained))
         incoming = await receive_model(aiter_of(messages), "an update")  # type: ignore[arg-type]
         await rounds.accept_update(incoming, Caller(client_id))
+
+
+def stored_params(models: ModelStore, model_id: str | None) -> dict[str, np.ndarray]:
+    """A stored model's arrays, read through the store as the tiers read it."""
+    assert model_id is not None
+    with models.open(model_id) as stream:
+        return copy_params_from_stream(stream)[0]

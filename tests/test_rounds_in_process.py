@@ -15,10 +15,9 @@ import pytest
 
 from stratafl.aggregate import ServerOptState, parse_aggregator
 from stratafl.errors import NotFoundError, RoundFailed
-from stratafl.modelfile import copy_params_from_file
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, SessionStatus
-from tests.inprocess import Behaviour, LocalFederation
+from tests.inprocess import Behaviour, LocalFederation, stored_params
 
 H = Behaviour.HONEST
 MODEL = {"w": np.zeros((64, 16), np.float32), "b": np.zeros(16, np.float32)}
@@ -62,7 +61,7 @@ def test_fedavg_over_three_combiners_is_exact_and_every_partial_is_counted(tmp_p
     record = report.record
     assert record.status == RoundStatus.FINISHED, record.reason
     # client i adds i+1 with 10(i+1) examples: sum (i+1)^2 / sum (i+1) = 30 / 10
-    new = copy_params_from_file(federation.models.local_path(record.model_out))
+    new = stored_params(federation.models, record.model_out)
     assert np.all(new["w"] == 3.0) and np.all(new["b"] == 3.0)
     assert federation.store.model(record.model_out).parent_id == seed
     assert sorted(record.participants) == [f"client-{i}" for i in range(4)]
@@ -92,7 +91,7 @@ def test_a_poisoned_update_is_rejected_without_failing_the_round(tmp_path):
     federation = _federation(tmp_path, [H, Behaviour.NAN, H])
     try:
         report = _round(federation, _config(min_clients=2), federation.seed(MODEL))
-        new = copy_params_from_file(federation.models.local_path(report.record.model_out))
+        new = stored_params(federation.models, report.record.model_out)
     finally:
         federation.close()
     outcomes = {o.client_id: o for o in report.record.outcomes}

@@ -17,11 +17,10 @@ import pytest
 from stratafl.controller.recovery import recover
 from stratafl.controller.retention import RetentionPolicy
 from stratafl.errors import ConfigError
-from stratafl.modelfile import copy_params_from_file
 from stratafl.records import RoundRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
-from tests.inprocess import Behaviour, LocalFederation
+from tests.inprocess import Behaviour, LocalFederation, stored_params
 
 H = Behaviour.HONEST
 MODEL = {"w": np.zeros((8, 4), np.float32), "b": np.zeros(4, np.float32)}
@@ -120,7 +119,7 @@ def _uninterrupted(workdir: Path, config: SessionConfig) -> dict[str, np.ndarray
         federation.seed(MODEL)
         session = federation.store.session(_session(federation, config))
         assert session.status == SessionStatus.FINISHED, session.reason
-        return copy_params_from_file(federation.models.local_path(session.final_model_id))
+        return stored_params(federation.models, session.final_model_id)
     finally:
         federation.close()
 
@@ -168,7 +167,7 @@ def test_a_session_resumes_after_a_crash_from_its_last_recorded_round(tmp_path):
         rounds = second.store.rounds(session_id)
         trail = second.store.trail(session.final_model_id)
         events = [e for e in second.store.events() if e.kind == "session_resumed"]
-        final = copy_params_from_file(second.models.local_path(session.final_model_id))
+        final = stored_params(second.models, session.final_model_id)
         listed = {m.id for m in second.store.models()}
     finally:
         second.close()

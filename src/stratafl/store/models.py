@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
 from stratafl.errors import ConfigError, NotFoundError
 
@@ -69,16 +68,6 @@ class ModelStore:
                 f"model {model_id!r} is not in the model store; list models with GET /api/v1/models"
             ) from None
         return stream
-
-    def local_path(self, model_id: str) -> Path:
-        """The model's file on local disk, for tests that read a local store in place; the
-        tiers read every store through `open`."""
-        if not isinstance(self._fs, LocalFileSystem):
-            raise ConfigError(f"the model store {self._root} is not on local disk; use open()")
-        path = Path(self._path(model_id))
-        if not path.exists():
-            raise NotFoundError(f"model {model_id!r} is not in the model store at {self._root}")
-        return path
 
     def exists(self, model_id: str) -> bool:
         return bool(self._fs.exists(self._path(model_id)))

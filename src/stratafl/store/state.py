@@ -264,16 +264,6 @@ class StateStore(TokenTable, ProgressTable):
             )
         return row
 
-    def fail_interrupted_sessions(self, reason: str) -> list[str]:
-        """Mark sessions left running by a crashed controller as failed; returns their ids."""
-        running = SessionRow.status == SessionStatus.RUNNING.value
-        with self._session() as db, db.begin():
-            rows = list(db.scalars(select(SessionRow).where(running).order_by(SessionRow.id)))
-            for row in rows:
-                row.status, row.reason = SessionStatus.FAILED.value, reason
-                row.finished_at = time.time()
-            return [row.id for row in rows]
-
     def add_round(self, record: RoundRecord) -> None:
         """Record one round; its outcomes, validation, traffic and timings become JSON."""
         with self._session() as db, db.begin():
