@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,12 +64,11 @@ async def serve_controller(options: ControllerOptions) -> None:
     workdir, host = options.workdir, options.host
     advertised = advertised_host(host, options.advertise_address)
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(workdir / "staging", ignore_errors=True)  # a dead predecessor's uploads
     retention = RetentionPolicy(keep_last=options.keep_last, keep_every=options.keep_every)
     controller = Controller(workdir, options.database_url, options.model_store, retention)
     controller.store.open()
     controller.discovery.forget_stored("the controller restarted; it waits for it to register")
-    security = _secure(controller, options)
+    security = _secure(controller, options, advertised)
     controller.links.use_credentials(security.channel_credentials)
     recover(controller.store, controller.trail, controller.sessions)  # before anyone is served
     server, bound = create_aio_server(
@@ -131,13 +129,13 @@ async def serve_controller(options: ControllerOptions) -> None:
     controller.store.close()
 
 
-def _secure(controller: Controller, options: ControllerOptions) -> LinkSecurity:
+def _secure(controller: Controller, options: ControllerOptions, advertised: str) -> LinkSecurity:
     """Load (or make, at the first start) the federation's trust root, unless insecure."""
     if options.insecure:
         refuse_insecure_off_loopback(options.host, "controller")
         return LinkSecurity()
     hosts = {"127.0.0.1", "localhost", *options.tls_hosts}
-    hosts.add(advertised_host(options.host, options.advertise_address))
+    hosts.add(advertised)
     if not is_wildcard(options.host):
         hosts.add(options.host)
     trust = Trust.load_or_create(options.workdir / "trust", sorted(hosts))
