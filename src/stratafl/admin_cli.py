@@ -19,6 +19,7 @@ from stratafl.api import ControllerClient
 from stratafl.console import console
 from stratafl.errors import ConfigError
 from stratafl.security import Role
+from stratafl.security.files import read_token
 
 ControllerUrl = Annotated[
     str,
@@ -55,10 +56,7 @@ def connect(
 ) -> ControllerClient:
     """A REST client as the caller these options name."""
     if token is None and token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {token_file}: {exc}") from exc
+        token = read_token(token_file)
     return ControllerClient(controller, token=token, verify=ca_file or True, timeout=60)
 
 

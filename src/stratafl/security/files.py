@@ -81,3 +81,11 @@ def read_pem(path: Path, what: str) -> bytes:
         raise ConfigError(
             f"cannot read {what} from {path} ({exc.strerror or exc}); check the path"
         ) from exc
+
+
+def read_token(path: Path) -> str:
+    """A token handed over in a file (one line), or a ConfigError naming the file."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc}") from exc

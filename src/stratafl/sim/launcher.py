@@ -18,6 +18,7 @@ from stratafl.controller.main import ControllerOptions
 from stratafl.errors import StrataError, UnavailableError
 from stratafl.records import ModelRecord, RoundRecord, SessionRecord
 from stratafl.security import Role
+from stratafl.security.files import read_token
 from stratafl.settings import SessionConfig
 from stratafl.sim.processes import ProcessGroup, Tier
 from stratafl.status import ClientStatus, SessionStatus
@@ -141,7 +142,7 @@ class LocalFederation:
         self.url, self.grpc_address = info["url"], info["grpc_address"]
         if info.get("ca_file"):
             self.ca_file = Path(info["ca_file"])
-            self.admin_token = Path(info["admin_token_file"]).read_text().strip()
+            self.admin_token = read_token(Path(info["admin_token_file"]))
         self._client = ControllerClient(
             self.url,
             timeout=REST_TIMEOUT_SECONDS,

@@ -18,7 +18,7 @@ import grpc
 
 from stratafl.errors import ConfigError
 from stratafl.security import Claims, Role, TlsIdentity
-from stratafl.security.files import read_pem
+from stratafl.security.files import read_pem, read_token
 from stratafl.transport.auth import AuthInterceptor, TokenAuth
 from stratafl.transport.channels import LinkSecurity
 
@@ -65,11 +65,10 @@ class PeerCredentials:
                 "`strata token create` and the controller's trust/ca.crt), or --insecure on "
                 "loopback"
             )
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {token_file}: {exc}") from exc
-        return cls(token=token, ca_pem=read_pem(ca_file, "the federation's CA certificate"))
+        return cls(
+            token=read_token(token_file),
+            ca_pem=read_pem(ca_file, "the federation's CA certificate"),
+        )
 
     def with_token(self, token: str) -> PeerCredentials:
         return PeerCredentials(token, self.ca_pem, self.client_identity)
