@@ -22,9 +22,10 @@ client_cli = typer.Typer(help="Tier 1: trains on private data.")
 
 
 def _start_tier(options: TierOptions, verbose: bool) -> None:
-    from stratafl.sim.tier import configure_logging, run_tier
+    from stratafl.logs import configure_logging
+    from stratafl.sim.tier import run_tier
 
-    configure_logging(verbose)
+    configure_logging("debug" if verbose else None)
     run_tier(options)
 
 

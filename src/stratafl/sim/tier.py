@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from stratafl.errors import ConfigError, StrataError
+from stratafl.logs import configure_logging
 
 if TYPE_CHECKING:
     from stratafl.client.main import ClientOptions
@@ -89,13 +90,6 @@ def ready_file_of(options: TierOptions) -> Path | None:
     from stratafl.client.main import ClientOptions
 
     return None if isinstance(options, ClientOptions) else options.ready_file
-
-
-def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
 
 
 def run_tier(options: TierOptions) -> None:
