@@ -45,6 +45,8 @@ def run_cell(partition: str, aggregator: str, rounds: int, clients: int, seed: i
             str(clients),
             "--report",
             str(report_path),
+            "--workdir",
+            str(Path(folder) / "run"),
         ]
         subprocess.run(command, check=True, capture_output=True, timeout=1800)
         report = json.loads(report_path.read_text())

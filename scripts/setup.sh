@@ -13,6 +13,20 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2
     || echo "note: could not install dataset-fashion-mnist; the loader will use its cache or download" >&2
 fi
 
+# The dev extras include the dashboard's browser test: Debian's chromium and its driver.
+case ",$extras," in
+  *,dev,*)
+    if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } \
+      && command -v apt-get >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+      apt=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+      "${apt[@]}" >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null && "${apt[@]}" >/dev/null; } \
+        || echo "note: could not install chromium chromium-driver; the browser tests will skip (CI fails them)" >&2
+    fi
+    ;;
+esac
+
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if [ -n "$extras" ]; then

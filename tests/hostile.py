@@ -17,6 +17,7 @@ Nothing here patches stratafl: every attack goes over real sockets to real proce
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -358,7 +359,8 @@ def start_combiner(fed: LocalFederation, name: str, **overrides: Any) -> str:
         token_file=fed.token_file(name, Role.COMBINER),
         ca_file=fed.ca_file,
     )
-    return fed.group.start(name, replace(options, **overrides)).wait_ready()
+    ready = fed.group.start(name, replace(options, **overrides)).wait_ready()
+    return str(json.loads(ready)["grpc_address"])
 
 
 def start_clients(fed: LocalFederation, count: int) -> None:

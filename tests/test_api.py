@@ -18,6 +18,7 @@ from stratafl.controller.rest import HTTP_STATUS, create_api
 from stratafl.controller.wiring import Controller
 from stratafl.modelfile import params_to_bytes
 from stratafl.records import ClientOutcome, RoundRecord, Validation
+from stratafl.security.policy import REST_ROLES
 from stratafl.status import OutcomeStatus, RoundStatus
 
 
@@ -80,14 +81,15 @@ def test_seed_model_upload_download_and_trail(api):
     model = created.json()
     assert model["num_parameters"] == 6 and model["parent_id"] is None
     assert api.get(f"/api/v1/models/{model['id']}/download").content == _model_body(params)
-    assert [m["id"] for m in api.get(f"/api/v1/models/{model['id']}/trail").json()] == [model["id"]]
+    trail = api.get(f"/api/v1/models/{model['id']}/trail").json()
+    assert [m["id"] for m in trail["items"]] == [model["id"]] and trail["next"] is None
 
 
 def test_a_malformed_model_upload_is_refused_and_leaves_nothing(api):
     response = api.post("/api/v1/models", content=b"\x05\0\0\0\0\0\0\0nope!")
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["detail"]
-    assert api.get("/api/v1/models").json() == []
+    assert api.get("/api/v1/models").json() == {"items": [], "next": None}
 
 
 def test_unknown_ids_are_404_with_a_hint(api):
@@ -121,7 +123,7 @@ def test_a_truncated_model_upload_is_refused_and_leaves_nothing(api):
     response = api.post("/api/v1/models", content=body[:-4])
     assert response.status_code == 422
     assert "send the whole file" in response.json()["detail"]
-    assert api.get("/api/v1/models").json() == []
+    assert api.get("/api/v1/models").json() == {"items": [], "next": None}
 
 
 def _untyped(schema: dict) -> bool:
@@ -140,7 +142,7 @@ def test_openapi_declares_every_answer(api):
         for path, item in spec["paths"].items()
         for method, operation in item.items()
     ]
-    assert len(operations) == 21
+    assert len(operations) == len(REST_ROLES)  # each declared, none forgotten
     error_ref = "#/components/schemas/ErrorBody"
     for name, operation in operations:
         responses = operation["responses"]
@@ -188,10 +190,10 @@ def test_every_kind_of_error_answers_with_an_error_body(api):
 def test_an_unexpected_error_is_a_500_error_body_and_a_logged_traceback(
     api, controller, monkeypatch, caplog
 ):
-    def broken() -> list:
+    def broken(*args: object) -> list:
         raise RuntimeError("the database went away\nsecond line")
 
-    monkeypatch.setattr(controller.store, "sessions", broken)
+    monkeypatch.setattr(controller.store, "sessions_page", broken)
     with caplog.at_level(logging.ERROR, logger="stratafl.controller.rest"):
         detail = _error(api.get("/api/v1/sessions"), 500, "InternalError")
     assert "RuntimeError" in detail and "GET /api/v1/sessions" in detail
@@ -204,11 +206,11 @@ def test_an_unexpected_error_is_a_500_error_body_and_a_logged_traceback(
 def test_the_events_limit_is_bounded(api, controller):
     for i in range(3):
         controller.store.add_event("kind", "test", f"event {i}")
-    assert [e["message"] for e in api.get("/api/v1/events", params={"limit": 2}).json()] == [
-        "event 1",
-        "event 2",
-    ]
-    assert len(api.get("/api/v1/events").json()) == 3
+    first = api.get("/api/v1/events", params={"limit": 2}).json()
+    assert [e["message"] for e in first["items"]] == ["event 0", "event 1"]
+    rest = api.get("/api/v1/events", params={"limit": 2, "after": first["next"]}).json()
+    assert [e["message"] for e in rest["items"]] == ["event 2"] and rest["next"] is None
+    assert len(api.get("/api/v1/events").json()["items"]) == 3
     for limit in (0, 1001, 100000):
         detail = _error(api.get("/api/v1/events", params={"limit": limit}), 422, "ValidationError")
         assert detail.startswith("query.limit: ")
@@ -229,7 +231,7 @@ def test_rounds_are_served_as_round_records_with_their_validation_means(api, con
         validation=Validation(clients=1, per_client={"c1": {"accuracy": 0.9}}, accuracy=0.9),
     )
     controller.store.add_round(record)
-    (served,) = api.get("/api/v1/sessions/s/rounds").json()
+    (served,) = api.get("/api/v1/sessions/s/rounds").json()["items"]
     assert served["validation"]["accuracy"] == 0.9
     assert RoundRecord.model_validate(served) == record
     session = api.get("/api/v1/sessions/s").json()
@@ -270,7 +272,7 @@ def test_an_upload_is_written_checked_and_published_off_the_event_loop(
     assert created.status_code == 201
     assert set(threads) == {"staging", "open", "write", "close", "check", "publish"}
     assert loop_thread not in threads.values()
-    assert [m["id"] for m in api.get("/api/v1/models").json()] == [created.json()["id"]]
+    assert [m["id"] for m in api.get("/api/v1/models").json()["items"]] == [created.json()["id"]]
     assert list((controller.workdir / "staging").iterdir()) == []  # the staged file is gone
 
 

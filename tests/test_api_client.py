@@ -119,7 +119,7 @@ def test_a_url_without_a_scheme_is_a_config_error():
 
 
 def test_an_answer_that_is_not_the_record_says_so():
-    api = _answering(200, [{"id": "s1"}])
+    api = _answering(200, {"items": [{"id": "s1"}], "next": None})
     with pytest.raises(errors.StrataError, match="GET /sessions with a body stratafl cannot"):
         api.sessions()
 
@@ -135,8 +135,8 @@ def test_requests_go_to_the_paths_of_the_api_and_come_back_typed():
         if path == "/api/v1/sessions" and request.method == "POST":
             return httpx.Response(201, json=SESSION)
         if path == "/api/v1/sessions/s1/rounds":
-            return httpx.Response(200, json=[ROUND])
-        return httpx.Response(200, json=[])
+            return httpx.Response(200, json={"items": [ROUND], "next": None})
+        return httpx.Response(200, json={"items": [], "next": None})
 
     with _client(handler) as api:
         assert api.assign("c0", failed_combiner="k9") == Assignment(
@@ -151,8 +151,8 @@ def test_requests_go_to_the_paths_of_the_api_and_come_back_typed():
     assert [(method, url) for method, url, _ in seen] == [
         ("POST", f"{URL}/api/v1/assign"),
         ("POST", f"{URL}/api/v1/sessions"),
-        ("GET", f"{URL}/api/v1/sessions/s1/rounds"),
-        ("GET", f"{URL}/api/v1/models?session_id=s1"),
+        ("GET", f"{URL}/api/v1/sessions/s1/rounds?limit=10"),
+        ("GET", f"{URL}/api/v1/models?session_id=s1&limit=1000"),
         ("GET", f"{URL}/api/v1/events?limit=5"),
     ]
     assert json.loads(seen[0][2]) == {"client_id": "c0", "failed_combiner": "k9"}
@@ -197,7 +197,7 @@ def test_an_id_stays_one_path_segment():
 
     with pytest.raises(errors.NotFoundError):
         _client(handler).trail("../sessions?x=1")
-    assert paths == ["/api/v1/models/..%2Fsessions%3Fx%3D1/trail"]
+    assert paths == ["/api/v1/models/..%2Fsessions%3Fx%3D1/trail?limit=1000"]
 
 
 TOKEN_RECORD = {
@@ -251,7 +251,8 @@ def test_the_new_operations_go_to_their_paths_and_come_back_typed():
             return httpx.Response(200, json=TOKEN_RECORD | {"revoked_at": 3.0})
         if path == "/api/v1/certificates":
             return httpx.Response(200, json={"certificate_pem": "CERT", "ca_pem": "CA"})
-        return httpx.Response(200, json=[TOKEN_RECORD] if path == "/api/v1/tokens" else [])
+        items = [TOKEN_RECORD] if path == "/api/v1/tokens" else []
+        return httpx.Response(200, json={"items": items, "next": None})
 
     with _client(handler) as api:
         assert api.stop_session("s1").status == "running"

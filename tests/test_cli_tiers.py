@@ -1,6 +1,6 @@
 """The README's manual path: each tier started with its own `strata ... start` command,
 secured as by default (TLS, tokens issued with `strata token create`), a seed model uploaded
-with `strata seed`, a session started over REST (as with curl), followed with the Python
+with `strata model seed`, a session started over REST (as with curl), followed with the Python
 REST client."""
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
             "3 connected clients",
         )
         seeded = subprocess.run(
-            [sys.executable, "-m", "stratafl.cli", "seed", "--app", TEST_APP],
+            [sys.executable, "-m", "stratafl.cli", "model", "seed", "--app", TEST_APP],
             capture_output=True,
             text=True,
             timeout=120,

@@ -88,7 +88,7 @@ def test_sessions_models_and_tiers_from_the_command_line(env, tmp_path):
         timeout=60,
     )
     said = stopped.stdout + stopped.stderr
-    assert stopped.returncode == 1 and "is not running" in said and "Traceback" not in said
+    assert stopped.returncode == 2 and "is not running" in said and "Traceback" not in said
 
     target = tmp_path / "seed.safetensors"
     code, out = _strata(env, "model", "download", seed.id, "--to", str(target))

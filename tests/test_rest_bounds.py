@@ -234,7 +234,7 @@ HOSTILE_MODELS = {
 @pytest.mark.parametrize("body", HOSTILE_MODELS.values(), ids=list(HOSTILE_MODELS))
 def test_hostile_model_uploads_are_422_and_leave_nothing(api, controller, body):
     _error(api.post("/api/v1/models", content=body), 422, "ModelFormatError")
-    assert api.get("/api/v1/models").json() == []
+    assert api.get("/api/v1/models").json()["items"] == []
     assert list((controller.workdir / "staging").iterdir()) == []
 
 
@@ -284,7 +284,7 @@ LISTS = "combiners clients models sessions sessions/s0/rounds tokens models/m0/t
 
 
 @pytest.mark.parametrize("path", LISTS)
-@pytest.mark.parametrize("limit", [0, -1, 10_001, 10**9, "many"])
+@pytest.mark.parametrize("limit", [0, -1, 1001, 10**9, "many"])
 def test_every_list_limit_is_bounded(api, controller, path, limit):
     controller.store.create_session("s0", {"rounds": 1}, "m0")
     response = api.get(f"/api/v1/{path}", params={"limit": limit})
@@ -295,5 +295,5 @@ def test_a_list_answers_at_most_its_limit(api, controller):
     for i in range(3):
         controller.store.create_session(f"s{i}", {"rounds": 1}, "m0")
     listed = api.get("/api/v1/sessions", params={"limit": 2}).json()
-    assert [session["id"] for session in listed] == ["s0", "s1"]
-    assert len(api.get("/api/v1/sessions").json()) == 3
+    assert [session["id"] for session in listed["items"]] == ["s0", "s1"]
+    assert len(api.get("/api/v1/sessions").json()["items"]) == 3

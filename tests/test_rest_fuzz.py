@@ -28,7 +28,7 @@ from stratafl.controller.wiring import Controller
 from stratafl.security import Role
 from stratafl.security.policy import REST_ROLES
 
-pytestmark = pytest.mark.fuzz
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(900)]  # ~28 operations x 2 modes x 200 requests
 
 EXAMPLES = 200
 """Requests generated per operation and mode (positive, negative)."""
@@ -42,6 +42,7 @@ def controller(tmp_path):
     controller.grpc_address = "127.0.0.1:1"
     controller.trust = Trust.load_or_create(tmp_path / "trust", ["127.0.0.1"])
     controller.discovery.register("k1", "127.0.0.1:7001", 100_000)  # assign can succeed
+    controller.events.close()  # event streams answer 503 (declared) instead of never ending
     yield controller
     controller.store.close()
 
@@ -69,12 +70,20 @@ def _fuzz(
         sent += 1
         response = case.call(headers=headers)
         try:
-            case.validate_response(response, checks=CHECKS, headers=headers)
+            case.validate_response(response, checks=_checks(operation), headers=headers)
         except FailureGroup as failure:  # collected: one report for the whole run
             failures.append(f"{operation.label} ({mode.value}): {failure}")
 
     fuzz()
     return sent
+
+
+def _checks(operation: APIOperation) -> list:
+    """An event stream answers its declared 503 here (the feed is closed: a stream that
+    never ends cannot be read in-process); every other 5xx is a failure."""
+    if operation.path.endswith("/events/stream"):
+        return [response_schema_conformance]
+    return CHECKS
 
 
 def _modes(operation: APIOperation) -> list[GenerationMode]:

@@ -5,7 +5,7 @@ nobody reaches anybody over loopback.
 Each tier is started as an operator would start it on its own host, with the real CLI
 (``strata controller start --host 0.0.0.0 --advertise-address IP``, ...), TLS and tokens
 as by default: tokens are issued with ``strata token create`` and the seed uploaded with
-``strata seed``, both on the controller's host with its ``trust/admin.token`` and
+``strata model seed``, both on the controller's host with its ``trust/admin.token`` and
 ``trust/ca.crt``. The admin's REST calls run on the controller's host too, against its
 address on the bridge. Skipped with one line where namespaces cannot be made (not root).
 """
@@ -191,7 +191,7 @@ def test_a_federation_across_several_hosts_over_tls(network: Network, tmp_path: 
     assert spread == {name: CLIENTS // 2 for name in COMBINERS}
 
     seed_id = network.run(
-        controller, [*strata, "seed", "--app", TEST_APP], timeout=120, env=admin_env
+        controller, [*strata, "model", "seed", "--app", TEST_APP], timeout=120, env=admin_env
     ).strip()
     ran = admin_call("session", 150, ROUNDS, CLIENTS)
     combiners = admin_call("combiners", 30, len(COMBINERS))

@@ -1,63 +1,126 @@
-"""`strata token ...`, and how every admin command reaches the controller.
+"""`strata token ...`, `strata model seed`, and how every admin command reaches the controller.
 
-The controller's URL, the caller's token and the federation's CA come from flags or from
-the environment (``STRATA_CONTROLLER``, ``STRATA_TOKEN`` or ``STRATA_TOKEN_FILE``,
-``STRATA_CA_FILE``), so a shell set up once needs none of them.
+The controller's URL, the caller's token and the federation's CA come from flags, from the
+environment (``STRATA_CONTROLLER``, ``STRATA_TOKEN`` or ``STRATA_TOKEN_FILE``,
+``STRATA_CA_FILE``) or from a config file, in that order (`stratafl.cli_config`), so a shell
+set up once needs none of them. `connect` applies that order for every command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.table import Table
 
 from stratafl.api import ControllerClient
+from stratafl.cli_config import global_options, resolve_connection
+from stratafl.client.app import ClientContext, load_app
 from stratafl.console import console
-from stratafl.errors import ConfigError
+from stratafl.errors import ConfigError, UnavailableError
 from stratafl.security import Role
 from stratafl.security.files import read_token
 
 ControllerUrl = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--controller",
-        envvar="STRATA_CONTROLLER",
-        help="the controller's URL, e.g. https://127.0.0.1:8080 ($STRATA_CONTROLLER)",
+        help="the controller's URL, e.g. https://127.0.0.1:8080 "
+        "(or $STRATA_CONTROLLER, or controller in the config file)",
     ),
 ]
 Token = Annotated[
     str | None,
-    typer.Option("--token", envvar="STRATA_TOKEN", help="your token ($STRATA_TOKEN)"),
+    typer.Option("--token", help="your token (or $STRATA_TOKEN, or token in the config file)"),
 ]
 TokenFile = Annotated[
     Path | None,
     typer.Option(
         "--token-file",
-        envvar="STRATA_TOKEN_FILE",
-        help="a file holding your token, e.g. the controller's trust/admin.token",
+        help="a file holding your token, e.g. the controller's trust/admin.token "
+        "(or $STRATA_TOKEN_FILE, or token_file in the config file)",
     ),
 ]
 CaFile = Annotated[
     Path | None,
     typer.Option(
         "--ca-file",
-        envvar="STRATA_CA_FILE",
-        help="the federation's CA certificate (the controller's trust/ca.crt)",
+        help="the federation's CA certificate, the controller's trust/ca.crt "
+        "(or $STRATA_CA_FILE, or ca_file in the config file)",
     ),
 ]
 
 
+@contextlib.contextmanager
 def connect(
-    controller: str, token: str | None, token_file: Path | None, ca_file: Path | None
-) -> ControllerClient:
-    """A REST client as the caller these options name."""
-    if token is None and token_file is not None:
-        token = read_token(token_file)
-    return ControllerClient(controller, token=token, verify=ca_file or True, timeout=60)
+    controller: str | None,
+    token: str | None,
+    token_file: Path | None,
+    ca_file: Path | None,
+) -> Iterator[ControllerClient]:
+    """A REST client as the caller these options (or the environment, or the config file)
+    name; a controller that cannot be reached is one `UnavailableError` naming the fix."""
+    where = resolve_connection(
+        controller=controller,
+        token=token,
+        token_file=token_file,
+        ca_file=ca_file,
+        options=global_options(),
+    )
+    secret = where.token
+    if secret is None and where.token_file is not None:
+        secret = read_token(where.token_file)
+    api = ControllerClient(where.controller, token=secret, verify=where.ca_file or True, timeout=60)
+    with api:
+        try:
+            yield api
+        except UnavailableError as exc:
+            better = unreachable(where.controller, exc)
+            if better is exc:
+                raise
+            raise better from exc
+
+
+def unreachable(url: str, exc: UnavailableError) -> UnavailableError:
+    """What to do about a controller that did not answer: start it, or fix the URL or CA
+    (``exc`` itself when it is not about the connection)."""
+    cause = exc.__cause__
+    if not isinstance(cause, httpx.TransportError):
+        return exc
+    if "CERTIFICATE_VERIFY_FAILED" in str(cause):
+        return UnavailableError(
+            f"the controller at {url} has a certificate this CA did not sign: pass the "
+            "federation's CA with --ca-file (the controller's trust/ca.crt)"
+        )
+    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout):
+        return UnavailableError(
+            f"cannot reach the controller at {url}: start it (strata controller start) "
+            "or check --controller"
+        )
+    return UnavailableError(f"the controller at {url} did not answer ({cause}): see its log")
+
+
+def model_seed(
+    app_spec: Annotated[
+        str, typer.Option("--app", help="the client app: module:attr or file.py:attr")
+    ],
+    seed: Annotated[int, typer.Option(help="the seed of the app's initial_params")] = 0,
+    controller: ControllerUrl = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Upload the app's freshly initialised model: the seed of the next session."""
+    app = load_app(app_spec, ClientContext(num_partitions=1, seed=seed))
+    with connect(controller, token, token_file, ca_file) as api:
+        record = api.upload_model(app.initial_params(seed))
+    console.print(record.id)
 
 
 token_cli = typer.Typer(help="Issue, list and revoke tokens (needs an admin token).")
@@ -67,7 +130,7 @@ token_cli = typer.Typer(help="Issue, list and revoke tokens (needs an admin toke
 def token_create(
     role: Annotated[Role, typer.Option(help="admin, combiner or client")],
     name: Annotated[str, typer.Option(help="a label, e.g. hospital-3; also the identity")],
-    controller: ControllerUrl,
+    controller: ControllerUrl = None,
     subject: Annotated[str | None, typer.Option(help="the identity (default: the name)")] = None,
     days: Annotated[float, typer.Option(help="how long the token is valid")] = 90.0,
     max_examples: Annotated[
@@ -98,7 +161,7 @@ def token_create(
 
 @token_cli.command("list")
 def token_list(
-    controller: ControllerUrl,
+    controller: ControllerUrl = None,
     token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
@@ -124,7 +187,7 @@ def token_list(
 @token_cli.command("revoke")
 def token_revoke(
     token_id: Annotated[str, typer.Argument(help="the id shown by `strata token list`")],
-    controller: ControllerUrl,
+    controller: ControllerUrl = None,
     token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,

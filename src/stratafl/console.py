@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from stratafl.status import RoundStatus
 
 if TYPE_CHECKING:
     from stratafl.sim.report import PromiseCheck, RoundSummary
@@ -41,7 +45,8 @@ class RunView:
             if last.accuracy is not None and last.loss is not None
             else str(last.status)
         )
-        self._bar.update(self._task, completed=len(rounds), total=total, status=status)
+        finished = sum(r.status == RoundStatus.FINISHED for r in rounds)  # failed ones rerun
+        self._bar.update(self._task, completed=finished, total=total, status=status)
 
     def session_done(self, rounds: list[RoundSummary]) -> None:
         self._bar.stop()
@@ -82,3 +87,11 @@ def print_promise(promise: PromiseCheck) -> None:
         f"gap to centralized: {promise.gap_to_centralized:+.4f}   "
         f"gain over the best client alone: {promise.gain_over_best_client:+.4f}"
     )
+
+
+def print_paths(paths: Mapping[str, Path | None]) -> None:
+    """One ``label: path`` line each, never wrapped and never read as markup, so a path can
+    be copied from the terminal whole (brackets and all)."""
+    for label, path in paths.items():
+        if path is not None:
+            console.print(f"{label}: {path}", markup=False, highlight=False, soft_wrap=True)

@@ -2,7 +2,8 @@
 
 Every command reaches the controller as `admin_cli.connect` does (flags or ``STRATA_*``
 variables), and every list prints a table or, with ``--format json``, the records as JSON
-(one array, the REST API's own records), so scripts need no second API.
+(one array of every page, the REST API's own records), so scripts need no second API.
+`strata session watch` follows a session's event stream live (`stratafl.watch`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stratafl.admin_cli import CaFile, ControllerUrl, Token, TokenFile, connect
 from stratafl.console import console
 from stratafl.records import SessionRecord
 from stratafl.settings import SessionConfig
+from stratafl.watch import watch_events, watch_json
 
 
 class Format(StrEnum):
@@ -58,7 +60,7 @@ def show(
 
 
 session_cli = typer.Typer(help="Start, stop, list and inspect training sessions (admin).")
-model_cli = typer.Typer(help="List and download the models of the trail (admin).")
+model_cli = typer.Typer(help="Seed, list and download the models of the trail (admin).")
 
 SESSION_COLUMNS: dict[str, Callable[[SessionRecord], object]] = {
     "id": lambda s: s.id,
@@ -72,10 +74,12 @@ SESSION_COLUMNS: dict[str, Callable[[SessionRecord], object]] = {
 
 @session_cli.command("start")
 def session_start(
-    controller: ControllerUrl,
-    rounds: int = 3,
-    min_clients: int = 1,
-    aggregator: str = "fedavg",
+    controller: ControllerUrl = None,
+    rounds: Annotated[int, typer.Option(help="rounds in the session")] = 3,
+    min_clients: Annotated[int, typer.Option(help="a round with fewer updates fails")] = 1,
+    aggregator: Annotated[
+        str, typer.Option(help="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md")
+    ] = "fedavg",
     seed_model: Annotated[str | None, typer.Option(help="default: the newest model")] = None,
     settings: Annotated[
         Path | None, typer.Option(help="a JSON file of session settings (docs/configuration.md)")
@@ -102,7 +106,7 @@ def session_start(
 
 @session_cli.command("list")
 def session_list(
-    controller: ControllerUrl,
+    controller: ControllerUrl = None,
     output: FormatOption = Format.TABLE,
     token: Token = None,
     token_file: TokenFile = None,
@@ -115,8 +119,8 @@ def session_list(
 
 @session_cli.command("show")
 def session_show(
-    session_id: str,
-    controller: ControllerUrl,
+    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    controller: ControllerUrl = None,
     output: FormatOption = Format.TABLE,
     token: Token = None,
     token_file: TokenFile = None,
@@ -149,8 +153,8 @@ def session_show(
 
 @session_cli.command("stop")
 def session_stop(
-    session_id: str,
-    controller: ControllerUrl,
+    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    controller: ControllerUrl = None,
     cancel: Annotated[bool, typer.Option(help="end now, dropping the round in flight")] = False,
     token: Token = None,
     token_file: TokenFile = None,
@@ -162,9 +166,32 @@ def session_stop(
     console.print(f"session {record.id}: {record.status} {record.reason}".rstrip())
 
 
+@session_cli.command("watch")
+def session_watch(
+    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    controller: ControllerUrl = None,
+    after: Annotated[
+        int | None, typer.Option(help="start after this event id (default: from its start)")
+    ] = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Follow a session live: a bar over its rounds and a line per round, until it ends
+    (exit code 0 if it finished or was stopped, 1 if it failed or was cancelled)."""
+    with connect(controller, token, token_file, ca_file) as api:
+        events = api.follow(session_id, after=after)
+        if output is Format.JSON:
+            code = watch_json(events)
+        else:
+            code = watch_events(api.session(session_id), events, console)
+    raise typer.Exit(code)
+
+
 @model_cli.command("list")
 def model_list(
-    controller: ControllerUrl,
+    controller: ControllerUrl = None,
     session: Annotated[str | None, typer.Option(help="only this session's models")] = None,
     output: FormatOption = Format.TABLE,
     token: Token = None,
@@ -190,8 +217,8 @@ def model_list(
 
 @model_cli.command("download")
 def model_download(
-    model_id: str,
-    controller: ControllerUrl,
+    model_id: Annotated[str, typer.Argument(help="the id shown by `strata model list`")],
+    controller: ControllerUrl = None,
     to: Annotated[Path | None, typer.Option(help="default: ./MODEL_ID.safetensors")] = None,
     token: Token = None,
     token_file: TokenFile = None,
@@ -204,7 +231,7 @@ def model_download(
 
 
 def combiner_list(
-    controller: ControllerUrl,
+    controller: ControllerUrl = None,
     output: FormatOption = Format.TABLE,
     token: Token = None,
     token_file: TokenFile = None,
@@ -227,7 +254,7 @@ def combiner_list(
 
 
 def client_list(
-    controller: ControllerUrl,
+    controller: ControllerUrl = None,
     output: FormatOption = Format.TABLE,
     token: Token = None,
     token_file: TokenFile = None,

@@ -8,7 +8,9 @@ database row or a JSON body, and described in ``/openapi.json`` for free.
 
 from __future__ import annotations
 
-from typing import Any
+import statistics
+from collections import Counter
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +25,19 @@ from stratafl.status import (
 
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True, from_attributes=True)
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list endpoint: its records, oldest first, and the cursor of the next
+    page (``after=next``), None on the last page. A cursor is opaque: pass it back as is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[T]
+    next: str | None = None
 
 
 class CombinerRecord(Record):
@@ -55,6 +70,25 @@ class ModelRecord(Record):
     )
 
 
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class PromiseRecord(Record):
+    """The promise check of a session (`stratafl.sim.report.PromiseCheck`): the federated
+    model's test accuracy beside a centralized model and clients training alone, on the
+    same budget of epochs. Stored with the session by ``PUT /sessions/{id}/promise``."""
+
+    model_config = ConfigDict(
+        frozen=True, from_attributes=True, extra="forbid", allow_inf_nan=False
+    )
+
+    epochs_budget: int = Field(ge=0, le=1_000_000)
+    centralized_accuracy: Fraction
+    federated_accuracy: Fraction
+    client_alone_best: Fraction
+    client_alone_mean: Fraction
+
+
 class SessionRecord(Record):
     id: str
     config: dict[str, Any] = Field(description="the SessionConfig the session was started with")
@@ -65,6 +99,7 @@ class SessionRecord(Record):
     rounds_done: int = 0
     created_at: float
     finished_at: float | None = None
+    promise: PromiseRecord | None = None
 
 
 class ClientOutcome(Record):
@@ -126,12 +161,80 @@ class RoundRecord(Record):
     timings: dict[str, float] = Field(default_factory=dict)
 
 
+class ClientSpread(Record):
+    """How the clients' validation accuracies spread: the mean client is not every client."""
+
+    mean: float
+    worst: float
+    p10: float = Field(description="the 10th percentile: nine clients in ten do better")
+    spread: float = Field(description="best minus worst")
+
+    @classmethod
+    def of(cls, scores: list[float]) -> ClientSpread | None:
+        if not scores:
+            return None
+        ranked = sorted(scores)
+        p10 = (
+            ranked[0]
+            if len(ranked) < 2
+            else statistics.quantiles(ranked, n=10, method="inclusive")[0]
+        )
+        return cls(
+            mean=statistics.fmean(ranked),
+            worst=ranked[0],
+            p10=p10,
+            spread=ranked[-1] - ranked[0],
+        )
+
+
+class RoundProgress(Record):
+    """The ``data`` of a ``round_finished`` or ``round_failed`` event: a round in one line,
+    enough to draw a live view without fetching the round's record."""
+
+    round: int
+    status: RoundStatus
+    reason: str = ""
+    accuracy: float | None = Field(None, description="validation mean (examples-weighted)")
+    loss: float | None = None
+    client_accuracy: ClientSpread | None = None
+    duration: float = 0.0
+    timings: dict[str, float] = Field(default_factory=dict)
+    bytes: Traffic = Field(default_factory=Traffic)
+    outcomes: dict[str, int] = Field(default_factory=dict, description="clients by status")
+    model_out: str | None = None
+
+    @classmethod
+    def of(cls, record: RoundRecord) -> RoundProgress:
+        per_client = record.validation.per_client.values()
+        return cls(
+            round=record.number,
+            status=record.status,
+            reason=record.reason,
+            accuracy=record.validation.mean("accuracy"),
+            loss=record.validation.mean("loss"),
+            client_accuracy=ClientSpread.of(
+                [float(m["accuracy"]) for m in per_client if "accuracy" in m]
+            ),
+            duration=record.duration,
+            timings=record.timings,
+            bytes=record.traffic,
+            outcomes=dict(Counter(str(o.status) for o in record.outcomes)),
+            model_out=record.model_out,
+        )
+
+
+SESSION_END_KINDS = frozenset(f"session_{status}" for status in SessionStatus) - {"session_running"}
+"""The kinds of the event that ends a session (one per session): a stream of its events
+closes after it."""
+
+
 class EventRecord(Record):
     id: int
     time: float
     kind: str
     source: str
     message: str
+    session_id: str | None = Field(None, description="the session it belongs to, if any")
     data: dict[str, Any] = Field(default_factory=dict)
 
 

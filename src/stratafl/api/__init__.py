@@ -1,6 +1,7 @@
 """The controller's REST API from Python: `ControllerClient` and the bodies it exchanges."""
 
 from stratafl.api.client import ControllerClient
+from stratafl.api.pages import walk
 from stratafl.api.schema import (
     Assignment,
     AssignRequest,
@@ -24,4 +25,5 @@ __all__ = [
     "IssuedToken",
     "SignedCertificate",
     "TokenRequest",
+    "walk",
 ]

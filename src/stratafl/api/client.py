@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -25,6 +25,8 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from stratafl import errors
+from stratafl.api.events import EventFollower
+from stratafl.api.pages import Listings
 from stratafl.api.schema import (
     DEFAULT_TOKEN_TTL_SECONDS,
     Assignment,
@@ -37,28 +39,19 @@ from stratafl.api.schema import (
     SignedCertificate,
     TokenRequest,
 )
-from stratafl.api.wire import (
-    ERRORS,
-    Verify,
-    authorization,
-    error_of,
-    limit_query,
-    reaching,
-    segment,
-    tls,
-)
+from stratafl.api.wire import ERRORS, Verify, authorization, error_of, reaching, segment, tls
 from stratafl.modelfile import copy_params_from_file, params_to_bytes
 from stratafl.params import Params
 from stratafl.records import (
-    ClientRecord,
-    CombinerRecord,
+    SESSION_END_KINDS,
     EventRecord,
     ModelRecord,
-    RoundRecord,
+    PromiseRecord,
     SessionRecord,
     TokenRecord,
 )
 from stratafl.settings import SessionConfig
+from stratafl.status import SessionStatus
 
 __all__ = ["ERRORS", "ControllerClient", "Verify"]
 
@@ -69,22 +62,18 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 _HEALTH = TypeAdapter(Health)
 _DISCOVERY = TypeAdapter(DiscoveryInfo)
 _ASSIGNMENT = TypeAdapter(Assignment)
-_COMBINERS = TypeAdapter(list[CombinerRecord])
-_CLIENTS = TypeAdapter(list[ClientRecord])
 _MODEL = TypeAdapter(ModelRecord)
-_MODELS = TypeAdapter(list[ModelRecord])
 _SESSION = TypeAdapter(SessionRecord)
-_SESSIONS = TypeAdapter(list[SessionRecord])
-_ROUNDS = TypeAdapter(list[RoundRecord])
-_EVENTS = TypeAdapter(list[EventRecord])
 _ISSUED = TypeAdapter(IssuedToken)
 _TOKEN = TypeAdapter(TokenRecord)
-_TOKENS = TypeAdapter(list[TokenRecord])
 _CERTIFICATE = TypeAdapter(SignedCertificate)
 
 
-class ControllerClient:
+class ControllerClient(Listings):
     """A client of one controller's REST API; use it as a context manager, or `close()` it.
+
+    Every list comes three ways (`stratafl.api.pages`): ``<list>_page`` (one page and its
+    cursor), ``iter_<list>`` (every record, lazily) and ``<list>(limit=None)`` (a list).
 
     ``url`` is the controller's base URL (``http://127.0.0.1:8080``); ``token`` the caller's
     bearer token; ``verify`` how to check an https controller (see `Verify`). Building the
@@ -160,14 +149,6 @@ class ControllerClient:
         body = CertificateRequest(csr_pem=csr_pem.decode("ascii"), hosts=list(hosts))
         return self._call(_CERTIFICATE, "POST", "/certificates", json=body.model_dump())
 
-    def combiners(self, limit: int | None = None) -> list[CombinerRecord]:
-        """Every combiner that ever registered, online or offline (the first ``limit``)."""
-        return self._call(_COMBINERS, "GET", "/combiners", params=limit_query(limit))
-
-    def clients(self, limit: int | None = None) -> list[ClientRecord]:
-        """Every client that ever asked for a combiner, and where it is now."""
-        return self._call(_CLIENTS, "GET", "/clients", params=limit_query(limit))
-
     # -- models -------------------------------------------------------------------------
 
     def upload_model(self, params: Mapping[str, np.ndarray]) -> ModelRecord:
@@ -179,18 +160,8 @@ class ControllerClient:
         with open(path, "rb") as stream:
             return self._call(_MODEL, "POST", "/models", content=stream)
 
-    def models(self, session_id: str | None = None, limit: int | None = None) -> list[ModelRecord]:
-        """Every stored model, or those a session made."""
-        query = {} if session_id is None else {"session_id": session_id}
-        return self._call(_MODELS, "GET", "/models", params=query | limit_query(limit))
-
     def model(self, model_id: str) -> ModelRecord:
         return self._call(_MODEL, "GET", f"/models/{segment(model_id)}")
-
-    def trail(self, model_id: str, limit: int | None = None) -> list[ModelRecord]:
-        """The model and its ancestors, newest first: the seed model is last."""
-        path = f"/models/{segment(model_id)}/trail"
-        return self._call(_MODELS, "GET", path, params=limit_query(limit))
 
     def download_model(self, model_id: str, path: Path) -> Path:
         """Stream a model's safetensors file to ``path``; returns ``path``.
@@ -231,14 +202,32 @@ class ControllerClient:
     def session(self, session_id: str) -> SessionRecord:
         return self._call(_SESSION, "GET", f"/sessions/{segment(session_id)}")
 
-    def sessions(self, limit: int | None = None) -> list[SessionRecord]:
-        """Every session, oldest first."""
-        return self._call(_SESSIONS, "GET", "/sessions", params=limit_query(limit))
+    def record_promise(self, session_id: str, promise: PromiseRecord) -> SessionRecord:
+        """Store a session's promise check (``PromiseRecord.model_validate(check)`` turns a
+        `stratafl.sim.report.PromiseCheck` into one)."""
+        path = f"/sessions/{segment(session_id)}/promise"
+        return self._call(_SESSION, "PUT", path, json=promise.model_dump(mode="json"))
 
-    def rounds(self, session_id: str, limit: int | None = None) -> list[RoundRecord]:
-        """A session's rounds so far, in order; each is recorded once it ends."""
-        path = f"/sessions/{segment(session_id)}/rounds"
-        return self._call(_ROUNDS, "GET", path, params=limit_query(limit))
+    def follow(self, session_id: str, after: int | None = None) -> Iterator[EventRecord]:
+        """The session's events as they are recorded (those after the event id ``after``
+        first), until its end event (``session_finished``, ``_stopped``, ``_cancelled`` or
+        ``_failed``); a dropped connection is resumed where it stopped."""
+        self.session(session_id)  # an unknown session raises NotFoundError here
+        follower = EventFollower(
+            self._http,
+            self.url,
+            f"/sessions/{segment(session_id)}/events/stream",
+            ends=lambda event: event.kind in SESSION_END_KINDS,
+            ended=lambda: self.session(session_id).status != SessionStatus.RUNNING,
+        )
+        return follower.follow(after)
+
+    def follow_events(self, after: int | None = None) -> Iterator[EventRecord]:
+        """Every event as it is recorded (those after the id ``after`` first); never ends."""
+        follower = EventFollower(
+            self._http, self.url, "/events/stream", ends=lambda _: False, ended=lambda: False
+        )
+        return follower.follow(after)
 
     def stop_session(self, session_id: str) -> SessionRecord:
         """End a running session after the round in flight."""
@@ -247,10 +236,6 @@ class ControllerClient:
     def cancel_session(self, session_id: str) -> SessionRecord:
         """End a running session now; the round in flight is dropped."""
         return self._call(_SESSION, "POST", f"/sessions/{segment(session_id)}/cancel")
-
-    def events(self, limit: int = 200) -> list[EventRecord]:
-        """The newest ``limit`` events, newest last."""
-        return self._call(_EVENTS, "GET", "/events", params={"limit": limit})
 
     # -- tokens (admins) ----------------------------------------------------------------
 
@@ -272,10 +257,6 @@ class ControllerClient:
             max_examples=max_examples,
         )
         return self._call(_ISSUED, "POST", "/tokens", json=body.model_dump(mode="json"))
-
-    def tokens(self, limit: int | None = None) -> list[TokenRecord]:
-        """Every token issued (their records, never the tokens), oldest first."""
-        return self._call(_TOKENS, "GET", "/tokens", params=limit_query(limit))
 
     def revoke_token(self, token_id: str) -> TokenRecord:
         """Revoke a token by its id (``TokenRecord.token_id``)."""

@@ -26,7 +26,6 @@ __all__ = [
     "Verify",
     "authorization",
     "error_of",
-    "limit_query",
     "reaching",
     "segment",
     "tls",
@@ -42,10 +41,6 @@ ERRORS: dict[str, type[errors.StrataError]] = {
 Verify = bool | str | Path | ssl.SSLContext
 """How to check the controller's TLS certificate: True (the system's CAs), a CA file (the
 federation's ``ca.crt``), an SSL context, or False (never, outside tests)."""
-
-
-def limit_query(limit: int | None) -> dict[str, int]:
-    return {} if limit is None else {"limit": limit}
 
 
 def authorization(token: str | None) -> dict[str, str]:

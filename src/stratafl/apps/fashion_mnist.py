@@ -8,6 +8,12 @@ To write your own app, copy this file and pass ``--app path/to/your_file.py:make
 
 Each client process loads Fashion-MNIST once (cached as .npz after the first parse), keeps
 its partition of the train set and an IID share of the test set for validation.
+
+``make_small_app`` is the same app on a fixed random subset (6,000 train, 2,000 test
+examples): for smoke runs and the quick size of `strata experiment`. The app also offers
+what experiments need beyond `ClientApp`: its training data to data-poisoning attacks
+(`with_training_transform`, see `stratafl.attacks`) and scoring on any labelled data
+(`evaluate_on`, `test_data`, `train_labels`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from stratafl.attacks import DataTransform
 from stratafl.client.app import ClientApp, ClientContext, Config, TrainResult
 from stratafl.data import ClientSplit, client_split, load_fashion_mnist
 from stratafl.models.mlp import SgdConfig, evaluate, init_mlp, train_sgd
@@ -28,21 +35,57 @@ DEFAULTS = SgdConfig(epochs=1, batch_size=32, lr=0.05)
 TRAIN_METRICS_SAMPLES = 2000
 """Train metrics are computed on at most this many examples: they are a progress signal,
 not a result, and evaluating the whole partition would cost a good part of an epoch."""
+SMALL_SUBSET = (6000, 2000)
+"""Train and test examples of `make_small_app` (a fixed random subset, seed 0)."""
 
 
 class FashionMnistNumpyApp:
     """A `ClientApp` over one client's share of Fashion-MNIST; data is loaded on first use,
     so building the app is instant and apps that only call initial_params never load it."""
 
-    def __init__(self, context: ClientContext) -> None:
+    def __init__(
+        self,
+        context: ClientContext,
+        *,
+        subset: tuple[int, int] | None = None,
+        train_transform: DataTransform | None = None,
+    ) -> None:
         self.context = context
+        self.subset = subset
+        self.train_transform = train_transform
         self._split: ClientSplit | None = None
 
     @property
     def split(self) -> ClientSplit:
         if self._split is None:
-            self._split = client_split(load_fashion_mnist(), self.context)
+            dataset = load_fashion_mnist()
+            if self.subset is not None:
+                dataset = dataset.subset(*self.subset)
+            self._split = _transformed(client_split(dataset, self.context), self.train_transform)
         return self._split
+
+    def with_training_transform(self, transform: DataTransform) -> FashionMnistNumpyApp:
+        """This app with ``transform`` applied to its training set once, after any
+        transform it already had (`stratafl.attacks.PoisonableApp`)."""
+        before = self.train_transform
+
+        def both(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return transform(*before(x, y)) if before is not None else transform(x, y)
+
+        return FashionMnistNumpyApp(self.context, subset=self.subset, train_transform=both)
+
+    def evaluate_on(self, params: Params, x: np.ndarray, y: np.ndarray) -> Mapping[str, float]:
+        """Accuracy and loss of ``params`` on any labelled data (e.g. one class, or images
+        stamped with a backdoor trigger)."""
+        return evaluate(params, x, y)
+
+    def test_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The test examples this app validates on (all of them for a pooled context)."""
+        return self.split.x_test, self.split.y_test
+
+    def train_labels(self) -> np.ndarray:
+        """The labels of this app's training examples, after any training transform."""
+        return self.split.y_train
 
     def initial_params(self, seed: int) -> Params:
         return init_mlp([784, HIDDEN, 10], seed)
@@ -80,6 +123,18 @@ def _metrics_sample(n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, TRAIN_METRICS_SAMPLES, replace=False))
 
 
+def _transformed(split: ClientSplit, transform: DataTransform | None) -> ClientSplit:
+    if transform is None:
+        return split
+    x_train, y_train = transform(split.x_train, split.y_train)
+    return ClientSplit(x_train, y_train, split.x_test, split.y_test)
+
+
 def make_app(context: ClientContext) -> ClientApp:
     """The factory `strata` calls in each client process."""
     return FashionMnistNumpyApp(context)
+
+
+def make_small_app(context: ClientContext) -> ClientApp:
+    """The same app on `SMALL_SUBSET` of Fashion-MNIST: seconds instead of minutes."""
+    return FashionMnistNumpyApp(context, subset=SMALL_SUBSET)

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from stratafl.attacks import attacked
 from stratafl.client.app import ClientContext, load_app
 from stratafl.client.runtime import ClientRuntime
 from stratafl.errors import ConfigError
@@ -29,6 +30,7 @@ class ClientOptions:
     token_file: Path | None = None  # this client's token (its id is the token's subject)
     ca_file: Path | None = None  # the federation's CA certificate
     insecure: bool = False  # no TLS, no token: for a controller started --insecure
+    attack: str | None = None  # an attack this client runs, e.g. "sign_flip" (stratafl.attacks)
 
 
 def run_client(options: ClientOptions) -> None:
@@ -53,6 +55,8 @@ def run_client(options: ClientOptions) -> None:
         seed=options.seed,
     )
     app = load_app(options.app, context)
+    if options.attack is not None:
+        app = attacked(app, options.attack, client=options.partition_id)
     runtime = ClientRuntime(client_id, options.controller, app, credentials=credentials)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: runtime.stop())

@@ -201,6 +201,11 @@ class ServingTrust:
     def verify(self, token: str) -> Claims:
         return self._verifier.verify(token)
 
+    @property
+    def identity(self) -> TlsIdentity:
+        """The certificate served now (the metrics server presents it too)."""
+        return self._identity
+
     def set_revoked(self, token_ids: Sequence[str]) -> None:
         self._revoked = list(token_ids)
         self._verifier.set_revoked(self._revoked)

@@ -9,6 +9,7 @@ predecessor left in its work folder before it serves (`combiner.workdir`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from stratafl.combiner.enrolment import (
     combiner_id_of,
     enrol_when_reachable,
 )
+from stratafl.combiner.metrics_server import MetricsServer
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.runner import (
@@ -30,6 +32,8 @@ from stratafl.combiner.runner import (
 from stratafl.combiner.servicer import CombinerServicer
 from stratafl.combiner.uplink import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, ControllerUplink
 from stratafl.combiner.workdir import WorkdirClaim
+from stratafl.errors import ConfigError
+from stratafl.observe.combiner_metrics import CombinerMetrics
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.security.policy import GRPC_ROLES
@@ -53,12 +57,14 @@ class CombinerOptions:
     advertise_address: str | None = None  # the name or IP clients reach it at (default: host)
     max_clients: int = 1000
     combiner_id: str | None = None  # default: combiner-<random>
-    ready_file: Path | None = None  # gets the combiner's gRPC address once registered
+    ready_file: Path | None = None  # gets {"grpc_address", "metrics_url"} once registered
     token_file: Path | None = None  # this combiner's token (its id is the token's subject)
     ca_file: Path | None = None  # the federation's CA certificate
     insecure: bool = False  # no TLS, no tokens: for a controller started --insecure
     transfer_grace_seconds: float = TRANSFER_GRACE_SECONDS  # a transfer holds a slot at most
     min_transfer_rate: float = MIN_TRANSFER_BYTES_PER_SECOND  # this long plus size / rate
+    metrics: bool = True  # serve GET /metrics (HTTPS and an admin token unless insecure)
+    metrics_port: int = 0  # 0 picks a free port, logged and written to the ready file
 
 
 def enrolment_plan(options: CombinerOptions) -> EnrolmentPlan:
@@ -107,7 +113,7 @@ async def serve_combiner(options: CombinerOptions) -> None:
             plan, enrolment, trust=trust, max_clients=options.max_clients, backoff=backoff
         )
         registry = ClientRegistry(options.max_clients, on_change=uplink.report_client)
-        await _serve(options, plan, registry, uplink, security, stop)
+        await _serve(options, plan, registry, uplink, security, stop, trust)
 
 
 async def _serve(
@@ -117,8 +123,10 @@ async def _serve(
     uplink: ControllerUplink,
     security: LinkSecurity,
     stop: asyncio.Event,
+    trust: ServingTrust | None,
 ) -> None:
     workdir, combiner_id = options.workdir, plan.combiner_id
+    metrics = CombinerMetrics()
     cache = ModelCache(
         workdir / "models",
         lambda model_id: uplink.stub.DownloadModel(pb.ModelRequest(model_id=model_id)),
@@ -130,7 +138,9 @@ async def _serve(
         workdir / "updates",
         transfer_grace=options.transfer_grace_seconds,
         min_transfer_rate=options.min_transfer_rate,
+        metrics=metrics,
     )
+    metrics.watch(clients=lambda: len(registry.ids()), transfers=rounds.transfers)
     server, bound = create_aio_server(
         host_port(options.host, options.port),
         interceptors=security.interceptors,
@@ -138,13 +148,37 @@ async def _serve(
     )
     pb_grpc.add_CombinerServicer_to_server(CombinerServicer(registry, cache, rounds), server)
     await server.start()
+    exposed = MetricsServer(
+        metrics.registry,
+        verify=trust.verify if trust else None,
+        identity=(lambda: trust.identity) if trust else None,
+    )
     try:
         address = host_port(plan.hosts[0], bound)
+        metrics_url = await _serve_metrics(exposed, options, plan.hosts[0])
         if await uplink.start(address, stop):
             log.info("combiner %s serving on %s", combiner_id, address)
             if options.ready_file is not None:
-                options.ready_file.write_text(address)
+                ready = {"grpc_address": address, "metrics_url": metrics_url}
+                options.ready_file.write_text(json.dumps(ready))
             await uplink.run(registry, stop)
     finally:
         await server.stop(grace=1)
+        await exposed.close()
         await uplink.close()
+
+
+async def _serve_metrics(exposed: MetricsServer, options: CombinerOptions, host: str) -> str | None:
+    """Start ``GET /metrics`` unless turned off; returns its URL (logged)."""
+    if not options.metrics:
+        return None
+    try:
+        port = await exposed.start(options.host, options.metrics_port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {host_port(options.host, options.metrics_port)}: "
+            f"{exc.strerror or exc}; pick another --metrics-port (0: a free one)"
+        ) from exc
+    url = f"{exposed.scheme}://{host_port(host, port)}/metrics"
+    log.info("combiner metrics at %s", url)
+    return url

@@ -22,6 +22,8 @@ from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.rounds import Outcome, RoundState
 from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
 from stratafl.modelfile import MappedModelFile
+from stratafl.observe.combiner_metrics import CombinerMetrics, CountingSemaphore, RejectReason
+from stratafl.observe.metrics import Link
 from stratafl.params import Params, specs_of, total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.staging.collector import Collector
@@ -38,6 +40,7 @@ MAX_TRANSFERS = 4
 TRANSFER_GRACE_SECONDS = 30.0
 MIN_TRANSFER_BYTES_PER_SECOND = 1_000_000.0
 """A transfer may hold a slot for the grace plus its size at this rate, and no longer."""
+TOO_SLOW = "the update arrived too slowly and gave up its transfer slot"
 
 
 @dataclass
@@ -68,15 +71,17 @@ class RoundRunner:
         max_transfers: int = MAX_TRANSFERS,
         transfer_grace: float = TRANSFER_GRACE_SECONDS,
         min_transfer_rate: float = MIN_TRANSFER_BYTES_PER_SECOND,
+        metrics: CombinerMetrics | None = None,
     ) -> None:
         self.combiner_id = combiner_id
+        self.metrics = metrics or CombinerMetrics()
         self._registry = registry
         self._cache = cache
         self._updates = updates
         self._tasks: dict[str, RoundState] = {}
         # gRPC buffers several chunks per active stream; bounding the streams that move
         # model bytes at once bounds that memory however many clients are connected.
-        self.transfers = asyncio.Semaphore(max_transfers)
+        self.transfers = CountingSemaphore(max_transfers)
         self._transfer_grace = transfer_grace
         self._min_transfer_rate = min_transfer_rate
 
@@ -88,6 +93,7 @@ class RoundRunner:
         """One round: raises `UnavailableError` (model unreachable) or `ConfigError` (rule)."""
         started = time.monotonic()
         cached, fetched = await self._cache.get(spec.model_id)
+        self.metrics.received(Link.CONTROLLER, fetched)
         collector = None
         if spec.kind == pb.TRAIN:
             rule = parse_aggregator(spec.aggregator or "fedavg").rule
@@ -109,6 +115,8 @@ class RoundRunner:
                 except ConfigError as exc:  # e.g. too few updates for the rule's tolerance
                     header.error = str(exc)
             header.seconds = time.monotonic() - started
+            statuses = [o.status for o in state.outcomes.values()]
+            self.metrics.round_closed(spec.kind == pb.TRAIN, statuses, header.seconds, collector)
             return RoundResult(header, partial)
         finally:  # also when the controller goes away mid-round: leave no spooled update
             if collector is not None:
@@ -174,16 +182,15 @@ class RoundRunner:
     ) -> pb.Ack:
         header = incoming.header
         assert state.collector is not None
-        outcome.bytes_up += incoming.wire_bytes
+        count = self.metrics.counting(Link.CLIENT, _adder(outcome))
+        count(incoming.wire_bytes)  # the header's
         path = self._updates / f"{header.task_id}-{uuid.uuid4().hex[:8]}.safetensors"
         collected = False  # from then on the collector owns the file (fold or spool)
         try:
             check_claim(header, state.spec, caller)
             async with self.transfers:
                 async with asyncio.timeout(self.transfer_seconds(total_bytes(state.specs))):
-                    await incoming.save(
-                        path, header.model, expect=state.specs, on_bytes=_adder(outcome)
-                    )
+                    await incoming.save(path, header.model, expect=state.specs, on_bytes=count)
             # Inputs are collected one at a time (one staged update mapped at a time), and
             # the round cannot close between collecting an update and counting it.
             async with state.collect_lock:
@@ -202,15 +209,12 @@ class RoundRunner:
                 )
                 if cancelled:  # counted: now let the client's cancellation go on
                     raise asyncio.CancelledError
-        except TimeoutError:
+        except (TimeoutError, UpdateRejected, ModelFormatError) as exc:
             path.unlink(missing_ok=True)
-            reason = "the update arrived too slowly and gave up its transfer slot"
+            reason = TOO_SLOW if isinstance(exc, TimeoutError) else str(exc)
+            self.metrics.refused(RejectReason.of(exc))
             state.resolve(header.task_id, OutcomeStatus.REJECTED, reason)
             return pb.Ack(ok=False, message=reason)
-        except (UpdateRejected, ModelFormatError) as exc:
-            path.unlink(missing_ok=True)
-            state.resolve(header.task_id, OutcomeStatus.REJECTED, str(exc))
-            return pb.Ack(ok=False, message=str(exc))
         except BaseException:
             if not collected:
                 path.unlink(missing_ok=True)
@@ -224,6 +228,7 @@ class RoundRunner:
         state, _ = found
         problem = metrics_problem(report.metrics)
         if problem:
+            self.metrics.refused(RejectReason.METRICS)
             state.resolve(report.task_id, OutcomeStatus.REJECTED, problem)
             return pb.Ack(ok=False, message=problem)
         state.resolve(report.task_id, OutcomeStatus.OK, metrics=dict(report.metrics))

@@ -18,6 +18,7 @@ from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry, StreamEnd
 from stratafl.combiner.runner import RoundRunner
 from stratafl.errors import ModelFormatError, StrataError
+from stratafl.observe.metrics import Link
 from stratafl.params import total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
@@ -130,8 +131,10 @@ class CombinerServicer(pb_grpc.CombinerServicer):
             async with self._rounds.transfers:
                 header = header_to_proto(request.model_id, specs)
                 for message in send_model(pb.ModelChunk, header, data):
+                    size = message.ByteSize()
+                    self._rounds.metrics.sent(Link.CLIENT, size)
                     if outcome is not None:
-                        outcome.bytes_down += message.ByteSize()
+                        outcome.bytes_down += size
                     yield message
 
     async def UploadUpdate(  # noqa: N802
@@ -186,4 +189,5 @@ class CombinerServicer(pb_grpc.CombinerServicer):
         except StrataError as exc:
             await context.abort(status_of(exc), str(exc))
         for message in result.messages():
+            self._rounds.metrics.sent(Link.CONTROLLER, message.ByteSize())
             yield message

@@ -19,6 +19,7 @@ from stratafl.controller.retention import RetentionPolicy
 from stratafl.controller.servicer import ControllerServicer
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
+from stratafl.observe.mlflow_export import DEFAULT_EXPERIMENT, MlflowExport
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.security.policy import GRPC_ROLES
 from stratafl.transport.addresses import advertised_host, host_port, is_wildcard
@@ -57,6 +58,8 @@ class ControllerOptions:
     tls_hosts: tuple[str, ...] = ()  # more names or addresses the controller is reached at
     keep_last: int = 10  # the running session's last models kept (0: keep every model)
     keep_every: int = 10  # every N-th round's model kept (0: keep every model)
+    mlflow: str | None = None  # an MLflow tracking URI: each session becomes a run
+    mlflow_experiment: str = DEFAULT_EXPERIMENT  # the MLflow experiment the runs go to
 
 
 async def serve_controller(options: ControllerOptions) -> None:
@@ -66,6 +69,7 @@ async def serve_controller(options: ControllerOptions) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     retention = RetentionPolicy(keep_last=options.keep_last, keep_every=options.keep_every)
     controller = Controller(workdir, options.database_url, options.model_store, retention)
+    exporter = _export_to_mlflow(controller, options)  # before recovery resumes a session
     controller.store.open()
     controller.discovery.forget_stored("the controller restarted; it waits for it to register")
     security = _secure(controller, options, advertised)
@@ -122,11 +126,31 @@ async def serve_controller(options: ControllerOptions) -> None:
             controller.links.balance.kick()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
+    controller.events.close()  # event streams end, or uvicorn would wait on them forever
     http.should_exit = True
     await serving
     await server.stop(grace=1)
     await controller.links.close()
+    if exporter is not None:
+        await asyncio.to_thread(exporter.close)
     controller.store.close()
+
+
+def _export_to_mlflow(controller: Controller, options: ControllerOptions) -> MlflowExport | None:
+    """Each session as an MLflow run if ``options.mlflow`` is set; raises `ConfigError`
+    (naming the extra to install) before anything is served if mlflow is missing."""
+    if options.mlflow is None:
+        return None
+    store = controller.store
+    exporter = MlflowExport(
+        options.mlflow,
+        lambda session_id: store.session(session_id).config,
+        experiment=options.mlflow_experiment,
+    )
+    exporter.start()
+    controller.watchers.add(exporter)
+    log.info("sessions are exported to MLflow at %s", options.mlflow)
+    return exporter
 
 
 def _secure(controller: Controller, options: ControllerOptions, advertised: str) -> LinkSecurity:

@@ -84,4 +84,10 @@ def _fail(store: StateStore, session: SessionRecord, reason: str) -> None:
     store.update_session(
         session.id, status=SessionStatus.FAILED, reason=reason, finished_at=time.time()
     )
-    store.add_event("session_failed", "controller", f"session {session.id}", reason=reason)
+    store.add_event(
+        "session_failed",
+        "controller",
+        f"session {session.id}",
+        session_id=session.id,
+        reason=reason,
+    )

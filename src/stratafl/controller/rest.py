@@ -1,18 +1,21 @@
 """The controller's REST API: typed records in, typed records out, one error format, one
 table of who may call what.
 
-`create_api` builds the app explicitly (no globals, starts nothing) from four routers,
-one concept each:
+`create_api` builds the app explicitly (no globals, starts nothing) from routers, one
+concept each:
 
     rest_federation  health, discovery, assign, certificates, combiners, clients
     rest_models      the model trail: upload, list, fetch, download
-    rest_sessions    sessions (start, follow, stop, cancel) and events
+    rest_sessions    sessions (start, follow, stop, cancel, promise) and events
+    rest_stream      the live events, as Server-Sent Events
     rest_tokens      tokens: create, list, revoke
+    rest_metrics     Prometheus metrics
+    rest_dashboard   the dashboard's page and scripts (public: they hold no data)
 
 and three cross-cutting pieces, each in one place:
 
     rest_auth    the app-wide dependency checking every route against REST_ROLES
-    rest_bounds  body-size limits (413) and the bounded ``limit`` of list endpoints
+    rest_bounds  body-size limits (413) and the bounded ``limit`` and ``after`` of lists
     rest_errors  every failure as an ErrorBody, domain errors by `HTTP_STATUS`
 
 Every operation declares its response model, so ``/openapi.json`` describes every answer
@@ -28,8 +31,10 @@ from fastapi import Depends, FastAPI
 
 from stratafl.controller.rest_auth import Authorizer, declare_security
 from stratafl.controller.rest_bounds import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, BoundedBodies
+from stratafl.controller.rest_dashboard import dashboard_router
 from stratafl.controller.rest_errors import HTTP_STATUS, errors_of, install_error_handlers
 from stratafl.controller.rest_federation import federation_router
+from stratafl.controller.rest_metrics import metrics_router
 from stratafl.controller.rest_models import UPLOAD_PATH, models_router
 from stratafl.controller.rest_sessions import sessions_router
 from stratafl.controller.rest_tokens import tokens_router
@@ -75,4 +80,6 @@ def create_api(controller: Controller, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     app.include_router(models_router(controller))
     app.include_router(sessions_router(controller, authorize))
     app.include_router(tokens_router(controller))
+    app.include_router(metrics_router(controller))
+    app.include_router(dashboard_router())
     return app

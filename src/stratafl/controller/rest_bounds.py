@@ -7,8 +7,9 @@ body at most `MAX_JSON_BYTES`. A declared ``Content-Length`` over the limit is r
 before a byte is read; a body without one is refused as soon as it passes the limit. Both
 answer 413 with an `ErrorBody`.
 
-Every list endpoint takes a bounded ``limit`` (`Limit`) so no answer grows without bound
-(cursors come later).
+Every list endpoint answers a page (`stratafl.records.Page`): at most ``limit`` records
+(`Limit`, 1 to `MAX_LIMIT`) and the cursor of the next page, passed back as ``after``
+(`After`), so no answer grows with the federation's history.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from fastapi import Query
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stratafl.controller.rest_errors import BodyTooLarge, error_response
+from stratafl.store.pages import MAX_CURSOR_CHARS
 
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_JSON_BYTES",
+    "After",
     "MAX_LIMIT",
     "MAX_UPLOAD_BYTES",
     "BoundedBodies",
@@ -34,13 +37,21 @@ MAX_UPLOAD_BYTES = 8 * 2**30
 """The largest model file the controller takes (8 GiB); `create_api` may set less."""
 MAX_JSON_BYTES = 1 << 20
 """Every other body is a small JSON document (a session config, a certificate request)."""
-MAX_LIMIT = 10_000
-DEFAULT_LIMIT = 1000
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
 
 Limit = Annotated[
-    int, Query(ge=1, le=MAX_LIMIT, description="at most this many records, oldest first")
+    int, Query(ge=1, le=MAX_LIMIT, description="at most this many records in the page")
 ]
 """The ``limit`` query parameter of every list endpoint."""
+After = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_CURSOR_CHARS,
+        description="the `next` cursor of the previous page; left out: the first page",
+    ),
+]
+"""The ``after`` query parameter of every list endpoint: an opaque cursor."""
 
 
 class BoundedBodies:

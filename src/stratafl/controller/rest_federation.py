@@ -23,10 +23,10 @@ from stratafl.api.schema import (
     SignedCertificate,
 )
 from stratafl.controller.rest_auth import Authorizer
-from stratafl.controller.rest_bounds import DEFAULT_LIMIT, Limit
+from stratafl.controller.rest_bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest_errors import errors_of
 from stratafl.errors import PermissionDenied, StrataError
-from stratafl.records import ClientRecord, CombinerRecord
+from stratafl.records import ClientRecord, CombinerRecord, Page
 from stratafl.security import Claims, Role
 
 if TYPE_CHECKING:
@@ -92,13 +92,15 @@ def federation_router(controller: Controller, authorize: Authorizer) -> APIRoute
             certificate_pem=pem.decode("ascii"), ca_pem=trust.authority.ca_pem.decode("ascii")
         )
 
-    @router.get("/combiners")
-    async def combiners(limit: Limit = DEFAULT_LIMIT) -> list[CombinerRecord]:
-        return store.combiners()[:limit]
+    @router.get("/combiners", responses=errors_of(400))
+    async def combiners(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[CombinerRecord]:
+        """Every combiner that ever registered, online or offline, by id."""
+        return store.combiners_page(after, limit)
 
-    @router.get("/clients")
-    async def clients(limit: Limit = DEFAULT_LIMIT) -> list[ClientRecord]:
-        return store.clients()[:limit]
+    @router.get("/clients", responses=errors_of(400))
+    async def clients(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[ClientRecord]:
+        """Every client that ever connected, by id, and the combiner it is on."""
+        return store.clients_page(after, limit)
 
     return router
 

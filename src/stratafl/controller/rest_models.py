@@ -19,10 +19,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from stratafl.api.schema import ErrorBody
-from stratafl.controller.rest_bounds import DEFAULT_LIMIT, Limit
+from stratafl.controller.rest_bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest_errors import binary, error_response, errors_of
 from stratafl.modelfile import check_model_file
-from stratafl.records import ModelRecord
+from stratafl.records import ModelRecord, Page
 from stratafl.transport.streams import CHUNK_BYTES
 
 if TYPE_CHECKING:
@@ -59,20 +59,23 @@ def models_router(controller: Controller) -> APIRouter:
         finally:  # publish_file consumes the file; a refused upload leaves nothing behind
             await asyncio.to_thread(staged.unlink, missing_ok=True)
 
-    @router.get("/models")
+    @router.get("/models", responses=errors_of(400))
     async def models(
-        session_id: str | None = None, limit: Limit = DEFAULT_LIMIT
-    ) -> list[ModelRecord]:
-        return store.models(session_id)[:limit]
+        session_id: str | None = None, after: After = None, limit: Limit = DEFAULT_LIMIT
+    ) -> Page[ModelRecord]:
+        """Models in the order they were stored, all of them or those one session made."""
+        return store.models_page(session_id, after, limit)
 
     @router.get("/models/{model_id}", responses=errors_of(404))
     async def model(model_id: str) -> ModelRecord:
         return store.model(model_id)
 
-    @router.get("/models/{model_id}/trail", responses=errors_of(404))
-    async def trail(model_id: str, limit: Limit = DEFAULT_LIMIT) -> list[ModelRecord]:
-        """The model and its ancestors, newest first (the first ``limit`` of them)."""
-        return store.trail(model_id)[:limit]
+    @router.get("/models/{model_id}/trail", responses=errors_of(400, 404))
+    async def trail(
+        model_id: str, after: After = None, limit: Limit = DEFAULT_LIMIT
+    ) -> Page[ModelRecord]:
+        """The model and its ancestors, newest first: the seed model comes last."""
+        return store.trail_page(model_id, after, limit)
 
     @router.get(
         "/models/{model_id}/download",

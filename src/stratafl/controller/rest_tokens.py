@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from stratafl.api.schema import IssuedToken, TokenRequest
-from stratafl.controller.rest_bounds import DEFAULT_LIMIT, Limit
+from stratafl.controller.rest_bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest_errors import errors_of
 from stratafl.controller.rest_federation import trust_of
-from stratafl.records import TokenRecord
+from stratafl.records import Page, TokenRecord
 from stratafl.security import Role
 
 if TYPE_CHECKING:
@@ -41,10 +41,10 @@ def tokens_router(controller: Controller) -> APIRouter:
         )
         return IssuedToken(token=token, record=record)
 
-    @router.get("/tokens")
-    async def tokens(limit: Limit = DEFAULT_LIMIT) -> list[TokenRecord]:
+    @router.get("/tokens", responses=errors_of(400))
+    async def tokens(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[TokenRecord]:
         """Every token issued (never the tokens themselves), oldest first."""
-        return store.tokens()[:limit]
+        return store.tokens_page(after, limit)
 
     @router.delete("/tokens/{token_id}", responses=errors_of(400, 404))
     async def revoke_token(token_id: str) -> TokenRecord:

@@ -5,16 +5,18 @@ Wait for enough clients, split the quota over the online combiners, run the roun
 every client to validate it. The round returns a `RoundReport`: the record to store, the
 events worth keeping and the optimiser's next state. It writes nothing to the state store
 itself (the session loop records the report once); it touches only the model trail, and
-discovery when a combiner turns out to be gone.
+discovery when a combiner turns out to be gone. Its start is announced as it happens
+(``announce``: the session loop records it, so a live view shows the round in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from stratafl.aggregate import Aggregator, ServerOptState
 from stratafl.controller.link import CombinerAnswer, CombinerLink, RoundTask
@@ -43,6 +45,11 @@ class Event:
     kind: str
     source: str
     message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Announce = Callable[[str, Event], None]
+"""Records an event of the session ``(session_id, event)`` as it happens."""
 
 
 @dataclass
@@ -55,10 +62,17 @@ class RoundReport:
 class RoundRunner:
     """Runs rounds over a federation; constructing it does no I/O."""
 
-    def __init__(self, federation: Federation, trail: ModelTrail, staging: Path) -> None:
+    def __init__(
+        self,
+        federation: Federation,
+        trail: ModelTrail,
+        staging: Path,
+        announce: Announce | None = None,
+    ) -> None:
         self._federation = federation
         self._trail = trail
         self._staging = staging
+        self._announce = announce
 
     async def run(
         self,
@@ -76,6 +90,19 @@ class RoundRunner:
         counts = await self._client_counts(events)
         wanted = config.clients_wanted(sum(counts.values()))
         quotas = {k: v for k, v in split_quota(wanted, counts).items() if v > 0}
+        if self._announce is not None:
+            started_event = Event(
+                "round_started",
+                "controller",
+                f"session {session_id} round {number}: {wanted} clients asked",
+                {
+                    "round": number,
+                    "clients_selected": wanted,
+                    "clients_connected": sum(counts.values()),
+                    "quotas": quotas,
+                },
+            )
+            self._announce(session_id, started_event)
         reference = await self._trail.load(model_in)
         task = RoundTask(
             session_id=session_id,

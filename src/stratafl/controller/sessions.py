@@ -21,10 +21,11 @@ import uuid
 from pathlib import Path
 
 from stratafl.aggregate import Aggregator, ServerOptState, parse_aggregator
-from stratafl.controller.rounds import Federation, RoundReport, RoundRunner
+from stratafl.controller.rounds import Event, Federation, RoundReport, RoundRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import ConfigError, RoundFailed, StrataError
-from stratafl.records import SessionRecord
+from stratafl.observe.watch import RoundLog, SessionWatcher
+from stratafl.records import RoundProgress, SessionRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.store.state import StateStore
@@ -40,11 +41,12 @@ class SessionRunner:
     ) -> None:
         self._store = store
         self._trail = trail
-        self._rounds = RoundRunner(federation, trail, staging)
+        self._rounds = RoundRunner(federation, trail, staging, announce=self._announce)
         self.current: asyncio.Task[None] | None = None
         self._current_id: str | None = None
         self._stop_by: str | None = None
         self._cancel_by: str | None = None
+        self.watch: SessionWatcher = RoundLog()  # told of each round and session end
 
     def busy(self) -> bool:
         return self.current is not None and not self.current.done()
@@ -66,7 +68,11 @@ class SessionRunner:
         session_id = uuid.uuid4().hex[:12]
         self._store.create_session(session_id, config.model_dump(), seed_model)
         self._store.add_event(
-            "session_started", "controller", f"session {session_id}", config=config.model_dump()
+            "session_started",
+            "controller",
+            f"session {session_id}",
+            session_id=session_id,
+            config=config.model_dump(),
         )
         self._launch(session_id, config, seed_model, first=1, failures=0)
         return session_id
@@ -88,6 +94,7 @@ class SessionRunner:
             "session_resumed",
             "controller",
             f"session {session.id} resumes at round {first} from model {session.final_model_id}",
+            session_id=session.id,
             round=first,
         )
         self._launch(session.id, config, session.final_model_id, first=first, failures=failures)
@@ -189,7 +196,10 @@ class SessionRunner:
             self._store.update_session(
                 session_id, status=SessionStatus.FAILED, reason=str(exc), finished_at=time.time()
             )
-            self._store.add_event("session_failed", "controller", str(exc))
+            self.watch.session_ended(session_id, SessionStatus.FAILED, str(exc))
+            self._store.add_event(
+                "session_failed", "controller", str(exc), session_id=session_id, reason=str(exc)
+            )
         finally:  # an ended session's last models are no longer the running session's
             self._prune()
 
@@ -197,8 +207,13 @@ class SessionRunner:
         self._store.update_session(
             session_id, status=status, reason=reason, finished_at=time.time()
         )
+        self.watch.session_ended(session_id, status, reason)
         self._store.add_event(
-            f"session_{status}", "controller", f"session {session_id}", reason=reason
+            f"session_{status}",
+            "controller",
+            f"session {session_id}",
+            session_id=session_id,
+            reason=reason,
         )
 
     def _prune(self) -> None:
@@ -218,11 +233,19 @@ class SessionRunner:
         """The round's events, then its row and the session's progress in one transaction."""
         record = report.record
         for event in report.events:
-            self._store.add_event(event.kind, event.source, event.message)
+            self._announce(record.session_id, event)
         self._store.finish_round(record, final_model_id=final_model_id)
+        self.watch.round_recorded(record)
         self._store.add_event(
             f"round_{record.status}",
             "controller",
             f"session {record.session_id} round {record.number}",
-            reason=record.reason,
+            session_id=record.session_id,
+            **RoundProgress.of(record).model_dump(mode="json"),
+        )
+
+    def _announce(self, session_id: str, event: Event) -> None:
+        """Record an event of the session's rounds (a live stream shows it at once)."""
+        self._store.add_event(
+            event.kind, event.source, event.message, session_id=session_id, **event.data
         )

@@ -17,7 +17,8 @@ _COMBINER = frozenset({Role.COMBINER})
 _CONTROLLER = frozenset({Role.CONTROLLER})
 _ADMIN = frozenset({Role.ADMIN})
 PUBLIC: frozenset[Role] = frozenset()
-"""No credentials needed (health checks only)."""
+"""No credentials needed: health checks, and the dashboard's files (they hold no data;
+the page sends the admin token with each API call it makes)."""
 
 GRPC_ROLES: Mapping[str, frozenset[Role]] = {
     # a client opens its own stream and answers its own tasks
@@ -40,6 +41,10 @@ GRPC_ROLES: Mapping[str, frozenset[Role]] = {
 
 REST_ROLES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/v1/health"): PUBLIC,
+    # the dashboard's page, scripts (ours and plotly.js) and style sheet
+    ("GET", "/"): PUBLIC,
+    ("GET", "/dashboard/{name}.js"): PUBLIC,
+    ("GET", "/dashboard/style.css"): PUBLIC,
     ("GET", "/api/v1/discovery"): frozenset({Role.COMBINER, Role.ADMIN}),
     ("POST", "/api/v1/assign"): _CLIENT,
     ("POST", "/api/v1/certificates"): frozenset({Role.COMBINER, Role.CLIENT}),
@@ -54,10 +59,15 @@ REST_ROLES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/v1/sessions"): _ADMIN,
     ("GET", "/api/v1/sessions/{session_id}"): _ADMIN,
     ("GET", "/api/v1/sessions/{session_id}/rounds"): _ADMIN,
+    ("PUT", "/api/v1/sessions/{session_id}/promise"): _ADMIN,
+    ("GET", "/api/v1/sessions/{session_id}/events/stream"): _ADMIN,
     ("POST", "/api/v1/sessions/{session_id}/stop"): _ADMIN,
     ("POST", "/api/v1/sessions/{session_id}/cancel"): _ADMIN,
     ("GET", "/api/v1/events"): _ADMIN,
+    ("GET", "/api/v1/events/stream"): _ADMIN,
     ("POST", "/api/v1/tokens"): _ADMIN,
     ("GET", "/api/v1/tokens"): _ADMIN,
     ("DELETE", "/api/v1/tokens/{token_id}"): _ADMIN,
+    # Prometheus scrapes with an admin token; a combiner's own /metrics checks this row too
+    ("GET", "/metrics"): _ADMIN,
 }

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stratafl.api import ControllerClient
 from stratafl.api.schema import IssuedRole
+from stratafl.attacks import parse_attack_plan
 from stratafl.client.app import ClientContext, load_app
 from stratafl.client.main import ClientOptions
 from stratafl.combiner.main import CombinerOptions
@@ -20,7 +21,7 @@ from stratafl.records import ModelRecord, RoundRecord, SessionRecord
 from stratafl.security import Role
 from stratafl.security.files import read_token
 from stratafl.settings import SessionConfig
-from stratafl.sim.processes import ProcessGroup, Tier
+from stratafl.sim.processes import ProcessGroup, Tier, last_log_line
 from stratafl.status import ClientStatus, SessionStatus
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
@@ -44,6 +45,13 @@ class FederationSpec:
     database_url: str | None = None  # default: SQLite in the controller's work folder
     model_store: str | None = None  # a folder or an fsspec URL; default: in its work folder
     insecure: bool = False  # no TLS and no tokens (loopback only); by default all is secured
+    mlflow: str | None = None  # an MLflow tracking URI: the controller logs each session there
+    attacks: Mapping[int, str] = field(default_factory=dict)
+    """Partition id -> the attack spec that client runs (`stratafl.attacks`), e.g.
+    ``{0: "sign_flip"}``; the other clients are honest."""
+
+    def __post_init__(self) -> None:
+        parse_attack_plan(self.attacks, self.clients)  # a bad spec fails before anything starts
 
 
 class LocalFederation:
@@ -137,6 +145,7 @@ class LocalFederation:
             model_store=self.spec.model_store,
             ready_file=self.group.ready_file("controller"),
             insecure=self.spec.insecure,
+            mlflow=self.spec.mlflow,
         )
         info = json.loads(self.group.start("controller", options).wait_ready())
         self.url, self.grpc_address = info["url"], info["grpc_address"]
@@ -164,6 +173,10 @@ class LocalFederation:
         path.touch(mode=0o600)
         path.write_text(issued.token)
         return path
+
+    def log_path(self, name: str) -> Path:
+        """The log file of the tier called ``name`` (``controller``, ``client-3``, ...)."""
+        return self.group.log_path(name)
 
     def _close_client(self) -> None:
         if self._client is not None:
@@ -195,6 +208,7 @@ class LocalFederation:
             token_file=self._client_token(index),
             ca_file=self.ca_file,
             insecure=spec.insecure,
+            attack=spec.attacks.get(index),
         )
         self.group.start(f"client-{index}", options)
 
@@ -223,7 +237,11 @@ class LocalFederation:
                 return
             for tier in self.group.tiers:
                 if tier.process.poll() is not None and tier.name.startswith("client"):
-                    raise UnavailableError(f"{tier.name} exited early; see {tier.log_path}")
+                    said = last_log_line(tier.log_path)
+                    raise UnavailableError(
+                        f"{tier.name} exited early{f' ({said})' if said else ''}; "
+                        f"see {tier.log_path}"
+                    )
             time.sleep(0.1)
         raise UnavailableError(f"only {connected} of {count} clients connected in {timeout:g} s")
 

@@ -34,9 +34,10 @@ class Tier:
             if self.ready_file.exists() and (text := self.ready_file.read_text()):
                 return text
             if self.process.poll() is not None:
+                said = last_log_line(self.log_path)
                 raise UnavailableError(
-                    f"{self.name} exited with code {self.process.returncode} before it was ready; "
-                    f"see {self.log_path}:\n{_tail(self.log_path)}"
+                    f"{self.name} exited with code {self.process.returncode} before it was ready"
+                    f"{f' ({said})' if said else ''}; see {self.log_path}"
                 )
             time.sleep(0.02)
         raise UnavailableError(
@@ -64,11 +65,14 @@ class ProcessGroup:
         path.unlink(missing_ok=True)
         return path
 
+    def log_path(self, name: str) -> Path:
+        """Where tier ``name`` writes its output."""
+        return self.workdir / "logs" / f"{name}.log"
+
     def start(self, name: str, options: TierOptions) -> Tier:
         """Run a tier in a new process (`stratafl.sim.tier`), its output in logs/NAME.log."""
-        logs = self.workdir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
+        log_path = self.log_path(name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         command = tier_command(options)
         env = dict(
             os.environ,
@@ -97,8 +101,10 @@ class ProcessGroup:
                 tier.kill()
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def last_log_line(path: Path) -> str:
+    """The log's last non-blank line: where a tier that stopped says why."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")

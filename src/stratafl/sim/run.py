@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from stratafl.errors import StrataError
-from stratafl.records import RoundRecord, SessionRecord
+from stratafl.modelfile import copy_params_from_file
+from stratafl.records import PromiseRecord, RoundRecord, SessionRecord
 from stratafl.settings import SessionConfig
 from stratafl.sim.launcher import FederationSpec, LocalFederation
 from stratafl.sim.report import PromiseCheck, RoundSummary, promise_check, round_summary
-from stratafl.status import SessionStatus
+from stratafl.status import OutcomeStatus, SessionStatus
+
+MODEL_FILE = "final_model.safetensors"
+"""Where, in the run's work folder, the final model is saved before the federation stops."""
 
 
 class RunProgress(Protocol):
@@ -29,7 +34,7 @@ class RunProgress(Protocol):
         """A round was recorded; ``rounds`` are all the session's rounds so far."""
 
     def session_done(self, rounds: list[RoundSummary]) -> None:
-        """The session finished and the federation stopped."""
+        """The session finished and its final model is in hand (the federation still runs)."""
 
     def baselines_started(self) -> None:
         """The promise check's baselines start training (only with ``baselines=True``)."""
@@ -71,9 +76,10 @@ class RunReport:
     rounds: list[RoundSummary]
     model_trail: list[str]  # the seed model first, the final model last
     final_model: str
-    federation_seconds: float  # start of the federation to its stop
+    federation_seconds: float  # start of the federation to the final model in hand
     promise: PromiseCheck | None  # None without baselines
     total_seconds: float
+    model_file: Path | None = None  # the final model, kept in the work folder
 
     def to_dict(self) -> dict[str, Any]:
         report: dict[str, Any] = {
@@ -89,6 +95,8 @@ class RunReport:
             "final_model": self.final_model,
             "federation_seconds": self.federation_seconds,
         }
+        if self.model_file is not None:
+            report["model_file"] = str(self.model_file)
         if self.promise is not None:
             report["promise"] = self.promise.to_dict()
         report["total_seconds"] = self.total_seconds
@@ -108,7 +116,9 @@ def run_federation(
     """Start ``spec``'s federation, run ``session`` on it, stop everything, report.
 
     With ``baselines``, also train the promise check's baselines with the same epoch
-    budget. Raises StrataError if the session does not finish.
+    budget. With a ``spec.workdir``, the final model is saved there (`MODEL_FILE`) before
+    the federation stops. Raises StrataError if the session does not finish, naming the
+    log of the tier to read.
     """
     show = progress or QuietProgress()
     started = time.monotonic()
@@ -122,26 +132,34 @@ def run_federation(
 
         result, records = federation.run_session(session, progress=on_rounds)
         if result.status != SessionStatus.FINISHED or result.final_model_id is None:
-            raise StrataError(f"session {result.id} {result.status}: {result.reason}")
+            raise StrataError(
+                f"session {result.id} {result.status}: {result.reason}"
+                f"{where_to_look(federation, records)}"
+            )
         final_id = result.final_model_id
         trail = [m.id for m in federation.client.trail(final_id)][::-1]
-        final = federation.client.download_params(final_id)
-    federation_seconds = time.monotonic() - started
-    rounds = [round_summary(r) for r in records]
-    show.session_done(rounds)
-    promise = None
-    if baselines:
-        show.baselines_started()
-        promise = promise_check(
-            spec.app,
-            final,
-            clients=spec.clients,
-            partition=spec.partition,
-            seed=spec.seed,
-            train_config=session.task_config(0),
-            epochs_budget=session.rounds * session.local_epochs,
-            on_step=show.baselines_step,
-        )
+        if spec.workdir is not None:
+            model_file = federation.client.download_model(final_id, spec.workdir / MODEL_FILE)
+            final = copy_params_from_file(model_file)
+        else:
+            model_file, final = None, federation.client.download_params(final_id)
+        federation_seconds = time.monotonic() - started
+        rounds = [round_summary(r) for r in records]
+        show.session_done(rounds)
+        promise = None
+        if baselines:  # while the controller is up, so the session keeps its promise check
+            show.baselines_started()
+            promise = promise_check(
+                spec.app,
+                final,
+                clients=spec.clients,
+                partition=spec.partition,
+                seed=spec.seed,
+                train_config=session.task_config(0),
+                epochs_budget=session.rounds * session.local_epochs,
+                on_step=show.baselines_step,
+            )
+            federation.client.record_promise(result.id, PromiseRecord.model_validate(promise))
     return RunReport(
         app=spec.app,
         clients=spec.clients,
@@ -156,4 +174,21 @@ def run_federation(
         federation_seconds=federation_seconds,
         promise=promise,
         total_seconds=time.monotonic() - started,
+        model_file=model_file,
     )
+
+
+def where_to_look(federation: LocalFederation, rounds: list[RoundRecord]) -> str:
+    """``"; see LOG"`` for a failed session: a tier that exited, else the first client of
+    the last round that failed (with its reason's first line), else the controller."""
+    for tier in federation.group.tiers:
+        code = tier.process.poll()
+        if code is not None:
+            return f"; {tier.name} exited with code {code}, see {tier.log_path}"
+    bad = [o for r in rounds[-1:] for o in r.outcomes if o.status != OutcomeStatus.OK]
+    for outcome in bad:
+        log = federation.log_path(outcome.client_id)
+        if log.exists():
+            said = outcome.reason.strip().splitlines()[:1] or [str(outcome.status)]
+            return f"; {outcome.client_id} {outcome.status} ({said[0]}), see {log}"
+    return f"; see {federation.log_path('controller')}"

@@ -11,6 +11,7 @@ touching what was collected so far.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from stratafl.aggregate import AggregationRule, Fold, check_finite
 from stratafl.errors import ConfigError
 from stratafl.modelfile import MappedModelFile
-from stratafl.params import Params, TensorSpec, specs_of
+from stratafl.params import Params, TensorSpec, specs_of, total_bytes
 
 Combine = Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float]], tuple[Params, float]]
 
@@ -33,6 +34,10 @@ class Collector:
         self._combine = combine
         self._spooled: list[tuple[Path, float]] = []
         self.count = 0
+        self.bytes_in = 0
+        """Bytes of the inputs taken: with `seconds`, the fold's throughput."""
+        self.seconds = 0.0
+        """Seconds spent checking, folding and combining the inputs."""
 
     @classmethod
     def for_updates(cls, rule: AggregationRule, reference: Mapping[str, np.ndarray]) -> Collector:
@@ -60,6 +65,7 @@ class Collector:
         Its layout was checked where it arrived; here its values are (NaN, Inf). Raises
         `UpdateRejected` with nothing collected changed.
         """
+        started = time.perf_counter()
         update = MappedModelFile(staged)
         check_finite(update, self._specs)
         if self._fold is not None:
@@ -68,14 +74,20 @@ class Collector:
         else:
             self._spooled.append((staged, weight))
         self.count += 1
+        self.bytes_in += total_bytes(self._specs)
+        self.seconds += time.perf_counter() - started
 
     def result(self) -> tuple[Params, float]:
         if self.count == 0:
             raise ConfigError("nothing was collected; a rule over no updates is undefined")
-        if self._fold is not None:
-            return self._fold.result()
-        inputs = [MappedModelFile(path) for path, _ in self._spooled]
-        return self._combine(inputs, [weight for _, weight in self._spooled])
+        started = time.perf_counter()
+        try:
+            if self._fold is not None:
+                return self._fold.result()
+            inputs = [MappedModelFile(path) for path, _ in self._spooled]
+            return self._combine(inputs, [weight for _, weight in self._spooled])
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def discard(self) -> None:
         """Delete whatever is spooled (after the result is taken, or when a round is dropped)."""

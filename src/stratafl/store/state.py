@@ -11,7 +11,7 @@ as a checked record, so callers cannot touch a detached row or misspell a key.
 
 from __future__ import annotations
 
-import json
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -24,19 +24,20 @@ from stratafl.errors import NotFoundError
 from stratafl.records import (
     ClientRecord,
     CombinerRecord,
-    EventRecord,
     ModelRecord,
+    PromiseRecord,
     Record,
     RoundRecord,
     SessionRecord,
 )
 from stratafl.status import ClientStatus, CombinerStatus, SessionStatus
+from stratafl.store.events import EventListener, EventTable
+from stratafl.store.listing import ListingTable
 from stratafl.store.migrations import migrated_engine
 from stratafl.store.progress import ProgressTable
 from stratafl.store.tables import (
     ClientRow,
     CombinerRow,
-    EventRow,
     ModelRow,
     RoundRow,
     SessionRow,
@@ -48,13 +49,15 @@ __all__ = ["StateStore"]
 R = TypeVar("R", bound=Record)
 
 
-class StateStore(TokenTable, ProgressTable):
+class StateStore(TokenTable, ProgressTable, ListingTable, EventTable):
     """Typed reads and writes of the controller's state; no I/O in the constructor."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+        self._listeners: list[EventListener] = []
+        self._event_lock = threading.Lock()
 
     def open(self) -> StateStore:
         """Connect, and migrate the database to this version's schema first."""
@@ -252,6 +255,13 @@ class StateStore(TokenTable, ProgressTable):
         with self._session() as db:
             return SessionRecord.model_validate(self._session_row(db, session_id))
 
+    def set_promise(self, session_id: str, promise: PromiseRecord) -> SessionRecord:
+        """Store the promise check of a session (replacing any stored before)."""
+        with self._session() as db, db.begin():
+            row = self._session_row(db, session_id)
+            row.promise = promise.model_dump(mode="json")
+        return SessionRecord.model_validate(row)
+
     def sessions(self) -> list[SessionRecord]:
         return self._all(SessionRecord, select(SessionRow).order_by(SessionRow.created_at))
 
@@ -273,17 +283,3 @@ class StateStore(TokenTable, ProgressTable):
         """A session's rounds in order (none for an unknown session)."""
         query = select(RoundRow).where(RoundRow.session_id == session_id)
         return self._all(RoundRecord, query.order_by(RoundRow.number, RoundRow.id))
-
-    # -- events -------------------------------------------------------------------------
-
-    def add_event(self, kind: str, source: str, message: str, **data: Any) -> None:
-        """Record an event; ``data`` is kept as JSON (values it cannot encode as strings)."""
-        encoded = json.loads(json.dumps(data, default=str))
-        row = EventRow(time=time.time(), kind=kind, source=source, message=message, data=encoded)
-        with self._session() as db, db.begin():
-            db.add(row)
-
-    def events(self, limit: int = 200) -> list[EventRecord]:
-        """The newest ``limit`` events, oldest first (the order they happened in)."""
-        query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
-        return self._all(EventRecord, query)[::-1]

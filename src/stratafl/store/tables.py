@@ -54,6 +54,7 @@ class SessionRow(Base):
     rounds_done: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    promise: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # PromiseRecord
 
 
 class RoundRow(Base):
@@ -96,6 +97,7 @@ class EventRow(Base):
     source: Mapped[str] = mapped_column(String(128))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class TokenRow(Base):

@@ -1,0 +1,49 @@
+"""Several sessions on one federation: the same clients, one aggregation rule per session.
+
+Starting a federation costs seconds (a controller, combiners, clients that load their
+data); a session costs only its rounds. Studies that compare rules on the same clients
+therefore start each federation once and run one session per rule, each from the same
+seed model, through the launcher's public API (`LocalFederation`), as a user would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stratafl.errors import StrataError
+from stratafl.params import Params
+from stratafl.settings import SessionConfig
+from stratafl.sim.launcher import FederationSpec, LocalFederation
+from stratafl.sim.report import RoundSummary, round_summary
+from stratafl.status import SessionStatus
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """One finished session: its settings, its rounds and its final model."""
+
+    config: SessionConfig
+    rounds: list[RoundSummary]
+    final: Params
+
+
+def run_sessions(spec: FederationSpec, sessions: Sequence[SessionConfig]) -> list[SessionResult]:
+    """Start ``spec``'s federation, run ``sessions`` one after another from one seed model,
+    stop everything. Raises StrataError if a session does not finish."""
+    results = []
+    with LocalFederation(spec) as federation:
+        seed = federation.upload_seed_model()
+        federation.wait_for_clients(spec.clients)
+        for config in sessions:
+            session, records = federation.run_session(
+                config.model_copy(update={"seed_model_id": seed.id})
+            )
+            if session.status != SessionStatus.FINISHED or session.final_model_id is None:
+                raise StrataError(
+                    f"session {session.id} ({config.aggregator}) {session.status}: "
+                    f"{session.reason}; see the logs in {federation.workdir / 'logs'}"
+                )
+            final = federation.client.download_params(session.final_model_id)
+            results.append(SessionResult(config, [round_summary(r) for r in records], final))
+    return results

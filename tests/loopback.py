@@ -1,0 +1,54 @@
+"""The controller's real REST app served over loopback HTTP, in a thread, without processes.
+
+Unlike the in-process ASGI transport (which reads every answer to its end), a real server
+lets a test read a stream as it arrives and hang up on it, as a browser or `follow` does.
+The controller's state store is real (SQLite in a temp folder); the test writes to it from
+its own thread, and the live feed hands those events to the server's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from stratafl.controller.events import MAX_STREAMS, EventFeed
+from stratafl.controller.rest import create_api
+from stratafl.controller.wiring import Controller
+
+
+class LoopbackAPI:
+    """`create_api(controller)` on 127.0.0.1 (a free port) until `close`; `url` is its base."""
+
+    def __init__(self, workdir: Path, *, max_streams: int = MAX_STREAMS) -> None:
+        self.controller = Controller(workdir)
+        if max_streams != MAX_STREAMS:  # the app reads the feed when it is built, below
+            self.controller.events = EventFeed(max_streams=max_streams)
+            self.controller.store.listen(self.controller.events.publish)
+        self.controller.store.open()
+        self.controller.grpc_address = "127.0.0.1:1"
+        config = uvicorn.Config(
+            create_api(self.controller),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()))
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            assert self._thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self.controller.events.close()  # open streams end, so the server can stop
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self.controller.store.close()
