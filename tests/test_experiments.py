@@ -36,7 +36,10 @@ HAS_DATA = all((SYSTEM_DIR / name).is_file() for name in FILES.values())
 
 
 def test_the_registry_names_its_studies_and_refuses_unknown_ones():
-    assert list(STUDIES) == ["heterogeneity", "label-flipping"]
+    assert list(STUDIES) == [
+        "heterogeneity", "shared-data", "fedavg-vs-fedsgd", "label-flipping", "backdoor",
+        "model-poisoning", "defence-cost", "communication", "across-combiners",
+    ]  # fmt: skip
     assert get_study("heterogeneity") is heterogeneity.STUDY
     with pytest.raises(ConfigError, match=r"unknown study 'hetero'; valid studies are"):
         get_study("hetero")
@@ -185,7 +188,7 @@ def test_quick_label_flipping_end_to_end(tmp_path):
     scale = label_flipping.SCALES[Size.QUICK]
     expected = {
         (p, a, f, r)
-        for p in label_flipping.PARTITIONS
+        for p in scale.partitions
         for a in scale.attacks
         for f in scale.fractions
         for r in label_flipping.rules(scale)

@@ -180,7 +180,7 @@ def test_hostile_token_and_certificate_requests_are_refused(secure, url, body, s
     assert len(api.get(TOKEN, headers=headers[Role.ADMIN]).json()) == 2  # no new token
 
 
-@pytest.mark.parametrize("field", ["client_id", "failed_combiner"])
+@pytest.mark.parametrize("field", ["client_id", "failed_combiner", "preferred_combiner"])
 def test_assignment_ids_are_bounded(api, field):
     body = {"client_id": "c1", field: "x" * 257}
     _error(api.post("/api/v1/assign", json=body), 422, "ValidationError")

@@ -18,9 +18,9 @@ from stratafl.modelfile import (
     MappedModelFile,
     check_model_file,
     copy_params_from_file,
-    read_header,
     save_params,
 )
+from stratafl.modelheader import read_header
 from stratafl.params import TensorSpec, check_same_layout, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.transport.streams import (
@@ -104,12 +104,27 @@ def test_model_files_open_with_the_stock_safetensors_library(tmp_path: Path):
         np.testing.assert_array_equal(ours[name], array)
 
 
-def test_mapped_model_files_map_each_access_without_loading(tmp_path: Path):
+def test_mapped_model_files_map_each_access_without_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import stratafl.modelfile
+
+    monkeypatch.setattr(stratafl.modelfile, "SMALL_FILE_BYTES", 0)  # as for a large file
     params = {"w": np.arange(10, dtype=np.float32), "empty": np.zeros((0, 2), np.int64)}
     save_params(tmp_path / "m.safetensors", params)
     mapped = MappedModelFile(tmp_path / "m.safetensors")
     assert list(mapped) == ["w", "empty"]
     assert isinstance(mapped["w"], np.memmap) and mapped["w"] is not mapped["w"]
+    np.testing.assert_array_equal(mapped["w"], params["w"])
+    assert mapped["empty"].shape == (0, 2)
+
+
+def test_small_model_files_are_read_once_and_stay_read_only(tmp_path: Path):
+    params = {"w": np.arange(10, dtype=np.float32), "empty": np.zeros((0, 2), np.int64)}
+    save_params(tmp_path / "m.safetensors", params)
+    mapped = MappedModelFile(tmp_path / "m.safetensors")
+    (tmp_path / "m.safetensors").unlink()  # read whole: the file is no longer needed
+    assert not isinstance(mapped["w"], np.memmap) and not mapped["w"].flags.writeable
     np.testing.assert_array_equal(mapped["w"], params["w"])
     assert mapped["empty"].shape == (0, 2)
 

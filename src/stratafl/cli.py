@@ -22,6 +22,7 @@ from stratafl.experiment_cli import experiment_cli
 from stratafl.logs import LogFormat, configure_logging
 from stratafl.operator_cli import client_list, combiner_list, model_cli, session_cli
 from stratafl.run_cli import demo, run
+from stratafl.swarm_cli import swarm
 from stratafl.tier_cli import client_cli, combiner_cli, controller_cli
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ model_cli.command("seed")(model_seed)
 app.command("seed", hidden=True)(model_seed)  # the old name of `strata model seed`
 app.command("run")(run)
 app.command("demo")(demo)
+app.command("swarm")(swarm)
 
 
 class LogLevel(StrEnum):

@@ -67,10 +67,14 @@ def print_traffic(rounds: list[RoundSummary]) -> None:
     """Every byte counts: what the session moved, and how long its rounds took."""
     up = sum(r.bytes_up for r in rounds)
     down = sum(r.bytes_down for r in rounds)
+    updates = sum(r.traffic.get("clients_up", 0) for r in rounds)
+    raw = sum(r.traffic.get("updates_raw", 0) for r in rounds)
+    ratio = f" for {raw / 1e6:.1f} MB raw ({updates / raw:.1%})" if raw else ""
     console.print(
         f"{len(rounds)} rounds, median {statistics.median(r.duration for r in rounds):.2f} s"
         " each; "
-        f"moved {up / 1e6:.1f} MB up and {down / 1e6:.1f} MB down (both tiers)"
+        f"moved {up / 1e6:.1f} MB up and {down / 1e6:.1f} MB down (both tiers); "
+        f"updates {updates / 1e6:.1f} MB on the wire{ratio}"
     )
 
 

@@ -117,12 +117,25 @@ class ClientOutcome(Record):
 
 
 class Traffic(Record):
-    """Bytes a round moved on each link, each way (serialized messages, both tiers)."""
+    """Bytes a round moved on each link, each way (serialized messages, both tiers), and
+    what the clients' updates would have cost uncompressed (the session's compression
+    acts on that link only: partials and models travel raw)."""
 
     clients_up: int = 0
     clients_down: int = 0
     combiners_up: int = 0
     combiners_down: int = 0
+    updates_raw: int = Field(
+        0,
+        description="the raw model size for every update that arrived: with clients_up, "
+        "the client link's compression ratio",
+    )
+    model_bytes: int = Field(0, description="the round's global model, raw (tensor bytes)")
+
+    @property
+    def moved(self) -> int:
+        """Every byte on the wire: both links, both ways."""
+        return self.clients_up + self.clients_down + self.combiners_up + self.combiners_down
 
 
 class Validation(Record):

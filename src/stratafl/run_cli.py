@@ -38,7 +38,12 @@ Workdir = Annotated[
 Report = Annotated[
     Path | None, typer.Option(help="write the JSON report here (default: WORKDIR/report.json)")
 ]
-Partition = Annotated[str, typer.Option(help="iid | dirichlet:ALPHA | shards:S")]
+Partition = Annotated[
+    str,
+    typer.Option(
+        help="iid | dirichlet:ALPHA | shards:S, optionally +shared:F (all share F of the data)"
+    ),
+]
 
 
 def _new_workdir() -> Path:
@@ -148,6 +153,10 @@ def run(
         str, typer.Option(help="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md")
     ] = "fedavg",
     proximal_mu: Annotated[float, typer.Option(help="FedProx mu sent to clients")] = 0.0,
+    compression: Annotated[
+        str,
+        typer.Option(help="the clients' update codec: none | float16 | int8 | topk:fraction=F"),
+    ] = "none",
     report: Report = None,
     baselines: Annotated[bool, typer.Option(help="train the promise-check baselines")] = True,
     workdir: Workdir = None,
@@ -172,6 +181,7 @@ def run(
             "aggregator": aggregator,
             "proximal_mu": proximal_mu,
             "seed": seed,
+            "compression": compression,
         }
     )
     spec = _spec(

@@ -202,7 +202,12 @@ def client_start(
     ] = None,
     partition_id: Annotated[int, typer.Option(help="which share of the data is this client's")] = 0,
     num_partitions: Annotated[int, typer.Option(help="how many shares the data is split in")] = 1,
-    partition: Annotated[str, typer.Option(help="iid | dirichlet:ALPHA | shards:S")] = "iid",
+    partition: Annotated[
+        str,
+        typer.Option(
+            help="iid | dirichlet:ALPHA | shards:S, optionally +shared:F (all share F of the data)"
+        ),
+    ] = "iid",
     partitioner: Annotated[
         str | None, typer.Option(hidden=True, help="the old name of --partition")
     ] = None,
@@ -213,6 +218,10 @@ def client_start(
             help="make this client malicious, for experiments: label_flip, backdoor, scale, "
             "sign_flip or noise[:k=v,...] (stratafl.attacks)"
         ),
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="keeps what must survive a restart (top-k's residuals); none: memory"),
     ] = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
@@ -237,6 +246,7 @@ def client_start(
         partitioner=partitioner or partition,
         seed=seed,
         attack=attack,
+        workdir=workdir,
         token_file=peer.token_file,
         ca_file=peer.ca_file,
         insecure=insecure,

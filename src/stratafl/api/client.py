@@ -133,15 +133,24 @@ class ControllerClient(Listings):
         return self._call(_DISCOVERY, "GET", "/discovery")
 
     def assign(
-        self, client_id: str | None = None, failed_combiner: str | None = None
+        self,
+        client_id: str | None = None,
+        failed_combiner: str | None = None,
+        preferred_combiner: str | None = None,
     ) -> Assignment:
-        """The combiner this client should connect to, avoiding ``failed_combiner``.
+        """The combiner this client should connect to, avoiding ``failed_combiner`` and
+        preferring ``preferred_combiner`` (honoured while it is online and has room).
 
         The controller takes the client's id from its token; ``client_id`` may be left out
         (it must match the token's) and is needed only by an ``--insecure`` controller.
         """
-        body = AssignRequest(client_id=client_id, failed_combiner=failed_combiner)
-        return self._call(_ASSIGNMENT, "POST", "/assign", json=body.model_dump())
+        body = AssignRequest(
+            client_id=client_id,
+            failed_combiner=failed_combiner,
+            preferred_combiner=preferred_combiner,
+        )
+        # Unset fields stay off the wire: a controller that predates one still answers.
+        return self._call(_ASSIGNMENT, "POST", "/assign", json=body.model_dump(exclude_none=True))
 
     def request_certificate(self, csr_pem: bytes, hosts: Sequence[str] = ()) -> SignedCertificate:
         """A TLS certificate for the key of ``csr_pem``, named after this client's token

@@ -55,10 +55,15 @@ class DiscoveryInfo(Body):
 class AssignRequest(Body):
     """A client asking for a combiner. Its identity is its token's subject: ``client_id``
     may be left out, and one that differs is refused. A controller started ``--insecure``
-    has no tokens and takes the id from here."""
+    has no tokens and takes the id from here.
+
+    ``preferred_combiner`` asks for one combiner (an operator's or an experiment's
+    placement); the controller honours it only while that combiner is online and has room,
+    and otherwise assigns as if it were absent."""
 
     client_id: Name | None = None
     failed_combiner: Name | None = None
+    preferred_combiner: Name | None = None
 
 
 class Assignment(Body):

@@ -25,12 +25,14 @@ class ClientOptions:
     client_id: str | None = None  # default: client-<random>
     partition_id: int = 0
     num_partitions: int = 1
-    partitioner: str = "iid"  # iid | dirichlet:ALPHA | shards:S
+    partitioner: str = "iid"  # iid | dirichlet:ALPHA | shards:S [+shared:F]
     seed: int = 0
     token_file: Path | None = None  # this client's token (its id is the token's subject)
     ca_file: Path | None = None  # the federation's CA certificate
     insecure: bool = False  # no TLS, no token: for a controller started --insecure
     attack: str | None = None  # an attack this client runs, e.g. "sign_flip" (stratafl.attacks)
+    combiner: str | None = None  # the combiner id to ask for; honoured while it has room
+    workdir: Path | None = None  # keeps what must survive a restart (top-k's residuals)
 
 
 def run_client(options: ClientOptions) -> None:
@@ -57,7 +59,14 @@ def run_client(options: ClientOptions) -> None:
     app = load_app(options.app, context)
     if options.attack is not None:
         app = attacked(app, options.attack, client=options.partition_id)
-    runtime = ClientRuntime(client_id, options.controller, app, credentials=credentials)
+    runtime = ClientRuntime(
+        client_id,
+        options.controller,
+        app,
+        credentials=credentials,
+        preferred_combiner=options.combiner,
+        workdir=options.workdir,
+    )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     runtime.run()

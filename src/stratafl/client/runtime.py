@@ -15,11 +15,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 
 from stratafl.api import Assignment, ControllerClient
 from stratafl.client.app import ClientApp
+from stratafl.client.feedback import load_feedback, save_feedback
+from stratafl.compression import Codec, encode_update, parse_compression
 from stratafl.errors import ConfigError, StrataError, UnavailableError
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
@@ -54,8 +57,16 @@ class ClientRuntime:
         *,
         credentials: PeerCredentials = INSECURE,
         rng: random.Random | None = None,
+        preferred_combiner: str | None = None,
+        workdir: Path | None = None,
     ) -> None:
         self.client_id = client_id
+        self._workdir = workdir
+        self.feedback = load_feedback(workdir)
+        """Top-k's residuals: what earlier updates did not send (kept in ``workdir``)."""
+        self.preferred_combiner = preferred_combiner
+        """The combiner this client asks for at every assignment (a placement); the
+        controller honours it while that combiner is online and has room."""
         self._controller_url = controller_url.rstrip("/")
         self._app = app
         self._credentials = credentials
@@ -88,7 +99,9 @@ class ClientRuntime:
                 token=self._credentials.token,
                 verify=self._credentials.http_verify(),
             ) as controller:
-                return controller.assign(self.client_id, failed_combiner)
+                return controller.assign(
+                    self.client_id, failed_combiner, preferred_combiner=self.preferred_combiner
+                )
         except (UnavailableError, ConfigError):  # a bad URL or client id: no retry helps
             raise
         except StrataError as exc:  # a refusal is retried too: the controller may recover
@@ -154,14 +167,20 @@ class ClientRuntime:
             if task.kind == pb.TRAIN:
                 started = time.monotonic()
                 result = self._app.train(params, config)
+                compression = parse_compression(task.compression or "none")
+                feedback = self.feedback.for_session(task.session_id)
+                encoded = encode_update(result.params, params, compression, feedback)
+                if compression.codec == Codec.TOPK:
+                    save_feedback(self._workdir, feedback)
                 ack = stub.UploadUpdate(
                     _update_messages(
                         task,
                         self.client_id,
-                        result.params,
+                        encoded,
                         result.num_examples,
                         dict(result.metrics),
                         time.monotonic() - started,
+                        str(compression),
                     )
                 )
                 if not ack.ok:
@@ -198,6 +217,7 @@ def _update_messages(
     num_examples: int,
     metrics: dict[str, float],
     seconds: float,
+    codec: str,
 ) -> Iterator[pb.UpdateChunk]:
     header = pb.UpdateHeader(
         task_id=task.task_id,
@@ -206,5 +226,6 @@ def _update_messages(
         metrics={k: float(v) for k, v in metrics.items()},
         model=header_to_proto(task.model_id, specs_of(params)),
         compute_seconds=seconds,
+        codec=codec,
     )
     return send_model(pb.UpdateChunk, header, params_chunks(params))

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from stratafl.compression import check_codec, parse_compression
 from stratafl.errors import UpdateRejected
 from stratafl.proto import stratafl_pb2 as pb
 
@@ -43,7 +44,9 @@ def metrics_problem(metrics: Mapping[str, float]) -> str:
 
 
 def check_claim(header: pb.UpdateHeader, spec: pb.RoundSpec, caller: Caller) -> None:
-    """Raise `UpdateRejected` unless the update's example count and metrics are believable."""
+    """Raise `UpdateRejected` unless the update's example count and metrics are believable,
+    and `ModelFormatError` if it is encoded with another codec than the session's."""
+    check_codec(header.codec, parse_compression(spec.compression or "none"))
     if header.num_examples <= 0:
         raise UpdateRejected(f"num_examples must be positive, got {header.num_examples}")
     caps = [c for c in (spec.max_examples_per_client, caller.max_examples) if c]

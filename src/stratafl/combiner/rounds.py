@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
+
+from stratafl.compression import parse_compression, update_layout
+from stratafl.errors import ModelFormatError
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.staging.collector import Collector
+from stratafl.staging.decoding import decode_staged
 from stratafl.status import OutcomeStatus
 from stratafl.transport.outcomes import outcome_to_proto
 
@@ -44,10 +51,20 @@ class RoundState:
     """The tasks of one round and their outcomes; ``done`` fires when none is pending."""
 
     def __init__(
-        self, spec: pb.RoundSpec, specs: list[TensorSpec], collector: Collector | None
+        self,
+        spec: pb.RoundSpec,
+        specs: list[TensorSpec],
+        collector: Collector | None,
+        reference: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.spec = spec
         self.specs = specs
+        self.reference = reference
+        """The round's global model: compressed updates are decoded against it."""
+        self.compression = parse_compression(spec.compression or "none")
+        """The session's update codec; a ConfigError here fails the round, not an update."""
+        self.layout = update_layout(specs, self.compression)
+        """What an update's header must announce: checked before a byte is staged."""
         self.collector = collector  # None for validation rounds
         self.collect_lock = asyncio.Lock()
         self.outcomes: dict[str, Outcome] = {}
@@ -56,6 +73,16 @@ class RoundState:
         self.arriving: set[str] = set()
         """Tasks whose update is being received or collected: one at a time, and its
         outcome is the update's, whatever else the client reports meanwhile."""
+
+    async def decode(self, staged: Path) -> None:
+        """Rewrite a compressed update staged at ``staged`` as the plain model it encodes
+        (in a worker thread; a raw one is left as it is, without a thread hop)."""
+        if not self.compression.is_delta:
+            return
+        if self.reference is None:
+            raise ModelFormatError("this round takes no updates: it has no global model")
+        args = (staged, self.reference, self.specs, self.compression)
+        await asyncio.to_thread(decode_staged, *args)
 
     def add_task(self, task_id: str, client_id: str) -> None:
         self.outcomes[task_id] = Outcome(client_id)

@@ -100,7 +100,7 @@ class RoundRunner:
             rule = rule.for_round(spec.round, zlib.crc32(self.combiner_id.encode()))
             collector = Collector.for_updates(rule, MappedModelFile(cached.path))
         try:
-            state = RoundState(spec, cached.specs, collector)
+            state = RoundState(spec, cached.specs, collector, MappedModelFile(cached.path))
             await self._push_and_wait(state)
             header = pb.RoundResultHeader(
                 combiner_id=self.combiner_id,
@@ -137,6 +137,7 @@ class RoundRunner:
                     session_id=spec.session_id,
                     round=spec.round,
                     config_json=spec.config_json or json.dumps({}),
+                    compression=str(state.compression),
                 )
             )
         try:
@@ -190,7 +191,8 @@ class RoundRunner:
             check_claim(header, state.spec, caller)
             async with self.transfers:
                 async with asyncio.timeout(self.transfer_seconds(total_bytes(state.specs))):
-                    await incoming.save(path, header.model, expect=state.specs, on_bytes=count)
+                    await incoming.save(path, header.model, expect=state.layout, on_bytes=count)
+            late = await _finish(state.decode(path))  # a compressed update, in place
             # Inputs are collected one at a time (one staged update mapped at a time), and
             # the round cannot close between collecting an update and counting it.
             async with state.collect_lock:
@@ -207,7 +209,7 @@ class RoundRunner:
                     num_examples=int(header.num_examples),
                     metrics=dict(header.metrics),
                 )
-                if cancelled:  # counted: now let the client's cancellation go on
+                if cancelled or late:  # counted: now let the client's cancellation go on
                     raise asyncio.CancelledError
         except (TimeoutError, UpdateRejected, ModelFormatError) as exc:
             path.unlink(missing_ok=True)

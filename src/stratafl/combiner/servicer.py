@@ -124,11 +124,13 @@ class CombinerServicer(pb_grpc.CombinerServicer):
         outcome = self._rounds.outcome_of(request.task_id)
         if outcome is not None and claims is not None and outcome.client_id != claims.subject:
             outcome = None  # count a client's downloads against its own tasks only
-        specs, data = file_chunks(path)
         # a reader that stalls blocks inside gRPC: the deadline cancels the call itself, so
-        # a slot is held at most grace + size / rate, whoever the reader is
-        with cancel_after(self._rounds.transfer_seconds(total_bytes(specs))):
-            async with self._rounds.transfers:
+        # a slot is held at most grace + size / rate, whoever the reader is. The wait for a
+        # slot is not part of it (thousands of clients queue for the slots at a round's
+        # start), and the file is opened only once a slot is ours: no descriptor per waiter.
+        async with self._rounds.transfers:
+            specs, data = file_chunks(path)
+            with cancel_after(self._rounds.transfer_seconds(total_bytes(specs))):
                 header = header_to_proto(request.model_id, specs)
                 for message in send_model(pb.ModelChunk, header, data):
                     size = message.ByteSize()

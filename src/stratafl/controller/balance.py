@@ -6,8 +6,9 @@ stays empty. So between rounds the controller compares each online combiner's cl
 with an even share (`plan_moves`, a pure function) and asks the over-loaded ones to let
 some clients go (the combiner's ``MoveClients``). Those clients' task streams end with a
 status that tells them to ask ``/assign`` again, where discovery sends them to the
-emptiest combiner. A combiner never lets a client with a task in flight go, and nothing
-more is asked while clients are still on their way from an earlier move.
+emptiest combiner. Clients placed on a combiner they asked for (`Discovery.assign`'s
+``preferred``) are never moved. A combiner never lets a client with a task in flight go,
+and nothing more is asked while clients are still on their way from an earlier move.
 
 `Rebalancer.before_round` is the session loop's hook: the federation calls it at the
 start of every round, before it waits for clients. The controller's sweep loop calls
@@ -115,9 +116,9 @@ class Rebalancer:
             if self.in_transit() or not self._discovery.settled():
                 return 0
             online = self._discovery.online()
-            plan = plan_moves(
-                {e.combiner_id: set(e.clients) for e in online},
-                {e.combiner_id: e.max_clients for e in online},
+            plan = plan_moves(  # placed clients stay: only the others are evened around them
+                {e.combiner_id: e.clients - e.pinned for e in online},
+                {e.combiner_id: e.max_clients - len(e.clients & e.pinned) for e in online},
             )
             count = 0
             for combiner_id, client_ids in plan.items():

@@ -1,8 +1,11 @@
 """Which combiners are alive, which clients each one holds, and who gets the next client.
 
 A client asks for a combiner and gets the least-loaded online one under its
-``max_clients``. Load counts connected clients plus clients just assigned that have not
-connected yet, so a burst of clients spreads evenly before the first heartbeat arrives.
+``max_clients``, or the one it prefers (a placement) while that one is online and has
+room: a preference never overfills a combiner, and a placed client is *pinned* (the
+rebalancer leaves it where it asked to be). Load counts connected clients plus clients
+just assigned that have not connected yet, so a burst of clients spreads evenly before the
+first heartbeat arrives.
 A new controller process knows no combiner until it registers again (`forget_stored`),
 and the rebalancer (`controller.balance`) moves clients off over-loaded combiners.
 """
@@ -37,6 +40,9 @@ class CombinerEntry:
     """Clients that reported this registration unreachable: each counts once."""
     heard: bool = False
     """A heartbeat came since it registered: its list of clients is known."""
+    pinned: set[str] = field(default_factory=set)
+    """Clients assigned here because they asked for this combiner: the rebalancer leaves
+    them be. Never more than its clients and reservations (cleared with them)."""
 
     def load(self, now: float) -> int:
         pending = {c for c, t in self.reserved.items() if now - t < RESERVATION_SECONDS}
@@ -64,6 +70,7 @@ class Discovery:
         entry.clients.clear()  # a new registration is a new process: nothing carries over
         entry.reserved.clear()
         entry.reported_by.clear()
+        entry.pinned.clear()
         entry.heard = False
         self._store.register_combiner(combiner_id, address, max_clients)
         self._store.add_event("combiner_registered", combiner_id, f"combiner at {address}")
@@ -95,6 +102,7 @@ class Discovery:
             entry.clients.add(client_id)
         else:
             entry.clients.discard(client_id)
+            entry.pinned.discard(client_id)
             if self.combiner_of(client_id) is not None:  # a late event: it moved already
                 self._notify()
                 return
@@ -151,6 +159,7 @@ class Discovery:
         entry.online = False
         entry.clients.clear()
         entry.reserved.clear()
+        entry.pinned.clear()
         self._store.set_combiner_status(combiner_id, CombinerStatus.OFFLINE)
         self._store.add_event("combiner_offline", combiner_id, reason)
         self._notify()
@@ -169,11 +178,17 @@ class Discovery:
                 return entry.combiner_id
         return None
 
-    def assign(self, client_id: str, failed_combiner: str | None = None) -> CombinerEntry:
+    def assign(
+        self, client_id: str, failed_combiner: str | None = None, *, preferred: str | None = None
+    ) -> CombinerEntry:
         """The least-loaded online combiner with room, other than one the client could not
         reach. A client's report that its combiner is unreachable marks it offline only if
         the client was assigned to (or connected to) that very registration, and only once
-        per client: a stale or hostile report cannot take a healthy combiner down."""
+        per client: a stale or hostile report cannot take a healthy combiner down.
+
+        ``preferred`` wins while it is online, has room (counting this client's own
+        reservation there as free) and is not ``failed_combiner``; the client is then
+        pinned there. An unknown, full or offline preference is ignored, not an error."""
         if failed_combiner and self._counts_as_failure(failed_combiner, client_id):
             self.mark_offline(failed_combiner, f"client {client_id} could not reach it")
         now = self._clock()
@@ -187,11 +202,28 @@ class Discovery:
                 "no combiner has room for another client; start one with `strata combiner start`"
             )
         best = min(candidates, key=lambda e: (e.load(now), e.combiner_id))
+        wanted = self._combiners.get(preferred) if preferred else None
+        if (
+            wanted is not None
+            and wanted.combiner_id != failed_combiner
+            and self._has_room_for(wanted, client_id, now)
+        ):
+            best = wanted
         for entry in self._combiners.values():
             entry.reserved.pop(client_id, None)
+            entry.pinned.discard(client_id)
+        if best is wanted:
+            best.pinned.add(client_id)
         best.reserved[client_id] = now
         self._store.set_client(client_id, best.combiner_id, ClientStatus.ASSIGNED)
         return best
+
+    @staticmethod
+    def _has_room_for(entry: CombinerEntry, client_id: str, now: float) -> bool:
+        """``entry`` is online and has room for ``client_id`` (which may hold a place there)."""
+        pending = {c for c, t in entry.reserved.items() if now - t < RESERVATION_SECONDS}
+        others = (entry.clients | pending) - {client_id}
+        return entry.online and len(others) < entry.max_clients
 
     def _counts_as_failure(self, combiner_id: str, client_id: str) -> bool:
         entry = self._combiners.get(combiner_id)

@@ -55,6 +55,8 @@ class RoundTask:
     seed: int = 0
     max_examples_per_client: int = 0
     """The largest ``num_examples`` an update may claim (0: no session cap)."""
+    compression: str = "none"
+    """The codec of the clients' updates (`stratafl.compression`), sent on with each task."""
 
 
 @dataclass
@@ -206,6 +208,7 @@ def round_spec(task: RoundTask, quota: int) -> pb.RoundSpec:
         aggregator=task.aggregator,
         seed=task.seed,
         max_examples_per_client=task.max_examples_per_client,
+        compression=task.compression,
     )
 
 

@@ -72,7 +72,9 @@ def federation_router(controller: Controller, authorize: Authorizer) -> APIRoute
     async def assign(body: AssignRequest, caller: Claims = caller_of) -> Assignment:
         """The combiner the calling client should connect to (its id: its token's subject)."""
         client_id = _client_id(body, caller, secure=controller.trust is not None)
-        entry = controller.discovery.assign(client_id, body.failed_combiner)
+        entry = controller.discovery.assign(
+            client_id, body.failed_combiner, preferred=body.preferred_combiner
+        )
         return Assignment(combiner_id=entry.combiner_id, address=entry.address)
 
     @router.post("/certificates", responses=errors_of(400, 413))

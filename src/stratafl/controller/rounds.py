@@ -24,7 +24,7 @@ from stratafl.controller.reducer import Reducer
 from stratafl.controller.tally import check_partial, split_quota, summarize_validation
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import StrataError, UnavailableError
-from stratafl.params import TensorSpec, specs_of
+from stratafl.params import TensorSpec, specs_of, total_bytes
 from stratafl.records import RoundRecord, Traffic
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, TaskKind
@@ -114,6 +114,7 @@ class RoundRunner:
             aggregator=config.aggregator,
             seed=config.round_seed(number),
             max_examples_per_client=config.max_examples_per_client,
+            compression=config.compression,
         )
         reducer = Reducer(aggregator, reference)
         reasons: list[str] = []
@@ -133,6 +134,7 @@ class RoundRunner:
                 duration=0.0,
                 outcomes=[o for a in answers for o in a.outcomes],
                 timings={"train": train_seconds},
+                traffic=Traffic(model_bytes=total_bytes(specs_of(reference))),
             )
             contributors = sum(a.contributors for a in answers if not a.error)
             if contributors < config.min_clients:
@@ -248,6 +250,8 @@ class RoundRunner:
             clients_down=sum(o.bytes_down for o in everything),
             combiners_up=sum(a.wire_bytes for a in answers),
             combiners_down=sum(a.model_bytes_down for a in answers),
+            updates_raw=record.traffic.model_bytes * sum(o.bytes_up > 0 for o in everything),
+            model_bytes=record.traffic.model_bytes,
         )
         finished = record.status == RoundStatus.FINISHED
         record = record.model_copy(

@@ -18,7 +18,8 @@ import numpy as np
 
 from stratafl.aggregate import Aggregator, ServerOptState
 from stratafl.controller.retention import RetentionPolicy
-from stratafl.modelfile import copy_params_from_stream, read_header, save_params
+from stratafl.modelfile import copy_params_from_stream, save_params
+from stratafl.modelheader import read_header
 from stratafl.params import Params, TensorSpec, num_parameters
 from stratafl.records import ModelRecord
 from stratafl.store.models import ModelStore, new_model_id

@@ -2,7 +2,14 @@
 
 from stratafl.data.fashion_mnist import Dataset, load_fashion_mnist
 from stratafl.data.federated import ClientSplit, client_split
-from stratafl.data.partition import dirichlet, iid, parse_partitioner, partition, shards
+from stratafl.data.partition import (
+    dirichlet,
+    iid,
+    parse_partitioner,
+    partition,
+    shards,
+    shared_subset,
+)
 
 __all__ = [
     "ClientSplit",
@@ -14,4 +21,5 @@ __all__ = [
     "parse_partitioner",
     "partition",
     "shards",
+    "shared_subset",
 ]

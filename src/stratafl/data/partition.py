@@ -2,9 +2,10 @@
 
 Every partitioner returns ``num_partitions`` sorted int64 index arrays that are disjoint and
 together cover every index, so client ``k`` of a federation and the pooled baseline see
-exactly the same examples. The same (labels, spec, num_partitions, seed) always gives the
-same split, in any process: that is what lets each client process compute its own share
-without anyone sending it the indices.
+exactly the same examples; the one exception is the ``+shared:F`` suffix, which adds the
+same shared subset to every partition. The same (labels, spec, num_partitions, seed)
+always gives the same split, in any process: that is what lets each client process compute
+its own share without anyone sending it the indices.
 
 Specs, as written on the command line:
 
@@ -13,6 +14,15 @@ Specs, as written on the command line:
                    (Hsu et al. 2019, "Measuring the effects of non-identical data ...")
     shards:S       sort by label, cut into K*S shards, S shards per client
                    (McMahan et al. 2017's pathological non-IID split)
+
+Any of them may end in ``+shared:F`` (0 < F < 1), e.g. ``shards:2+shared:0.05``: a
+globally shared subset of the training data, fraction F of it, that every client trains
+on besides its own partition (Zhao et al. 2018, "Federated Learning with Non-IID Data").
+The subset is drawn once from the training data, per class in proportion (so it has the
+training data's label mix), from the seed alone; it is taken out before the rest is split,
+so no example is both shared and private, and the pooled baseline still holds every
+example once. Zhao et al. also warm up the first model on the shared data; that is not
+done here (the seed model is the app's, as in every other session).
 """
 
 from __future__ import annotations
@@ -24,11 +34,16 @@ import numpy as np
 
 from stratafl.errors import ConfigError
 
-VALID_SPECS = "'iid', 'dirichlet:<alpha > 0>' (e.g. 'dirichlet:0.5') or 'shards:<int >= 1>'"
+VALID_SPECS = (
+    "'iid', 'dirichlet:<alpha > 0>' (e.g. 'dirichlet:0.5') or 'shards:<int >= 1>', "
+    "optionally ending in '+shared:<fraction in (0, 1)>' (e.g. 'shards:2+shared:0.05')"
+)
 
 DIRICHLET_MIN_SIZE = 10
 """Dirichlet partitions smaller than this (or than n // K if that is smaller) are redrawn."""
 DIRICHLET_MAX_DRAWS = 100
+SHARED_STREAM = 0x5A4F
+"""Mixed into the seed of the shared subset's draw, so it is independent of the split's."""
 
 
 def iid(labels: np.ndarray, num_partitions: int, seed: int) -> list[np.ndarray]:
@@ -131,11 +146,74 @@ class Shards:
         return f"shards:{self.per_client}"
 
 
-Partitioner = IID | Dirichlet | Shards
+BasePartitioner = IID | Dirichlet | Shards
+
+
+def shared_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The sorted indices of the globally shared subset: ``fraction`` of each class's
+    examples (rounded), drawn from ``seed`` alone, the same in every process."""
+    n = _check(labels, 1)
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, SHARED_STREAM])
+    picks = [np.empty(0, dtype=np.int64)]
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        picks.append(rng.choice(members, round(fraction * len(members)), replace=False))
+    chosen = np.sort(np.concatenate(picks)).astype(np.int64)
+    if len(chosen) == 0:
+        raise ConfigError(
+            f"shared fraction {fraction:g} of {n} examples rounds to no example in any "
+            "class; use a larger fraction"
+        )
+    return chosen
+
+
+@dataclass(frozen=True)
+class WithShared:
+    """Parsed ``<base>+shared:<fraction>``: every partition of ``base`` plus one shared
+    subset (`shared_subset`), which ``base`` never sees."""
+
+    base: BasePartitioner
+    fraction: float
+
+    def shared(self, labels: np.ndarray, seed: int) -> np.ndarray:
+        return shared_subset(labels, self.fraction, seed)
+
+    def split(self, labels: np.ndarray, num_partitions: int, seed: int) -> list[np.ndarray]:
+        shared = self.shared(labels, seed)
+        rest = np.setdiff1d(np.arange(len(labels)), shared)
+        if len(rest) < num_partitions:
+            raise ConfigError(
+                f"sharing {len(shared)} of {len(labels)} examples leaves {len(rest)} for "
+                f"{num_partitions} clients; use a smaller shared fraction"
+            )
+        own = self.base.split(np.asarray(labels)[rest], num_partitions, seed)
+        return [np.union1d(rest[part], shared).astype(np.int64) for part in own]
+
+    def __str__(self) -> str:
+        return f"{self.base}+shared:{self.fraction:g}"
+
+
+Partitioner = IID | Dirichlet | Shards | WithShared
 
 
 def parse_partitioner(spec: str) -> Partitioner:
-    """Parse ``"iid"``, ``"dirichlet:0.5"`` or ``"shards:2"`` (case and spaces ignored)."""
+    """Parse ``"iid"``, ``"dirichlet:0.5"`` or ``"shards:2"``, optionally followed by
+    ``"+shared:0.05"`` (case and spaces ignored)."""
+    base, plus, suffix = spec.partition("+")
+    if not plus:
+        return _parse_base(spec)
+    kind, sep, arg = (s.strip() for s in suffix.strip().lower().partition(":"))
+    try:
+        fraction = float(arg) if kind == "shared" and sep else math.nan
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:  # NaN fails too
+        raise ConfigError(f"partitioner {spec!r} is not valid; use {VALID_SPECS}")
+    return WithShared(_parse_base(base), fraction)
+
+
+def _parse_base(spec: str) -> BasePartitioner:
     kind, sep, arg = spec.strip().lower().partition(":")
     kind, arg = kind.strip(), arg.strip()
     if kind == "iid" and not sep:

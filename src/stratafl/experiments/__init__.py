@@ -7,6 +7,10 @@ chosen by their spec strings) through the launcher users run, and writes
     from stratafl.experiments import STUDIES, Size, StudyRun
     STUDIES["heterogeneity"].run(StudyRun(Size.QUICK, seeds=(0,), out=Path("/tmp/results")))
 
+The studies (``strata experiment list``): heterogeneity, shared-data, fedavg-vs-fedsgd,
+label-flipping, backdoor, model-poisoning, defence-cost, communication, across-combiners;
+each reports the fairness view (per-client accuracy of the final model) too.
+
 ``quick`` is the same code path on a few clients, rounds and examples (what CI runs);
 ``full`` is what docs/results reports.
 """

@@ -6,10 +6,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stratafl.errors import ConfigError
-from stratafl.experiments import heterogeneity, label_flipping
+from stratafl.experiments import (
+    across_combiners,
+    backdoor,
+    communication,
+    defence_cost,
+    fedavg_vs_fedsgd,
+    heterogeneity,
+    label_flipping,
+    model_poisoning,
+    shared_data,
+)
 from stratafl.experiments.study import Study
 
-STUDIES: Mapping[str, Study] = {s.name: s for s in (heterogeneity.STUDY, label_flipping.STUDY)}
+STUDIES: Mapping[str, Study] = {
+    s.name: s
+    for s in (
+        heterogeneity.STUDY,
+        shared_data.STUDY,
+        fedavg_vs_fedsgd.STUDY,
+        label_flipping.STUDY,
+        backdoor.STUDY,
+        model_poisoning.STUDY,
+        defence_cost.STUDY,
+        communication.STUDY,
+        across_combiners.STUDY,
+    )
+}
 
 
 def get_study(name: str) -> Study:

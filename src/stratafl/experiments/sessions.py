@@ -8,8 +8,9 @@ seed model, through the launcher's public API (`LocalFederation`), as a user wou
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stratafl.errors import StrataError
 from stratafl.params import Params
@@ -21,16 +22,25 @@ from stratafl.status import SessionStatus
 
 @dataclass(frozen=True)
 class SessionResult:
-    """One finished session: its settings, its rounds and its final model."""
+    """One finished session: its settings, its rounds and its final model (and each
+    round's global model, when `run_sessions` was asked for them)."""
 
     config: SessionConfig
     rounds: list[RoundSummary]
     final: Params
+    round_models: list[Params] = field(default_factory=list)
 
 
-def run_sessions(spec: FederationSpec, sessions: Sequence[SessionConfig]) -> list[SessionResult]:
+def run_sessions(
+    spec: FederationSpec, sessions: Sequence[SessionConfig], *, round_models: bool = False
+) -> list[SessionResult]:
     """Start ``spec``'s federation, run ``sessions`` one after another from one seed model,
-    stop everything. Raises StrataError if a session does not finish."""
+    stop everything. ``round_models`` also downloads each round's global model, for
+    metrics per round that validation does not report (a backdoor's success rate): the
+    controller then keeps every model (``FederationSpec.keep_every_model``).
+    Raises StrataError if a session does not finish."""
+    if round_models:
+        spec = dataclasses.replace(spec, keep_every_model=True)
     results = []
     with LocalFederation(spec) as federation:
         seed = federation.upload_seed_model()
@@ -45,5 +55,12 @@ def run_sessions(spec: FederationSpec, sessions: Sequence[SessionConfig]) -> lis
                     f"{session.reason}; see the logs in {federation.workdir / 'logs'}"
                 )
             final = federation.client.download_params(session.final_model_id)
-            results.append(SessionResult(config, [round_summary(r) for r in records], final))
+            models = [
+                federation.client.download_params(r.model_out)
+                for r in records
+                if round_models and r.model_out is not None
+            ]
+            results.append(
+                SessionResult(config, [round_summary(r) for r in records], final, models)
+            )
     return results

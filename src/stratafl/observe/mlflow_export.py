@@ -61,7 +61,7 @@ def round_metrics(record: RoundRecord) -> dict[str, float]:
         metrics["worst_client_accuracy"] = min(accuracies)
     metrics["clients"] = float(len(record.participants))
     metrics["duration_seconds"] = record.duration
-    metrics["bytes"] = float(sum(record.traffic.model_dump().values()))
+    metrics["bytes"] = float(record.traffic.moved)
     if record.status != RoundStatus.FINISHED:
         metrics["failed"] = 1.0
     return metrics

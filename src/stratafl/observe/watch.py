@@ -49,7 +49,7 @@ class Watchers:
 def round_summary(record: RoundRecord) -> dict[str, object]:
     """The numbers of one round that an operator follows: the log line's fields."""
     traffic = record.traffic
-    moved = sum(traffic.model_dump().values())  # both links, both ways
+    moved = traffic.moved  # both links, both ways
     return {
         "session": record.session_id,
         "round": record.number,

@@ -82,23 +82,25 @@ class ClientHello(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json")
+    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json", "compression")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     model_id: str
     session_id: str
     round: int
     config_json: str
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ...) -> None: ...
+    compression: str
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., compression: _Optional[str] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("task_id", "client_id", "num_examples", "metrics", "model", "compute_seconds")
+    __slots__ = ("task_id", "client_id", "num_examples", "metrics", "model", "compute_seconds", "codec")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -112,13 +114,15 @@ class UpdateHeader(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     client_id: str
     num_examples: int
     metrics: _containers.ScalarMap[str, float]
     model: ModelHeader
     compute_seconds: float
-    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+    codec: str
+    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -156,7 +160,7 @@ class TaskFailure(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RoundSpec(_message.Message):
-    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "aggregator", "seed", "max_examples_per_client")
+    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "aggregator", "seed", "max_examples_per_client", "compression")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +171,7 @@ class RoundSpec(_message.Message):
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MAX_EXAMPLES_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     kind: TaskKind
@@ -177,7 +182,8 @@ class RoundSpec(_message.Message):
     aggregator: str
     seed: int
     max_examples_per_client: int
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ..., max_examples_per_client: _Optional[int] = ...) -> None: ...
+    compression: str
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
 
 class ClientOutcome(_message.Message):
     __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds")

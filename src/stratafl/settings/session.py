@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stratafl.aggregate import parse_aggregator
+from stratafl.compression import parse_compression
+from stratafl.errors import ConfigError
 
 MAX_COUNT = 100_000
 """The most rounds, clients or clients per round a session may ask for."""
@@ -70,6 +72,21 @@ class SessionConfig(BaseModel):
         le=2**62,  # an int64 on every wire and in every database
         description="the largest model or update this session accepts, in bytes",
     )
+    compression: str = Field(
+        "none",
+        max_length=64,
+        description="the codec of the clients' updates: none, float16, int8 or "
+        "topk:fraction=F (see docs/configuration.md)",
+    )
+
+    @field_validator("compression")
+    @classmethod
+    def _compression_is_known(cls, value: str) -> str:
+        """Stored in its canonical form, the one the combiners and clients parse."""
+        try:
+            return str(parse_compression(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
 
     @model_validator(mode="after")
     def _aggregator_fits(self) -> SessionConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -16,7 +17,7 @@ from stratafl.client.app import ClientContext, load_app
 from stratafl.client.main import ClientOptions
 from stratafl.combiner.main import CombinerOptions
 from stratafl.controller.main import ControllerOptions
-from stratafl.errors import StrataError, UnavailableError
+from stratafl.errors import ConfigError, StrataError, UnavailableError
 from stratafl.records import ModelRecord, RoundRecord, SessionRecord
 from stratafl.security import Role
 from stratafl.security.files import read_token
@@ -46,12 +47,24 @@ class FederationSpec:
     model_store: str | None = None  # a folder or an fsspec URL; default: in its work folder
     insecure: bool = False  # no TLS and no tokens (loopback only); by default all is secured
     mlflow: str | None = None  # an MLflow tracking URI: the controller logs each session there
+    keep_every_model: bool = False  # no retention: every round's model stays downloadable
     attacks: Mapping[int, str] = field(default_factory=dict)
     """Partition id -> the attack spec that client runs (`stratafl.attacks`), e.g.
     ``{0: "sign_flip"}``; the other clients are honest."""
+    placement: Mapping[int, int] = field(default_factory=dict)
+    """Partition id -> the index of the combiner that client asks for (``combiner-<i>``),
+    e.g. to put every attacker on one combiner. The controller honours it while that
+    combiner has room (`max_clients_per_combiner`) and never moves a placed client; the
+    clients not named here are assigned and evened out as usual."""
 
     def __post_init__(self) -> None:
         parse_attack_plan(self.attacks, self.clients)  # a bad spec fails before anything starts
+        for partition_id, combiner in self.placement.items():
+            if not (0 <= partition_id < self.clients and 0 <= combiner < self.combiners):
+                raise ConfigError(
+                    f"placement {partition_id} -> {combiner} is out of range; give client ids "
+                    f"0..{self.clients - 1} and combiner indexes 0..{self.combiners - 1}"
+                )
 
 
 class LocalFederation:
@@ -147,6 +160,8 @@ class LocalFederation:
             insecure=self.spec.insecure,
             mlflow=self.spec.mlflow,
         )
+        if self.spec.keep_every_model:
+            options = dataclasses.replace(options, keep_last=0, keep_every=0)
         info = json.loads(self.group.start("controller", options).wait_ready())
         self.url, self.grpc_address = info["url"], info["grpc_address"]
         if info.get("ca_file"):
@@ -209,6 +224,8 @@ class LocalFederation:
             ca_file=self.ca_file,
             insecure=spec.insecure,
             attack=spec.attacks.get(index),
+            combiner=f"combiner-{spec.placement[index]}" if index in spec.placement else None,
+            workdir=self.workdir / f"client-{index}",
         )
         self.group.start(f"client-{index}", options)
 

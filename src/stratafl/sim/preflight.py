@@ -59,7 +59,8 @@ def session_from_flags(values: Mapping[str, Any], flags: Mapping[str, str]) -> S
         field = str(first["loc"][0])
         flag = flags.get(field, "--" + field.replace("_", "-"))
         raise ConfigError(
-            f"{flag} {values.get(field)!r} is out of range: {_allowed(field) or first['msg']}"
+            f"{flag} {values.get(field)!r} is out of range: "
+            f"{_allowed(field) or first['msg'].removeprefix('Value error, ')}"
         ) from exc
 
 

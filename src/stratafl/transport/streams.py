@@ -28,10 +28,10 @@ from stratafl.errors import ModelFormatError
 from stratafl.modelfile import (
     ModelFileWriter,
     params_from_bytes,
-    read_header,
     read_pieces,
     tensor_bytes,
 )
+from stratafl.modelheader import read_header
 from stratafl.params import Params, TensorSpec, check_same_layout, total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 

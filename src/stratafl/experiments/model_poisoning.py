@@ -1,0 +1,210 @@
+"""Study 6: one client poisons its model update, against every robust rule.
+
+Three attacks, each by one client (drawn from the seed) in a federation of its own:
+model replacement by boosting (Bagdasaryan et al. 2020, `scale:factor=N` with N the number
+of clients, so that under FedAvg the attacker's model replaces the global one), sign
+flipping (`sign_flip`: the negated update) and Gaussian noise instead of an update
+(`noise:std=1`, Blanchard et al. 2017; about 20 times the size of the first layer's
+weights). The clean federation is the baseline. For each split, one federation per attack
+runs one session per rule (`sessions.run_sessions`) from the same seed model; each final
+model is scored on the whole test set (clean accuracy) and by how it serves the honest
+clients. The boosted update carries no backdoor here, so it shows how far one client pulls
+each rule, not an attack success rate (study 5 measures backdoors). The rules and their
+tuning are those of the label-flipping study (for up to 20 % attackers).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stratafl.attacks import parse_attack
+from stratafl.experiments import label_flipping
+from stratafl.experiments.label_flipping import CLEAN, malicious_clients
+from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.poisoning import (
+    FAIRNESS_NOTE,
+    Scorer,
+    fairness_table,
+    plot_bars,
+    summarise,
+)
+from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm
+from stratafl.settings import SessionConfig
+
+NAME = "model-poisoning"
+KEYS = ("partition", "attack", "rule")
+NOISE_STD = 1.0
+TUNED_FOR = 0.2
+"""The share of attackers the rules are tuned for, as in the label-flipping study."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    clients: int
+    rounds: int
+    partitions: tuple[str, ...]
+    clip_norm: float  # norm_bounding's C, as in the label-flipping study
+
+
+SCALES = {
+    Size.QUICK: Scale(7, 2, ("iid",), clip_norm=1.0),
+    Size.FULL: Scale(10, 20, label_flipping.PARTITIONS, clip_norm=2.0),
+}
+
+
+def attacks(scale: Scale) -> list[str]:
+    """The attacks, each run by one client: boosting by N (model replacement), sign flip,
+    Gaussian noise."""
+    return [f"scale:factor={scale.clients}", "sign_flip", f"noise:std={NOISE_STD:g}"]
+
+
+def rules(scale: Scale) -> list[str]:
+    """The label-flipping study's rules on as many clients: tuned for 20 % attackers (a
+    defender does not know that only one client attacks), Bulyan as far as n allows."""
+    fractions = (0.0, TUNED_FOR)
+    return label_flipping.rules(
+        label_flipping.Scale(scale.clients, scale.rounds, fractions, (), scale.clip_norm)
+    )
+
+
+def run(study: StudyRun) -> dict[str, Any]:
+    """Run the clean federation and each attack on every split with every seed."""
+    scale = SCALES[study.size]
+    started = time.monotonic()
+    for attack in attacks(scale):
+        parse_attack(attack)
+    Scorer.of(study.app_spec, "iid", scale.clients, study.seeds[0], NAME)  # fails before starts
+    runs = []
+    for partition in scale.partitions:
+        for attack in (CLEAN, *attacks(scale)):
+            for seed in study.seeds:
+                runs += _federation(study, scale, partition, attack, seed)
+    results = {
+        "study": NAME,
+        "size": str(study.size),
+        "app": study.app_spec,
+        "seeds": list(study.seeds),
+        "clients": scale.clients,
+        "combiners": 1,
+        "rounds": scale.rounds,
+        "partitions": list(scale.partitions),
+        "attacks": [CLEAN, *attacks(scale)],
+        "rules": rules(scale),
+        "settings": summarise(runs, KEYS, ("accuracy",)),
+        "runs": runs,
+        "seconds": time.monotonic() - started,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    folder = study.folder(NAME)
+    write_json(folder / "results.json", results)
+    _plot(results, folder / "accuracy.png")
+    (folder / "README.md").write_text(_readme(results, study))
+    return results
+
+
+def _federation(
+    study: StudyRun, scale: Scale, partition: str, attack: str, seed: int
+) -> list[dict[str, Any]]:
+    """One federation, one session per rule; a record per rule."""
+    from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
+    from stratafl.sim.launcher import FederationSpec
+
+    began = time.monotonic()
+    bad = malicious_clients(1 / scale.clients, scale.clients, seed) if attack != CLEAN else []
+    spec = FederationSpec(
+        app=study.app_spec,
+        clients=scale.clients,
+        combiners=1,
+        partition=partition,
+        seed=seed,
+        attacks=dict.fromkeys(bad, attack),
+    )
+    sessions = [
+        SessionConfig(rounds=scale.rounds, min_clients=scale.clients, aggregator=rule, seed=seed)
+        for rule in rules(scale)
+    ]
+    scorer = Scorer.of(study.app_spec, partition, scale.clients, seed, NAME)
+    records = [
+        {
+            "partition": partition,
+            "attack": attack,
+            "malicious": bad,
+            "seed": seed,
+            "rule": result.config.aggregator,
+            **scorer.final(result.final, bad),
+        }
+        for result in run_sessions(spec, sessions)
+    ]
+    study.log(
+        f"{NAME}: {partition}, {attack} on {len(bad)} of {scale.clients} clients, seed {seed}: "
+        f"{len(records)} rules ({time.monotonic() - began:.0f} s)"
+    )
+    return records
+
+
+def _plot(results: dict[str, Any], path: Path) -> None:
+    partitions = results["partitions"]
+    figure = new_figure(1, len(partitions), width=7.0, height=3.8)
+    for axes, partition in zip(figure.axes, partitions, strict=True):
+        groups = [
+            (
+                attack.split(":")[0],
+                {
+                    r["rule"]: r["accuracy"]
+                    for r in results["settings"]
+                    if r["partition"] == partition and r["attack"] == attack
+                },
+            )
+            for attack in results["attacks"]
+        ]
+        plot_bars(axes, results["rules"], groups)
+        axes.set(ylabel="final clean accuracy", title=partition)
+    figure.axes[0].legend(fontsize="small")
+    save_figure(figure, path)
+
+
+def _readme(results: dict[str, Any], study: StudyRun) -> str:
+    cells = {(r["partition"], r["attack"], r["rule"]): r for r in results["settings"]}
+    lines = [
+        f"# {STUDY.title}",
+        "",
+        f"`{command(NAME, study)}` ({results['size']} size, {results['seconds']:.0f} s, "
+        f"finished {results['finished_at']})",
+        "",
+        f"{results['clients']} clients on one combiner, {results['rounds']} rounds, app "
+        f"`{results['app']}`, seeds {results['seeds']}. One client runs each attack "
+        "(`none`: the clean federation). Each cell: final clean accuracy on the app's whole "
+        "test set, mean ± std over seeds.",
+        "",
+        QUICK_NOTE if study.size is Size.QUICK else "",
+    ]
+    for partition in results["partitions"]:
+        rows = [
+            [f"`{rule}`"] + [pm(cells[partition, a, rule]["accuracy"]) for a in results["attacks"]]
+            for rule in results["rules"]
+        ]
+        headers = ["rule"] + [f"`{a}`" for a in results["attacks"]]
+        lines += [f"## {partition}", "", markdown_table(headers, rows), ""]
+    attacked = [r for r in results["settings"] if r["attack"] != CLEAN]
+    lines += [
+        "## How the final model serves the honest clients",
+        "",
+        FAIRNESS_NOTE,
+        "",
+        fairness_table(attacked, KEYS),
+        "",
+        "![final clean accuracy](accuracy.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+STUDY = Study(
+    name=NAME,
+    title="Model poisoning: one boosted, sign-flipped or noise update, every rule",
+    run=run,
+)
