@@ -10,6 +10,7 @@ with the same epoch budget, and against the best and the mean client training al
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,13 +45,42 @@ SCALES = {Size.QUICK: Scale(clients=4, combiners=1, rounds=3), Size.FULL: Scale(
 
 def run(study: StudyRun) -> dict[str, Any]:
     """Run every partition with every seed; write results.json, accuracy.png, README.md."""
+    scale = SCALES[study.size]
+    started = time.monotonic()
+    runs = promise_runs(study, scale, PARTITIONS, NAME)
+    results = {
+        "study": NAME,
+        "size": str(study.size),
+        "app": study.app_spec,
+        "seeds": list(study.seeds),
+        "clients": scale.clients,
+        "combiners": scale.combiners,
+        "rounds": scale.rounds,
+        "session": SessionConfig(rounds=scale.rounds).model_dump(
+            include={"local_epochs", "batch_size", "learning_rate", "aggregator"}
+        ),
+        "settings": [_summary(partition, runs) for partition in PARTITIONS],
+        "runs": runs,
+        "seconds": time.monotonic() - started,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    folder = study.folder(NAME)
+    write_json(folder / "results.json", results)
+    _plot(results, folder)
+    (folder / "README.md").write_text(_readme(results, study))
+    return results
+
+
+def promise_runs(
+    study: StudyRun, scale: Scale, partitions: Sequence[str], name: str
+) -> list[dict[str, Any]]:
+    """One `strata run` with the promise check's baselines per partition and seed: its
+    accuracy per round and its promise check (shared with the shared-data study)."""
     from stratafl.sim.launcher import FederationSpec  # the tiers' modules: only when running
     from stratafl.sim.run import run_federation
 
-    scale = SCALES[study.size]
-    started = time.monotonic()
     runs = []
-    for partition in PARTITIONS:
+    for partition in partitions:
         for seed in study.seeds:
             began = time.monotonic()
             spec = FederationSpec(
@@ -73,30 +103,10 @@ def run(study: StudyRun) -> dict[str, Any]:
                 }
             )
             study.log(
-                f"{NAME}: {partition} seed {seed}: federated "
+                f"{name}: {partition} seed {seed}: federated "
                 f"{report.promise.federated_accuracy:.3f} ({time.monotonic() - began:.0f} s)"
             )
-    results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
-        "clients": scale.clients,
-        "combiners": scale.combiners,
-        "rounds": scale.rounds,
-        "session": SessionConfig(rounds=scale.rounds).model_dump(
-            include={"local_epochs", "batch_size", "learning_rate", "aggregator"}
-        ),
-        "settings": [_summary(partition, runs) for partition in PARTITIONS],
-        "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    _plot(results, folder)
-    (folder / "README.md").write_text(_readme(results, study))
-    return results
+    return runs
 
 
 def _summary(partition: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,12 +14,12 @@ recovers: (federated with sharing - without) / (pooled - federated without).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stratafl.data import parse_partitioner
+from stratafl.experiments import heterogeneity
 from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
 from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, mean_std, pm
 from stratafl.settings import SessionConfig
@@ -30,15 +30,7 @@ SHARED_FRACTION = 0.05
 """Zhao et al.'s 5 %: the fraction of the training data every client shares."""
 PROMISE = ("federated_accuracy", "centralized_accuracy", "client_alone_best", "client_alone_mean")
 
-
-@dataclass(frozen=True)
-class Scale:
-    clients: int
-    combiners: int
-    rounds: int
-
-
-SCALES = {Size.QUICK: Scale(clients=4, combiners=1, rounds=3), Size.FULL: Scale(10, 2, 20)}
+SCALES = heterogeneity.SCALES  # the same federations, so the two studies compare
 
 
 def with_shared(base: str, fraction: float) -> str:
@@ -49,41 +41,12 @@ def with_shared(base: str, fraction: float) -> str:
 def run(study: StudyRun, fraction: float = SHARED_FRACTION) -> dict[str, Any]:
     """Each base split without and with a shared ``fraction``, every seed; write
     results.json, accuracy.png, README.md."""
-    from stratafl.sim.launcher import FederationSpec  # the tiers' modules: only when running
-    from stratafl.sim.run import run_federation
-
     scale = SCALES[study.size]
     partitions = [p for base in BASES for p in (base, with_shared(base, fraction))]
     for partition in partitions:  # a bad fraction fails here, before any process starts
         parse_partitioner(partition)
     started = time.monotonic()
-    runs = []
-    for partition in partitions:
-        for seed in study.seeds:
-            began = time.monotonic()
-            spec = FederationSpec(
-                app=study.app_spec,
-                clients=scale.clients,
-                combiners=scale.combiners,
-                partition=partition,
-                seed=seed,
-            )
-            session = SessionConfig(rounds=scale.rounds, min_clients=scale.clients, seed=seed)
-            report = run_federation(spec, session, baselines=True)
-            assert report.promise is not None  # baselines=True
-            runs.append(
-                {
-                    "partition": partition,
-                    "seed": seed,
-                    "accuracy_per_round": [r.accuracy for r in report.rounds],
-                    "promise": report.promise.to_dict(),
-                    "seconds": time.monotonic() - began,
-                }
-            )
-            study.log(
-                f"{NAME}: {partition} seed {seed}: federated "
-                f"{report.promise.federated_accuracy:.3f} ({time.monotonic() - began:.0f} s)"
-            )
+    runs = heterogeneity.promise_runs(study, scale, partitions, NAME)
     results = {
         "study": NAME,
         "size": str(study.size),
