@@ -20,7 +20,12 @@ from typing import Any
 
 from stratafl.attacks import Backdoor, attacked, parse_attack
 from stratafl.client.app import ClientContext, load_app
-from stratafl.experiments.label_flipping import CLEAN, Scale, malicious_clients, rules, settings
+from stratafl.experiments.label_flipping import (
+    Scale,
+    attacked_federation,
+    rules,
+    settings,
+)
 from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
 from stratafl.experiments.poisoning import (
     FAIRNESS_NOTE,
@@ -31,7 +36,6 @@ from stratafl.experiments.poisoning import (
     summarise,
 )
 from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm
-from stratafl.settings import SessionConfig
 
 NAME = "backdoor"
 ATTACK = "backdoor:target=0,fraction=0.5"
@@ -94,22 +98,10 @@ def _federation(
 ) -> list[dict[str, Any]]:
     """One federation, one session per rule; a record per rule, scored round by round."""
     from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
 
     began = time.monotonic()
-    bad = malicious_clients(fraction, scale.clients, seed) if attack != CLEAN else []
-    spec = FederationSpec(
-        app=study.app_spec,
-        clients=scale.clients,
-        combiners=1,  # each rule as defined, over all clients (study 10 spreads them)
-        partition=partition,
-        seed=seed,
-        attacks=dict.fromkeys(bad, attack),
-    )
-    sessions = [
-        SessionConfig(rounds=scale.rounds, min_clients=scale.clients, aggregator=rule, seed=seed)
-        for rule in rules(scale)
-    ]
+    spec, sessions = attacked_federation(study, scale, partition, attack, fraction, seed)
+    bad = list(spec.attacks)  # the malicious partitions, in order
     scorer = Scorer.of(study.app_spec, partition, scale.clients, seed, NAME)
     backdoor = trigger()
     records = []

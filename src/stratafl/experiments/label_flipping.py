@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from stratafl.experiments.evaluation import (
 )
 from stratafl.experiments.study import Size, Study, StudyRun, spread
 from stratafl.settings import SessionConfig
+
+if TYPE_CHECKING:
+    from stratafl.sim.launcher import FederationSpec
 
 NAME = "label-flipping"
 PARTITIONS = ("iid", "dirichlet:0.5")
@@ -124,14 +127,13 @@ def run(study: StudyRun) -> dict[str, Any]:
     return results
 
 
-def _federation(
+def attacked_federation(
     study: StudyRun, scale: Scale, partition: str, attack: str, fraction: float, seed: int
-) -> list[dict[str, Any]]:
-    """One federation, one session per rule; a record per rule."""
-    from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
+) -> tuple[FederationSpec, list[SessionConfig]]:
+    """The federation of one setting (its attackers drawn by `malicious_clients`, on one
+    combiner) and one session per rule; shared with the backdoor study."""
+    from stratafl.sim.launcher import FederationSpec  # the tiers: only when running
 
-    began = time.monotonic()
     bad = malicious_clients(fraction, scale.clients, seed) if attack != CLEAN else []
     spec = FederationSpec(
         app=study.app_spec,
@@ -145,6 +147,18 @@ def _federation(
         SessionConfig(rounds=scale.rounds, min_clients=scale.clients, aggregator=rule, seed=seed)
         for rule in rules(scale)
     ]
+    return spec, sessions
+
+
+def _federation(
+    study: StudyRun, scale: Scale, partition: str, attack: str, fraction: float, seed: int
+) -> list[dict[str, Any]]:
+    """One federation, one session per rule; a record per rule."""
+    from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
+
+    began = time.monotonic()
+    spec, sessions = attacked_federation(study, scale, partition, attack, fraction, seed)
+    bad = list(spec.attacks)  # the malicious partitions, in order
     app = pooled_app(study.app_spec, seed, NAME)
     x_test, y_test = app.test_data()
     mixes = label_mixes(app.train_labels(), partition, scale.clients, seed, CLASSES)
