@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tier_probes import MemorySampler, memory_kib, pid_of
 
 from stratafl.client.app import TrainResult
 from stratafl.client.runtime import ClientRuntime
@@ -41,20 +42,11 @@ class NoisyApp:
         return {}
 
 
-def _memory_mb(pid: int) -> dict[str, float]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields
-
-
 def measure(rule: str, clients: int, params: int) -> dict:
     spec = FederationSpec(app="(in-process clients)", clients=0, combiners=1)
     with LocalFederation(spec) as federation:
         federation.client.upload_model(NoisyApp(params, 0).initial_params(0))
-        pid = next(t for t in federation.group.tiers if t.name == "combiner-0").process.pid
+        pid = pid_of(federation, "combiner-0")
         runtimes = [
             ClientRuntime(
                 f"c{i}",
@@ -66,19 +58,8 @@ def measure(rule: str, clients: int, params: int) -> dict:
         ]
         for runtime in runtimes:
             threading.Thread(target=runtime.run, daemon=True).start()
-        peak_anon = 0.0
-        sampling = True
-
-        def sample() -> None:
-            nonlocal peak_anon
-            while sampling:
-                peak_anon = max(peak_anon, _memory_mb(pid).get("RssAnon", 0.0))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample, daemon=True)
         try:
             federation.wait_for_clients(clients)
-            sampler.start()
             config = SessionConfig(
                 rounds=1,
                 min_clients=clients,
@@ -86,24 +67,24 @@ def measure(rule: str, clients: int, params: int) -> dict:
                 validate_each_round=False,
                 round_timeout=1200,
             )
-            started = time.monotonic()
-            session, rounds = federation.run_session(config)
-            seconds = time.monotonic() - started
+            with MemorySampler(pid) as sampled:
+                started = time.monotonic()
+                session, rounds = federation.run_session(config)
+                seconds = time.monotonic() - started
         finally:
-            sampling = False
             for runtime in runtimes:
                 runtime.stop()
         assert session.status == "finished", session.reason
-        memory = _memory_mb(pid)
+        peak_mib = memory_kib(pid)["VmHWM"] / 1024
     model_mb = params * 4 / 2**20
     return {
         "rule": rule,
         "clients": clients,
         "model_mib": model_mb,
         "updates_total_mib": clients * model_mb,
-        "peak_rss_mib": memory["VmHWM"],
-        "peak_anon_mib_sampled": peak_anon,
-        "peak_rss_over_model": memory["VmHWM"] / model_mb,
+        "peak_rss_mib": peak_mib,
+        "peak_anon_mib_sampled": sampled.peak_anon_kib / 1024,
+        "peak_rss_over_model": peak_mib / model_mb,
         "round_seconds": rounds[0].duration,
         "session_seconds": seconds,
     }

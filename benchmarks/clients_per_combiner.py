@@ -11,6 +11,11 @@ apart), the combiner's peak RSS, the controller's RSS, the updates accepted per 
 attempt, CPU seconds per round of each process, and the swarm's memory per client.
 
     python benchmarks/clients_per_combiner.py --clients 1000 5000 --rounds 5
+    python benchmarks/clients_per_combiner.py --clients 20000 --combiners 2 --rounds 2
+
+With ``--combiners C`` the N clients spread over C combiners (each ``--max-clients``
+N/C, the controller assigning each client to the least loaded); the combiner figures are
+then the highest of the C.
 
 ``--py-spy DIR`` records the controller and the combiner during the session with py-spy
 (``pip install py-spy``) into DIR as collapsed stacks, and prints each one's top functions.
@@ -21,13 +26,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import shutil
-import signal
 import statistics
-import subprocess
 import time
 from pathlib import Path
+
+from tier_probes import MIB, cpu_seconds, pid_of, py_spy, top_functions
 
 from stratafl.apps.noise import NoiseApp
 from stratafl.settings import SessionConfig
@@ -35,66 +38,6 @@ from stratafl.sim.launcher import FederationSpec, LocalFederation
 from stratafl.status import OutcomeStatus, RoundStatus
 from stratafl.swarm import Fleet, SwarmOptions, fleet_identities
 from stratafl.swarm.stats import peak_rss_bytes, rss_bytes
-
-MIB = 2**20
-
-
-def pid_of(federation: LocalFederation, name: str) -> int:
-    return next(t.process.pid for t in federation.group.tiers if t.name == name)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process used so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_py_spy(
-    folder: Path | None, pids: dict[str, int], native: bool
-) -> list[subprocess.Popen[bytes]]:
-    if folder is None:
-        return []
-    folder.mkdir(parents=True, exist_ok=True)
-    tool = shutil.which("py-spy")
-    if tool is None:
-        raise SystemExit("--py-spy needs py-spy: pip install py-spy")
-    return [
-        subprocess.Popen(
-            [
-                tool,
-                "record",
-                "--pid",
-                str(pid),
-                "--format",
-                "raw",
-                "--rate",
-                "100",
-                "--output",
-                str(folder / f"{name}.txt"),
-                "--native" if native else "--nonblocking",  # py-spy allows one of the two
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name, pid in pids.items()
-    ]
-
-
-def top_functions(path: Path, count: int = 12) -> list[tuple[str, float]]:
-    """Share of samples in which each function is on the stack (inclusive), highest first."""
-    inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if not stack or not samples.isdigit():
-            continue
-        total += int(samples)
-        for frame in set(stack.split(";")):
-            inclusive[frame] += int(samples)
-    return [(frame, n / total) for frame, n in inclusive.most_common(count)] if total else []
 
 
 def measure(
@@ -104,12 +47,13 @@ def measure(
     validate: bool,
     profile: Path | None,
     native: bool = False,
+    combiners: int = 1,
 ) -> dict:
     spec = FederationSpec(
         app="stratafl.apps.noise:make_app",
         clients=0,
-        combiners=1,
-        max_clients_per_combiner=clients,
+        combiners=combiners,
+        max_clients_per_combiner=-(-clients // combiners),
     )
     with LocalFederation(spec) as federation:
         federation.client.upload_model(NoiseApp().initial_params(0))
@@ -130,25 +74,23 @@ def measure(
             fleet.start(identities)
             connected = fleet.wait_connected(clients, timeout=900)
             connect_seconds = time.monotonic() - started
-            pids = {name: pid_of(federation, name) for name in ("controller", "combiner-0")}
-            combiner_connected = rss_bytes(pids["combiner-0"])
+            names = ["controller"] + [f"combiner-{i}" for i in range(combiners)]
+            pids = {name: pid_of(federation, name) for name in names}
+            combiner_connected = max(rss_bytes(pids[n]) for n in names[1:])
             tiers = pids | {f"swarm-{w.index}": w.process.pid for w in fleet.workers}
             cpu_before = {name: cpu_seconds(pid) for name, pid in tiers.items()}
-            spies = start_py_spy(profile and profile / str(clients), pids, native)
             config = SessionConfig(
                 rounds=rounds,
                 min_clients=clients,
                 round_timeout=600,
                 validate_each_round=validate,
             )
-            started = time.monotonic()
-            session, rows = federation.run_session(config, poll_seconds=0.2)
-            session_seconds = time.monotonic() - started
+            with py_spy(profile and profile / str(clients), pids, native):
+                started = time.monotonic()
+                session, rows = federation.run_session(config, poll_seconds=0.2)
+                session_seconds = time.monotonic() - started
             cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in tiers.items()}
-            for spy in spies:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-                spy.wait()
-            combiner_peak = peak_rss_bytes(pids["combiner-0"])
+            combiner_peak = max(peak_rss_bytes(pids[n]) for n in names[1:])
             controller_rss = rss_bytes(pids["controller"])
             controller_peak = peak_rss_bytes(pids["controller"])
             swarm = fleet.totals()
@@ -161,6 +103,7 @@ def measure(
     )
     result = {
         "clients": clients,
+        "combiners": combiners,
         "swarm_processes": processes,
         "rounds": rounds,
         "validate_each_round": validate,
@@ -204,13 +147,24 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, default=None, help="profile into this folder")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     parser.add_argument(
+        "--combiners", type=int, default=1, help="the clients spread over this many combiners"
+    )
+    parser.add_argument(
         "--output", type=Path, default=Path("benchmarks/results/clients_per_combiner.json")
     )
     args = parser.parse_args()
     results = []
     for clients in args.clients:
         results.append(
-            measure(clients, args.processes, args.rounds, args.validate, args.py_spy, args.native)
+            measure(
+                clients,
+                args.processes,
+                args.rounds,
+                args.validate,
+                args.py_spy,
+                args.native,
+                args.combiners,
+            )
         )
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2))

@@ -19,33 +19,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+from layered_app import LayeredApp
+from tier_probes import pid_of, py_spy
 
-from stratafl.client.app import TrainResult
 from stratafl.client.runtime import ClientRuntime
 from stratafl.settings import SessionConfig
 from stratafl.sim.launcher import FederationSpec, LocalFederation
-
-
-class TrivialApp:
-    """Adds 1 to every weight: the cheapest training that still changes the model."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def initial_params(self, seed: int) -> dict[str, np.ndarray]:
-        return {"w": np.zeros(self.size, np.float32)}
-
-    def train(self, params, config) -> TrainResult:
-        return TrainResult({"w": params["w"] + 1}, num_examples=1)
-
-    def validate(self, params, config) -> dict[str, float]:
-        return {"accuracy": 0.0}
-
-
-def make_app(context: object) -> TrivialApp:
-    """What `strata client start --app benchmarks/round_latency.py:make_app` runs."""
-    return TrivialApp(int(os.environ["STRATA_BENCH_PARAMS"]))
 
 
 def measure(
@@ -56,22 +35,24 @@ def measure(
     combiners: int,
     validate: bool,
     insecure: bool = False,
+    profile: Path | None = None,
 ) -> dict:
     os.environ["STRATA_BENCH_PARAMS"] = str(params)  # read by the client processes
+    os.environ["STRATA_BENCH_TENSORS"] = "1"
     in_processes = mode == "processes"
     spec = FederationSpec(
-        app=f"{Path(__file__).resolve()}:make_app",
+        app=f"{Path(__file__).resolve().parent / 'layered_app.py'}:make_app",
         clients=clients if in_processes else 0,
         combiners=combiners,
         insecure=insecure,
     )
     with LocalFederation(spec) as federation:
-        federation.client.upload_model(TrivialApp(params).initial_params(0))
+        federation.client.upload_model(LayeredApp(params, 1).initial_params(0))
         runtimes = [
             ClientRuntime(
                 f"bench-{i}",
                 federation.url,
-                TrivialApp(params),
+                LayeredApp(params, 1),
                 credentials=federation.credentials(f"bench-{i}"),
             )
             for i in range(0 if in_processes else clients)
@@ -80,9 +61,11 @@ def measure(
             threading.Thread(target=runtime.run, daemon=True).start()
         federation.wait_for_clients(clients)
         config = SessionConfig(rounds=rounds, min_clients=clients, validate_each_round=validate)
-        started = time.monotonic()
-        session, rows = federation.run_session(config, poll_seconds=0.05)
-        wall = time.monotonic() - started
+        pids = {name: pid_of(federation, name) for name in ("controller", "combiner-0")}
+        with py_spy(profile and profile / mode, pids):
+            started = time.monotonic()
+            session, rows = federation.run_session(config, poll_seconds=0.05)
+            wall = time.monotonic() - started
         for runtime in runtimes:
             runtime.stop()
         assert session.status == "finished", session.reason
@@ -100,6 +83,10 @@ def measure(
         "round_seconds_min": min(durations),
         "round_seconds_max": max(durations),
         "round_seconds": durations,
+        "timings_median": {
+            part: statistics.median(row.timings.get(part, 0.0) for row in rows)
+            for part in ("train", "reduce", "store")
+        },
         "session_wall_seconds": wall,
         "bytes_per_round_clients_up": rows[-1].traffic.clients_up,
     }
@@ -119,6 +106,12 @@ def main() -> None:
         "--output", type=Path, default=Path("benchmarks/results/round_latency.json")
     )
     parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="record the controller and the combiner with py-spy into this folder "
+        "(raw stacks and SVG flame graphs, per client mode)",
+    )
+    parser.add_argument(
         "--clients-as",
         choices=["processes", "threads", "both"],
         default="both",
@@ -135,6 +128,7 @@ def main() -> None:
             args.combiners,
             args.validate,
             args.insecure,
+            args.py_spy,
         )
         for mode in modes
     ]
@@ -148,6 +142,8 @@ def main() -> None:
             f"{r['rounds']:>7} {r['round_seconds_median']:>9.3f} "
             f"{r['round_seconds_min']:>7.3f} {r['round_seconds_max']:>7.3f}"
         )
+        parts = ", ".join(f"{k} {v:.3f} s" for k, v in r["timings_median"].items())
+        print(f"{'':<10} medians of the round's parts: {parts}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print(f"written to {args.output}")
