@@ -13,9 +13,11 @@ from stratafl.aggregate import (
     FedAdam,
     FedAvg,
     FedAvgM,
+    Flame,
     Krum,
     Median,
     MultiKrum,
+    RobustLR,
     ServerAverage,
     TrimmedMean,
     parse_aggregator,
@@ -39,6 +41,15 @@ from stratafl.errors import ConfigError
             "dp_gaussian:clip_norm=2,noise_multiplier=1.1,seed=4",
             Aggregator(DPGaussian(clip_norm=2.0, noise_multiplier=1.1, seed=4), ServerAverage()),
         ),
+        ("flame", Aggregator(Flame(), ServerAverage())),
+        (
+            "flame:noise_lambda=0.01,weight_by_examples=TRUE,cluster_models=false,seed=3",
+            Aggregator(Flame(noise_lambda=0.01, weight_by_examples=True, seed=3), ServerAverage()),
+        ),
+        (
+            "rlr:theta=6,server_lr=0.5",
+            Aggregator(RobustLR(theta=6, server_lr=0.5), ServerAverage()),
+        ),
     ],
 )
 def test_specs_parse_to_typed_components(spec: str, expected: Aggregator) -> None:
@@ -52,6 +63,9 @@ def test_values_take_the_parameter_type() -> None:
     assert isinstance(rule, MultiKrum)
     assert type(rule.f) is int and type(rule.m) is int
     assert type(parse_aggregator("trimmed_mean:beta=0").rule.beta) is float  # type: ignore[attr-defined]
+    flame = parse_aggregator("flame:weight_by_examples=true").rule
+    assert isinstance(flame, Flame) and flame.weight_by_examples is True
+    assert parse_aggregator("flame:weight_by_examples=true").spec.count("=true") == 1
 
 
 def test_every_registered_name_parses_alone() -> None:
@@ -76,6 +90,9 @@ def test_every_registered_name_parses_alone() -> None:
         ("median+", r"malformed"),
         ("trimmed_mean:beta=0.7", r"beta=0.7 must be in \[0, 0.5\)"),
         ("dp_gaussian:noise_key=1", r"no parameter 'noise_key'"),
+        ("flame:noise_key=1", r"no parameter 'noise_key'"),
+        ("flame:cluster_models=1", r"flame: cluster_models='1' is not true or false"),
+        ("rlr:theta=0", r"rlr: theta=0 must be >= 1"),
     ],
 )
 def test_bad_specs_say_what_is_valid(spec: str, message: str) -> None:

@@ -151,7 +151,7 @@ def test_requests_go_to_the_paths_of_the_api_and_come_back_typed():
     assert [(method, url) for method, url, _ in seen] == [
         ("POST", f"{URL}/api/v1/assign"),
         ("POST", f"{URL}/api/v1/sessions"),
-        ("GET", f"{URL}/api/v1/sessions/s1/rounds?limit=10"),
+        ("GET", f"{URL}/api/v1/sessions/s1/rounds?limit=1000"),
         ("GET", f"{URL}/api/v1/models?session_id=s1&limit=1000"),
         ("GET", f"{URL}/api/v1/events?limit=5"),
     ]

@@ -11,6 +11,7 @@ import pytest
 
 from stratafl.attacks import (
     Backdoor,
+    Combined,
     GaussianNoise,
     LabelFlip,
     ScaleUpdate,
@@ -154,6 +155,16 @@ def test_attacked_poisons_the_data_of_an_app_that_offers_it_and_refuses_others()
         attacked(_App(), "backdoor")
 
 
+def test_a_combined_attack_poisons_the_data_then_boosts_the_update():
+    app = attacked(_PoisonableApp(np.array([0, 1, 9])), "label_flip+scale:factor=4")
+    assert isinstance(app, UpdatePoisoningApp) and isinstance(app.app, _PoisonableApp)
+    np.testing.assert_array_equal(app.app.labels, [9, 8, 0])
+    result = app.train({"w": np.full(3, 2.0, np.float32)}, {"seed": 1})
+    np.testing.assert_array_equal(result.params["w"], [6.0, 6.0, 6.0])  # 2 + 4 * 1
+    with pytest.raises(ConfigError, match="does not offer with_training_transform"):
+        attacked(_App(), "backdoor+scale:factor=4")
+
+
 def test_attack_success_rate_counts_stamped_non_target_images_classified_as_target():
     x = np.zeros((6, 16), np.float32)
     x[:, 0] = [0.9, 0.9, 0.1, 0.1, 0.1, 0.9]
@@ -178,6 +189,10 @@ def test_attack_success_rate_counts_stamped_non_target_images_classified_as_targ
         ("scale:factor=10", ScaleUpdate(factor=10.0)),
         ("sign_flip", SignFlip()),
         ("noise:std=10", GaussianNoise(std=10.0)),
+        (
+            "backdoor:target=2+scale:factor=10",
+            Combined(Backdoor(target=2), ScaleUpdate(factor=10.0)),
+        ),
     ],
 )
 def test_specs_parse_and_print_back(spec, expected):
@@ -201,6 +216,10 @@ def test_specs_parse_and_print_back(spec, expected):
         ("backdoor:fraction=0", r"fraction=0.0 must be in \(0, 1\]"),
         ("backdoor:target=1.5", "target='1.5' is not an integer"),
         ("sign_flip:factor=1,factor=2", "given twice"),
+        ("scale:factor=2+backdoor", "one data attack and one model attack, data first"),
+        ("backdoor+label_flip", "one data attack and one model attack"),
+        ("backdoor+scale+sign_flip", "one data attack and one model attack"),
+        ("backdoor+scale:factor=-1", r"factor=-1.0 must be a number in \(0"),
     ],
 )
 def test_bad_specs_name_the_fix(spec, message):

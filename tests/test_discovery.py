@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from stratafl.controller.discovery import OFFLINE_AFTER_SECONDS, Discovery
+from stratafl.controller.discovery import OFFLINE_AFTER_SECONDS, SEEN_REFRESH_SECONDS, Discovery
 from stratafl.controller.tally import split_quota
 from stratafl.errors import UnavailableError
 from stratafl.settings import SessionConfig
@@ -84,6 +84,37 @@ def test_combiners_without_heartbeats_go_offline_and_come_back(discovery):
     assert discovery.heartbeat("a", ["c0"]) is True
     assert discovery.connected_clients() == 1
     assert discovery.heartbeat("unknown", []) is False
+
+
+def test_heartbeats_write_only_new_clients_until_the_periodic_refresh(discovery):
+    writes: list[tuple[list[str], int | None]] = []
+    store = discovery._store
+    original = store.combiner_heartbeat
+
+    def recording(combiner_id, client_ids, *, num_clients=None):
+        writes.append((list(client_ids), num_clients))
+        original(combiner_id, client_ids, num_clients=num_clients)
+
+    store.combiner_heartbeat = recording
+    discovery.register("a", "127.0.0.1:1", 10)
+    everyone = [f"c{i}" for i in range(5)]
+    discovery.heartbeat("a", everyone)  # the first heartbeat writes every client
+    discovery.clock.now += 1
+    discovery.heartbeat("a", everyone)  # nothing new: no client row is rewritten
+    discovery.clock.now += 1
+    discovery.heartbeat("a", [*everyone, "c5"])  # only the newcomer
+    assert writes == [(everyone, None), ([], 5), (["c5"], 6)]
+    assert {c.id for c in store.clients()} == {*everyone, "c5"}
+    assert store.combiners()[0].num_clients == 6
+    seen = {c.id: c.last_seen for c in store.clients()}
+    discovery.clock.now += SEEN_REFRESH_SECONDS
+    discovery.heartbeat("a", [*everyone, "c5"])  # the refresh rewrites them all
+    assert writes[-1] == ([*everyone, "c5"], None)
+    assert all(c.last_seen >= seen[c.id] for c in store.clients())
+    discovery.register("a", "127.0.0.1:1", 10)  # a restarted combiner: all written again
+    discovery.clock.now += 1
+    discovery.heartbeat("a", everyone)
+    assert writes[-1] == (everyone, None)
 
 
 def test_wait_for_clients_wakes_on_connect_without_polling(discovery):

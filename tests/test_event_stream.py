@@ -280,5 +280,5 @@ def test_a_real_sessions_progress_arrives_live(federation):
         assert progress.client_accuracy is not None and progress.accuracy is not None
         assert progress.client_accuracy.worst <= progress.client_accuracy.mean
         assert progress.bytes.clients_up > 0 and progress.bytes.combiners_up > 0
-        assert {"train", "reduce", "total"} <= set(progress.timings)
+        assert {"train", "reduce", "store", "total"} <= set(progress.timings)
     assert json.loads(events[-1].model_dump_json())["data"]["reason"] == ""

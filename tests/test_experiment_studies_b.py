@@ -135,6 +135,9 @@ def test_every_rule_of_every_study_runs_on_its_clients():
             label_flipping.SCALES[size]
         )  # the same specs on as many clients
         assert f"scale:factor={poisoning.clients}" in model_poisoning.attacks(poisoning)
+        assert f"{backdoor.ATTACK}+scale:factor={poisoning.clients}" in model_poisoning.attacks(
+            poisoning
+        )
         across = across_combiners.SCALES[size]
         _feasible(across_combiners.rules(across), across.per_combiner)  # at each combiner
     assert "krum:f=1" in across_combiners.rules(across_combiners.SCALES[Size.FULL])
@@ -226,16 +229,18 @@ def test_the_rebalancer_moves_unplaced_clients_and_leaves_placed_ones(discovery)
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_placed_clients_train_where_they_were_placed_and_never_overfill(tmp_path):
-    # Clients 0-3 ask for combiner-0, which takes 3: three train there in every round (the
-    # rebalancer, which would even 5 clients to 3 + 2 or better, leaves them), the fourth
-    # and the unplaced client 4 go to combiner-1.
+    # Clients 0-3 ask for combiner-0, which takes 3: the first three to arrive train there
+    # in every round (the rebalancer, which would even 5 clients to 3 + 2 or better, leaves
+    # them), the fourth finds it full and goes to combiner-1, where client 4 asked to be.
+    # (An unplaced client 4 could arrive first and take a place on combiner-0, so it is
+    # placed too: which clients arrive first is up to the operating system.)
     spec = FederationSpec(
         app=TEST_APP,
         clients=5,
         combiners=2,
         max_clients_per_combiner=3,
         workdir=tmp_path / "fed",
-        placement=dict.fromkeys(range(4), 0),
+        placement={**dict.fromkeys(range(4), 0), 4: 1},
     )
     with LocalFederation(spec) as fed:
         fed.upload_seed_model()
@@ -317,11 +322,14 @@ def test_quick_model_poisoning_end_to_end(tmp_path):
     }
     for setting in results["settings"]:
         assert 0.0 <= setting["accuracy"]["mean"] <= 1.0
+        assert 0.0 <= setting["asr"]["mean"] <= 1.0
         _fair(setting)
     for run in results["runs"]:
         assert len(run["malicious"]) == (run["attack"] != "none")
     assert (folder / "accuracy.png").stat().st_size > 0
     assert "`scale:factor=7`" in readme
+    assert "`backdoor:target=0,fraction=0.5+scale:factor=7`" in readme
+    assert "ASR, `backdoor+scale`" in readme
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ def test_the_registry_names_its_studies_and_refuses_unknown_ones():
     assert list(STUDIES) == [
         "heterogeneity", "shared-data", "fedavg-vs-fedsgd", "label-flipping", "backdoor",
         "model-poisoning", "defence-cost", "communication", "across-combiners",
+        "drift-correction", "backdoor-defences",
     ]  # fmt: skip
     assert get_study("heterogeneity") is heterogeneity.STUDY
     with pytest.raises(ConfigError, match=r"unknown study 'hetero'; valid studies are"):
@@ -212,3 +213,30 @@ def test_label_flipping_refuses_an_app_its_clients_cannot_poison_before_any_star
     with pytest.raises(ConfigError, match="does not offer with_training_transform"):
         label_flipping.run(run)
     assert not (tmp_path / "label-flipping").exists()
+
+
+def test_an_interrupted_study_reuses_the_federations_it_finished(tmp_path):
+    calls: list[str] = []
+
+    def federation(tag: str) -> list[dict]:
+        calls.append(tag)
+        return [{"rule": "fedavg", "accuracy": 0.5, "tag": tag}]
+
+    run = StudyRun(Size.FULL, seeds=(0,), out=tmp_path)
+    key = {"partition": "iid", "seed": 0}
+    assert run.resumable("demo", key, lambda: federation("first"))[0]["tag"] == "first"
+    calls.clear()
+    again = StudyRun(Size.FULL, seeds=(0, 1), out=tmp_path)  # the rerun after a cut
+    assert again.resumable("demo", key, lambda: federation("second"))[0]["tag"] == "first"
+    assert calls == []  # nothing ran again
+    assert again.resumable("demo", {**key, "seed": 1}, lambda: federation("other"))[0]["tag"] == (
+        "other"
+    )
+    quick = StudyRun(Size.QUICK, seeds=(0,), out=tmp_path)  # another size is another study
+    assert quick.resumable("demo", key, lambda: federation("quick"))[0]["tag"] == "quick"
+    for saved in (tmp_path / "demo" / ".checkpoints").iterdir():
+        saved.write_text("{not json")  # a torn file is run again, never trusted
+    assert run.resumable("demo", key, lambda: federation("rerun"))[0]["tag"] == "rerun"
+    run.finished("demo")
+    assert not (tmp_path / "demo" / ".checkpoints").exists()
+    assert run.resumable("demo", key, lambda: federation("fresh"))[0]["tag"] == "fresh"

@@ -105,3 +105,37 @@ def test_fold_refuses_bad_weights_other_layouts_and_emptiness():
             fold.add(update, bad)
     with pytest.raises(ModelFormatError, match="'t0'"):
         fold.add({"t0": np.zeros((4, 3), np.float32), "t1": update["t1"]}, 1)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int32", "int8"])
+def test_the_mean_written_over_its_sums_equals_the_direct_mean_block_by_block(monkeypatch, dtype):
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 16)  # many blocks, each overlapping sums
+    rng = np.random.default_rng(7)
+    updates = [{"t": (rng.normal(size=(9, 11)) * 50).astype(dtype)} for _ in range(3)]
+    fold = WeightedMeanFold(specs_of(updates[0]))
+    for update, weight in zip(updates, [1, 4, 2], strict=True):
+        fold.add(update, weight)
+    mean, _ = fold.result()
+    sums = sum(u["t"].astype(np.float64) * w for u, w in zip(updates, [1, 4, 2], strict=True))
+    expected = np.empty((9, 11), dtype)
+    expected[...] = sums / 7  # the same cast as the fold's, not the reference's rounding
+    assert mean["t"].dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(mean["t"], expected)
+
+
+def test_taking_the_mean_needs_no_memory_beyond_the_sums():
+    import tracemalloc
+
+    size = 8_000_000  # 32 MB of float32: a fresh result array would be 32 MB
+    fold = WeightedMeanFold(specs_of({"w": np.zeros(size, np.float32)}))
+    fold.add({"w": np.ones(size, np.float32)}, 2)
+    tracemalloc.start()
+    try:
+        mean, weight = fold.result()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert weight == 2 and float(mean["w"][-1]) == 1.0
+    assert peak < size * 4 // 2  # the float64 scratch block (8 MB) only
+    with pytest.raises(ConfigError, match="already taken"):
+        fold.result()

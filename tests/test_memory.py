@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 CLIENTS = 20
 PARAMS = 12_500_000  # float32: 50 MB
 MODEL_MB = PARAMS * 4 / 1e6
+TRANSFER_BUFFERS_MB = 150
 
 
 def _rss_mb(pid: int, field: str = "VmHWM") -> float:
@@ -66,8 +67,10 @@ def test_combiner_memory_is_bounded_by_the_model_not_the_clients(tmp_path, monke
         f"combiner peak RSS {peak:.0f} MB ({idle:.0f} MB idle) for {CLIENTS} updates of "
         f"{MODEL_MB:.0f} MB"
     )
-    # float64 running sum (2x model) + one staged update mapped (1x) + the partial (1x)
-    # over the idle process: well under 6x the model, while holding all updates is 20x.
-    assert peak - idle < 6 * MODEL_MB
+    # Over the idle process: the float64 running sum (2x model), one staged update mapped
+    # (1x) and the partial (1x), plus the transfer buffers, which do not grow with the model
+    # (4 slots x a few 4 MB chunks in flight, and the heap glibc keeps after them: measured
+    # 50-100 MB). Holding every update would be 20x the model.
+    assert peak - idle < 4 * MODEL_MB + TRANSFER_BUFFERS_MB
     assert peak < 6 * MODEL_MB + 150
     assert peak < all_updates_mb / 2

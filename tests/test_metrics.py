@@ -159,6 +159,8 @@ def test_a_combiners_counters_move_by_what_its_round_did(tmp_path):
     model_bytes = 4 * (8 * 4 + 4)
     assert get("stratafl_combiner_fold_bytes_total") == 4 * model_bytes  # accepted only
     assert get("stratafl_combiner_fold_seconds_total") > 0
+    assert get("stratafl_combiner_phase_seconds_total", phase="fetch") > 0
+    assert get("stratafl_combiner_phase_seconds_total", phase="stage") > 0
 
 
 def test_transfer_slots_in_use_are_counted_while_held():

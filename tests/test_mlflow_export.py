@@ -53,7 +53,9 @@ def _run_session(tmp_path, tracking_uri: str, rounds: int) -> str:
         assert federation.store.session(session_id).status == "finished"
         return session_id
     finally:
-        exporter.close()
+        # mlflow's first use of a SQLite store migrates it, which takes more than the
+        # controller's 10 s shutdown bound on a loaded machine; the test waits it out
+        exporter.close(timeout=300)
         federation.close()
 
 

@@ -199,8 +199,9 @@ def test_a_cursor_of_another_models_trail_is_refused(served, api):
         api.trail_page("m1", after=cursor)
 
 
-def test_a_page_of_rounds_is_bounded_by_its_limit_not_by_the_history(served):
-    """1,000 clients x 30 rounds is ~12 MB of rounds; a page of 5 holds 5 of them."""
+def test_a_page_of_rounds_is_bounded_by_its_limit_and_its_outcomes_not_the_history(served):
+    """1,000 clients x 30 rounds is ~12 MB of rounds; a page of 5 holds 5 of them, and a
+    page of the default limit stops at 10,000 outcomes: 10 rounds."""
     store = served.controller.store
     store.create_session("big", {"rounds": 30}, "m0")
     for number in range(1, 31):
@@ -208,12 +209,14 @@ def test_a_page_of_rounds_is_bounded_by_its_limit_not_by_the_history(served):
     one = httpx.get(f"{served.url}/api/v1/sessions/big/rounds", params={"limit": 1}, timeout=60)
     five = httpx.get(f"{served.url}/api/v1/sessions/big/rounds", params={"limit": 5}, timeout=60)
     default = httpx.get(f"{served.url}/api/v1/sessions/big/rounds", timeout=60)
-    assert [len(r.json()["items"]) for r in (one, five, default)] == [1, 5, 30]
-    assert five.json()["next"] is not None and default.json()["next"] is None
+    assert [len(r.json()["items"]) for r in (one, five, default)] == [1, 5, 10]
+    assert five.json()["next"] is not None and default.json()["next"] is not None
     per_round = len(one.content)
     assert per_round > 100_000  # each round carries its 1,000 outcomes
     assert len(five.content) < 5 * per_round + 1000  # the page grows with its limit only
-    assert len(default.content) > 25 * per_round  # what a page would be without a limit
+    assert len(default.content) < 10 * per_round + 1000  # and with 10,000 outcomes at most
+    with ControllerClient(served.url) as api:
+        assert [r.number for r in api.rounds("big")] == list(range(1, 31))  # 3 pages
     too_many = httpx.get(f"{served.url}/api/v1/sessions/big/rounds", params={"limit": 1001})
     assert too_many.status_code == 422
 
@@ -270,3 +273,20 @@ def test_the_store_pages_the_same_on_every_backend(store):
     assert [e.message for e in store.events_after(events.items[-1].id, "s0")] == ["e3", "e4"]
     with pytest.raises(errors.StrataError, match="is not a cursor of rounds"):
         store.rounds_page("s0", after=page.next or events.next)
+
+
+def test_a_page_of_rounds_ends_before_its_outcomes_pass_the_budget_on_every_backend(store):
+    """Rounds of 3, 4, 5, 20 and 1 outcomes, 8 a page: [3, 4], [5], [20] (a round over the
+    budget is a page of its own), [1]; rows are streamed, on SQLite and PostgreSQL alike."""
+    store.create_session("s0", {}, "m0")
+    for number, clients in enumerate((3, 4, 5, 20, 1), start=1):
+        store.finish_round(_round("s0", number, clients), final_model_id=None)
+    seen, after = [], None
+    while True:
+        page = store.rounds_page("s0", after, limit=100, max_outcomes=8)
+        seen.append([len(r.outcomes) for r in page.items])
+        if page.next is None:
+            break
+        after = page.next
+    assert seen == [[3, 4], [5], [20], [1]]
+    assert [len(r.outcomes) for r in store.rounds_page("s0", limit=2).items] == [3, 4]

@@ -10,6 +10,7 @@ model store opens with the stock ``safetensors`` library too. No pickle anywhere
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -61,6 +62,8 @@ class ModelFileWriter:
         self._metadata = dict(metadata or {})
         self._partial = self.path.with_name(self.path.name + ".partial")
         self._file: BinaryIO | None = None
+        self.disk_seconds = 0.0
+        """Seconds spent writing and closing the file: a transfer's share of disk staging."""
 
     def __enter__(self) -> ModelFileWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,12 +77,16 @@ class ModelFileWriter:
             raise ModelFormatError(
                 f"received more than the {self.expected} bytes the header announced"
             )
+        started = time.perf_counter()
         self._file.write(chunk)
+        self.disk_seconds += time.perf_counter() - started
         self.received += len(chunk)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         assert self._file is not None
+        started = time.perf_counter()
         self._file.close()
+        self.disk_seconds += time.perf_counter() - started
         if exc_type is None and self.received != self.expected:
             self._partial.unlink(missing_ok=True)
             raise ModelFormatError(

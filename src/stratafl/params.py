@@ -9,6 +9,7 @@ so bytes can always be reinterpreted safely: there is no pickle anywhere.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -114,6 +115,20 @@ def check_same_layout(expected: Sequence[TensorSpec], got: Sequence[TensorSpec])
                 f"tensor {name!r} is {have.dtype}{list(have.shape)} but the global model has "
                 f"{want.dtype}{list(want.shape)}; train from the model you were sent"
             )
+
+
+def check_subset_layout(expected: Sequence[TensorSpec], got: Sequence[TensorSpec]) -> None:
+    """Raise `ModelFormatError` unless ``got`` is a partial update of ``expected``: at least
+    one tensor, each named once, none unknown, each with the global model's dtype and shape.
+    """
+    counts = Counter(spec.name for spec in got)
+    if not counts:
+        raise ModelFormatError("the update holds no tensor; send at least one")
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        raise ModelFormatError(f"the update names tensors {repeated} more than once")
+    # the global model's specs of the tensors sent: any other name is reported as unexpected
+    check_same_layout([spec for spec in expected if spec.name in counts], got)
 
 
 def num_parameters(params: Mapping[str, np.ndarray]) -> int:

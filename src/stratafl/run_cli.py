@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 DEMO_APP = "stratafl.apps.fashion_mnist:make_app"
 """The demo's client app, shipped in the package (its source is an example to copy)."""
+NON_IID_DRIFT_CORRECTION = "feddyn"
+NON_IID_FEDDYN_ALPHA = 0.01
+"""FedDyn (Acar et al. 2021) at alpha 0.01: the recommended setting for non-IID clients."""
 
 SESSION_FLAGS = {"local_epochs": "--epochs", "learning_rate": "--lr"}
 """`strata run`'s flags whose name is not the session setting's."""
@@ -153,9 +156,23 @@ def run(
         str, typer.Option(help="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md")
     ] = "fedavg",
     proximal_mu: Annotated[float, typer.Option(help="FedProx mu sent to clients")] = 0.0,
+    drift_correction: Annotated[
+        str,
+        typer.Option(
+            help="none | scaffold (SCAFFOLD's control variates) | feddyn (FedDyn's "
+            "regulariser); fedavg rule only"
+        ),
+    ] = "none",
+    feddyn_alpha: Annotated[
+        float, typer.Option(help="FedDyn's alpha (with --drift-correction feddyn)")
+    ] = 0.01,
     compression: Annotated[
         str,
         typer.Option(help="the clients' update codec: none | float16 | int8 | topk:fraction=F"),
+    ] = "none",
+    partial_updates: Annotated[
+        str,
+        typer.Option(help="tensors per update: none (all) | random:fraction=F (fedavg only)"),
     ] = "none",
     report: Report = None,
     baselines: Annotated[bool, typer.Option(help="train the promise-check baselines")] = True,
@@ -180,8 +197,11 @@ def run(
             "learning_rate": lr,
             "aggregator": aggregator,
             "proximal_mu": proximal_mu,
+            "drift_correction": drift_correction,
+            "feddyn_alpha": feddyn_alpha,
             "seed": seed,
             "compression": compression,
+            "partial_updates": partial_updates,
         }
     )
     spec = _spec(
@@ -203,18 +223,11 @@ def demo(
     partition: Partition = "dirichlet:0.5",
     workdir: Workdir = None,
 ) -> None:
-    """Fashion-MNIST, 1 controller, 2 combiners, 10 non-IID clients, and the promise check."""
-    session = _session(
-        {
-            "rounds": rounds,
-            "min_clients": 5,
-            "local_epochs": 1,
-            "batch_size": 32,
-            "learning_rate": 0.05,
-            "round_timeout": 120.0,
-            "aggregator": "fedavg",
-        }
-    )
+    """Fashion-MNIST, 1 controller, 2 combiners, 10 non-IID clients, and the promise check.
+
+    It trains with what docs/aggregators.md recommends for non-IID clients (`demo_session`);
+    the baselines train with the same lr and epochs."""
+    session = demo_session(rounds)
     spec = _spec(
         session,
         app=DEMO_APP,
@@ -225,3 +238,21 @@ def demo(
         workdir=workdir,
     )
     _run(spec, session, report, baselines=True)
+
+
+def demo_session(rounds: int) -> SessionConfig:
+    """What docs/aggregators.md recommends for non-IID clients: FedDyn with alpha 0.01 (the
+    drift-correction study: 0.868 against FedAvg's 0.845 on Dirichlet 0.5, 3 seeds)."""
+    return _session(
+        {
+            "rounds": rounds,
+            "min_clients": 5,
+            "local_epochs": 1,
+            "batch_size": 32,
+            "learning_rate": 0.05,
+            "round_timeout": 120.0,
+            "aggregator": "fedavg",
+            "drift_correction": NON_IID_DRIFT_CORRECTION,
+            "feddyn_alpha": NON_IID_FEDDYN_ALPHA,
+        }
+    )

@@ -152,7 +152,10 @@ def combiner_start(
     ),
     port: Annotated[int, typer.Option(help="gRPC port for clients (0 picks a free one)")] = 0,
     advertise_address: Annotated[str | None, typer.Option(help=ADVERTISE_HELP)] = None,
-    max_clients: Annotated[int, typer.Option(help="clients it serves at most")] = 1000,
+    max_clients: Annotated[
+        int | None,
+        typer.Option(help="clients it serves at most (default: what open files and memory allow)"),
+    ] = None,
     id: Annotated[  # noqa: A002
         str | None, typer.Option("--id", help="its id (default: its token's subject)")
     ] = None,

@@ -9,10 +9,13 @@ need every update work in coordinate blocks so that a memmap is never read whole
     aggregate.krum        Krum, MultiKrum, Bulyan
     aggregate.clipping    NormBounding
     aggregate.privacy     DPGaussian
+    aggregate.flame       Flame                        (backdoor defence: cluster, clip, noise)
+    aggregate.rlr         RobustLR                     (backdoor defence: sign-vote learning rate)
     aggregate.server_opt  ServerAverage, FedAvgM (and the helpers every optimiser shares)
     aggregate.adaptive    FedAdam, FedYogi, FedAdagrad
     aggregate.checks      check_update: the checks before any rule
     aggregate.fedprox     proximal_term, proximal_gradient for client apps
+    aggregate.scaffold    SCAFFOLD's control variates: client maths, model_part
     aggregate.registry    parse_aggregator("NAME[:k=v,...][+OPTIMISER[:k=v,...]]")
 """
 
@@ -22,10 +25,12 @@ from stratafl.aggregate.clipping import NormBounding
 from stratafl.aggregate.coordinate import Median, TrimmedMean
 from stratafl.aggregate.fedavg import FedAvg
 from stratafl.aggregate.fedprox import proximal_gradient, proximal_term
+from stratafl.aggregate.flame import Flame
 from stratafl.aggregate.krum import Bulyan, Krum, MultiKrum
 from stratafl.aggregate.mean import WeightedMeanFold, weighted_mean
 from stratafl.aggregate.privacy import DPGaussian
 from stratafl.aggregate.registry import OPTIMIZERS, RULES, Aggregator, parse_aggregator
+from stratafl.aggregate.rlr import RobustLR
 from stratafl.aggregate.rule import AggregationRule, Fold
 from stratafl.aggregate.server_opt import (
     FedAvgM,
@@ -46,11 +51,13 @@ __all__ = [
     "FedAvg",
     "FedAvgM",
     "FedYogi",
+    "Flame",
     "Fold",
     "Krum",
     "Median",
     "MultiKrum",
     "NormBounding",
+    "RobustLR",
     "ServerAverage",
     "ServerOptState",
     "ServerOptimizer",

@@ -36,10 +36,9 @@ def check_finite(update: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) 
     for spec in specs:
         if not np.issubdtype(spec.numpy_dtype, np.floating):
             continue
-        values = flat(update[spec.name])
         nan = inf = 0
         for block in coordinate_blocks(spec.size, 1):
-            chunk = values[block]
+            chunk = flat(update[spec.name])[block]  # afresh: one block's pages resident
             if not np.isfinite(chunk).all():
                 nan += int(np.isnan(chunk).sum())
                 inf += int(np.isinf(chunk).sum())

@@ -10,8 +10,9 @@ optimiser (run at the reducer on the merged model). Either part may be left out:
     krum:f=2+fedavgm:momentum=0.9       Krum rule + server momentum
 
 Values are typed by the factory's keyword-only parameters (``f=1`` is an int, ``beta=0.1``
-a float, ``m=none`` unsets an optional int). ``fedavg`` names the rule and, after ``+``,
-the identity optimiser: either way it means plain averaging.
+a float, ``m=none`` unsets an optional int, ``weight_by_examples=true`` sets a flag).
+``fedavg`` names the rule and, after ``+``, the identity optimiser: either way it means
+plain averaging.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from stratafl.aggregate.adaptive import FedAdagrad, FedAdam, FedYogi
 from stratafl.aggregate.clipping import NormBounding
 from stratafl.aggregate.coordinate import Median, TrimmedMean
 from stratafl.aggregate.fedavg import FedAvg
+from stratafl.aggregate.flame import Flame
 from stratafl.aggregate.krum import Bulyan, Krum, MultiKrum
 from stratafl.aggregate.privacy import DPGaussian
+from stratafl.aggregate.rlr import RobustLR
 from stratafl.aggregate.rule import AggregationRule
 from stratafl.aggregate.server_opt import (
     FedAvgM,
@@ -40,7 +43,18 @@ from stratafl.errors import ConfigError
 
 RULES: Mapping[str, Callable[..., AggregationRule]] = {
     cls.name: cls
-    for cls in (FedAvg, Median, TrimmedMean, Krum, MultiKrum, Bulyan, NormBounding, DPGaussian)
+    for cls in (
+        FedAvg,
+        Median,
+        TrimmedMean,
+        Krum,
+        MultiKrum,
+        Bulyan,
+        NormBounding,
+        DPGaussian,
+        Flame,
+        RobustLR,
+    )
 }
 """Rule name -> factory taking the rule's keyword parameters."""
 
@@ -144,12 +158,16 @@ def _build(
     return factory(**kwargs)
 
 
-def _convert(name: str, key: str, value: str, kind: Any) -> int | float | None:
+def _convert(name: str, key: str, value: str, kind: Any) -> bool | int | float | None:
     optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
     if optional:
         if value.lower() == "none":
             return None
         (kind,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise ConfigError(f"{name}: {key}={value!r} is not true or false")
+        return value.lower() == "true"
     try:
         if kind is int:
             return int(value)
@@ -172,4 +190,6 @@ def _format_part(component: Any) -> str:
 
 
 def _format_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     return "none" if value is None else repr(value)

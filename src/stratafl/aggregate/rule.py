@@ -19,6 +19,10 @@ randomness is re-keyed for each round and combiner with ``rule.for_round(round, 
 the others return themselves. For every rule, ``merge`` of a single
 partial returns that partial, so a federation with one combiner computes exactly the flat
 rule. What ``merge`` means for M > 1 is stated by each rule (docs/aggregators.md).
+
+Only FedAvg takes partial updates (a client sends some of its tensors; the weights become
+per tensor, see `WeightedMeanFold`); every other rule refuses one in `check_inputs`, with
+the fix in the message.
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ import numpy as np
 from stratafl.aggregate.blocks import coordinatewise
 from stratafl.aggregate.mean import WeightedMeanFold
 from stratafl.errors import ConfigError
-from stratafl.params import Params, TensorSpec, check_same_layout, specs_of
+from stratafl.params import (
+    Params,
+    TensorSpec,
+    check_same_layout,
+    check_subset_layout,
+    specs_of,
+)
 
 Update = Mapping[str, np.ndarray]
 """One client update or one combiner partial: tensor name -> array (possibly a memmap)."""
@@ -90,10 +100,16 @@ class AggregationRule(Protocol):
 
 
 def check_inputs(
-    rule: str, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    rule: str,
+    updates: Sequence[Update],
+    weights: Sequence[float],
+    reference: Update,
+    *,
+    partial: bool = False,
 ) -> list[TensorSpec]:
     """Raise `ConfigError` unless there is one positive finite weight per update and every
-    update has the reference's layout; return the reference's specs.
+    update has the reference's layout (with ``partial``: some of its tensors, at least
+    one); return the reference's specs.
 
     Only headers are compared, so this reads no array data.
     """
@@ -111,8 +127,18 @@ def check_inputs(
                 "send the number of training examples"
             )
     specs = specs_of(reference)
-    for update in updates:
-        check_same_layout(specs, specs_of(update))
+    names = {spec.name for spec in specs}
+    for index, update in enumerate(updates):
+        if partial:
+            check_subset_layout(specs, specs_of(update))
+        elif update and names.issuperset(update) and len(update) < len(names):
+            raise ConfigError(
+                f"{rule} cannot aggregate a partial update: update {index} holds "
+                f"{len(update)} of the model's {len(names)} tensors; only fedavg takes "
+                "partial updates: use aggregator 'fedavg' or partial_updates 'none'"
+            )
+        else:
+            check_same_layout(specs, specs_of(update))
     return specs
 
 
@@ -141,10 +167,11 @@ class SameEveryRound:
 
 
 class MergesByWeightedMean:
-    """A streaming rule: its partials merge by their weighted mean, folded as they arrive."""
+    """A streaming rule: its partials merge by their weighted mean, folded as they arrive
+    (per tensor, for a partial made of partial updates; see `WeightedMeanFold`)."""
 
     def partial_fold(self, reference: Update) -> Fold:
-        return WeightedMeanFold(specs_of(reference))
+        return WeightedMeanFold(specs_of(reference), reference)
 
 
 class NeedsEveryInput:
@@ -160,12 +187,21 @@ class NeedsEveryInput:
 
 
 def weighted_merge(
-    partials: Sequence[Update], weights: Sequence[float], reference: Update
+    partials: Sequence[Update],
+    weights: Sequence[float],
+    reference: Update,
+    *,
+    partial: bool = False,
 ) -> tuple[Params, float]:
-    """Weighted mean of partials with the total weight: how linear rules merge exactly."""
-    fold = WeightedMeanFold(check_inputs("merge", partials, weights, reference))
-    for partial, weight in zip(partials, weights, strict=True):
-        fold.add(partial, weight)
+    """Weighted mean of partials with the total weight: how linear rules merge exactly.
+
+    With ``partial``, a partial may hold only some tensors: each counts with its partial's
+    weight, and a tensor no partial holds keeps the reference's value.
+    """
+    specs = check_inputs("merge", partials, weights, reference, partial=partial)
+    fold = WeightedMeanFold(specs, reference)
+    for partial_update, weight in zip(partials, weights, strict=True):
+        fold.add(partial_update, weight)
     return fold.result()
 
 
@@ -177,10 +213,16 @@ class _Streaming(Protocol):
 
 
 def fold_all(
-    rule: _Streaming, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    rule: _Streaming,
+    updates: Sequence[Update],
+    weights: Sequence[float],
+    reference: Update,
+    *,
+    partial: bool = False,
 ) -> tuple[Params, float]:
-    """``aggregate`` of a streaming rule: its fold over every update, in order."""
-    check_inputs(rule.name, updates, weights, reference)
+    """``aggregate`` of a streaming rule: its fold over every update, in order (with
+    ``partial``, updates may hold only some tensors)."""
+    check_inputs(rule.name, updates, weights, reference, partial=partial)
     fold = rule.fold(reference)
     for update, weight in zip(updates, weights, strict=True):
         fold.add(update, weight)

@@ -31,16 +31,15 @@ from stratafl.records import (
     TokenRecord,
 )
 
-__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "ROUNDS_PAGE", "Listings", "walk"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Listings", "walk"]
 
 T = TypeVar("T")
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-"""The largest ``limit`` the controller takes; iterators read pages of this size..."""
-ROUNDS_PAGE = 10
-"""...except over rounds, which carry every client's outcome (~0.4 MB with 1,000 clients):
-10 a page keeps each answer to a few MB."""
+"""The largest ``limit`` the controller takes; iterators read pages of this size. Rounds
+carry every client's outcome, so the controller also ends a page of rounds before its
+outcomes pass 10,000 (`stratafl.store.listing.OUTCOMES_PER_PAGE`): a few MB at most."""
 
 _SESSIONS = TypeAdapter(Page[SessionRecord])
 _ROUNDS = TypeAdapter(Page[RoundRecord])
@@ -141,9 +140,7 @@ class Listings:
         return walk(self.sessions_page)
 
     def iter_rounds(self, session_id: str) -> Iterator[RoundRecord]:
-        return walk(
-            lambda after, limit: self.rounds_page(session_id, after, limit), None, ROUNDS_PAGE
-        )
+        return walk(lambda after, limit: self.rounds_page(session_id, after, limit))
 
     def iter_events(self, session_id: str | None = None) -> Iterator[EventRecord]:
         return walk(lambda after, limit: self.events_page(session_id, after, limit))
@@ -171,7 +168,7 @@ class Listings:
 
     def rounds(self, session_id: str, limit: int | None = None) -> list[RoundRecord]:
         """A session's rounds so far, in order."""
-        return list(walk(lambda a, n: self.rounds_page(session_id, a, n), limit, ROUNDS_PAGE))
+        return list(walk(lambda a, n: self.rounds_page(session_id, a, n), limit))
 
     def events(self, limit: int | None = None, session_id: str | None = None) -> list[EventRecord]:
         """Events, oldest first (the first ``limit``; `follow` for the newest, live)."""

@@ -10,7 +10,9 @@ Each client process loads Fashion-MNIST once (cached as .npz after the first par
 its partition of the train set and an IID share of the test set for validation.
 
 ``make_small_app`` is the same app on a fixed random subset (6,000 train, 2,000 test
-examples): for smoke runs and the quick size of `strata experiment`. The app also offers
+examples): for smoke runs and the quick size of `strata experiment`. Its SGD takes
+SCAFFOLD's correction (`train_corrected`, so ``drift_correction="scaffold"`` sessions run
+it; see `stratafl.client.scaffold`). The app also offers
 what experiments need beyond `ClientApp`: its training data to data-poisoning attacks
 (`with_training_transform`, see `stratafl.attacks`) and scoring on any labelled data
 (`evaluate_on`, `test_data`, `train_labels`).
@@ -29,11 +31,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from stratafl.aggregate.server_state import model_part
 from stratafl.attacks import DataTransform
 from stratafl.client.app import ClientApp, ClientContext, Config, TrainResult
+from stratafl.client.scaffold import CorrectedTraining
 from stratafl.data import ClientSplit, client_split, load_fashion_mnist
 from stratafl.errors import ConfigError
-from stratafl.models.mlp import SgdConfig, evaluate, init_mlp, train_sgd
+from stratafl.models.mlp import SgdConfig, evaluate, init_mlp, sgd_steps, train_sgd
 from stratafl.params import Params
 
 HIDDEN = 128
@@ -101,8 +105,9 @@ class FashionMnistNumpyApp:
 
     def evaluate_on(self, params: Params, x: np.ndarray, y: np.ndarray) -> Mapping[str, float]:
         """Accuracy and loss of ``params`` on any labelled data (e.g. one class, or images
-        stamped with a backdoor trigger)."""
-        return evaluate(params, x, y)
+        stamped with a backdoor trigger); a model carrying SCAFFOLD's control variates is
+        scored without them."""
+        return evaluate(model_part(params), x, y)
 
     def test_data(self) -> tuple[np.ndarray, np.ndarray]:
         """The test examples this app validates on (all of them for a pooled context)."""
@@ -116,6 +121,13 @@ class FashionMnistNumpyApp:
         return init_mlp([784, *self.hidden, 10], seed)
 
     def train(self, params: Params, config: Config) -> TrainResult:
+        return self.train_corrected(params, config, None).result
+
+    def train_corrected(
+        self, params: Params, config: Config, correction: Params | None
+    ) -> CorrectedTraining:
+        """``train`` with ``correction`` added to every SGD step's gradient (SCAFFOLD's
+        ``c - c_i``, see `stratafl.client.scaffold`; None adds nothing)."""
         cfg = SgdConfig.from_config(config, DEFAULTS)
         data = self.split
         new = train_sgd(
@@ -127,14 +139,17 @@ class FashionMnistNumpyApp:
             lr=cfg.lr,
             seed=cfg.shuffle_seed(self.context.partition_id),
             proximal_mu=cfg.proximal_mu,
+            correction=correction,
         )
         sample = _metrics_sample(len(data.y_train), cfg.seed)
         metrics = evaluate(new, data.x_train[sample], data.y_train[sample])
-        return TrainResult(
+        result = TrainResult(
             params=new,
             num_examples=len(data.y_train),
             metrics={"train_loss": metrics["loss"], "train_accuracy": metrics["accuracy"]},
         )
+        steps = sgd_steps(len(data.y_train), epochs=cfg.epochs, batch_size=cfg.batch_size)
+        return CorrectedTraining(result, steps=steps, lr=cfg.lr)
 
     def validate(self, params: Params, config: Config) -> Mapping[str, float]:
         data = self.split

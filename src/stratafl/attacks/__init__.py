@@ -2,6 +2,7 @@
 
     attacked(app, "label_flip:source=6,target=0")   the app, poisoned
     parse_attack("scale:factor=10")                 a spec -> a typed attack
+    attacked(app, "backdoor+scale:factor=10")       model replacement: both at once
 
 Data poisoning (`LabelFlip`, `Backdoor`) rewrites a client's training set once; model
 poisoning (`ScaleUpdate`, `SignFlip`, `GaussianNoise`) rewrites each model the client
@@ -14,13 +15,21 @@ from stratafl.attacks.app import App, DataTransform, PoisonableApp, UpdatePoison
 from stratafl.attacks.data import Backdoor, DataAttack, LabelFlip
 from stratafl.attacks.metrics import Predict, attack_success_rate
 from stratafl.attacks.model import GaussianNoise, ScaleUpdate, SignFlip, UpdateAttack
-from stratafl.attacks.spec import ATTACKS, Attack, attack_spec, parse_attack, parse_attack_plan
+from stratafl.attacks.spec import (
+    ATTACKS,
+    Attack,
+    Combined,
+    attack_spec,
+    parse_attack,
+    parse_attack_plan,
+)
 
 __all__ = [
     "ATTACKS",
     "App",
     "Attack",
     "Backdoor",
+    "Combined",
     "DataAttack",
     "DataTransform",
     "GaussianNoise",

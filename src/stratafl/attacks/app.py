@@ -7,6 +7,7 @@ runtime (the client process imports it to wrap its app, as `ClientOptions.attack
 
 - Model poisoning wraps ``train``: the app trains honestly on what it was sent, then the
   attack rewrites the result relative to the global parameters it received.
+- A combined attack (``backdoor:...+scale:...``) poisons the data, then the update.
 - Data poisoning needs the app's training data, which only the app can reach: an app that
   offers `PoisonableApp.with_training_transform` can be poisoned; any other app is refused
   with a `ConfigError`.
@@ -23,7 +24,7 @@ import numpy as np
 
 from stratafl.attacks.data import Backdoor, LabelFlip
 from stratafl.attacks.model import UpdateAttack
-from stratafl.attacks.spec import Attack, attack_spec, parse_attack
+from stratafl.attacks.spec import Attack, Combined, attack_spec, parse_attack
 from stratafl.errors import ConfigError
 from stratafl.params import Params
 
@@ -94,6 +95,8 @@ def attacked(app: App[R], attack: Attack | str, *, client: int = 0) -> App[R]:
     """``app`` running ``attack`` (an `Attack` or its spec, e.g. ``"sign_flip"``)."""
     if isinstance(attack, str):
         attack = parse_attack(attack)
+    if isinstance(attack, Combined):
+        return attacked(attacked(app, attack.data, client=client), attack.update, client=client)
     if isinstance(attack, LabelFlip | Backdoor):
         if not isinstance(app, PoisonableApp):
             raise ConfigError(

@@ -6,7 +6,10 @@
     scale:factor=10                     boost the update tenfold (model replacement)
     sign_flip                           send the negated update
     noise:std=10                        send Gaussian noise instead of the update
+    backdoor:target=0+scale:factor=10   both: a backdoor whose update is boosted (model
+                                        replacement, Bagdasaryan et al. 2020)
 
+A ``+`` joins a data attack and a model attack run by the same client, data first.
 Values are typed by the attack's fields (``target=0`` an int, ``fraction=0.5`` a float,
 ``source=none`` unsets an optional int); each attack checks its own bounds.
 """
@@ -18,15 +21,28 @@ import math
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from stratafl.attacks.data import Backdoor, DataAttack, LabelFlip
 from stratafl.attacks.model import GaussianNoise, ScaleUpdate, SignFlip, UpdateAttack
 from stratafl.errors import ConfigError
 
-Attack = DataAttack | UpdateAttack
 
-ATTACKS: Mapping[str, type[Attack]] = {
+@dataclass(frozen=True)
+class Combined:
+    """A data attack and a model attack run by one client: the poisoned data trains the
+    model, then the update is rewritten. Bagdasaryan et al. 2020 ("How To Backdoor
+    Federated Learning", AISTATS) boost a backdoored update by N/eta so that it replaces
+    the global model: ``backdoor:...+scale:factor=N``."""
+
+    data: DataAttack
+    update: UpdateAttack
+
+
+Attack = DataAttack | UpdateAttack | Combined
+
+ATTACKS: Mapping[str, type[DataAttack | UpdateAttack]] = {
     cls.name: cls for cls in (LabelFlip, Backdoor, ScaleUpdate, SignFlip, GaussianNoise)
 }
 """Attack name -> its class; the fields are the spec's keys."""
@@ -35,9 +51,24 @@ MAX_SPEC_LENGTH = 256
 
 
 def parse_attack(spec: str) -> Attack:
-    """Parse ``NAME[:key=value,...]`` (see the module docstring); ConfigError names the fix."""
+    """Parse ``NAME[:key=value,...][+NAME[:key=value,...]]`` (see the module docstring);
+    ConfigError names the fix."""
     if len(spec) > MAX_SPEC_LENGTH:
         raise ConfigError(f"attack spec is {len(spec)} characters; keep it under {MAX_SPEC_LENGTH}")
+    parts = spec.split("+")
+    if len(parts) == 1:
+        return _parse_one(spec)
+    if len(parts) == 2:
+        data, update = (_parse_one(part) for part in parts)
+        if isinstance(data, DataAttack) and isinstance(update, UpdateAttack):
+            return Combined(data, update)
+    raise ConfigError(
+        f"attack spec {spec!r}: join at most one data attack and one model attack, data first, "
+        "e.g. 'backdoor:target=0+scale:factor=10'"
+    )
+
+
+def _parse_one(spec: str) -> DataAttack | UpdateAttack:
     name, _, rest = spec.strip().partition(":")
     name = name.strip().lower()
     if name not in ATTACKS:
@@ -61,6 +92,8 @@ def parse_attack(spec: str) -> Attack:
 
 def attack_spec(attack: Attack) -> str:
     """The canonical spec of ``attack``: `parse_attack` of it gives the attack back."""
+    if isinstance(attack, Combined):
+        return f"{attack_spec(attack.data)}+{attack_spec(attack.update)}"
     values = [f"{key}={_format(getattr(attack, key))}" for key in _fields(type(attack))]
     return attack.name + (":" + ",".join(values) if values else "")
 
@@ -77,7 +110,7 @@ def parse_attack_plan(attacks: Mapping[int, str], clients: int) -> dict[int, Att
     return plan
 
 
-def _fields(cls: type[Attack]) -> dict[str, Any]:
+def _fields(cls: type[DataAttack | UpdateAttack]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 

@@ -5,7 +5,9 @@ arrays and a plain config mapping, and returns arrays, an example count and metr
 
 Config keys the runtime sends (all optional for the app to honour):
     ``round`` (int), ``epochs`` (int), ``batch_size`` (int), ``lr`` (float),
-    ``seed`` (int), ``proximal_mu`` (float, 0 = plain FedAvg).
+    ``seed`` (int), ``proximal_mu`` (float, 0 = plain FedAvg); with SCAFFOLD also
+    ``drift_correction`` ("scaffold") and ``participation`` (float), which the runtime
+    consumes (`stratafl.client.scaffold`).
 """
 
 from __future__ import annotations

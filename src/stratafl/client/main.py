@@ -32,7 +32,7 @@ class ClientOptions:
     insecure: bool = False  # no TLS, no token: for a controller started --insecure
     attack: str | None = None  # an attack this client runs, e.g. "sign_flip" (stratafl.attacks)
     combiner: str | None = None  # the combiner id to ask for; honoured while it has room
-    workdir: Path | None = None  # keeps what must survive a restart (top-k's residuals)
+    workdir: Path | None = None  # keeps what must survive a restart (top-k, SCAFFOLD's c_i)
 
 
 def run_client(options: ClientOptions) -> None:

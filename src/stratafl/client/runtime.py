@@ -19,10 +19,19 @@ from pathlib import Path
 
 import grpc
 
+from stratafl.aggregate.server_state import model_part
 from stratafl.api import Assignment, ControllerClient
 from stratafl.client.app import ClientApp
+from stratafl.client.drift import drift_corrected_app
 from stratafl.client.feedback import load_feedback, save_feedback
-from stratafl.compression import Codec, encode_update, parse_compression
+from stratafl.client.scaffold import ClientControl
+from stratafl.compression import (
+    Codec,
+    encode_update,
+    parse_compression,
+    parse_partial_updates,
+    partial_of,
+)
 from stratafl.errors import ConfigError, StrataError, UnavailableError
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
@@ -64,6 +73,9 @@ class ClientRuntime:
         self._workdir = workdir
         self.feedback = load_feedback(workdir)
         """Top-k's residuals: what earlier updates did not send (kept in ``workdir``)."""
+        self.control = ClientControl(workdir)
+        """The client's drift-correction state: SCAFFOLD's c_i or FedDyn's g_i (kept in
+        ``workdir``)."""
         self.preferred_combiner = preferred_combiner
         """The combiner this client asks for at every assignment (a placement); the
         controller honours it while that combiner is online and has room."""
@@ -166,10 +178,18 @@ class ClientRuntime:
             config = json.loads(task.config_json or "{}")
             if task.kind == pb.TRAIN:
                 started = time.monotonic()
-                result = self._app.train(params, config)
+                app = drift_corrected_app(self._app, self.control, config, task.session_id)
+                result = app.train(params, config)
                 compression = parse_compression(task.compression or "none")
                 feedback = self.feedback.for_session(task.session_id)
-                encoded = encode_update(result.params, params, compression, feedback)
+                trained, base = partial_of(  # the tensors sent this round (all by default)
+                    result.params,
+                    params,
+                    parse_partial_updates(task.partial_updates),
+                    seed=int(config.get("seed", task.round)),
+                    client_id=self.client_id,
+                )
+                encoded = encode_update(trained, base, compression, feedback)
                 if compression.codec == Codec.TOPK:
                     save_feedback(self._workdir, feedback)
                 ack = stub.UploadUpdate(
@@ -186,7 +206,8 @@ class ClientRuntime:
                 if not ack.ok:
                     log.warning("%s: update refused: %s", self.client_id, ack.message)
             elif task.kind == pb.VALIDATE:
-                metrics = {k: float(v) for k, v in self._app.validate(params, config).items()}
+                scored = self._app.validate(model_part(params), config)
+                metrics = {k: float(v) for k, v in scored.items()}
                 stub.ReportValidation(
                     pb.ValidationReport(
                         task_id=task.task_id, client_id=self.client_id, metrics=metrics

@@ -15,6 +15,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from stratafl.combiner.capacity import serving_capacity
 from stratafl.combiner.enrolment import (
     EnrolmentPlan,
     ServingTrust,
@@ -55,7 +56,7 @@ class CombinerOptions:
     host: str = "127.0.0.1"  # the address to bind; 0.0.0.0 needs advertise_address
     port: int = 0  # 0 picks a free port
     advertise_address: str | None = None  # the name or IP clients reach it at (default: host)
-    max_clients: int = 1000
+    max_clients: int | None = None  # None: what this machine allows (`combiner.capacity`)
     combiner_id: str | None = None  # default: combiner-<random>
     ready_file: Path | None = None  # gets {"grpc_address", "metrics_url"} once registered
     token_file: Path | None = None  # this combiner's token (its id is the token's subject)
@@ -109,10 +110,11 @@ async def serve_combiner(options: CombinerOptions) -> None:
                 server_credentials=trust.server_credentials(),
                 interceptors=(AuthInterceptor(trust.verify, GRPC_ROLES),),
             )
+        max_clients = serving_capacity(options.max_clients)
         uplink = ControllerUplink(
-            plan, enrolment, trust=trust, max_clients=options.max_clients, backoff=backoff
+            plan, enrolment, trust=trust, max_clients=max_clients, backoff=backoff
         )
-        registry = ClientRegistry(options.max_clients, on_change=uplink.report_client)
+        registry = ClientRegistry(max_clients, on_change=uplink.report_client)
         await _serve(options, plan, registry, uplink, security, stop, trust)
 
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from stratafl.compression import parse_compression, update_layout
+from stratafl.aggregate import parse_aggregator
+from stratafl.compression import (
+    parse_compression,
+    parse_partial_updates,
+    sent_tensors,
+    update_layout,
+)
 from stratafl.errors import ModelFormatError
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
@@ -18,6 +25,7 @@ from stratafl.staging.collector import Collector
 from stratafl.staging.decoding import decode_staged
 from stratafl.status import OutcomeStatus
 from stratafl.transport.outcomes import outcome_to_proto
+from stratafl.transport.streams import specs_from_proto
 
 
 @dataclass
@@ -33,6 +41,9 @@ class Outcome:
     bytes_down: int = 0
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
+
+    def add_bytes_up(self, size: int) -> None:
+        self.bytes_up += size
 
     def to_proto(self) -> pb.ClientOutcome:
         return pb.ClientOutcome(
@@ -64,7 +75,9 @@ class RoundState:
         self.compression = parse_compression(spec.compression or "none")
         """The session's update codec; a ConfigError here fails the round, not an update."""
         self.layout = update_layout(specs, self.compression)
-        """What an update's header must announce: checked before a byte is staged."""
+        """What a full update's header must announce: checked before a byte is staged."""
+        self.partial = parse_partial_updates(spec.partial_updates)
+        """Whether updates may carry only some tensors; a ConfigError fails the round."""
         self.collector = collector  # None for validation rounds
         self.collect_lock = asyncio.Lock()
         self.outcomes: dict[str, Outcome] = {}
@@ -74,14 +87,25 @@ class RoundState:
         """Tasks whose update is being received or collected: one at a time, and its
         outcome is the update's, whatever else the client reports meanwhile."""
 
-    async def decode(self, staged: Path) -> None:
-        """Rewrite a compressed update staged at ``staged`` as the plain model it encodes
-        (in a worker thread; a raw one is left as it is, without a thread hop)."""
+    def announced(self, header: pb.ModelHeader) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """The model tensors an update whose header announces ``header`` carries, and the
+        layout it must have: every tensor unless the session sends partial updates. Raises
+        `ModelFormatError` for a partial update that is empty, repeats or invents a tensor,
+        or sends one only in part."""
+        if not self.partial.random:
+            return self.specs, self.layout
+        sent = sent_tensors(specs_from_proto(header), self.specs, self.compression)
+        return sent, update_layout(sent, self.compression)
+
+    async def decode(self, staged: Path, sent: list[TensorSpec]) -> None:
+        """Rewrite a compressed update staged at ``staged``, which carries the tensors
+        ``sent``, as the plain tensors it encodes (in a worker thread; a raw one is left as
+        it is, without a thread hop)."""
         if not self.compression.is_delta:
             return
         if self.reference is None:
             raise ModelFormatError("this round takes no updates: it has no global model")
-        args = (staged, self.reference, self.specs, self.compression)
+        args = (staged, self.reference, sent, self.compression)
         await asyncio.to_thread(decode_staged, *args)
 
     def add_task(self, task_id: str, client_id: str) -> None:
@@ -134,3 +158,17 @@ class RoundState:
 
     def contributors(self) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == OutcomeStatus.OK)
+
+
+def collector_for(
+    spec: pb.RoundSpec, combiner_id: str, reference: Mapping[str, np.ndarray]
+) -> Collector | None:
+    """What collects a round's updates at ``combiner_id`` (None: a validation round takes
+    none): the session's rule as this combiner runs it this round. Raises `ConfigError` for
+    an unknown rule, or one that cannot take the partial updates the session sends."""
+    if spec.kind != pb.TRAIN:
+        return None
+    rule = parse_aggregator(spec.aggregator or "fedavg").rule
+    rule = rule.for_round(spec.round, zlib.crc32(combiner_id.encode()))
+    partial = parse_partial_updates(spec.partial_updates).random
+    return Collector.for_updates(rule, reference, partial=partial)

@@ -10,23 +10,25 @@ import asyncio
 import json
 import time
 import uuid
-import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from stratafl.aggregate import parse_aggregator
 from stratafl.combiner.claims import Caller, check_claim, metrics_problem
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.rounds import Outcome, RoundState
+from stratafl.combiner.rounds import Outcome, RoundState, collector_for
 from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
 from stratafl.modelfile import MappedModelFile
-from stratafl.observe.combiner_metrics import CombinerMetrics, CountingSemaphore, RejectReason
+from stratafl.observe.combiner_metrics import (
+    CombinerMetrics,
+    CountingSemaphore,
+    Phase,
+    RejectReason,
+)
 from stratafl.observe.metrics import Link
 from stratafl.params import Params, specs_of, total_bytes
 from stratafl.proto import stratafl_pb2 as pb
-from stratafl.staging.collector import Collector
 from stratafl.status import OutcomeStatus
 from stratafl.transport.streams import (
     IncomingModel,
@@ -94,11 +96,8 @@ class RoundRunner:
         started = time.monotonic()
         cached, fetched = await self._cache.get(spec.model_id)
         self.metrics.received(Link.CONTROLLER, fetched)
-        collector = None
-        if spec.kind == pb.TRAIN:
-            rule = parse_aggregator(spec.aggregator or "fedavg").rule
-            rule = rule.for_round(spec.round, zlib.crc32(self.combiner_id.encode()))
-            collector = Collector.for_updates(rule, MappedModelFile(cached.path))
+        self.metrics.spent(Phase.FETCH, time.monotonic() - started)
+        collector = collector_for(spec, self.combiner_id, MappedModelFile(cached.path))
         try:
             state = RoundState(spec, cached.specs, collector, MappedModelFile(cached.path))
             await self._push_and_wait(state)
@@ -111,7 +110,10 @@ class RoundRunner:
             partial = None
             if collector is not None and collector.count > 0:
                 try:
-                    partial, header.total_weight = await asyncio.to_thread(collector.result)
+                    partial, header.total_weight, weights = await asyncio.to_thread(
+                        collector.partial_result
+                    )
+                    header.tensor_weights.update(weights)  # empty: every tensor in full
                 except ConfigError as exc:  # e.g. too few updates for the rule's tolerance
                     header.error = str(exc)
             header.seconds = time.monotonic() - started
@@ -138,6 +140,7 @@ class RoundRunner:
                     round=spec.round,
                     config_json=spec.config_json or json.dumps({}),
                     compression=str(state.compression),
+                    partial_updates=str(state.partial),
                 )
             )
         try:
@@ -183,16 +186,20 @@ class RoundRunner:
     ) -> pb.Ack:
         header = incoming.header
         assert state.collector is not None
-        count = self.metrics.counting(Link.CLIENT, _adder(outcome))
+        count = self.metrics.counting(Link.CLIENT, outcome.add_bytes_up)
         count(incoming.wire_bytes)  # the header's
         path = self._updates / f"{header.task_id}-{uuid.uuid4().hex[:8]}.safetensors"
         collected = False  # from then on the collector owns the file (fold or spool)
         try:
             check_claim(header, state.spec, caller)
+            sent, layout = state.announced(header.model)  # all but for partial updates
             async with self.transfers:
                 async with asyncio.timeout(self.transfer_seconds(total_bytes(state.specs))):
-                    await incoming.save(path, header.model, expect=state.layout, on_bytes=count)
-            late = await _finish(state.decode(path))  # a compressed update, in place
+                    try:
+                        await incoming.save(path, header.model, expect=layout, on_bytes=count)
+                    finally:
+                        self.metrics.spent(Phase.STAGE, incoming.disk_seconds)
+            late = await _finish(state.decode(path, sent))  # a compressed update, in place
             # Inputs are collected one at a time (one staged update mapped at a time), and
             # the round cannot close between collecting an update and counting it.
             async with state.collect_lock:
@@ -291,10 +298,3 @@ async def _finish(work: Awaitable[None]) -> bool:
         task.result()  # the fold's own error, if it failed
         return True
     return False
-
-
-def _adder(outcome: Outcome) -> Callable[[int], None]:
-    def add(size: int) -> None:
-        outcome.bytes_up += size
-
-    return add

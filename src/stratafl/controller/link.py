@@ -24,7 +24,7 @@ import grpc.aio
 
 from stratafl.controller.balance import Rebalancer
 from stratafl.controller.discovery import Discovery
-from stratafl.errors import UnavailableError
+from stratafl.errors import ModelFormatError, UnavailableError
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
@@ -57,6 +57,8 @@ class RoundTask:
     """The largest ``num_examples`` an update may claim (0: no session cap)."""
     compression: str = "none"
     """The codec of the clients' updates (`stratafl.compression`), sent on with each task."""
+    partial_updates: str = "none"
+    """Which tensors each update carries (`stratafl.compression.partial`), sent on too."""
 
 
 @dataclass
@@ -66,6 +68,9 @@ class CombinerAnswer:
     combiner_id: str
     contributors: int = 0
     total_weight: float = 0.0
+    tensor_weights: dict[str, float] = field(default_factory=dict)
+    """Each tensor of a partial made of partial updates -> its weight sum (the partial holds
+    exactly these tensors); empty: the partial holds every tensor, at ``total_weight``."""
     outcomes: list[ClientOutcome] = field(default_factory=list)
     error: str = ""
     """Why there is no partial although updates arrived (e.g. too few for the rule)."""
@@ -209,6 +214,7 @@ def round_spec(task: RoundTask, quota: int) -> pb.RoundSpec:
         seed=task.seed,
         max_examples_per_client=task.max_examples_per_client,
         compression=task.compression,
+        partial_updates=task.partial_updates,
     )
 
 
@@ -227,18 +233,29 @@ async def read_answer(
             combiner_id=combiner_id,
             contributors=header.contributors,
             total_weight=header.total_weight,
+            tensor_weights=dict(header.tensor_weights),
             outcomes=[_outcome(o, combiner_id) for o in header.outcomes],
             error=header.error,
             model_bytes_down=header.model_bytes_down,
         )
         if not header.error and header.contributors > 0 and header.model.tensors:
-            await incoming.save(path, header.model, expect=expect)
+            await incoming.save(path, header.model, expect=_held(expect, answer.tensor_weights))
             answer.partial = path
         answer.wire_bytes = incoming.wire_bytes
         return answer
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def _held(expect: Sequence[TensorSpec], tensor_weights: Mapping[str, float]) -> list[TensorSpec]:
+    """The layout a partial must have: every tensor, or those its tensor weights name."""
+    if not tensor_weights:
+        return list(expect)
+    unknown = sorted(set(tensor_weights) - {spec.name for spec in expect})
+    if unknown:
+        raise ModelFormatError(f"the partial weighs tensors {unknown[:5]} the model has not")
+    return [spec for spec in expect if spec.name in tensor_weights]
 
 
 def _outcome(outcome: pb.ClientOutcome, combiner_id: str) -> ClientOutcome:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stratafl.aggregate import Aggregator, ServerOptState
+from stratafl.compression import parse_partial_updates
 from stratafl.controller.link import CombinerAnswer, CombinerLink, RoundTask
 from stratafl.controller.reducer import Reducer
 from stratafl.controller.tally import check_partial, split_quota, summarize_validation
@@ -88,7 +89,8 @@ class RoundRunner:
         events: list[Event] = []
         await self._federation.wait_for_clients(config.min_clients, config.wait_for_clients_seconds)
         counts = await self._client_counts(events)
-        wanted = config.clients_wanted(sum(counts.values()))
+        connected = sum(counts.values())
+        wanted = config.clients_wanted(connected)
         quotas = {k: v for k, v in split_quota(wanted, counts).items() if v > 0}
         if self._announce is not None:
             started_event = Event(
@@ -98,7 +100,7 @@ class RoundRunner:
                 {
                     "round": number,
                     "clients_selected": wanted,
-                    "clients_connected": sum(counts.values()),
+                    "clients_connected": connected,
                     "quotas": quotas,
                 },
             )
@@ -110,11 +112,12 @@ class RoundRunner:
             kind=TaskKind.TRAIN,
             model_id=model_in,
             timeout=config.round_timeout,
-            config=config.task_config(number),
+            config=config.task_config(number, participation=min(1.0, wanted / max(1, connected))),
             aggregator=config.aggregator,
             seed=config.round_seed(number),
             max_examples_per_client=config.max_examples_per_client,
             compression=config.compression,
+            partial_updates=config.partial_updates,
         )
         reducer = Reducer(aggregator, reference)
         reasons: list[str] = []
@@ -150,6 +153,7 @@ class RoundRunner:
                 return self._report(record, answers, reasons, started, state, events)
         finally:  # whatever the outcome, no spooled partial outlives its round
             reducer.discard()
+        merged_at = time.monotonic()
         model = await self._trail.publish(
             params,
             parent_id=model_in,
@@ -158,7 +162,11 @@ class RoundRunner:
             aggregator=aggregator,
             state=state,
         )
-        timings = {**record.timings, "reduce": time.monotonic() - started - train_seconds}
+        timings = {
+            **record.timings,
+            "reduce": merged_at - started - train_seconds,
+            "store": time.monotonic() - merged_at,
+        }
         record = record.model_copy(
             update={"status": RoundStatus.FINISHED, "model_out": model.id, "timings": timings}
         )
@@ -195,17 +203,18 @@ class RoundRunner:
         """Ask each combiner in ``quotas``; collect each partial as soon as it arrives."""
         links = {link.combiner_id: link for link in self._federation.online()}
         self._staging.mkdir(parents=True, exist_ok=True)
+        partial_updates = parse_partial_updates(task.partial_updates).random
 
         async def one(link: CombinerLink, quota: int) -> CombinerAnswer | None:
             try:
                 answer = await link.run_round(task, quota, self._staging, expect)
                 if answer.partial is not None and reducer is not None:
                     try:
-                        check_partial(answer)
+                        check_partial(answer, partial_updates=partial_updates)
                     except StrataError:
                         answer.partial.unlink(missing_ok=True)
                         raise
-                    await reducer.add(answer.partial, answer.total_weight)
+                    await reducer.add(answer.partial, answer.total_weight, answer.tensor_weights)
                 return answer
             except UnavailableError as exc:
                 self._federation.mark_offline(link.combiner_id, str(exc))

@@ -9,7 +9,8 @@ is recorded and run again with the same number (a round waits for its clients fi
 the session fails with the round's reason only after more than ``max_failed_rounds``
 failures. After each round the trail applies its retention policy. An operator may stop a
 session (it ends after the round in flight) or cancel it (it ends now; the round in flight
-is dropped and leaves nothing behind).
+is dropped and leaves nothing behind). A session with SCAFFOLD starts from a copy of its
+seed with zero control variates (round 0 of its trail), unless the seed has them.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ class SessionRunner:
     ) -> None:
         """Rounds ``number`` to ``config.rounds``; ``failures`` failed rounds so far."""
         try:
+            model_id = await self._start_model(session_id, config, aggregator, model_id, state)
             while number <= config.rounds:
                 report = await self._rounds.run(
                     session_id, config, aggregator, number, model_id, state
@@ -202,6 +204,34 @@ class SessionRunner:
             )
         finally:  # an ended session's last models are no longer the running session's
             self._prune()
+
+    async def _start_model(
+        self,
+        session_id: str,
+        config: SessionConfig,
+        aggregator: Aggregator,
+        model_id: str,
+        state: ServerOptState,
+    ) -> str:
+        """``model_id``, or the copy of it the session's drift correction needs
+        (`ModelTrail.start_copy`), which becomes the session's newest model."""
+        prefix = config.drift_state_prefix()
+        model = await self._trail.start_copy(
+            model_id, state_prefix=prefix, session_id=session_id, aggregator=aggregator, state=state
+        )
+        if model is None:
+            return model_id
+        self._store.update_session(session_id, final_model_id=model.id)
+        how = f"with zero {prefix}* state" if prefix else "without its drift-correction state"
+        self._store.add_event(
+            "start_model_made",
+            "controller",
+            f"session {session_id} starts from {model.id}: model {model_id} {how}",
+            session_id=session_id,
+            model=model.id,
+            parent=model_id,
+        )
+        return model.id
 
     def _end(self, session_id: str, status: SessionStatus, reason: str) -> None:
         self._store.update_session(

@@ -62,13 +62,14 @@ def summarize_validation(outcomes: Sequence[ClientOutcome]) -> Validation:
     return Validation(clients=len(per_client), per_client=per_client, **means)
 
 
-def check_partial(answer: CombinerAnswer) -> None:
+def check_partial(answer: CombinerAnswer, *, partial_updates: bool = False) -> None:
     """Raise `UpdateRejected` unless a partial's weight is backed by the updates it reports.
 
     A combiner's partial counts in the merge by its weight; a lying combiner could claim
     any. Every rule's weight is at most the sum of the accepted updates' example counts
     (FedAvg: exactly that; count-weighted rules: the number of updates), and its
-    contributor count is the number of outcomes it reports as ok.
+    contributor count is the number of outcomes it reports as ok. Per-tensor weights come
+    only in a session with ``partial_updates``, each in (0, total weight].
     """
     accepted = [o for o in answer.outcomes if o.status == OutcomeStatus.OK]
     examples = sum(o.num_examples for o in accepted)
@@ -82,3 +83,14 @@ def check_partial(answer: CombinerAnswer) -> None:
             f"combiner {answer.combiner_id} weights its partial {answer.total_weight:g}, "
             f"more than the {examples} examples behind its accepted updates"
         )
+    if answer.tensor_weights and not partial_updates:
+        raise UpdateRejected(
+            f"combiner {answer.combiner_id} weighs its partial per tensor, but this session "
+            "takes full updates (partial_updates 'none')"
+        )
+    for name, weight in answer.tensor_weights.items():
+        if not (0 < weight <= answer.total_weight):
+            raise UpdateRejected(
+                f"combiner {answer.combiner_id} weighs tensor {name[:128]!r} {weight:g}, "
+                f"outside (0, {answer.total_weight:g}], its partial's total weight"
+            )

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stratafl.aggregate import Aggregator, ServerOptState
+from stratafl.aggregate.server_state import model_part, state_prefixes, with_zero_state
 from stratafl.controller.retention import RetentionPolicy
 from stratafl.modelfile import copy_params_from_stream, save_params
 from stratafl.modelheader import read_header
@@ -94,6 +95,33 @@ class ModelTrail:
             session_id=session_id,
             round_number=round_number,
             model_id=model_id,
+        )
+
+    async def start_copy(
+        self,
+        model_id: str,
+        *,
+        state_prefix: str | None,
+        session_id: str,
+        aggregator: Aggregator,
+        state: ServerOptState,
+    ) -> ModelRecord | None:
+        """A copy of ``model_id`` fit for a session whose drift correction keeps server
+        state under ``state_prefix`` (zero state added, any other dropped) or keeps none
+        (None: all server state dropped), stored as the session's round 0 with ``state``;
+        None when ``model_id`` is fit as it is (reads its header only)."""
+        names = [spec.name for spec in await asyncio.to_thread(self.layout, model_id)]
+        wanted = set() if state_prefix is None else {state_prefix}
+        if state_prefixes(names) == wanted:
+            return None
+        params = await self.load(model_id)
+        return await self.publish(
+            model_part(params) if state_prefix is None else with_zero_state(params, state_prefix),
+            parent_id=model_id,
+            session_id=session_id,
+            round_number=0,
+            aggregator=aggregator,
+            state=state,
         )
 
     async def load(self, model_id: str) -> Params:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,11 @@ def run(study: StudyRun) -> dict[str, Any]:
         for attack in scale.attacks:
             for how in scale.placements:
                 for seed in study.seeds:
-                    runs += _federation(study, scale, partition, attack, how, seed)
+                    runs += study.resumable(
+                        NAME,
+                        {"partition": partition, "attack": attack, "placement": how, "seed": seed},
+                        partial(_federation, study, scale, partition, attack, how, seed),
+                    )
     results = {
         "study": NAME,
         "size": str(study.size),
@@ -154,6 +159,7 @@ def run(study: StudyRun) -> dict[str, Any]:
     for metric in ("accuracy", "attack_measure"):
         _plot(results, metric, folder / f"{metric}.png")
     (folder / "README.md").write_text(_readme(results, study))
+    study.finished(NAME)
     return results
 
 

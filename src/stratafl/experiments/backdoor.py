@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,11 @@ def run(study: StudyRun) -> dict[str, Any]:
     for partition in scale.partitions:
         for attack, fraction in settings(scale):
             for seed in study.seeds:
-                runs += _federation(study, scale, partition, attack, fraction, seed)
+                runs += study.resumable(
+                    NAME,
+                    {"partition": partition, "attack": attack, "fraction": fraction, "seed": seed},
+                    partial(_federation, study, scale, partition, attack, fraction, seed),
+                )
     results = {
         "study": NAME,
         "size": str(study.size),
@@ -90,6 +95,7 @@ def run(study: StudyRun) -> dict[str, Any]:
     for metric, label in (("asr", "attack success rate"), ("accuracy", "clean accuracy")):
         _plot(results, f"{metric}_per_round", label, folder / f"{metric}.png")
     (folder / "README.md").write_text(_readme(results, study))
+    study.finished(NAME)
     return results
 
 

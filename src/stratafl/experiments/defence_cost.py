@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,11 @@ def run(study: StudyRun) -> dict[str, Any]:
     runs = []
     for partition in partitions:
         for seed in study.seeds:
-            runs += _federation(study, partition, seed)
+            runs += study.resumable(
+                NAME,
+                {"partition": partition, "seed": seed},
+                partial(_federation, study, partition, seed),
+            )
     rules = label_flipping.rules(scale)
     results = {
         "study": NAME,
@@ -76,6 +81,7 @@ def run(study: StudyRun) -> dict[str, Any]:
     write_json(folder / "results.json", results)
     _plot(results, folder)
     (folder / "README.md").write_text(_readme(results, study))
+    study.finished(NAME)
     return results
 
 

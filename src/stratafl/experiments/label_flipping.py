@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -104,7 +105,11 @@ def run(study: StudyRun) -> dict[str, Any]:
     for partition in scale.partitions:
         for attack, fraction in settings(scale):
             for seed in study.seeds:
-                runs += _federation(study, scale, partition, attack, fraction, seed)
+                runs += study.resumable(
+                    NAME,
+                    {"partition": partition, "attack": attack, "fraction": fraction, "seed": seed},
+                    partial(_federation, study, scale, partition, attack, fraction, seed),
+                )
     results = {
         "study": NAME,
         "size": str(study.size),
@@ -124,6 +129,7 @@ def run(study: StudyRun) -> dict[str, Any]:
     }
     folder = study.folder(NAME)
     flip_report.write(results, study, folder, STUDY.title)
+    study.finished(NAME)
     return results
 
 

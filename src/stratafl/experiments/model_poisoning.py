@@ -1,16 +1,20 @@
 """Study 6: one client poisons its model update, against every robust rule.
 
-Three attacks, each by one client (drawn from the seed) in a federation of its own:
-model replacement by boosting (Bagdasaryan et al. 2020, `scale:factor=N` with N the number
-of clients, so that under FedAvg the attacker's model replaces the global one), sign
-flipping (`sign_flip`: the negated update) and Gaussian noise instead of an update
-(`noise:std=1`, Blanchard et al. 2017; about 20 times the size of the first layer's
-weights). The clean federation is the baseline. For each split, one federation per attack
-runs one session per rule (`sessions.run_sessions`) from the same seed model; each final
-model is scored on the whole test set (clean accuracy) and by how it serves the honest
-clients. The boosted update carries no backdoor here, so it shows how far one client pulls
-each rule, not an attack success rate (study 5 measures backdoors). The rules and their
-tuning are those of the label-flipping study (for up to 20 % attackers).
+Four attacks, each by one client (drawn from the seed) in a federation of its own: boosting
+(`scale:factor=N` with N the number of clients, so that under FedAvg the attacker's model
+replaces the global one), model replacement with a backdoor (Bagdasaryan et al. 2020: the
+same boost on a model trained on backdoored data, the backdoor study's trigger,
+`backdoor:...+scale:factor=N`), sign flipping (`sign_flip`: the negated update) and
+Gaussian noise instead of an update (`noise:std=1`, Blanchard et al. 2017; about 20 times
+the size of the first layer's weights). The clean federation is the baseline. For each
+split, one federation per attack runs one session per rule (`sessions.run_sessions`) from
+the same seed model; each final model is scored on the whole test set (clean accuracy), by
+the trigger's attack success rate (ASR; for the attacks without a backdoor it is the rate
+at which the trigger alone fools the model) and by how it serves the honest clients. The
+plain boost shows how far one client pulls each rule; the boosted backdoor, whether one
+client can implant a backdoor in one go where ten percent of clients with plain backdoors
+(study 5) need many rounds. The rules and their tuning are those of the label-flipping
+study (for up to 20 % attackers).
 """
 
 from __future__ import annotations
@@ -18,22 +22,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from stratafl.attacks import parse_attack
-from stratafl.experiments import label_flipping
+from stratafl.experiments import backdoor, label_flipping
 from stratafl.experiments.label_flipping import CLEAN, malicious_clients
 from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
 from stratafl.experiments.poisoning import (
     FAIRNESS_NOTE,
+    AttackedFederation,
     Scorer,
     fairness_table,
     plot_bars,
+    scored_sessions,
     summarise,
 )
 from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm
-from stratafl.settings import SessionConfig
 
 NAME = "model-poisoning"
 KEYS = ("partition", "attack", "rule")
@@ -57,9 +63,15 @@ SCALES = {
 
 
 def attacks(scale: Scale) -> list[str]:
-    """The attacks, each run by one client: boosting by N (model replacement), sign flip,
-    Gaussian noise."""
-    return [f"scale:factor={scale.clients}", "sign_flip", f"noise:std={NOISE_STD:g}"]
+    """The attacks, each run by one client: boosting by N, boosting a backdoored model by N
+    (model replacement), sign flip, Gaussian noise."""
+    boost = f"scale:factor={scale.clients}"
+    return [boost, f"{backdoor.ATTACK}+{boost}", "sign_flip", f"noise:std={NOISE_STD:g}"]
+
+
+def short_name(attack: str) -> str:
+    """An attack's name without its parameters: ``backdoor+scale`` for the replacement."""
+    return "+".join(part.split(":")[0] for part in attack.split("+"))
 
 
 def rules(scale: Scale) -> list[str]:
@@ -82,7 +94,11 @@ def run(study: StudyRun) -> dict[str, Any]:
     for partition in scale.partitions:
         for attack in (CLEAN, *attacks(scale)):
             for seed in study.seeds:
-                runs += _federation(study, scale, partition, attack, seed)
+                runs += study.resumable(
+                    NAME,
+                    {"partition": partition, "attack": attack, "seed": seed},
+                    partial(_federation, study, scale, partition, attack, seed),
+                )
     results = {
         "study": NAME,
         "size": str(study.size),
@@ -94,7 +110,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "partitions": list(scale.partitions),
         "attacks": [CLEAN, *attacks(scale)],
         "rules": rules(scale),
-        "settings": summarise(runs, KEYS, ("accuracy",)),
+        "settings": summarise(runs, KEYS, ("accuracy", "asr")),
         "runs": runs,
         "seconds": time.monotonic() - started,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -103,6 +119,7 @@ def run(study: StudyRun) -> dict[str, Any]:
     write_json(folder / "results.json", results)
     _plot(results, folder / "accuracy.png")
     (folder / "README.md").write_text(_readme(results, study))
+    study.finished(NAME)
     return results
 
 
@@ -110,40 +127,10 @@ def _federation(
     study: StudyRun, scale: Scale, partition: str, attack: str, seed: int
 ) -> list[dict[str, Any]]:
     """One federation, one session per rule; a record per rule."""
-    from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
-
-    began = time.monotonic()
     bad = malicious_clients(1 / scale.clients, scale.clients, seed) if attack != CLEAN else []
-    spec = FederationSpec(
-        app=study.app_spec,
-        clients=scale.clients,
-        combiners=1,
-        partition=partition,
-        seed=seed,
-        attacks=dict.fromkeys(bad, attack),
-    )
-    sessions = [
-        SessionConfig(rounds=scale.rounds, min_clients=scale.clients, aggregator=rule, seed=seed)
-        for rule in rules(scale)
-    ]
-    scorer = Scorer.of(study.app_spec, partition, scale.clients, seed, NAME)
-    records = [
-        {
-            "partition": partition,
-            "attack": attack,
-            "malicious": bad,
-            "seed": seed,
-            "rule": result.config.aggregator,
-            **scorer.final(result.final, bad),
-        }
-        for result in run_sessions(spec, sessions)
-    ]
-    study.log(
-        f"{NAME}: {partition}, {attack} on {len(bad)} of {scale.clients} clients, seed {seed}: "
-        f"{len(records)} rules ({time.monotonic() - began:.0f} s)"
-    )
-    return records
+    federation = AttackedFederation(partition, seed, scale.clients, scale.rounds, bad, attack)
+    setting = {"partition": partition, "attack": attack}
+    return scored_sessions(study, NAME, federation, rules(scale), setting, backdoor.trigger())
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
@@ -152,7 +139,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     for axes, partition in zip(figure.axes, partitions, strict=True):
         groups = [
             (
-                attack.split(":")[0],
+                short_name(attack),
                 {
                     r["rule"]: r["accuracy"]
                     for r in results["settings"]
@@ -189,6 +176,24 @@ def _readme(results: dict[str, Any], study: StudyRun) -> str:
         ]
         headers = ["rule"] + [f"`{a}`" for a in results["attacks"]]
         lines += [f"## {partition}", "", markdown_table(headers, rows), ""]
+    replacement = next(a for a in results["attacks"] if "+" in a)
+    lines += [
+        "## Model replacement: attack success rate",
+        "",
+        f"One client trains on backdoored data and boosts its update (`{replacement}`): "
+        "the share of stamped test images (true class not the target) that the final model "
+        "calls the target, against the clean federation's rate for the same trigger. "
+        "Mean ± std over seeds.",
+        "",
+    ]
+    for partition in results["partitions"]:
+        rows = [
+            [f"`{rule}`", pm(cells[partition, CLEAN, rule]["asr"])]
+            + [pm(cells[partition, replacement, rule]["asr"])]
+            for rule in results["rules"]
+        ]
+        headers = ["rule", "ASR, clean", f"ASR, `{short_name(replacement)}`"]
+        lines += [f"### {partition}", "", markdown_table(headers, rows), ""]
     attacked = [r for r in results["settings"] if r["attack"] != CLEAN]
     lines += [
         "## How the final model serves the honest clients",
@@ -205,6 +210,7 @@ def _readme(results: dict[str, Any], study: StudyRun) -> str:
 
 STUDY = Study(
     name=NAME,
-    title="Model poisoning: one boosted, sign-flipped or noise update, every rule",
+    title="Model poisoning: one boosted, backdoor-boosted, sign-flipped or noise update, "
+    "every rule",
     run=run,
 )

@@ -8,7 +8,8 @@ recall, a backdoor's attack success rate, and how it serves each honest client's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,9 @@ from stratafl.experiments.evaluation import (
     pooled_app,
 )
 from stratafl.experiments.output import markdown_table
-from stratafl.experiments.study import mean_std, spread
+from stratafl.experiments.study import StudyRun, mean_std, spread
 from stratafl.params import Params
+from stratafl.settings import SessionConfig
 
 CLASSES = 10
 FAIRNESS = ("mean", "worst", "p10", "std")
@@ -67,6 +69,66 @@ class Scorer:
             "class_recall": recalls,
             "honest_clients": spread(mix_accuracies(recalls, self.mixes[honest])),
         }
+
+
+@dataclass(frozen=True)
+class AttackedFederation:
+    """One federation on one combiner whose ``attackers`` (partition ids) run ``attack``."""
+
+    partition: str
+    seed: int
+    clients: int
+    rounds: int
+    attackers: Sequence[int]
+    attack: str
+
+
+def scored_sessions(
+    study: StudyRun,
+    name: str,
+    federation: AttackedFederation,
+    rules: Sequence[str],
+    setting: Mapping[str, Any],
+    trigger: Backdoor,
+) -> list[dict[str, Any]]:
+    """Run ``federation`` with one session per rule, each from the same seed model; a
+    record per rule: ``setting``, the attackers, the seed, the rule, the final model's
+    score (`Scorer.final`) and ``trigger``'s attack success rate on it."""
+    from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
+    from stratafl.sim.launcher import FederationSpec
+
+    began = time.monotonic()
+    f = federation
+    bad = list(f.attackers)
+    spec = FederationSpec(
+        app=study.app_spec,
+        clients=f.clients,
+        combiners=1,  # each rule as defined, over all clients
+        partition=f.partition,
+        seed=f.seed,
+        attacks=dict.fromkeys(bad, f.attack),
+    )
+    sessions = [
+        SessionConfig(rounds=f.rounds, min_clients=f.clients, aggregator=rule, seed=f.seed)
+        for rule in rules
+    ]
+    scorer = Scorer.of(study.app_spec, f.partition, f.clients, f.seed, name)
+    records = [
+        {
+            **setting,
+            "malicious": bad,
+            "seed": f.seed,
+            "rule": result.config.aggregator,
+            **scorer.final(result.final, bad),
+            "asr": backdoor_success(scorer.app, result.final, trigger),
+        }
+        for result in run_sessions(spec, sessions)
+    ]
+    study.log(
+        f"{name}: {f.partition}, {f.attack} on {len(bad)} of {f.clients} clients, seed "
+        f"{f.seed}: {len(records)} rules ({time.monotonic() - began:.0f} s)"
+    )
+    return records
 
 
 def summarise(

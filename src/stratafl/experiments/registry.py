@@ -9,8 +9,10 @@ from stratafl.errors import ConfigError
 from stratafl.experiments import (
     across_combiners,
     backdoor,
+    backdoor_defences,
     communication,
     defence_cost,
+    drift_correction,
     fedavg_vs_fedsgd,
     heterogeneity,
     label_flipping,
@@ -31,6 +33,8 @@ STUDIES: Mapping[str, Study] = {
         defence_cost.STUDY,
         communication.STUDY,
         across_combiners.STUDY,
+        drift_correction.STUDY,
+        backdoor_defences.STUDY,
     )
 }
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import shutil
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +20,8 @@ DEFAULT_APP = "stratafl.apps.fashion_mnist:make_app"
 QUICK_APP = "stratafl.apps.fashion_mnist:make_small_app"
 """The app of the quick size: the same app on a 6,000-image subset."""
 MAX_SEEDS = 100
+CHECKPOINTS = ".checkpoints"
+"""Where a study keeps each finished federation's records until the whole study is done."""
 QUICK_NOTE = (
     "**Quick size**: a smoke test of the code path on a few clients, rounds and examples; "
     "its numbers are not results. Run without `--quick` for those.\n"
@@ -63,6 +68,40 @@ class StudyRun:
         path = self.out / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def resumable(
+        self,
+        name: str,
+        key: Mapping[str, Any],
+        federation: Callable[[], list[dict[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        """The records of one federation of study ``name``, identified by ``key`` (its
+        split, attack, seed...): read back if an interrupted run of the same study (same
+        size and app) already made them, else run ``federation`` and keep its records in
+        ``<folder>/.checkpoints`` until `finished`. A full study runs for hours: a cut
+        costs at most the federation in flight. Delete the folder to start over."""
+        identity = json.dumps({"size": str(self.size), "app": self.app_spec, **key}, sort_keys=True)
+        folder = self.folder(name) / CHECKPOINTS
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:20]}.json"
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            if isinstance(saved, dict) and saved.get("key") == identity:
+                self.log(f"{name}: {dict(key)} was done before this run: its records are reused")
+                records: list[dict[str, Any]] = saved["records"]
+                return records
+        records = federation()
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps({"key": identity, "records": records}))
+        partial.replace(path)  # whole or not at all
+        return records
+
+    def finished(self, name: str) -> None:
+        """Drop the checkpoints of study ``name``: its results are written."""
+        shutil.rmtree(self.out / name / CHECKPOINTS, ignore_errors=True)
 
 
 @dataclass(frozen=True)

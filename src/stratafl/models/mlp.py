@@ -52,6 +52,7 @@ def train_sgd(
     seed: int,
     proximal_mu: float = 0.0,
     global_params: Mapping[str, np.ndarray] | None = None,
+    correction: Mapping[str, np.ndarray] | None = None,
 ) -> Params:
     """Minibatch SGD on mean softmax cross-entropy; a new shuffle every epoch, from ``seed``.
 
@@ -59,9 +60,14 @@ def train_sgd(
     al. 2020), i.e. the gradient gains ``mu * (w - w_global)``, which keeps a client with
     skewed data from drifting far from the model it was sent. ``global_params`` defaults to
     ``params`` (the model the client received), which is what FedProx means.
+
+    ``correction`` (laid out as ``params``) is added to every step's gradient: SCAFFOLD's
+    ``c - c_i`` (`stratafl.aggregate.scaffold`); `sgd_steps` counts the steps taken.
     """
     layers = _layer_names(params)
     _check_data(params, layers, x, y)
+    if correction is not None:
+        check_same_layout(specs_of(params), specs_of(correction))
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise ConfigError(
             f"need epochs >= 0, batch_size >= 1 and lr > 0; got epochs={epochs}, "
@@ -81,6 +87,11 @@ def train_sgd(
         for w, b in layers
         if proximal_mu > 0
     ]
+    shift32 = [
+        (np.array(correction[w], dtype=np.float32), np.array(correction[b], dtype=np.float32))
+        for w, b in layers
+        if correction is not None
+    ]
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -96,6 +107,9 @@ def train_sgd(
                 if mu > 0:
                     gw += mu * (weights[i] - anchor32[i][0])
                     gb += mu * (biases[i] - anchor32[i][1])
+                if shift32:
+                    gw += shift32[i][0]
+                    gb += shift32[i][1]
                 gw *= step  # in place: the gradients are fresh arrays, and this saves a copy
                 gb *= step
                 weights[i] -= gw
@@ -105,6 +119,11 @@ def train_sgd(
         out[w_name] = w.astype(np.asarray(params[w_name]).dtype, copy=False)
         out[b_name] = b.astype(np.asarray(params[b_name]).dtype, copy=False)
     return out
+
+
+def sgd_steps(examples: int, *, epochs: int, batch_size: int) -> int:
+    """The minibatch steps `train_sgd` takes: ``epochs * ceil(examples / batch_size)``."""
+    return epochs * -(-examples // batch_size)
 
 
 def evaluate(params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -25,7 +25,7 @@ from stratafl.observe.metrics import (
 )
 from stratafl.status import OutcomeStatus, TaskKind
 
-__all__ = ["CombinerMetrics", "CountingSemaphore", "FoldCounts", "RejectReason"]
+__all__ = ["CombinerMetrics", "CountingSemaphore", "FoldCounts", "Phase", "RejectReason"]
 
 
 class RejectReason(StrEnum):
@@ -43,6 +43,13 @@ class RejectReason(StrEnum):
         if isinstance(exc, UpdateRejected):
             return cls.CHECKS
         return cls.SLOW
+
+
+class Phase(StrEnum):
+    """Parts of a combiner's round timed apart from the fold (the label of phase seconds)."""
+
+    FETCH = "fetch"  # the round's model, from the controller to this combiner's cache
+    STAGE = "stage"  # clients' update bytes written to this combiner's disk as they arrive
 
 
 class FoldCounts(Protocol):
@@ -111,6 +118,15 @@ class CombinerMetrics:
             "rate(fold_bytes) / rate(fold_seconds) is the fold's throughput",
             registry=self.registry,
         )
+        self.phase_seconds = Counter(
+            "stratafl_combiner_phase_seconds",
+            "Seconds spent fetching rounds' models from the controller (phase=fetch) and "
+            "writing clients' updates to disk as they arrive (phase=stage)",
+            ["phase"],
+            registry=self.registry,
+        )
+        for phase in Phase:
+            self.phase_seconds.labels(phase=phase.value)
         for link in (Link.CLIENT, Link.CONTROLLER):
             for direction in Direction:
                 self.link_bytes.labels(link=link.value, direction=direction.value)
@@ -155,6 +171,9 @@ class CombinerMetrics:
             self.received(link, nbytes)
 
         return both
+
+    def spent(self, phase: Phase, seconds: float) -> None:
+        self.phase_seconds.labels(phase=phase.value).inc(seconds)
 
     def refused(self, reason: RejectReason) -> None:
         self.rejected.labels(reason=reason.value).inc()

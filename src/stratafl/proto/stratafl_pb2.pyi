@@ -82,7 +82,7 @@ class ClientHello(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json", "compression")
+    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json", "compression", "partial_updates")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class Task(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_UPDATES_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     model_id: str
@@ -97,7 +98,8 @@ class Task(_message.Message):
     round: int
     config_json: str
     compression: str
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., compression: _Optional[str] = ...) -> None: ...
+    partial_updates: str
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
     __slots__ = ("task_id", "client_id", "num_examples", "metrics", "model", "compute_seconds", "codec")
@@ -160,7 +162,7 @@ class TaskFailure(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RoundSpec(_message.Message):
-    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "aggregator", "seed", "max_examples_per_client", "compression")
+    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "aggregator", "seed", "max_examples_per_client", "compression", "partial_updates")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +174,7 @@ class RoundSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     MAX_EXAMPLES_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_UPDATES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     kind: TaskKind
@@ -183,7 +186,8 @@ class RoundSpec(_message.Message):
     seed: int
     max_examples_per_client: int
     compression: str
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
+    partial_updates: str
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ...) -> None: ...
 
 class ClientOutcome(_message.Message):
     __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds")
@@ -213,7 +217,14 @@ class ClientOutcome(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., status: _Optional[_Union[OutcomeStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class RoundResultHeader(_message.Message):
-    __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds", "error", "model_bytes_down")
+    __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds", "error", "model_bytes_down", "tensor_weights")
+    class TensorWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     COMBINER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +233,7 @@ class RoundResultHeader(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     combiner_id: str
     contributors: int
     total_weight: float
@@ -230,7 +242,8 @@ class RoundResultHeader(_message.Message):
     seconds: float
     error: str
     model_bytes_down: int
-    def __init__(self, combiner_id: _Optional[str] = ..., contributors: _Optional[int] = ..., total_weight: _Optional[float] = ..., outcomes: _Optional[_Iterable[_Union[ClientOutcome, _Mapping]]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., model_bytes_down: _Optional[int] = ...) -> None: ...
+    tensor_weights: _containers.ScalarMap[str, float]
+    def __init__(self, combiner_id: _Optional[str] = ..., contributors: _Optional[int] = ..., total_weight: _Optional[float] = ..., outcomes: _Optional[_Iterable[_Union[ClientOutcome, _Mapping]]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., model_bytes_down: _Optional[int] = ..., tensor_weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class RoundResultChunk(_message.Message):
     __slots__ = ("header", "data")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stratafl.aggregate import parse_aggregator
-from stratafl.compression import parse_compression
+from stratafl.aggregate.fedavg import require_partial_updates
+from stratafl.aggregate.server_state import FEDDYN_PREFIX, SCAFFOLD_PREFIX
+from stratafl.compression import parse_compression, parse_partial_updates
 from stratafl.errors import ConfigError
 
 MAX_COUNT = 100_000
@@ -79,6 +82,29 @@ class SessionConfig(BaseModel):
         "topk:fraction=F (see docs/configuration.md)",
     )
 
+    partial_updates: str = Field(
+        "none",
+        max_length=64,
+        description="which tensors each update carries: none (all) or random:fraction=F "
+        "(a seeded random share of the tensors each round; needs the fedavg rule), see "
+        "docs/configuration.md",
+    )
+
+    drift_correction: Literal["none", "scaffold", "feddyn"] = Field(
+        "none",
+        description="scaffold: SCAFFOLD's control variates correct every local step "
+        "(Karimireddy et al. 2020); feddyn: FedDyn's dynamic regulariser (Acar et al. 2021, "
+        "strength feddyn_alpha); both need the fedavg rule, see docs/aggregators.md",
+    )
+
+    feddyn_alpha: float = Field(
+        0.01,
+        gt=0,
+        le=10,
+        description="FedDyn's alpha: the weight of each client's proximal and linear terms "
+        "(the paper's values are 0.001-0.1); used only with drift_correction 'feddyn'",
+    )
+
     @field_validator("compression")
     @classmethod
     def _compression_is_known(cls, value: str) -> str:
@@ -88,6 +114,30 @@ class SessionConfig(BaseModel):
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
 
+    @field_validator("partial_updates")
+    @classmethod
+    def _partial_updates_is_known(cls, value: str) -> str:
+        """Stored in its canonical form, the one the combiners and clients parse."""
+        try:
+            return str(parse_partial_updates(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @model_validator(mode="after")
+    def _partial_updates_fit(self) -> SessionConfig:
+        """Only FedAvg weighs each tensor by the updates that sent it; SCAFFOLD's control
+        variates and FedDyn's h assume every client's whole update, so they take full updates."""
+        if self.partial_updates == "none":
+            return self
+        require_partial_updates(parse_aggregator(self.aggregator).rule)  # a ValueError
+        if self.drift_correction != "none":
+            raise ValueError(
+                f"partial_updates={self.partial_updates!r} cannot run with drift_correction="
+                f"{self.drift_correction!r} (its server state needs every client's whole "
+                "update): use partial_updates 'none' or drift_correction 'none'"
+            )
+        return self
+
     @model_validator(mode="after")
     def _aggregator_fits(self) -> SessionConfig:
         """Refuse an unknown rule, and a rule that needs more updates than min_clients."""
@@ -96,6 +146,20 @@ class SessionConfig(BaseModel):
             raise ValueError(
                 f"aggregator {self.aggregator!r} needs at least {rule.min_updates} updates per "
                 f"combiner; raise min_clients (now {self.min_clients}) to {rule.min_updates}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _drift_correction_fits(self) -> SessionConfig:
+        """SCAFFOLD's update of c and FedDyn's of h are FedAvg's weighted mean: refuse any
+        other rule."""
+        rule = parse_aggregator(self.aggregator).rule
+        if self.drift_correction != "none" and rule.name != "fedavg":
+            raise ValueError(
+                f"drift_correction={self.drift_correction!r} needs the fedavg rule (its "
+                f"weighted mean is the server's update of the drift state), but aggregator "
+                f"{self.aggregator!r} uses {rule.name!r}: use aggregator 'fedavg' (a server "
+                "optimiser after '+' is fine) or drift_correction 'none'"
             )
         return self
 
@@ -116,9 +180,13 @@ class SessionConfig(BaseModel):
             wanted = int(self.clients_per_round)
         return max(self.min_clients, min(wanted, connected))
 
-    def task_config(self, round_number: int) -> dict[str, float | int]:
-        """What a client's ``train`` receives as its config."""
-        return {
+    def task_config(
+        self, round_number: int, *, participation: float = 1.0
+    ) -> dict[str, float | int | str]:
+        """What a client's ``train`` receives as its config. With drift correction it also
+        gets ``drift_correction`` and ``participation``, the share of the connected clients
+        asked this round (|S|/N), and with FedDyn ``feddyn_alpha``."""
+        config: dict[str, float | int | str] = {
             "round": round_number,
             "epochs": self.local_epochs,
             "batch_size": self.batch_size,
@@ -126,6 +194,16 @@ class SessionConfig(BaseModel):
             "proximal_mu": self.proximal_mu,
             "seed": self.round_seed(round_number),
         }
+        if self.drift_correction != "none":
+            config.update(drift_correction=self.drift_correction, participation=participation)
+        if self.drift_correction == "feddyn":
+            config.update(feddyn_alpha=self.feddyn_alpha)
+        return config
+
+    def drift_state_prefix(self) -> str | None:
+        """Where the session's drift correction keeps its server state in the global model
+        (`stratafl.aggregate.server_state`); None without drift correction."""
+        return {"scaffold": SCAFFOLD_PREFIX, "feddyn": FEDDYN_PREFIX}.get(self.drift_correction)
 
     def round_seed(self, round_number: int) -> int:
         """The one seed of a round: its clients' sampling and their training both draw on it."""

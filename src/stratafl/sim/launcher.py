@@ -41,7 +41,7 @@ class FederationSpec:
     combiners: int = 2
     partition: str = "iid"
     seed: int = 0
-    max_clients_per_combiner: int = 1000
+    max_clients_per_combiner: int | None = None  # None: what the machine allows
     workdir: Path | None = None
     database_url: str | None = None  # default: SQLite in the controller's work folder
     model_store: str | None = None  # a folder or an fsspec URL; default: in its work folder

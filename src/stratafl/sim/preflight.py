@@ -17,6 +17,7 @@ from pydantic import ValidationError as PydanticValidationError
 from stratafl.aggregate import parse_aggregator
 from stratafl.aggregate.registry import OPTIMIZERS, RULES
 from stratafl.client.app import ClientContext, load_app
+from stratafl.client.scaffold import DriftCorrectableApp
 from stratafl.data import parse_partitioner
 from stratafl.errors import ConfigError
 from stratafl.settings import SessionConfig
@@ -79,13 +80,20 @@ def _allowed(field: str) -> str:
 def check_federation(
     *, app: str, clients: int, combiners: int, partition: str, seed: int, session: SessionConfig
 ) -> None:
-    """The partition parses, the app loads (its optional extras are installed), and each
-    combiner gets enough clients for the rule."""
+    """The partition parses, the app loads (its optional extras are installed) and can run
+    the session's drift correction, and each combiner gets enough clients for the rule."""
     try:
         parse_partitioner(partition)
     except ConfigError as exc:
         raise ConfigError(f"--partition: {exc}") from exc
-    load_app(app, ClientContext(num_partitions=max(1, clients), seed=seed))
+    loaded = load_app(app, ClientContext(num_partitions=max(1, clients), seed=seed))
+    if session.drift_correction != "none" and not isinstance(loaded, DriftCorrectableApp):
+        raise ConfigError(
+            f"--drift-correction {session.drift_correction} needs an app with "
+            "train_corrected(params, config, "
+            f"correction), which {app} lacks; add it (see stratafl.apps.fashion_mnist) or "
+            "leave the flag out"
+        )
     need = parse_aggregator(session.aggregator).rule.min_updates
     if combiners >= 1 and clients // combiners < need:
         raise ConfigError(

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from stratafl.aggregate.server_state import model_part
 from stratafl.client.app import ClientContext, load_app
 from stratafl.params import Params
 from stratafl.records import RoundRecord
@@ -107,7 +108,7 @@ def promise_check(
     return PromiseCheck(
         epochs_budget=epochs_budget,
         centralized_accuracy=accuracies[0],
-        federated_accuracy=float(pooled.validate(federated_params, {})["accuracy"]),
+        federated_accuracy=float(pooled.validate(model_part(federated_params), {})["accuracy"]),
         client_alone_best=max(alone),
         client_alone_mean=float(np.mean(alone)),
         client_alone=alone,

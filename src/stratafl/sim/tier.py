@@ -17,7 +17,11 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -109,6 +113,26 @@ def run_tier(options: TierOptions) -> None:
     asyncio.run(serve_controller(options))
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def stop_when_orphaned(parent: int) -> threading.Thread:
+    """Stop this tier (SIGTERM to itself, as the launcher's `stop_all` would) once its
+    launcher ``parent`` is gone, however it died (a SIGKILL runs no cleanup): a launcher's
+    tiers never outlive it, holding ports and CPU. Tiers started by `strata ... start` run
+    `run_tier` directly and are not watched."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        logging.getLogger("stratafl").warning("the launcher (pid %d) is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, name="stop-when-orphaned", daemon=True)
+    watcher.start()
+    return watcher
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     kinds = ", ".join(TierKind)
@@ -116,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m stratafl.sim.tier {{{kinds}}} OPTIONS_JSON", file=sys.stderr)
         return 2
     configure_logging()
+    stop_when_orphaned(os.getppid())
     try:
         run_tier(options_from_json(TierKind(args[0]), args[1]))
     except StrataError as exc:

@@ -7,6 +7,10 @@ every input keep the staged files (the spool) and run the rule over them at the 
 by block through per-access memory maps: memory O(model + block), disk O(inputs x model).
 Either way an input is checked whole before it counts, and a bad one is refused without
 touching what was collected so far.
+
+Partial updates (some tensors only; FedAvg alone takes them) fold per tensor: a combiner
+hands on its partial with each tensor's weight sum (`partial_result`), and the reducer
+adds each tensor of it with that sum (``add(..., tensor_weights=...)``).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stratafl.aggregate import AggregationRule, Fold, check_finite
-from stratafl.errors import ConfigError
+from stratafl.aggregate import AggregationRule, Fold, WeightedMeanFold, check_finite
+from stratafl.aggregate.fedavg import require_partial_updates
+from stratafl.errors import ConfigError, UpdateRejected
 from stratafl.modelfile import MappedModelFile
 from stratafl.params import Params, TensorSpec, specs_of, total_bytes
 
@@ -40,8 +45,14 @@ class Collector:
         """Seconds spent checking, folding and combining the inputs."""
 
     @classmethod
-    def for_updates(cls, rule: AggregationRule, reference: Mapping[str, np.ndarray]) -> Collector:
-        """A combiner's side of ``rule``: client updates in, one partial out."""
+    def for_updates(
+        cls, rule: AggregationRule, reference: Mapping[str, np.ndarray], *, partial: bool = False
+    ) -> Collector:
+        """A combiner's side of ``rule``: client updates in, one partial out. With
+        ``partial`` (the session sends partial updates), a `ConfigError` unless the rule
+        takes them."""
+        if partial:
+            require_partial_updates(rule)
         fold = rule.fold(reference) if rule.streaming else None
         return cls(
             specs_of(reference),
@@ -59,22 +70,35 @@ class Collector:
             lambda partials, weights: rule.merge(partials, weights, reference),
         )
 
-    def add(self, staged: Path, weight: float) -> None:
+    def add(
+        self, staged: Path, weight: float, tensor_weights: Mapping[str, float] | None = None
+    ) -> None:
         """Check ``staged`` and fold it (deleting it) or keep it in the spool.
 
-        Its layout was checked where it arrived; here its values are (NaN, Inf). Raises
-        `UpdateRejected` with nothing collected changed.
+        Its layout was checked where it arrived; here its values are (NaN, Inf). A partial
+        of partial updates comes with ``tensor_weights`` (each tensor's weight sum), which
+        only a weighted-mean fold takes. Raises `UpdateRejected` with nothing collected
+        changed.
         """
         started = time.perf_counter()
         update = MappedModelFile(staged)
-        check_finite(update, self._specs)
-        if self._fold is not None:
+        specs = [spec for spec in self._specs if spec.name in update]
+        check_finite(update, specs)
+        if tensor_weights:
+            if not isinstance(self._fold, WeightedMeanFold):
+                raise UpdateRejected(
+                    "a partial with per-tensor weights reached a rule that merges only "
+                    "whole partials; partial updates need the fedavg rule"
+                )
+            self._fold.add(update, weight, tensor_weights=tensor_weights)
+            staged.unlink(missing_ok=True)
+        elif self._fold is not None:
             self._fold.add(update, weight)
             staged.unlink(missing_ok=True)
         else:
             self._spooled.append((staged, weight))
         self.count += 1
-        self.bytes_in += total_bytes(self._specs)
+        self.bytes_in += total_bytes(specs)
         self.seconds += time.perf_counter() - started
 
     def result(self) -> tuple[Params, float]:
@@ -88,6 +112,19 @@ class Collector:
             return self._combine(inputs, [weight for _, weight in self._spooled])
         finally:
             self.seconds += time.perf_counter() - started
+
+    def partial_result(self) -> tuple[Params, float, dict[str, float]]:
+        """`result` as a combiner hands it on: the tensors some update held, the total
+        weight, and each of those tensors' weight sums; the sums are empty when every
+        tensor has the total weight (full updates), which is what a reducer assumes."""
+        params, weight = self.result()
+        if not isinstance(self._fold, WeightedMeanFold):
+            return params, weight, {}
+        sums = self._fold.tensor_weights()
+        if all(tensor_weight == weight for tensor_weight in sums.values()):
+            return params, weight, {}
+        held = {name: tensor_weight for name, tensor_weight in sums.items() if tensor_weight > 0}
+        return {name: params[name] for name in held}, weight, held
 
     def discard(self) -> None:
         """Delete whatever is spooled (after the result is taken, or when a round is dropped)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from stratafl.errors import NotFoundError
@@ -36,7 +36,10 @@ from stratafl.store.tables import (
     TokenRow,
 )
 
-__all__ = ["ListingTable"]
+__all__ = ["OUTCOMES_PER_PAGE", "ListingTable"]
+
+OUTCOMES_PER_PAGE = 10_000
+"""How many client outcomes a page of rounds carries at most (unless one round has more)."""
 
 R = TypeVar("R", bound=Record)
 
@@ -68,12 +71,29 @@ class ListingTable:
         return self._page(SessionRecord, select(SessionRow), "sessions", key, after, limit)
 
     def rounds_page(
-        self, session_id: str, after: str | None = None, limit: int = 100
+        self,
+        session_id: str,
+        after: str | None = None,
+        limit: int = 100,
+        max_outcomes: int = OUTCOMES_PER_PAGE,
     ) -> Page[RoundRecord]:
-        """A session's rounds by number (a failed round comes before its retry)."""
-        query = select(RoundRow).where(RoundRow.session_id == session_id)
+        """A session's rounds by number (a failed round comes before its retry).
+
+        Each round carries every participant's outcome, so a page also stops before its
+        outcomes pass ``max_outcomes`` (a round that alone has more is a page of its own):
+        with 10,000 clients a round, a page is one round (about 2 MB), not 100. The sizes
+        are counted in the database first, so a round past the budget is never loaded.
+        """
+        sizes = select(RoundRow.number, RoundRow.id, func.json_array_length(RoundRow.outcomes))
+        sizes = sizes.where(RoundRow.session_id == session_id)
         key = (RoundRow.number, RoundRow.id)
-        return self._page(RoundRecord, query, "rounds", key, after, limit)
+        with self._session() as db:
+            chosen, cursor = _within_budget(
+                list(db.execute(keyset(sizes, "rounds", key, after, limit))), limit, max_outcomes
+            )
+            query = select(RoundRow).where(RoundRow.id.in_(chosen)).order_by(*key)
+            items = [RoundRecord.model_validate(row) for row in db.scalars(query)]
+        return Page[RoundRecord](items=items, next=cursor)
 
     def models_page(
         self, session_id: str | None = None, after: str | None = None, limit: int = 100
@@ -124,3 +144,18 @@ class ListingTable:
         more = len(chain) > limit
         cursor = encode_cursor("trail", (model_id, chain[limit].id)) if more else None
         return Page[ModelRecord](items=chain[:limit], next=cursor)
+
+
+def _within_budget(
+    sizes: Sequence[Any], limit: int, max_outcomes: int
+) -> tuple[list[int], str | None]:
+    """The ids of the first rounds of ``sizes`` (rows of number, id, outcome count) that
+    fit ``limit`` and ``max_outcomes`` (at least one), and the cursor after them."""
+    chosen: list[int] = []
+    total, last = 0, (0, 0)
+    for number, round_id, count in sizes:
+        if len(chosen) == limit or (chosen and total + (count or 0) > max_outcomes):
+            return chosen, encode_cursor("rounds", last)
+        chosen.append(round_id)
+        total, last = total + (count or 0), (number, round_id)
+    return chosen, None

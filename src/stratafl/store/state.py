@@ -91,16 +91,20 @@ class StateStore(TokenTable, ProgressTable, ListingTable, EventTable):
             row.address, row.max_clients = address, max_clients
             row.status, row.last_heartbeat = CombinerStatus.ONLINE.value, now
 
-    def combiner_heartbeat(self, combiner_id: str, client_ids: Sequence[str]) -> None:
-        """Mark the combiner and every client it holds as alive now, in a few statements
-        however many clients there are (one UPDATE, plus INSERTs for unknown ids)."""
+    def combiner_heartbeat(
+        self, combiner_id: str, client_ids: Sequence[str], *, num_clients: int | None = None
+    ) -> None:
+        """Mark the combiner alive now, holding ``num_clients`` (default: as many as
+        ``client_ids``), and the clients ``client_ids`` as connected to it and seen now, in a
+        few statements however many clients there are (one UPDATE, plus INSERTs for unknown
+        ids)."""
         now = time.time()
         connected = ClientStatus.CONNECTED.value
         with self._session() as db, db.begin():
             row = db.get(CombinerRow, combiner_id)
             if row is not None:
                 row.status, row.last_heartbeat = CombinerStatus.ONLINE.value, now
-                row.num_clients = len(client_ids)
+                row.num_clients = len(client_ids) if num_clients is None else num_clients
             if not client_ids:
                 return
             db.execute(

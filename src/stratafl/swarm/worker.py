@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import random
-import resource
 import signal
 import sys
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from stratafl.client.app import ClientApp, ClientContext, load_app
 from stratafl.logs import configure_logging
+from stratafl.machine import raise_open_files_limit
 from stratafl.security.files import read_pem
 from stratafl.swarm.client import SwarmClient
 from stratafl.swarm.identities import Identity, from_lines
@@ -134,13 +134,6 @@ async def _until_stopped(
             pass
 
 
-def raise_file_limit() -> None:
-    """Every client holds a socket: take the hard limit on open files as the soft one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 async def _main(spec: WorkerSpec) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -156,5 +149,5 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: python -m stratafl.swarm SPEC.json (started by strata swarm)")
     configure_logging(None, None)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per assignment
-    raise_file_limit()
+    raise_open_files_limit()  # every simulated client holds a socket
     asyncio.run(_main(WorkerSpec.read(Path(args[0]))))

@@ -168,6 +168,8 @@ class IncomingModel(Generic[H]):
     what: str
     wire_bytes: int = 0
     """Serialized bytes received so far (header included): what this stream cost."""
+    disk_seconds: float = 0.0
+    """Seconds `save` spent writing the bytes to disk (the rest of a save is the network)."""
 
     async def save(
         self,
@@ -186,13 +188,17 @@ class IncomingModel(Generic[H]):
         specs = specs_from_proto(layout)
         if expect is not None:
             check_same_layout(expect, specs)
-        with ModelFileWriter(path, specs) as writer:
-            async for message in self.messages:
-                writer.write(_data_of(message, self.what))
-                size = wire_size(message.data)
-                self.wire_bytes += size
-                if on_bytes is not None:
-                    on_bytes(size)
+        writer = ModelFileWriter(path, specs)
+        try:
+            with writer:
+                async for message in self.messages:
+                    writer.write(_data_of(message, self.what))
+                    size = wire_size(message.data)
+                    self.wire_bytes += size
+                    if on_bytes is not None:
+                        on_bytes(size)
+        finally:
+            self.disk_seconds += writer.disk_seconds
         return specs
 
 
