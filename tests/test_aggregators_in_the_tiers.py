@@ -50,6 +50,13 @@ def test_krum_keeps_out_a_boosted_update_and_a_nan_update_is_rejected(federation
         w = _model(fed, session.final_model_id)["w"]
         assert w[0] in (2.0, 3.0)
         np.testing.assert_array_equal(w, w[0])
+        # the round says whose update counted: the winner's, shifted by w; the other
+        # accepted updates are ok but left out, and the rejected one is not "left out"
+        winner = f"client-{int(w[0]) - 1}"
+        left_out = {o.client_id: o.left_out for o in rounds[0].outcomes}
+        assert left_out[winner] == "" and left_out["client-5"] == ""
+        for client in {"client-0", "client-1", "client-2", "client-3", "client-4"} - {winner}:
+            assert outcome[client] == "ok" and "krum keeps the one update" in left_out[client]
 
 
 def test_too_few_updates_for_krum_at_a_combiner_fails_the_round_with_the_reason(federation):

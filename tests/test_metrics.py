@@ -161,6 +161,38 @@ def test_a_combiners_counters_move_by_what_its_round_did(tmp_path):
     assert get("stratafl_combiner_fold_seconds_total") > 0
     assert get("stratafl_combiner_phase_seconds_total", phase="fetch") > 0
     assert get("stratafl_combiner_phase_seconds_total", phase="stage") > 0
+    assert get("stratafl_combiner_updates_left_out_total") == 0  # fedavg uses every update
+
+
+def test_a_combiner_counts_the_updates_its_rule_left_out(tmp_path):
+    federation = LocalFederation(tmp_path)
+    combiner = federation.add_combiner("combiner-0")
+    for index in range(5):
+        federation.add_client(combiner, index, Behaviour.HONEST)
+    try:
+        federation.seed(MODEL)
+
+        async def run() -> str:
+            config = SessionConfig(
+                rounds=1,
+                min_clients=5,
+                round_timeout=5.0,
+                wait_for_clients_seconds=0.0,
+                aggregator="krum:f=1",
+            )
+            session_id = federation.sessions.start(config)
+            assert federation.sessions.current is not None
+            await federation.sessions.current
+            return session_id
+
+        rounds = federation.store.rounds(federation.run(run()))
+    finally:
+        federation.close()
+    registry = combiner.rounds.metrics.registry
+    assert [r.status for r in rounds] == ["finished"]
+    left_out = [o for o in rounds[0].outcomes if o.left_out]
+    assert len(left_out) == 4 and all(o.status == "ok" for o in left_out)  # krum keeps one
+    assert registry.get_sample_value("stratafl_combiner_updates_left_out_total") == 4
 
 
 def test_transfer_slots_in_use_are_counted_while_held():

@@ -114,6 +114,11 @@ class ClientOutcome(Record):
     bytes_up: int = 0
     bytes_down: int = 0
     seconds: float = 0.0
+    left_out: str = Field(
+        "",
+        description="set when the update was accepted (status ok) but the session's rule "
+        "left it out of the model (krum, multikrum, bulyan, flame): why, in a sentence",
+    )
 
 
 class Traffic(Record):

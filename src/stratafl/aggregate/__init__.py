@@ -31,7 +31,7 @@ from stratafl.aggregate.mean import WeightedMeanFold, weighted_mean
 from stratafl.aggregate.privacy import DPGaussian
 from stratafl.aggregate.registry import OPTIMIZERS, RULES, Aggregator, parse_aggregator
 from stratafl.aggregate.rlr import RobustLR
-from stratafl.aggregate.rule import AggregationRule, Fold
+from stratafl.aggregate.rule import AggregationRule, Fold, LeftOut, SelectsInputs
 from stratafl.aggregate.server_opt import (
     FedAvgM,
     ServerAverage,
@@ -53,11 +53,13 @@ __all__ = [
     "FedYogi",
     "Flame",
     "Fold",
+    "LeftOut",
     "Krum",
     "Median",
     "MultiKrum",
     "NormBounding",
     "RobustLR",
+    "SelectsInputs",
     "ServerAverage",
     "ServerOptState",
     "ServerOptimizer",

@@ -40,6 +40,7 @@ import numpy as np
 from stratafl.aggregate.blocks import coordinate_blocks, flat, stack_block
 from stratafl.aggregate.clipping import clip_scale
 from stratafl.aggregate.rule import (
+    LeftOut,
     NeedsEveryInput,
     Update,
     check_inputs,
@@ -182,6 +183,12 @@ class Flame(NeedsEveryInput):
     ) -> tuple[Params, float]:
         """The noised clipped mean of the admitted updates, and the admitted count (or
         their examples, with ``weight_by_examples``) as its weight."""
+        return self.aggregate_selecting(updates, weights, reference)[:2]
+
+    def aggregate_selecting(
+        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float, LeftOut]:
+        """`aggregate`, and the updates outside the majority cluster as left out."""
         specs = check_inputs(self.name, updates, weights, reference)
         screening = self.screen(updates, reference)
         chosen = screening.admitted
@@ -191,7 +198,9 @@ class Flame(NeedsEveryInput):
         noise_std = self.noise_lambda * screening.clip_bound
         admitted = [updates[i] for i in chosen]
         result = _shifted(reference, admitted, coefficients, specs, noise_std, self.generator())
-        return result, float(shares.sum())
+        why = "flame keeps the majority cluster of update directions; this one lies outside it"
+        left_out = {i: why for i in range(len(updates)) if i not in chosen}
+        return result, float(shares.sum()), left_out
 
     def merge(
         self, partials: Sequence[Update], weights: Sequence[float], reference: Update

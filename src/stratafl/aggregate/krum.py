@@ -30,6 +30,7 @@ import numpy as np
 
 from stratafl.aggregate.blocks import coordinate_blocks, coordinatewise, stack_block
 from stratafl.aggregate.rule import (
+    LeftOut,
     NeedsEveryInput,
     SameEveryRound,
     Update,
@@ -118,10 +119,19 @@ class Krum(NeedsEveryInput, SameEveryRound):
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
+        return self.aggregate_selecting(updates, weights, reference)[:2]
+
+    def aggregate_selecting(
+        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float, LeftOut]:
+        """`aggregate`, and every update but the winner as left out."""
         specs = check_inputs(self.name, updates, weights, reference)
         require_updates(f"krum with f={self.f}", len(updates), self.min_updates, "n > 2f + 2")
         scores = krum_scores(pairwise_sq_distances(updates, specs), range(len(updates)), self.f)
-        return _copy_of(updates[int(np.argmin(scores))], specs), float(sum(weights))
+        winner = int(np.argmin(scores))
+        why = "krum keeps the one update nearest its neighbours; another scored lower"
+        left_out = {i: why for i in range(len(updates)) if i != winner}
+        return _copy_of(updates[winner], specs), float(sum(weights)), left_out
 
     def merge(
         self, partials: Sequence[Update], weights: Sequence[float], reference: Update
@@ -164,13 +174,27 @@ class MultiKrum(NeedsEveryInput, SameEveryRound):
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
+        return self.aggregate_selecting(updates, weights, reference)[:2]
+
+    def aggregate_selecting(
+        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float, LeftOut]:
+        """`aggregate`, and the n - m updates with the highest scores as left out."""
         specs = check_inputs(self.name, updates, weights, reference)
         require_updates(f"multikrum with f={self.f}", len(updates), 2 * self.f + 3, "n > 2f + 2")
         m = self.selected(len(updates))
         require_updates(f"multikrum with m={m}", len(updates), m, "it averages m of them")
         scores = krum_scores(pairwise_sq_distances(updates, specs), range(len(updates)), self.f)
-        chosen = np.argsort(scores, kind="stable")[:m]
-        return plain_mean([updates[i] for i in sorted(chosen)], specs), float(sum(weights))
+        ranking = [int(i) for i in np.argsort(scores, kind="stable")]
+        chosen = sorted(ranking[:m])
+        left_out = {
+            i: f"multikrum averages the {m} updates nearest their neighbours; this one "
+            f"ranked {rank + 1} of {len(updates)}"
+            for rank, i in enumerate(ranking)
+            if rank >= m
+        }
+        mean = plain_mean([updates[i] for i in chosen], specs)
+        return mean, float(sum(weights)), left_out
 
     def merge(
         self, partials: Sequence[Update], weights: Sequence[float], reference: Update
@@ -210,6 +234,13 @@ class Bulyan(NeedsEveryInput, SameEveryRound):
     def aggregate(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
+        return self.aggregate_selecting(updates, weights, reference)[:2]
+
+    def aggregate_selecting(
+        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float, LeftOut]:
+        """`aggregate`, and the 2f updates Krum did not select as left out (a selected
+        update still loses the coordinates that lie far from the median)."""
         specs = check_inputs(self.name, updates, weights, reference)
         n = len(updates)
         require_updates(f"bulyan with f={self.f}", n, self.min_updates, "n >= 4f + 3")
@@ -228,7 +259,10 @@ class Bulyan(NeedsEveryInput, SameEveryRound):
             return np.take_along_axis(rows, nearest, axis=0).mean(axis=0)
 
         chosen = [updates[i] for i in sorted(selected)]
-        return coordinatewise(chosen, specs, closest_to_median_mean), float(sum(weights))
+        why = f"bulyan keeps the {len(selected)} updates Krum selects one by one; not this one"
+        left_out = {i: why for i in remaining}
+        trimmed = coordinatewise(chosen, specs, closest_to_median_mean)
+        return trimmed, float(sum(weights)), left_out
 
     def merge(
         self, partials: Sequence[Update], weights: Sequence[float], reference: Update

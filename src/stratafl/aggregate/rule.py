@@ -20,6 +20,10 @@ the others return themselves. For every rule, ``merge`` of a single
 partial returns that partial, so a federation with one combiner computes exactly the flat
 rule. What ``merge`` means for M > 1 is stated by each rule (docs/aggregators.md).
 
+A rule that keeps some inputs and drops the others (Krum, Multi-Krum, Bulyan, FLAME) is
+also `SelectsInputs`: ``aggregate_selecting`` gives the same result and says which inputs
+it left out and why, so a round can tell each client what became of its update.
+
 Only FedAvg takes partial updates (a client sends some of its tensors; the weights become
 per tensor, see `WeightedMeanFold`); every other rule refuses one in `check_inputs`, with
 the fix in the message.
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Protocol, Self
+from typing import ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -96,6 +100,21 @@ class AggregationRule(Protocol):
         self, partials: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float]:
         """The rule across combiner partials (identity for a single partial)."""
+        ...
+
+
+LeftOut = dict[int, str]
+"""The inputs a selecting rule left out of its result: input index -> why, in a sentence."""
+
+
+@runtime_checkable
+class SelectsInputs(Protocol):
+    """A rule whose result uses some of its inputs only, and can say which it dropped."""
+
+    def aggregate_selecting(
+        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float, LeftOut]:
+        """`aggregate`'s result, and the updates it left out (index -> why)."""
         ...
 
 

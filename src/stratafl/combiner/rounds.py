@@ -41,6 +41,8 @@ class Outcome:
     bytes_down: int = 0
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
+    left_out: str = ""
+    """Why the rule left this (accepted) update out of the partial; empty if it counted."""
 
     def add_bytes_up(self, size: int) -> None:
         self.bytes_up += size
@@ -55,6 +57,7 @@ class Outcome:
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
             seconds=self.seconds,
+            left_out=self.left_out,
         )
 
 
@@ -155,6 +158,12 @@ class RoundState:
                 f"no answer within {self.spec.timeout_seconds:g} s",
             )
         self.closed = True
+
+    def note_left_out(self, left_out: Mapping[str, str]) -> None:
+        """Record why the rule left out these tasks' accepted updates (task id -> why)."""
+        for task_id, why in left_out.items():
+            if task_id in self.outcomes:
+                self.outcomes[task_id].left_out = why
 
     def contributors(self) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == OutcomeStatus.OK)

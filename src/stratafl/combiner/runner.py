@@ -104,7 +104,6 @@ class RoundRunner:
             header = pb.RoundResultHeader(
                 combiner_id=self.combiner_id,
                 contributors=state.contributors(),
-                outcomes=[o.to_proto() for o in state.outcomes.values()],
                 model_bytes_down=fetched,
             )
             partial = None
@@ -116,6 +115,8 @@ class RoundRunner:
                     header.tensor_weights.update(weights)  # empty: every tensor in full
                 except ConfigError as exc:  # e.g. too few updates for the rule's tolerance
                     header.error = str(exc)
+                state.note_left_out(collector.left_out)
+            header.outcomes.extend(o.to_proto() for o in state.outcomes.values())
             header.seconds = time.monotonic() - started
             statuses = [o.status for o in state.outcomes.values()]
             self.metrics.round_closed(spec.kind == pb.TRAIN, statuses, header.seconds, collector)
@@ -207,7 +208,9 @@ class RoundRunner:
                     path.unlink(missing_ok=True)
                     return pb.Ack(ok=False, message="the round closed before the update arrived")
                 cancelled = await _finish(
-                    asyncio.to_thread(state.collector.add, path, float(header.num_examples))
+                    asyncio.to_thread(
+                        state.collector.add, path, float(header.num_examples), key=header.task_id
+                    )
                 )
                 collected = True
                 state.resolve(

@@ -269,4 +269,5 @@ def _outcome(outcome: pb.ClientOutcome, combiner_id: str) -> ClientOutcome:
         bytes_up=outcome.bytes_up,
         bytes_down=outcome.bytes_down,
         seconds=outcome.seconds,
+        left_out=outcome.left_out,
     )

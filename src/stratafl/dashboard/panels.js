@@ -5,6 +5,12 @@ const TRAIL_ROWS = 50;
 const RECENT_OUTCOMES = 8;
 const EVENT_ROWS = 40;
 const OUTCOME_MARKS = { ok: "✓", rejected: "R", failed: "F", dropped: "D", timeout: "T", pending: "…" };
+const LEFT_OUT_MARK = "L";
+
+/** An outcome in words: its status, or "left out" for an update the rule did not use. */
+function describe(outcome) {
+  return outcome.status === "ok" && outcome.left_out ? "left out" : outcome.status;
+}
 
 const $ = (id) => document.getElementById(id);
 
@@ -168,11 +174,16 @@ export function showClients(clients, rounds) {
     const outcomes = element("td", "", "outcomes");
     const mine = recent.get(client.id) || [];
     for (const o of mine) {
-      const mark = element("span", OUTCOME_MARKS[o.status] || "?", stateClass(o.status));
-      mark.title = `round ${o.round}: ${o.status}${o.reason ? ` (${o.reason})` : ""}`;
+      // an accepted update the rule left out of the model is marked apart from one that counted
+      const leftOut = o.status === "ok" && o.left_out;
+      const mark = leftOut
+        ? element("span", LEFT_OUT_MARK, "state-left-out")
+        : element("span", OUTCOME_MARKS[o.status] || "?", stateClass(o.status));
+      const why = leftOut ? o.left_out : o.reason;
+      mark.title = `round ${o.round}: ${describe(o)}${why ? ` (${why})` : ""}`;
       outcomes.append(mark);
     }
-    outcomes.setAttribute("aria-label", mine.map((o) => `round ${o.round} ${o.status}`).join(", ") || "none");
+    outcomes.setAttribute("aria-label", mine.map((o) => `round ${o.round} ${describe(o)}`).join(", ") || "none");
     return row(element("td", client.id, "id"), element("td", client.combiner_id || "—", "id"),
       state(client.status), ago(client.last_seen), outcomes);
   });

@@ -9,7 +9,7 @@ round closes, the collector's own byte and time counts. Served by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Literal, Protocol
 
@@ -60,6 +60,9 @@ class FoldCounts(Protocol):
 
     @property
     def seconds(self) -> float: ...
+
+    @property
+    def left_out(self) -> Mapping[str, str]: ...
 
 
 class CountingSemaphore(asyncio.Semaphore):
@@ -116,6 +119,12 @@ class CombinerMetrics:
             "stratafl_combiner_fold_seconds",
             "Seconds spent checking and folding updates and making partials; "
             "rate(fold_bytes) / rate(fold_seconds) is the fold's throughput",
+            registry=self.registry,
+        )
+        self.left_out = Counter(
+            "stratafl_combiner_updates_left_out",
+            "Accepted updates the round's rule left out of its partial (krum, multikrum, "
+            "bulyan, flame): a defence at work, or honest clients it mistakes for attackers",
             registry=self.registry,
         )
         self.phase_seconds = Counter(
@@ -194,6 +203,7 @@ class CombinerMetrics:
         if fold is not None:
             self.fold_bytes.inc(fold.bytes_in)
             self.fold_seconds.inc(fold.seconds)
+            self.left_out.inc(len(fold.left_out))
 
 
 _CLOSED = tuple(s for s in OutcomeStatus if s is not OutcomeStatus.PENDING)

@@ -190,7 +190,7 @@ class RoundSpec(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ...) -> None: ...
 
 class ClientOutcome(_message.Message):
-    __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds")
+    __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds", "left_out")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class ClientOutcome(_message.Message):
     BYTES_UP_FIELD_NUMBER: _ClassVar[int]
     BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     status: OutcomeStatus
     reason: str
@@ -214,7 +215,8 @@ class ClientOutcome(_message.Message):
     bytes_up: int
     bytes_down: int
     seconds: float
-    def __init__(self, client_id: _Optional[str] = ..., status: _Optional[_Union[OutcomeStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+    left_out: str
+    def __init__(self, client_id: _Optional[str] = ..., status: _Optional[_Union[OutcomeStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., left_out: _Optional[str] = ...) -> None: ...
 
 class RoundResultHeader(_message.Message):
     __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds", "error", "model_bytes_down", "tensor_weights")

@@ -167,7 +167,9 @@ def round_summary(record: RoundRecord) -> RoundSummary:
         per_client=record.validation.per_client,
         participants=record.participants,
         outcomes=[
-            o.model_dump(include={"client_id", "combiner_id", "status", "reason", "num_examples"})
+            o.model_dump(
+                include={"client_id", "combiner_id", "status", "reason", "num_examples", "left_out"}
+            )
             for o in record.outcomes
         ],
         bytes_up=traffic.clients_up + traffic.combiners_up,

@@ -8,6 +8,10 @@ by block through per-access memory maps: memory O(model + block), disk O(inputs 
 Either way an input is checked whole before it counts, and a bad one is refused without
 touching what was collected so far.
 
+A rule that selects among its inputs (`SelectsInputs`) says which it left out; the
+collector keeps that as ``left_out``, keyed by what each input was added with (a task),
+so a combiner can tell each client whether its update counted.
+
 Partial updates (some tensors only; FedAvg alone takes them) fold per tensor: a combiner
 hands on its partial with each tensor's weight sum (`partial_result`), and the reducer
 adds each tensor of it with that sum (``add(..., tensor_weights=...)``).
@@ -21,13 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
-from stratafl.aggregate import AggregationRule, Fold, WeightedMeanFold, check_finite
+from stratafl.aggregate import (
+    AggregationRule,
+    Fold,
+    LeftOut,
+    SelectsInputs,
+    WeightedMeanFold,
+    check_finite,
+)
 from stratafl.aggregate.fedavg import require_partial_updates
 from stratafl.errors import ConfigError, UpdateRejected
 from stratafl.modelfile import MappedModelFile
 from stratafl.params import Params, TensorSpec, specs_of, total_bytes
 
-Combine = Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float]], tuple[Params, float]]
+Combine = Callable[
+    [Sequence[Mapping[str, np.ndarray]], Sequence[float]], tuple[Params, float, LeftOut]
+]
 
 
 class Collector:
@@ -37,7 +50,9 @@ class Collector:
         self._specs = list(specs)
         self._fold = fold
         self._combine = combine
-        self._spooled: list[tuple[Path, float]] = []
+        self._spooled: list[tuple[Path, float, str]] = []
+        self.left_out: dict[str, str] = {}
+        """After `result`: the inputs the rule left out, by the key each was added with."""
         self.count = 0
         self.bytes_in = 0
         """Bytes of the inputs taken: with `seconds`, the fold's throughput."""
@@ -54,11 +69,15 @@ class Collector:
         if partial:
             require_partial_updates(rule)
         fold = rule.fold(reference) if rule.streaming else None
-        return cls(
-            specs_of(reference),
-            fold,
-            lambda updates, weights: rule.aggregate(updates, weights, reference),
-        )
+
+        def combine(
+            updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]
+        ) -> tuple[Params, float, LeftOut]:
+            if isinstance(rule, SelectsInputs):
+                return rule.aggregate_selecting(updates, weights, reference)
+            return (*rule.aggregate(updates, weights, reference), {})
+
+        return cls(specs_of(reference), fold, combine)
 
     @classmethod
     def for_partials(cls, rule: AggregationRule, reference: Mapping[str, np.ndarray]) -> Collector:
@@ -67,13 +86,19 @@ class Collector:
         return cls(
             specs_of(reference),
             fold,
-            lambda partials, weights: rule.merge(partials, weights, reference),
+            lambda partials, weights: (*rule.merge(partials, weights, reference), {}),
         )
 
     def add(
-        self, staged: Path, weight: float, tensor_weights: Mapping[str, float] | None = None
+        self,
+        staged: Path,
+        weight: float,
+        tensor_weights: Mapping[str, float] | None = None,
+        *,
+        key: str = "",
     ) -> None:
-        """Check ``staged`` and fold it (deleting it) or keep it in the spool.
+        """Check ``staged`` and fold it (deleting it) or keep it in the spool; ``key``
+        names it in ``left_out``.
 
         Its layout was checked where it arrived; here its values are (NaN, Inf). A partial
         of partial updates comes with ``tensor_weights`` (each tensor's weight sum), which
@@ -96,7 +121,7 @@ class Collector:
             self._fold.add(update, weight)
             staged.unlink(missing_ok=True)
         else:
-            self._spooled.append((staged, weight))
+            self._spooled.append((staged, weight, key))
         self.count += 1
         self.bytes_in += total_bytes(specs)
         self.seconds += time.perf_counter() - started
@@ -108,8 +133,10 @@ class Collector:
         try:
             if self._fold is not None:
                 return self._fold.result()
-            inputs = [MappedModelFile(path) for path, _ in self._spooled]
-            return self._combine(inputs, [weight for _, weight in self._spooled])
+            inputs = [MappedModelFile(path) for path, _, _ in self._spooled]
+            params, weight, left_out = self._combine(inputs, [w for _, w, _ in self._spooled])
+            self.left_out = {self._spooled[i][2]: why for i, why in left_out.items()}
+            return params, weight
         finally:
             self.seconds += time.perf_counter() - started
 
@@ -128,6 +155,6 @@ class Collector:
 
     def discard(self) -> None:
         """Delete whatever is spooled (after the result is taken, or when a round is dropped)."""
-        for path, _ in self._spooled:
+        for path, _, _ in self._spooled:
             path.unlink(missing_ok=True)
         self._spooled.clear()
