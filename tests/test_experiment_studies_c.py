@@ -4,6 +4,7 @@ and each end to end at the quick size on real federations."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -129,5 +130,15 @@ def test_quick_backdoor_defences_end_to_end(tmp_path):
     for run in results["runs"]:
         assert len(run["malicious"]) == (1 if run["fraction"] > 0 else 0)
         assert 0.0 <= run["asr"] <= 1.0
+        if run["fraction"] == 0:
+            assert math.isnan(run["attackers_left_out"])  # nobody to leave out
+        if run["rule"] in ("fedavg", "trimmed_mean:beta=0.2", "rlr"):
+            assert run["honest_left_out"] == 0.0  # they use every update
+        if run["rule"] == "multikrum:f=1":  # leaves out 1 of the 7 updates in every round
+            bad = len(run["malicious"])
+            attackers = run["attackers_left_out"] if bad else 0.0
+            left_out = bad * attackers + (7 - bad) * run["honest_left_out"]
+            assert left_out == pytest.approx(1.0)
     assert "## Against the goals" in readme and "| `flame` |" in readme
+    assert "## Whose updates the rule left out" in readme and "| `multikrum:f=1` |" in readme
     assert (folder / "defences.png").stat().st_size > 0

@@ -7,7 +7,9 @@ either used it or names it as left out, and the result is the one `aggregate` gi
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from stratafl.aggregate import (
     SelectsInputs,
 )
 from stratafl.aggregate.rule import plain_mean
+from stratafl.experiments.poisoning import left_out_shares
 from stratafl.modelfile import save_params
 from stratafl.params import Params, specs_of
 from stratafl.staging.collector import Collector
@@ -128,3 +131,27 @@ def test_a_streaming_rule_leaves_nobody_out(tmp_path: Path) -> None:
         collector.add(staged, 1.0, key=f"task-{i}")
     collector.result()
     assert collector.left_out == {}
+
+
+def test_studies_count_whose_accepted_updates_were_left_out() -> None:
+    # two rounds as the report gives them: client-2 attacks and is left out once; client-0
+    # is left out once; a rejected update counts for neither share
+    def outcome(client: str, status: str = "ok", left_out: str = "") -> dict[str, str]:
+        return {"client_id": client, "status": status, "left_out": left_out}
+
+    rounds = [
+        SimpleNamespace(
+            outcomes=[outcome("client-0"), outcome("client-1"), outcome("client-2", left_out="x")]
+        ),
+        SimpleNamespace(
+            outcomes=[
+                outcome("client-0", left_out="x"),
+                outcome("client-1", status="rejected"),
+                outcome("client-2"),
+            ]
+        ),
+    ]
+    shares = left_out_shares(rounds, attackers=[2])
+    assert shares == {"attackers_left_out": 0.5, "honest_left_out": 1 / 3}
+    nobody = left_out_shares(rounds, attackers=[])
+    assert math.isnan(nobody["attackers_left_out"]) and nobody["honest_left_out"] == 2 / 5

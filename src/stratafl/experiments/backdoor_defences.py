@@ -37,6 +37,8 @@ from stratafl.settings import SessionConfig
 
 NAME = "backdoor-defences"
 KEYS = ("partition", "fraction", "rule")
+LEFT_OUT = ("attackers_left_out", "honest_left_out")
+"""Per run, the shares of accepted updates the rule left out (`poisoning.left_out_shares`)."""
 ASR_GOAL = 0.05
 COST_GOAL = 0.01
 
@@ -108,7 +110,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "attack": backdoor.ATTACK,
         "cases": [list(c) for c in cases(scale)],
         "rules": rules(scale),
-        "settings": summarise(runs, KEYS, ("accuracy", "asr")),
+        "settings": summarise(runs, KEYS, ("accuracy", "asr", *LEFT_OUT)),
         "runs": runs,
         "seconds": time.monotonic() - started,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -243,6 +245,7 @@ def _readme(results: dict[str, Any], study: StudyRun) -> str:
         for v in verdicts(results)
     ]
     attacked_rows = [s for s in results["settings"] if s["fraction"] > 0]
+    lines += [*_left_out_section(results), ""]
     lines += [
         f"## Against the goals (ASR at most {ASR_GOAL:.0%}, at most {COST_GOAL * 100:.0f} "
         "point below FedAvg)",
@@ -259,6 +262,44 @@ def _readme(results: dict[str, Any], study: StudyRun) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _left_out_section(results: dict[str, Any]) -> list[str]:
+    """Whose updates the selecting rules dropped, from each round's outcomes: the attackers'
+    (a detection rate) and the honest clients' (the price on non-IID data)."""
+    settings = results["settings"]
+    selecting = {  # NaN (no attackers to leave out) compares as not above 0
+        s["rule"]
+        for s in settings
+        if s["honest_left_out"]["mean"] > 0 or s["attackers_left_out"]["mean"] > 0
+    }
+    body = [
+        [
+            f"`{s['rule']}`",
+            s["partition"],
+            f"{s['fraction']:.0%}",
+            pm(s["attackers_left_out"], 2),
+            pm(s["honest_left_out"], 2),
+        ]
+        for rule in results["rules"]
+        if rule in selecting
+        for s in settings
+        if s["rule"] == rule
+    ]
+    return [
+        "## Whose updates the rule left out",
+        "",
+        "Of the updates that arrived and passed the checks, over all rounds: the share each "
+        "rule left out of the model (each round outcome's `left_out`), for the attackers and "
+        "for the honest clients. Only the rules that select among the updates leave any out; "
+        "the others use a part of every update.",
+        "",
+        markdown_table(
+            ["rule", "split", "attackers", "attackers left out", "honest left out"], body
+        )
+        if body
+        else "No rule left an update out.",
+    ]
 
 
 STUDY = Study(

@@ -8,10 +8,11 @@ recall, a backdoor's attack success rate, and how it serves each honest client's
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from stratafl.experiments.output import markdown_table
 from stratafl.experiments.study import StudyRun, mean_std, spread
 from stratafl.params import Params
 from stratafl.settings import SessionConfig
+
+if TYPE_CHECKING:
+    from stratafl.sim.report import RoundSummary
 
 CLASSES = 10
 FAIRNESS = ("mean", "worst", "p10", "std")
@@ -121,6 +125,7 @@ def scored_sessions(
             "rule": result.config.aggregator,
             **scorer.final(result.final, bad),
             "asr": backdoor_success(scorer.app, result.final, trigger),
+            **left_out_shares(result.rounds, bad),
         }
         for result in run_sessions(spec, sessions)
     ]
@@ -129,6 +134,26 @@ def scored_sessions(
         f"{f.seed}: {len(records)} rules ({time.monotonic() - began:.0f} s)"
     )
     return records
+
+
+def left_out_shares(rounds: Sequence[RoundSummary], attackers: Sequence[int]) -> dict[str, float]:
+    """Of the accepted updates over all ``rounds``, the share the rule left out, for the
+    attackers' (``attackers_left_out``) and for the honest clients' (``honest_left_out``);
+    NaN where there was none (no attacker). A defence that works leaves out the first and
+    keeps the second; a rule that uses every update leaves out neither."""
+    bad = {f"client-{i}" for i in attackers}
+    counts = {True: [0, 0], False: [0, 0]}  # attacker? -> [left out, accepted]
+    for record in rounds:
+        for outcome in record.outcomes:
+            if outcome["status"] == "ok":
+                tally = counts[outcome["client_id"] in bad]
+                tally[0] += bool(outcome.get("left_out"))
+                tally[1] += 1
+
+    def share(tally: list[int]) -> float:
+        return tally[0] / tally[1] if tally[1] else math.nan
+
+    return {"attackers_left_out": share(counts[True]), "honest_left_out": share(counts[False])}
 
 
 def summarise(
