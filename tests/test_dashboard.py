@@ -207,13 +207,24 @@ const done = arguments[arguments.length - 1];
   const missing = await stream.follow("no-such-session", {
     onOpen() {}, onEvent() {}, signal: new AbortController().signal,
   });
+  // an accepted update the rule left out is marked L, with the rule's reason on hover
+  const panels = await import("/dashboard/panels.js");
+  panels.showClients(
+    [{id: "client-x", combiner_id: "combiner-0", status: "connected", last_seen: 0}],
+    [{number: 1, outcomes: [
+      {client_id: "client-x", status: "ok", left_out: "krum keeps the one update"},
+      {client_id: "client-x", status: "ok", left_out: ""},
+    ]}],
+  );
+  const marks = [...document.querySelectorAll("#clients-table tbody .outcomes span")];
+  const shown = marks.map((mark) => [mark.textContent, mark.className, mark.title]);
   const real = window.fetch;
   const answers = [[{}, {}], {items: [{}, {}], next: "c1"}, {items: [{}], next: null}];
   window.fetch = async () => new Response(JSON.stringify(answers.shift()));
   try {
     const bare = await api.pages("/api/v1/x");
     const paged = await api.pages("/api/v1/x");
-    done({events, missing, bare: bare.length, paged: paged.length});
+    done({events, missing, bare: bare.length, paged: paged.length, shown});
   } finally {
     window.fetch = real;
   }
@@ -304,6 +315,10 @@ def test_the_dashboard_follows_a_live_session_and_stops_it(slow_federation, brow
         "missing": "missing",  # no stream for that id: the page falls back to polling
         "bare": 2,  # a controller that answers a bare list rather than {items, next}
         "paged": 3,  # two pages, followed through `next`
+        "shown": [
+            ["L", "state-left-out", "round 1: left out (krum keeps the one update)"],
+            ["✓", "state-ok", "round 1: ok"],
+        ],
     }
 
     refused = [
