@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from stratafl.aggregate.blocks import coordinate_blocks, flat
+from stratafl.aggregate.mean import check_weight
 from stratafl.aggregate.rule import (
     MergesByWeightedMean,
     SameEveryRound,
@@ -73,8 +74,7 @@ class ClippedSumFold:
 
     def add(self, update: Update, weight: float) -> None:
         """Fold ``weight * clip(update - reference)``; ``update`` is never modified."""
-        if not (math.isfinite(weight) and weight > 0):
-            raise ConfigError(f"update weight must be a positive number, got {weight}")
+        check_weight("update weight", weight)
         check_same_layout(self._specs, specs_of(update))
         scale = weight * clip_scale(distance(update, self._reference), self._clip_norm)
         for name, total in self._sums.items():

@@ -68,7 +68,7 @@ class WeightedMeanFold:
         ``weight`` being the partial's total. Raises `ConfigError` or `ModelFormatError`
         with nothing folded. ``update`` is never modified.
         """
-        _check_weight("update weight", weight)
+        check_weight("update weight", weight)
         check_subset_layout(self._specs, specs_of(update))
         weights = dict.fromkeys(update, float(weight))
         if tensor_weights is not None:
@@ -78,7 +78,7 @@ class WeightedMeanFold:
                     f"{sorted(update)}; give one weight per tensor sent"
                 )
             for name, tensor_weight in tensor_weights.items():
-                _check_weight(f"weight of tensor {name!r}", tensor_weight)
+                check_weight(f"weight of tensor {name!r}", tensor_weight)
             weights = {name: float(tensor_weights[name]) for name in update}
         for name, tensor_weight in weights.items():
             flat_total = flat(self._sums[name])
@@ -157,7 +157,9 @@ def _scratch(size: int) -> np.ndarray:
     return np.empty(min(size, max(1, blocks.BLOCK_ELEMENTS // SCRATCH_SHARE)), dtype=np.float64)
 
 
-def _check_weight(what: str, weight: float) -> None:
+def check_weight(what: str, weight: float) -> None:
+    """Raise `ConfigError` unless ``weight`` (named ``what`` in the message) is a positive
+    finite number: what every fold asks of the weight an update comes with."""
     if not np.isfinite(weight) or weight <= 0:
         raise ConfigError(f"{what} must be a positive number, got {weight}")
 

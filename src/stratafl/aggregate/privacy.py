@@ -31,6 +31,7 @@ from typing import ClassVar
 import numpy as np
 
 from stratafl.aggregate.clipping import ClippedSumFold, check_clip_norm
+from stratafl.aggregate.mean import check_weight
 from stratafl.aggregate.rule import (
     MergesByWeightedMean,
     Update,
@@ -50,8 +51,7 @@ class DPGaussianFold:
 
     def add(self, update: Update, weight: float) -> None:
         """Fold the clipped update; ``weight`` is checked but does not count (see module)."""
-        if not (math.isfinite(weight) and weight > 0):
-            raise ConfigError(f"update weight must be a positive number, got {weight}")
+        check_weight("update weight", weight)
         self._sum.add(update, 1.0)
 
     def result(self) -> tuple[Params, float]:

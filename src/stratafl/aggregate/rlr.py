@@ -28,6 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from stratafl.aggregate.blocks import coordinate_blocks, flat
+from stratafl.aggregate.mean import check_weight
 from stratafl.aggregate.rule import (
     MergesByWeightedMean,
     SameEveryRound,
@@ -54,8 +55,7 @@ class RobustLRFold:
 
     def add(self, update: Update, weight: float) -> None:
         """Fold one update's signs and ``weight`` times its delta; ``update`` is unchanged."""
-        if not (math.isfinite(weight) and weight > 0):
-            raise ConfigError(f"update weight must be a positive number, got {weight}")
+        check_weight("update weight", weight)
         check_same_layout(self._specs, specs_of(update))
         for spec in self._specs:
             ref_flat, upd_flat = flat(self._reference[spec.name]), flat(update[spec.name])
