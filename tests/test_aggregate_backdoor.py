@@ -17,7 +17,14 @@ from stratafl.aggregate.flame import cosine_distances
 from stratafl.aggregate.rule import AggregationRule
 from stratafl.errors import ConfigError, ModelFormatError
 from stratafl.params import Params
-from tests.test_aggregate_rules import FAST, assert_params_equal, frozen, models, wide_models
+from tests.test_aggregate_rules import (
+    FAST,
+    assert_params_equal,
+    frozen,
+    memmapped,
+    models,
+    wide_models,
+)
 
 # --- FLAME: the paper, computed independently ------------------------------------------
 
@@ -421,14 +428,7 @@ def test_blockwise_and_memmapped_equal_direct(
     updates, weights = wide_models(8, 7), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     reference = wide_models(9, 1)[0]
     direct, direct_weight = rule.aggregate(updates, weights, reference)
-    mapped = []
-    for index, update in enumerate(updates):
-        on_disk = {}
-        for name, array in update.items():
-            path = tmp_path / f"{index}-{name}.bin"
-            array.tofile(path)
-            on_disk[name] = np.memmap(path, dtype=array.dtype, mode="r", shape=array.shape)
-        mapped.append(on_disk)
+    mapped = memmapped(updates, tmp_path)
     monkeypatch.setattr(blocks_module, "BLOCK_ELEMENTS", 5)
     blocked, blocked_weight = rule.aggregate(mapped, weights, reference)
     assert_params_equal(blocked, direct, rtol=1e-6, atol=1e-9)

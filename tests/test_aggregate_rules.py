@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -482,6 +483,20 @@ def wide_models(seed: int, count: int) -> list[Params]:
     ]
 
 
+def memmapped(updates: list[Params], folder: Path) -> list[Params]:
+    """``updates`` written to ``folder`` and mapped back read-only, as a combiner reads
+    staged updates: a rule sees memmaps, not arrays in memory."""
+    mapped = []
+    for index, update in enumerate(updates):
+        on_disk = {}
+        for name, array in update.items():
+            path = folder / f"{index}-{name}.bin"
+            array.tofile(path)
+            on_disk[name] = np.memmap(path, dtype=array.dtype, mode="r", shape=array.shape)
+        mapped.append(on_disk)
+    return mapped
+
+
 @pytest.mark.parametrize("rule", rules_for(7), ids=lambda r: f"{r.name}-{r}")
 def test_blockwise_equals_direct(rule: AggregationRule, monkeypatch: pytest.MonkeyPatch) -> None:
     updates, weights = wide_models(8, 7), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
@@ -501,14 +516,7 @@ def test_memmapped_updates_give_the_same_result(
 ) -> None:
     updates, weights = wide_models(10, 7), [1.0] * 7
     reference = wide_models(11, 1)[0]
-    mapped = []
-    for index, update in enumerate(updates):
-        on_disk = {}
-        for name, array in update.items():
-            path = tmp_path / f"{index}-{name}.bin"
-            array.tofile(path)
-            on_disk[name] = np.memmap(path, dtype=array.dtype, mode="r", shape=array.shape)
-        mapped.append(on_disk)
+    mapped = memmapped(updates, tmp_path)
     in_memory, _ = rule.aggregate(updates, weights, reference)
     monkeypatch.setattr(blocks_module, "BLOCK_ELEMENTS", 16)
     from_disk, _ = rule.aggregate(mapped, weights, reference)

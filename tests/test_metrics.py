@@ -11,6 +11,7 @@ import ssl
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from stratafl.combiner.metrics_server import MetricsServer
@@ -121,16 +122,19 @@ def test_each_controller_has_its_own_registry(tmp_path):
 # -- a combiner's counters, in one event loop ---------------------------------------------------
 
 
-def test_a_combiners_counters_move_by_what_its_round_did(tmp_path):
+def _one_session(
+    tmp_path, behaviours: list[Behaviour], config: SessionConfig
+) -> tuple[list[RoundRecord], CollectorRegistry]:
+    """Run one session on one in-process combiner with a client per behaviour; its round
+    records and the combiner's metrics registry."""
     federation = LocalFederation(tmp_path)
     combiner = federation.add_combiner("combiner-0")
-    for index, behaviour in enumerate([Behaviour.HONEST, Behaviour.HONEST, Behaviour.NAN]):
+    for index, behaviour in enumerate(behaviours):
         federation.add_client(combiner, index, behaviour)
     try:
         federation.seed(MODEL)
 
         async def run() -> str:
-            config = SessionConfig(rounds=2, round_timeout=5.0, wait_for_clients_seconds=0.0)
             session_id = federation.sessions.start(config)
             assert federation.sessions.current is not None
             await federation.sessions.current
@@ -139,7 +143,13 @@ def test_a_combiners_counters_move_by_what_its_round_did(tmp_path):
         rounds = federation.store.rounds(federation.run(run()))
     finally:
         federation.close()
-    registry = combiner.rounds.metrics.registry
+    return rounds, combiner.rounds.metrics.registry
+
+
+def test_a_combiners_counters_move_by_what_its_round_did(tmp_path):
+    behaviours = [Behaviour.HONEST, Behaviour.HONEST, Behaviour.NAN]
+    config = SessionConfig(rounds=2, round_timeout=5.0, wait_for_clients_seconds=0.0)
+    rounds, registry = _one_session(tmp_path, behaviours, config)
 
     def get(name: str, **labels: str) -> float:
         found = registry.get_sample_value(name, labels)
@@ -165,30 +175,14 @@ def test_a_combiners_counters_move_by_what_its_round_did(tmp_path):
 
 
 def test_a_combiner_counts_the_updates_its_rule_left_out(tmp_path):
-    federation = LocalFederation(tmp_path)
-    combiner = federation.add_combiner("combiner-0")
-    for index in range(5):
-        federation.add_client(combiner, index, Behaviour.HONEST)
-    try:
-        federation.seed(MODEL)
-
-        async def run() -> str:
-            config = SessionConfig(
-                rounds=1,
-                min_clients=5,
-                round_timeout=5.0,
-                wait_for_clients_seconds=0.0,
-                aggregator="krum:f=1",
-            )
-            session_id = federation.sessions.start(config)
-            assert federation.sessions.current is not None
-            await federation.sessions.current
-            return session_id
-
-        rounds = federation.store.rounds(federation.run(run()))
-    finally:
-        federation.close()
-    registry = combiner.rounds.metrics.registry
+    config = SessionConfig(
+        rounds=1,
+        min_clients=5,
+        round_timeout=5.0,
+        wait_for_clients_seconds=0.0,
+        aggregator="krum:f=1",
+    )
+    rounds, registry = _one_session(tmp_path, [Behaviour.HONEST] * 5, config)
     assert [r.status for r in rounds] == ["finished"]
     left_out = [o for o in rounds[0].outcomes if o.left_out]
     assert len(left_out) == 4 and all(o.status == "ok" for o in left_out)  # krum keeps one
