@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from stratafl.experiments.poisoning import (
     plot_bars,
     summarise,
 )
-from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm
+from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm, timed
 from stratafl.settings import SessionConfig
 
 NAME = "across-combiners"
@@ -137,10 +136,7 @@ def run(study: StudyRun) -> dict[str, Any]:
                         partial(_federation, study, scale, partition, attack, how, seed),
                     )
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": scale.combiners,
         "rounds": scale.rounds,
@@ -151,8 +147,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "rules": rules(scale),
         "settings": summarise(runs, KEYS, ("accuracy", "attack_measure")),
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

@@ -14,7 +14,6 @@ The rules, their tuning and which clients attack are those of the label-flipping
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from stratafl.experiments.poisoning import (
     plot_per_round,
     summarise,
 )
-from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm
+from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm, timed
 
 NAME = "backdoor"
 ATTACK = "backdoor:target=0,fraction=0.5"
@@ -72,10 +71,7 @@ def run(study: StudyRun) -> dict[str, Any]:
                     partial(_federation, study, scale, partition, attack, fraction, seed),
                 )
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": 1,
         "rounds": scale.rounds,
@@ -87,8 +83,7 @@ def run(study: StudyRun) -> dict[str, Any]:
             runs, KEYS, ("accuracy", "asr"), ("accuracy_per_round", "asr_per_round")
         ),
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from stratafl.experiments.study import (
     command,
     mean_std,
     pm,
+    timed,
 )
 from stratafl.settings import SessionConfig
 
@@ -136,8 +136,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "partition": PARTITION,
         "settings": [_summary(label, data[label], runs) for label in models(study)],
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

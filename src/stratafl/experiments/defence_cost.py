@@ -14,7 +14,6 @@ percentile and spread over the clients.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from stratafl.experiments.study import (
     mean_std,
     pm,
     spread,
+    timed,
 )
 from stratafl.settings import SessionConfig
 
@@ -63,10 +63,7 @@ def run(study: StudyRun) -> dict[str, Any]:
             )
     rules = label_flipping.rules(scale)
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": 1,
         "rounds": scale.rounds,
@@ -74,8 +71,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "rules": rules,
         "settings": [_summary(p, rule, runs) for p in partitions for rule in rules],
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

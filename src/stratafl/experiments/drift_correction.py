@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,16 @@ from stratafl.data import parse_partitioner
 from stratafl.experiments.evaluation import pooled_app
 from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
 from stratafl.experiments.poisoning import plot_per_round
-from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, mean_std, pm
+from stratafl.experiments.study import (
+    QUICK_NOTE,
+    Size,
+    Study,
+    StudyRun,
+    command,
+    mean_std,
+    pm,
+    timed,
+)
 from stratafl.settings import SessionConfig
 
 NAME = "drift-correction"
@@ -113,10 +121,7 @@ def run(study: StudyRun) -> dict[str, Any]:
                 partial(_federation, study, scale, partition, seed, pooled[seed]),
             )
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": scale.combiners,
         "rounds": scale.rounds,
@@ -125,8 +130,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "pooled": mean_std(list(pooled.values())),
         "settings": [_summary(p, v, runs) for p in scale.partitions for v in scale.variants],
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

@@ -19,12 +19,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
-from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, mean_std, pm
+from stratafl.experiments.study import (
+    QUICK_NOTE,
+    Size,
+    Study,
+    StudyRun,
+    command,
+    mean_std,
+    pm,
+    timed,
+)
 from stratafl.settings import SessionConfig
 
 NAME = "fedavg-vs-fedsgd"
@@ -116,10 +124,7 @@ def run(study: StudyRun) -> dict[str, Any]:
                 )
             study.log(f"{NAME}: {partition} seed {seed} ({time.monotonic() - began:.0f} s)")
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": scale.combiners,
         "target": scale.target,
@@ -129,8 +134,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         },
         "settings": [_summary(partition, runs) for partition in PARTITIONS],
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from stratafl.experiments.study import (
     command,
     mean_std,
     pm,
+    timed,
 )
 from stratafl.settings import SessionConfig
 
@@ -49,10 +49,7 @@ def run(study: StudyRun) -> dict[str, Any]:
     started = time.monotonic()
     runs = promise_runs(study, scale, PARTITIONS, NAME)
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": scale.combiners,
         "rounds": scale.rounds,
@@ -61,8 +58,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         ),
         "settings": [_summary(partition, runs) for partition in PARTITIONS],
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

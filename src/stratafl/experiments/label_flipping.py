@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from stratafl.experiments.evaluation import (
     mix_accuracies,
     pooled_app,
 )
-from stratafl.experiments.study import Size, Study, StudyRun, spread
+from stratafl.experiments.study import Size, Study, StudyRun, spread, timed
 from stratafl.settings import SessionConfig
 
 if TYPE_CHECKING:
@@ -111,10 +110,7 @@ def run(study: StudyRun) -> dict[str, Any]:
                     partial(_federation, study, scale, partition, attack, fraction, seed),
                 )
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": 1,
         "rounds": scale.rounds,
@@ -124,8 +120,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "rules": rules(scale),
         "settings": flip_report.summarise(runs, scale.attacks, scale.fractions, scale.partitions),
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     flip_report.write(results, study, folder, STUDY.title)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from stratafl.experiments.poisoning import (
     scored_sessions,
     summarise,
 )
-from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm
+from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, pm, timed
 
 NAME = "model-poisoning"
 KEYS = ("partition", "attack", "rule")
@@ -100,10 +99,7 @@ def run(study: StudyRun) -> dict[str, Any]:
                     partial(_federation, study, scale, partition, attack, seed),
                 )
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": 1,
         "rounds": scale.rounds,
@@ -112,8 +108,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "rules": rules(scale),
         "settings": summarise(runs, KEYS, ("accuracy", "asr")),
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

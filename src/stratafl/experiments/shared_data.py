@@ -14,14 +14,22 @@ recovers: (federated with sharing - without) / (pooled - federated without).
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stratafl.data import parse_partitioner
 from stratafl.experiments import heterogeneity
 from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
-from stratafl.experiments.study import QUICK_NOTE, Size, Study, StudyRun, command, mean_std, pm
+from stratafl.experiments.study import (
+    QUICK_NOTE,
+    Size,
+    Study,
+    StudyRun,
+    command,
+    mean_std,
+    pm,
+    timed,
+)
 from stratafl.settings import SessionConfig
 
 NAME = "shared-data"
@@ -48,10 +56,7 @@ def run(study: StudyRun, fraction: float = SHARED_FRACTION) -> dict[str, Any]:
     started = time.monotonic()
     runs = heterogeneity.promise_runs(study, scale, partitions, NAME)
     results = {
-        "study": NAME,
-        "size": str(study.size),
-        "app": study.app_spec,
-        "seeds": list(study.seeds),
+        **study.described(NAME),
         "clients": scale.clients,
         "combiners": scale.combiners,
         "rounds": scale.rounds,
@@ -61,8 +66,7 @@ def run(study: StudyRun, fraction: float = SHARED_FRACTION) -> dict[str, Any]:
         ),
         "settings": [_summary(base, with_shared(base, fraction), runs) for base in BASES],
         "runs": runs,
-        "seconds": time.monotonic() - started,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **timed(started),
     }
     folder = study.folder(NAME)
     write_json(folder / "results.json", results)

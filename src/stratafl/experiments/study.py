@@ -7,8 +7,10 @@ import json
 import math
 import shutil
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,15 @@ class StudyRun:
         partial.replace(path)  # whole or not at all
         return records
 
+    def described(self, name: str) -> dict[str, Any]:
+        """What the results of study ``name`` open with: the study, its size, app and seeds."""
+        return {
+            "study": name,
+            "size": str(self.size),
+            "app": self.app_spec,
+            "seeds": list(self.seeds),
+        }
+
     def finished(self, name: str) -> None:
         """Drop the checkpoints of study ``name``: its results are written."""
         shutil.rmtree(self.out / name / CHECKPOINTS, ignore_errors=True)
@@ -112,6 +123,15 @@ class Study:
     title: str
     run: Callable[[StudyRun], dict[str, Any]]
     """Runs the study, writes results.json, plots and README.md, returns the results."""
+
+
+def timed(started: float) -> dict[str, Any]:
+    """What a study's results close with: its seconds since ``started`` (a
+    `time.monotonic` reading) and when it finished."""
+    return {
+        "seconds": time.monotonic() - started,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def command(name: str, study: StudyRun) -> str:
