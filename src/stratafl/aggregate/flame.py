@@ -40,6 +40,7 @@ import numpy as np
 from stratafl.aggregate.blocks import coordinate_blocks, flat, stack_block
 from stratafl.aggregate.clipping import clip_scale
 from stratafl.aggregate.rule import (
+    AggregatesBySelecting,
     LeftOut,
     NeedsEveryInput,
     Update,
@@ -120,7 +121,7 @@ class Screening:
 
 
 @dataclass(frozen=True)
-class Flame(NeedsEveryInput):
+class Flame(AggregatesBySelecting, NeedsEveryInput):
     """FLAME: cluster by cosine distance, keep the majority, clip to the median update
     norm S, average, add Gaussian noise of std ``noise_lambda * S`` (module docstring).
 
@@ -178,17 +179,12 @@ class Flame(NeedsEveryInput):
             clip_bound=float(np.median(norms)),
         )
 
-    def aggregate(
-        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
-    ) -> tuple[Params, float]:
-        """The noised clipped mean of the admitted updates, and the admitted count (or
-        their examples, with ``weight_by_examples``) as its weight."""
-        return self.aggregate_selecting(updates, weights, reference)[:2]
-
     def aggregate_selecting(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
     ) -> tuple[Params, float, LeftOut]:
-        """`aggregate`, and the updates outside the majority cluster as left out."""
+        """The noised clipped mean of the admitted updates, the admitted count (or their
+        examples, with ``weight_by_examples``) as its weight, and the updates outside the
+        majority cluster as left out."""
         specs = check_inputs(self.name, updates, weights, reference)
         screening = self.screen(updates, reference)
         chosen = screening.admitted

@@ -30,6 +30,7 @@ import numpy as np
 
 from stratafl.aggregate.blocks import coordinate_blocks, coordinatewise, stack_block
 from stratafl.aggregate.rule import (
+    AggregatesBySelecting,
     LeftOut,
     NeedsEveryInput,
     SameEveryRound,
@@ -95,7 +96,7 @@ def _merge_lowering_f(
 
 
 @dataclass(frozen=True)
-class Krum(NeedsEveryInput, SameEveryRound):
+class Krum(AggregatesBySelecting, NeedsEveryInput, SameEveryRound):
     """Krum: the single update with the lowest score,
     ``i* = argmin_i sum_{j in N_i} ||x_i - x_j||^2`` with N_i the n - f - 2 updates nearest
     to x_i. Ties go to the earliest update.
@@ -115,11 +116,6 @@ class Krum(NeedsEveryInput, SameEveryRound):
     @property
     def min_updates(self) -> int:
         return 2 * self.f + 3
-
-    def aggregate(
-        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
-    ) -> tuple[Params, float]:
-        return self.aggregate_selecting(updates, weights, reference)[:2]
 
     def aggregate_selecting(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
@@ -142,7 +138,7 @@ class Krum(NeedsEveryInput, SameEveryRound):
 
 
 @dataclass(frozen=True)
-class MultiKrum(NeedsEveryInput, SameEveryRound):
+class MultiKrum(AggregatesBySelecting, NeedsEveryInput, SameEveryRound):
     """Multi-Krum: the unweighted mean of the ``m`` updates with the lowest Krum scores
     (scores computed once over all n updates; ties go to the earlier update).
 
@@ -170,11 +166,6 @@ class MultiKrum(NeedsEveryInput, SameEveryRound):
     def selected(self, count: int) -> int:
         """How many updates are averaged when there are ``count``."""
         return count - self.f if self.m is None else self.m
-
-    def aggregate(
-        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
-    ) -> tuple[Params, float]:
-        return self.aggregate_selecting(updates, weights, reference)[:2]
 
     def aggregate_selecting(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update
@@ -209,7 +200,7 @@ class MultiKrum(NeedsEveryInput, SameEveryRound):
 
 
 @dataclass(frozen=True)
-class Bulyan(NeedsEveryInput, SameEveryRound):
+class Bulyan(AggregatesBySelecting, NeedsEveryInput, SameEveryRound):
     """Bulyan: Krum recursively selects theta = n - 2f updates (each round removes the
     current Krum winner; scores count ``max(1, c - f - 2)`` neighbours among the c updates
     left), then each coordinate is the mean of the beta = theta - 2f selected values closest
@@ -230,11 +221,6 @@ class Bulyan(NeedsEveryInput, SameEveryRound):
     @property
     def min_updates(self) -> int:
         return 4 * self.f + 3
-
-    def aggregate(
-        self, updates: Sequence[Update], weights: Sequence[float], reference: Update
-    ) -> tuple[Params, float]:
-        return self.aggregate_selecting(updates, weights, reference)[:2]
 
     def aggregate_selecting(
         self, updates: Sequence[Update], weights: Sequence[float], reference: Update

@@ -118,6 +118,17 @@ class SelectsInputs(Protocol):
         ...
 
 
+class AggregatesBySelecting:
+    """A `SelectsInputs` rule whose `aggregate` is its `aggregate_selecting` without the
+    report: one computation, whichever a caller asks for."""
+
+    def aggregate(
+        self: SelectsInputs, updates: Sequence[Update], weights: Sequence[float], reference: Update
+    ) -> tuple[Params, float]:
+        params, weight, _ = self.aggregate_selecting(updates, weights, reference)
+        return params, weight
+
+
 def check_inputs(
     rule: str,
     updates: Sequence[Update],
