@@ -22,8 +22,8 @@ from tier_probes import MemorySampler, memory_kib, pid_of
 
 from stratafl.client.app import TrainResult
 from stratafl.client.runtime import ClientRuntime
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 
 
 class NoisyApp:

@@ -1,7 +1,7 @@
 """Clients per combiner: N swarm clients on one combiner, a 70 kB model, trivial training.
 
 A secured federation (TLS and tokens) of one controller and one combiner, each its own
-process (`stratafl.sim.launcher`), the combiner's ``--max-clients`` raised to N; then
+process (`stratafl.launch.federation`), the combiner's ``--max-clients`` raised to N; then
 `strata swarm`'s fleet of N clients over P processes (each client its own token, channel,
 task stream and transfers; the app: `stratafl.apps.noise`, 17,500 float32), and a session
 of R rounds without validation. Everything shares this machine's cores. Prints a table and
@@ -33,8 +33,8 @@ from pathlib import Path
 from tier_probes import MIB, cpu_seconds, pid_of, py_spy, top_functions
 
 from stratafl.apps.noise import NoiseApp
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 from stratafl.status import OutcomeStatus, RoundStatus
 from stratafl.swarm import Fleet, SwarmOptions, fleet_identities
 from stratafl.swarm.stats import peak_rss_bytes, rss_bytes

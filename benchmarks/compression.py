@@ -21,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from stratafl.apps.mlp import evaluate
 from stratafl.data import load_fashion_mnist
-from stratafl.modelfile import copy_params_from_file
-from stratafl.models.mlp import evaluate
+from stratafl.modelfile.codec import copy_params_from_file
 
 STRATA = Path(sys.executable).with_name("strata")
 CODECS = ["none", "float16", "int8", "topk:fraction=0.1", "topk:fraction=0.01"]

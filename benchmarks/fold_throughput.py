@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from stratafl.aggregate import FedAvg
-from stratafl.modelfile import save_params
-from stratafl.staging.collector import Collector
+from stratafl.collect.collector import Collector
+from stratafl.modelfile.codec import save_params
 
 
 def measure(params: int, tensors: int, updates: int) -> dict:

@@ -39,9 +39,9 @@ from tier_probes import (
     py_spy,
 )
 
-from stratafl.modelfile import save_params
+from stratafl.launch.federation import FederationSpec, LocalFederation
+from stratafl.modelfile.codec import save_params
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 from stratafl.status import OutcomeStatus
 
 

@@ -23,8 +23,8 @@ from layered_app import LayeredApp
 from tier_probes import pid_of, py_spy
 
 from stratafl.client.runtime import ClientRuntime
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 
 
 def measure(

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from stratafl.sim.launcher import LocalFederation
+from stratafl.launch.federation import LocalFederation
 
 MIB = 2**20
 

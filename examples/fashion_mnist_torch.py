@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from stratafl.apps.mlp import SgdConfig, init_mlp
 from stratafl.client.app import ClientApp, ClientContext, Config, TrainResult
 from stratafl.data import ClientSplit, client_split, load_fashion_mnist
 from stratafl.errors import ConfigError
-from stratafl.models.mlp import SgdConfig, init_mlp
 from stratafl.params import Params
 
 SIZES = (784, 128, 10)

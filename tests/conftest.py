@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from stratafl.sim.launcher import FederationSpec, LocalFederation
+from stratafl.launch.federation import FederationSpec, LocalFederation
 
 TEST_APP = f"{Path(__file__).parent / 'federation_apps.py'}:make_app"
 """The small client app of federation_apps.py, loaded by path in every client process."""

@@ -29,18 +29,18 @@ from typing import Any
 import grpc
 import numpy as np
 
-from stratafl.api import ControllerClient
-from stratafl.api.schema import IssuedRole
 from stratafl.client.main import ClientOptions
 from stratafl.combiner.main import CombinerOptions
 from stratafl.errors import RoundFailed
+from stratafl.launch.federation import LocalFederation
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.records import RoundRecord, SessionRecord
+from stratafl.restapi import ControllerClient
+from stratafl.restapi.schema import IssuedRole
 from stratafl.security import Role, TokenSigner
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import LocalFederation
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.transport.channels import open_channel
 from stratafl.transport.credentials import PeerCredentials

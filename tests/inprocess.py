@@ -21,12 +21,12 @@ import numpy as np
 from stratafl.combiner.claims import Caller
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.runner import RoundRunner as CombinerRounds
+from stratafl.combiner.runner import CombinerRoundRunner
 from stratafl.controller.link import CombinerAnswer, RoundTask, read_answer, round_spec
 from stratafl.controller.sessions import SessionRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import UnavailableError
-from stratafl.modelfile import copy_params_from_file, copy_params_from_stream, save_params
+from stratafl.modelfile.codec import copy_params_from_file, copy_params_from_stream, save_params
 from stratafl.params import TensorSpec, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.store.models import ModelStore
@@ -59,7 +59,7 @@ async def aiter_of(messages: Iterable[object]) -> AsyncIterator[object]:
 class LocalCombiner:
     combiner_id: str
     registry: ClientRegistry
-    rounds: CombinerRounds
+    rounds: CombinerRoundRunner
     cache: ModelCache
     dead: bool = False
 
@@ -88,7 +88,7 @@ class LocalLink:
         return await read_answer(aiter_of(result.messages()), self.combiner_id, staging, expect)
 
 
-class LocalFederation:
+class InProcessFederation:
     """Implements the controller's `Federation` over in-process combiners."""
 
     def __init__(self, workdir: Path) -> None:
@@ -133,7 +133,7 @@ class LocalFederation:
         combiner = LocalCombiner(
             combiner_id,
             registry,
-            CombinerRounds(combiner_id, registry, cache, folder / "updates"),
+            CombinerRoundRunner(combiner_id, registry, cache, folder / "updates"),
             cache,
         )
         self.combiners.append(combiner)

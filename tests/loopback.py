@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from stratafl.controller.events import MAX_STREAMS, EventFeed
-from stratafl.controller.rest import create_api
+from stratafl.controller.rest.app import create_api
 from stratafl.controller.wiring import Controller
 
 

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from stratafl.modelfile import copy_params_from_file
+from stratafl.launch.federation import LocalFederation
+from stratafl.modelfile.codec import copy_params_from_file
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import LocalFederation
 
 pytestmark = pytest.mark.slow
 

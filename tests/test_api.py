@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from stratafl import errors
-from stratafl.api.schema import ErrorBody
-from stratafl.controller import rest_models
-from stratafl.controller.rest import HTTP_STATUS, create_api
+from stratafl.controller.rest import models as rest_models
+from stratafl.controller.rest.app import HTTP_STATUS, create_api
 from stratafl.controller.wiring import Controller
-from stratafl.modelfile import params_to_bytes
+from stratafl.modelfile.codec import params_to_bytes
 from stratafl.records import ClientOutcome, RoundRecord, Validation
+from stratafl.restapi.schema import ErrorBody
 from stratafl.security.policy import REST_ROLES
 from stratafl.status import OutcomeStatus, RoundStatus
 
@@ -194,11 +194,11 @@ def test_an_unexpected_error_is_a_500_error_body_and_a_logged_traceback(
         raise RuntimeError("the database went away\nsecond line")
 
     monkeypatch.setattr(controller.store, "sessions_page", broken)
-    with caplog.at_level(logging.ERROR, logger="stratafl.controller.rest"):
+    with caplog.at_level(logging.ERROR, logger="stratafl.controller.rest.app"):
         detail = _error(api.get("/api/v1/sessions"), 500, "InternalError")
     assert "RuntimeError" in detail and "GET /api/v1/sessions" in detail
     assert "the database went away" not in detail
-    (logged,) = [r for r in caplog.records if r.name == "stratafl.controller.rest"]
+    (logged,) = [r for r in caplog.records if r.name == "stratafl.controller.rest.app"]
     assert logged.exc_info is not None and "the database went away" in caplog.text
     assert api.get("/api/v1/health").json() == {"status": "ok"}  # the app still answers
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from stratafl import errors
-from stratafl.api import Assignment, ControllerClient
-from stratafl.api.client import ERRORS
-from stratafl.modelfile import params_to_bytes
+from stratafl.modelfile.codec import params_to_bytes
 from stratafl.records import RoundRecord, SessionRecord
+from stratafl.restapi import Assignment, ControllerClient
+from stratafl.restapi.client import ERRORS
 from stratafl.security import CertificateAuthority
 from stratafl.settings import SessionConfig
 

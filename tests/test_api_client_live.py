@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from stratafl import errors
-from stratafl.api import ControllerClient
 from stratafl.controller.main import ControllerOptions
+from stratafl.launch.processes import ProcessGroup
+from stratafl.restapi import ControllerClient
 from stratafl.security import Role
 from stratafl.settings import SessionConfig
-from stratafl.sim.processes import ProcessGroup
 
 pytestmark = pytest.mark.slow
 

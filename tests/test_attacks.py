@@ -25,9 +25,9 @@ from stratafl.attacks import (
 )
 from stratafl.client.app import ClientApp, ClientContext, Config, TrainResult
 from stratafl.errors import ConfigError
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.params import Params
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 
 TEST_APP = f"{Path(__file__).parent / 'federation_apps.py'}:make_app"
 

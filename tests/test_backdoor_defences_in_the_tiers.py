@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stratafl.modelfile import copy_params_from_file
+from stratafl.modelfile.codec import copy_params_from_file
 from stratafl.settings import SessionConfig
 
 pytestmark = pytest.mark.slow

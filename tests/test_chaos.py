@@ -42,9 +42,9 @@ import numpy as np
 import pytest
 
 from stratafl.errors import StrataError
+from stratafl.launch.federation import LocalFederation
 from stratafl.records import EventRecord, ModelRecord, RoundRecord, SessionRecord
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import LocalFederation
 
 pytestmark = pytest.mark.slow
 

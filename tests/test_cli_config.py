@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stratafl.cli_config import GlobalOptions, load_config, resolve_connection
+from stratafl.cli.config import GlobalOptions, load_config, resolve_connection
 from stratafl.errors import ConfigError
 
 CONFIG = """

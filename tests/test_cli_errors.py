@@ -18,9 +18,9 @@ import typer
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from stratafl.admin_cli import unreachable
-from stratafl.cli import app
-from stratafl.cli_errors import INTERRUPTED, USAGE, one_line, run
+from stratafl.cli.admin import unreachable
+from stratafl.cli.errors import INTERRUPTED, USAGE, one_line, run
+from stratafl.cli.main import app
 from stratafl.errors import ConfigError, UnavailableError
 from tests.conftest import TEST_APP
 

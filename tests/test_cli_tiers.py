@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stratafl.api import ControllerClient
 from stratafl.errors import UnavailableError
+from stratafl.restapi import ControllerClient
 from tests.conftest import TEST_APP
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import pytest
 from stratafl.combiner.claims import Caller
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.runner import RoundRunner
-from stratafl.modelfile import save_params
+from stratafl.combiner.runner import CombinerRoundRunner
+from stratafl.modelfile.codec import save_params
 from stratafl.params import specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.status import OutcomeStatus
@@ -29,7 +29,7 @@ from tests.inprocess import aiter_of
 MODEL = {"w": np.zeros(8, np.float32)}
 
 
-def _runner(tmp_path: Path, **limits: float) -> tuple[RoundRunner, ClientRegistry]:
+def _runner(tmp_path: Path, **limits: float) -> tuple[CombinerRoundRunner, ClientRegistry]:
     save_params(tmp_path / "global.safetensors", MODEL)
 
     def download(model_id: str):
@@ -38,7 +38,7 @@ def _runner(tmp_path: Path, **limits: float) -> tuple[RoundRunner, ClientRegistr
 
     registry = ClientRegistry(10, on_change=lambda client_id, connected: None)
     cache = ModelCache(tmp_path / "cache", download)
-    runner = RoundRunner("k", registry, cache, tmp_path / "updates", **limits)
+    runner = CombinerRoundRunner("k", registry, cache, tmp_path / "updates", **limits)
     return runner, registry
 
 

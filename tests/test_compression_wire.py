@@ -18,9 +18,9 @@ from stratafl.client.feedback import RESIDUALS_FILE, load_feedback, save_feedbac
 from stratafl.combiner.claims import Caller
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.runner import RoundRunner
+from stratafl.combiner.runner import CombinerRoundRunner
 from stratafl.compression import ErrorFeedback, decode, encode_update, parse_compression
-from stratafl.modelfile import save_params
+from stratafl.modelfile.codec import save_params
 from stratafl.params import Params, TensorSpec, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.status import OutcomeStatus
@@ -66,7 +66,7 @@ def _run_round(
     cache = ModelCache(tmp_path / "models", download)
     updates = tmp_path / "updates"
     updates.mkdir()
-    runner = RoundRunner("combiner-0", registry, cache, updates)
+    runner = CombinerRoundRunner("combiner-0", registry, cache, updates)
     acks: dict[str, pb.Ack] = {}
     codec = parse_compression(compression)
 

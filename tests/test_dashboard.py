@@ -17,13 +17,13 @@ from typing import TypeVar
 
 import pytest
 
-from stratafl.controller.rest import create_api
+from stratafl.controller.rest.app import create_api
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.dashboard import CONTENT_SECURITY_POLICY, static_files
 from stratafl.data.fashion_mnist import FILES, SYSTEM_DIR
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 from stratafl.status import SessionStatus
 from tests.test_api import SyncASGI
 

@@ -21,7 +21,7 @@ from stratafl.aggregate.feddyn import split_dynamic
 from stratafl.aggregate.scaffold import split_control
 from stratafl.aggregate.server_state import state_prefixes
 from stratafl.client.scaffold import CONTROL_FILE
-from stratafl.modelfile import copy_params_from_file
+from stratafl.modelfile.codec import copy_params_from_file
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from stratafl import errors
-from stratafl.api import ControllerClient
-from stratafl.api.events import EventFollower, read_events
-from stratafl.controller import rest_stream
+from stratafl.controller.rest import stream as rest_stream
 from stratafl.controller.events import EventFeed
 from stratafl.records import SESSION_END_KINDS, EventRecord, RoundProgress
+from stratafl.restapi import ControllerClient
+from stratafl.restapi.events import EventFollower, read_events
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
 from tests.loopback import LoopbackAPI

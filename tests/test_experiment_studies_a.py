@@ -107,7 +107,7 @@ def test_the_2nn_is_mcmahans_two_hidden_layers_of_200():
 
 def _strata(*args: str) -> None:
     """Run `strata` as a user would, in a child process."""
-    command = [sys.executable, "-c", "from stratafl.cli import main; main()", *args]
+    command = [sys.executable, "-c", "from stratafl.cli.main import main; main()", *args]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=580, env=dict(os.environ)
     )

@@ -32,8 +32,8 @@ from stratafl.experiments import (
     model_poisoning,
 )
 from stratafl.experiments.poisoning import backdoor_success, summarise
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 from stratafl.store.state import StateStore
 
 TEST_APP = f"{Path(__file__).parent / 'federation_apps.py'}:make_app"
@@ -262,7 +262,7 @@ def test_placed_clients_train_where_they_were_placed_and_never_overfill(tmp_path
 
 def _strata(*args: str) -> None:
     """Run `strata` as a user would, in a child process."""
-    command = [sys.executable, "-c", "from stratafl.cli import main; main()", *args]
+    command = [sys.executable, "-c", "from stratafl.cli.main import main; main()", *args]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=500, env=dict(os.environ)
     )

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from stratafl.aggregate import parse_aggregator
+from stratafl.cli.experiment import experiment_cli
 from stratafl.data.fashion_mnist import FILES, SYSTEM_DIR
 from stratafl.errors import ConfigError
-from stratafl.experiment_cli import experiment_cli
 from stratafl.experiments import (
     STUDIES,
     Size,
@@ -150,7 +150,7 @@ def test_strata_experiment_list_names_every_study():
 
 def _strata(*args: str) -> None:
     """Run `strata` as a user would, in a child process."""
-    command = [sys.executable, "-c", "from stratafl.cli import main; main()", *args]
+    command = [sys.executable, "-c", "from stratafl.cli.main import main; main()", *args]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=280, env=dict(os.environ)
     )

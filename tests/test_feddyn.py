@@ -180,7 +180,7 @@ def test_the_session_setting_reaches_the_client_and_the_runtime_wraps_the_app(tm
 
 
 def test_strata_demo_runs_the_recommended_non_iid_setting():
-    from stratafl.run_cli import demo_session
+    from stratafl.cli.run import demo_session
 
     session = demo_session(20)
     assert (session.drift_correction, session.feddyn_alpha) == ("feddyn", 0.01)

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from stratafl.launch.federation import LocalFederation
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import LocalFederation
 
 pytestmark = pytest.mark.slow
 

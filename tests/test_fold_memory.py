@@ -11,7 +11,7 @@ import sys, tempfile
 from pathlib import Path
 import numpy as np
 from stratafl.aggregate import WeightedMeanFold, check_finite
-from stratafl.modelfile import MappedModelFile, save_params
+from stratafl.modelfile.codec import MappedModelFile, save_params
 from stratafl.params import specs_of
 
 def peak_kib():

@@ -14,7 +14,7 @@ import pytest
 
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.runner import RoundRunner
+from stratafl.combiner.runner import CombinerRoundRunner
 from stratafl.combiner.servicer import CombinerServicer
 from stratafl.controller.discovery import Discovery
 from stratafl.controller.servicer import ControllerServicer
@@ -104,7 +104,7 @@ async def _walk(tmp_path: Path) -> dict[str, dict[str, tuple[grpc.StatusCode, st
 
     registry = ClientRegistry(10, on_change=lambda client_id, connected: None)
     cache = ModelCache(tmp_path / "models", no_model)
-    runner = RoundRunner("combiner-0", registry, cache, tmp_path / "updates")
+    runner = CombinerRoundRunner("combiner-0", registry, cache, tmp_path / "updates")
     pb_grpc.add_CombinerServicer_to_server(CombinerServicer(registry, cache, runner), server)
     pb_grpc.add_ControllerServicer_to_server(
         ControllerServicer(Discovery(store), ModelStore(tmp_path / "store")), server

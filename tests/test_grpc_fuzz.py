@@ -1,6 +1,6 @@
 """Fuzz the combiner's gRPC handlers with arbitrary messages and stream orders (hypothesis).
 
-A real `CombinerServicer` (its `ClientRegistry`, `ModelCache` and `RoundRunner`) serves on
+A real `CombinerServicer` (its `ClientRegistry`, `ModelCache` and `CombinerRoundRunner`) serves on
 127.0.0.1:0 in this process, on an event loop of its own thread. Two clients, alice and
 bob, hold task streams, and a training round and a validation round stay open with tasks
 for both, so generated messages can name real task ids as well as invented ones. Each
@@ -40,9 +40,9 @@ from hypothesis import strategies as st
 
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.runner import MAX_TRANSFERS, RoundRunner
+from stratafl.combiner.runner import MAX_TRANSFERS, CombinerRoundRunner
 from stratafl.combiner.servicer import CombinerServicer
-from stratafl.modelfile import save_params
+from stratafl.modelfile.codec import save_params
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
@@ -106,7 +106,7 @@ class FuzzedCombiner:
         save_params(self.model_file, self.model)
         self.registry = ClientRegistry(100, on_change=lambda client_id, connected: None)
         self.cache = ModelCache(self.workdir / "models", self._download)
-        self.runner = RoundRunner(
+        self.runner = CombinerRoundRunner(
             "fuzz", self.registry, self.cache, self.updates, transfer_grace=2.0
         )
         self.server, port = create_aio_server("127.0.0.1:0")

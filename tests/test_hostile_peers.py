@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 
 from stratafl.errors import AuthError, PermissionDenied
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.security import Role, read_claims_unverified
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 from tests.conftest import TEST_APP
 from tests.hostile import (
     NO_TOKEN,

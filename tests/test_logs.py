@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from stratafl.logs import FORMAT_ENV, LEVEL_ENV, configure_logging
-from stratafl.observe.watch import RoundLog
+from stratafl.observe.watchers import RoundLog
 from stratafl.records import ClientOutcome, RoundRecord, Traffic, Validation
 from stratafl.status import OutcomeStatus, RoundStatus, SessionStatus
 
@@ -90,7 +90,7 @@ def test_the_text_format_is_one_line_per_round(restored_logging, capsys):
 def test_a_tier_process_logs_as_the_environment_says():
     env = {**os.environ, LEVEL_ENV: "info", FORMAT_ENV: "json"}
     done = subprocess.run(
-        [sys.executable, "-m", "stratafl.sim.tier", "controller", '{"no_such_option": 1}'],
+        [sys.executable, "-m", "stratafl.launch.tier", "controller", '{"no_such_option": 1}'],
         env=env,
         capture_output=True,
         text=True,

@@ -13,8 +13,8 @@ import pytest
 
 from stratafl.client.app import ClientContext
 from stratafl.client.runtime import ClientRuntime
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 from tests.federation_apps import ShiftApp
 
 pytestmark = pytest.mark.slow

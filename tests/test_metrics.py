@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from stratafl.combiner.metrics_server import MetricsServer
-from stratafl.controller.rest import create_api
+from stratafl.controller.rest.app import create_api
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.observe.combiner_metrics import CombinerMetrics, CountingSemaphore
@@ -24,7 +24,7 @@ from stratafl.records import RoundRecord, Traffic
 from stratafl.security import Role, TokenVerifier
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus
-from tests.inprocess import Behaviour, LocalFederation
+from tests.inprocess import Behaviour, InProcessFederation
 from tests.test_api import SyncASGI
 
 DAY = 24 * 3600.0
@@ -127,7 +127,7 @@ def _one_session(
 ) -> tuple[list[RoundRecord], CollectorRegistry]:
     """Run one session on one in-process combiner with a client per behaviour; its round
     records and the combiner's metrics registry."""
-    federation = LocalFederation(tmp_path)
+    federation = InProcessFederation(tmp_path)
     combiner = federation.add_combiner("combiner-0")
     for index, behaviour in enumerate(behaviours):
         federation.add_client(combiner, index, behaviour)

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
-from stratafl.cli import app
+from stratafl.cli.main import app
 from stratafl.errors import ConfigError
 from stratafl.store.migrations import alembic_config, differences, migrated_engine
 from stratafl.store.migrations.versions.v0001_initial_schema import schema as initial_schema

@@ -18,11 +18,11 @@ from stratafl.controller.main import ControllerOptions, _export_to_mlflow
 from stratafl.controller.wiring import Controller
 from stratafl.errors import ConfigError
 from stratafl.observe.mlflow_export import SESSION_TAG, MlflowExport, round_metrics
-from stratafl.observe.watch import RoundLog, Watchers
+from stratafl.observe.watchers import RoundLog, Watchers
 from stratafl.records import RoundRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus
-from tests.inprocess import Behaviour, LocalFederation
+from tests.inprocess import Behaviour, InProcessFederation
 
 MODEL = {"w": np.zeros((8, 4), np.float32), "b": np.zeros(4, np.float32)}
 # mlflow's SQLAlchemy models use a loader SQLAlchemy 2.1 deprecates (mlflow's to fix)
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWar
 def _run_session(tmp_path, tracking_uri: str, rounds: int) -> str:
     """A session of ``rounds`` over three honest clients, exported to ``tracking_uri``."""
     (tmp_path / "fed").mkdir()
-    federation = LocalFederation(tmp_path / "fed")
+    federation = InProcessFederation(tmp_path / "fed")
     combiner = federation.add_combiner("combiner-0")
     for index in range(3):
         federation.add_client(combiner, index, Behaviour.HONEST)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stratafl.apps.mlp import SgdConfig, evaluate, init_mlp, train_sgd
 from stratafl.data.fashion_mnist import FILES, SYSTEM_DIR, Dataset, load_fashion_mnist
 from stratafl.errors import ConfigError
-from stratafl.models.mlp import SgdConfig, evaluate, init_mlp, train_sgd
 
 needs_data = pytest.mark.skipif(
     not all((SYSTEM_DIR / name).is_file() for name in FILES.values()),

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from stratafl.controller.discovery import Discovery
-from stratafl.controller.rest import create_api
+from stratafl.controller.rest.app import create_api
 from stratafl.controller.servicer import ControllerServicer
 from stratafl.controller.wiring import Controller
 from stratafl.errors import ConfigError, NotFoundError
-from stratafl.modelfile import params_to_bytes, save_params
+from stratafl.modelfile.codec import params_to_bytes, save_params
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.store.models import ModelStore

@@ -16,10 +16,10 @@ import pytest
 import safetensors.numpy
 from typer.testing import CliRunner
 
-from stratafl.api import ControllerClient
-from stratafl.cli import app
+from stratafl.cli.main import app
 from stratafl.controller.main import ControllerOptions
-from stratafl.sim.processes import ProcessGroup
+from stratafl.launch.processes import ProcessGroup
+from stratafl.restapi import ControllerClient
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from stratafl.aggregate import ServerOptState, parse_aggregator
 from stratafl.combiner.claims import Caller
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.runner import RoundResult, RoundRunner
+from stratafl.combiner.runner import CombinerRoundRunner, RoundResult
 from stratafl.compression import (
     encode_update,
     parse_compression,
@@ -29,7 +29,7 @@ from stratafl.controller.link import CombinerAnswer, read_answer
 from stratafl.controller.reducer import Reducer
 from stratafl.controller.tally import check_partial
 from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
-from stratafl.modelfile import save_params
+from stratafl.modelfile.codec import save_params
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.records import ClientOutcome
@@ -78,7 +78,7 @@ def _sends(names: list[str], shift: float, examples: int) -> Callable[[str], Mes
 
 def _combiner(
     tmp_path: Path, combiner_id: str, clients: dict[str, Callable[[str], Messages]]
-) -> tuple[RoundRunner, Callable[[pb.RoundSpec], object], dict[str, pb.Ack]]:
+) -> tuple[CombinerRoundRunner, Callable[[pb.RoundSpec], object], dict[str, pb.Ack]]:
     """A combiner's round runner with its clients, and the coroutine that runs one round."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     model_path = tmp_path / "global.safetensors"
@@ -92,7 +92,7 @@ def _combiner(
     registry = ClientRegistry(10, on_change=lambda client_id, connected: None)
     (folder / "updates").mkdir(parents=True)
     cache = ModelCache(folder / "models", download)
-    runner = RoundRunner(combiner_id, registry, cache, folder / "updates")
+    runner = CombinerRoundRunner(combiner_id, registry, cache, folder / "updates")
     acks: dict[str, pb.Ack] = {}
 
     async def client(client_id: str, make: Messages) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from stratafl.controller.recovery import recover
 from stratafl.controller.wiring import Controller
-from stratafl.modelfile import save_params
+from stratafl.modelfile.codec import save_params
 from stratafl.settings import SessionConfig
 
 

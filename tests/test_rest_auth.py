@@ -10,11 +10,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from stratafl.api.schema import ErrorBody
-from stratafl.controller.rest import create_api
+from stratafl.controller.rest.app import create_api
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
-from stratafl.modelfile import params_to_bytes
+from stratafl.modelfile.codec import params_to_bytes
+from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role, certificate_request
 from stratafl.security.policy import REST_ROLES
 from tests.test_api import SyncASGI

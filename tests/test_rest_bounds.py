@@ -9,14 +9,14 @@ import struct
 import numpy as np
 import pytest
 
-from stratafl.api.schema import ErrorBody
-from stratafl.controller.rest import create_api
-from stratafl.controller.rest_bounds import MAX_JSON_BYTES
+from stratafl.controller.rest.app import create_api
+from stratafl.controller.rest.bounds import MAX_JSON_BYTES
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.errors import ConfigError
-from stratafl.modelfile import params_to_bytes
+from stratafl.modelfile.codec import params_to_bytes
 from stratafl.params import TensorSpec
+from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role, certificate_request
 from tests.test_api import SyncASGI
 

@@ -22,7 +22,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from stratafl.controller.rest import create_api
+from stratafl.controller.rest.app import create_api
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.security import Role

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from stratafl import errors
-from stratafl.api import ControllerClient, walk
 from stratafl.controller.trust import Trust
 from stratafl.records import (
     ClientOutcome,
@@ -20,6 +19,7 @@ from stratafl.records import (
     Traffic,
     Validation,
 )
+from stratafl.restapi import ControllerClient, walk
 from stratafl.security import Role
 from stratafl.status import ClientStatus, OutcomeStatus, RoundStatus
 from stratafl.store.state import StateStore

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.params import Params
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 from tests.conftest import TEST_APP
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,11 @@ import httpx
 import numpy as np
 import pytest
 
-from stratafl.controller.rest import create_api
+from stratafl.controller.rest.app import create_api
 from stratafl.controller.retention import RetentionPolicy
 from stratafl.controller.wiring import Controller
 from stratafl.errors import ConfigError
-from stratafl.modelfile import save_params
+from stratafl.modelfile.codec import save_params
 from stratafl.records import ModelRecord, SessionRecord
 from stratafl.status import SessionStatus
 

@@ -17,15 +17,15 @@ from stratafl.aggregate import ServerOptState, parse_aggregator
 from stratafl.errors import NotFoundError, RoundFailed
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, SessionStatus
-from tests.inprocess import Behaviour, LocalFederation, stored_params
+from tests.inprocess import Behaviour, InProcessFederation, stored_params
 
 H = Behaviour.HONEST
 MODEL = {"w": np.zeros((64, 16), np.float32), "b": np.zeros(16, np.float32)}
 
 
-def _federation(tmp_path: Path, *groups: list[Behaviour]) -> LocalFederation:
+def _federation(tmp_path: Path, *groups: list[Behaviour]) -> InProcessFederation:
     """One combiner per group; client indices run on across groups."""
-    federation = LocalFederation(tmp_path)
+    federation = InProcessFederation(tmp_path)
     index = 0
     for number, behaviours in enumerate(groups):
         combiner = federation.add_combiner(f"combiner-{number}")
@@ -35,7 +35,7 @@ def _federation(tmp_path: Path, *groups: list[Behaviour]) -> LocalFederation:
     return federation
 
 
-def _round(federation: LocalFederation, config: SessionConfig, model_id: str):
+def _round(federation: InProcessFederation, config: SessionConfig, model_id: str):
     aggregator = parse_aggregator(config.aggregator)
     return federation.run(
         federation.sessions._rounds.run("s", config, aggregator, 1, model_id, ServerOptState())
@@ -46,7 +46,7 @@ def _config(**changes: object) -> SessionConfig:
     return SessionConfig(round_timeout=1.0, wait_for_clients_seconds=0.0, **changes)
 
 
-def _staging_is_empty(federation: LocalFederation) -> bool:
+def _staging_is_empty(federation: InProcessFederation) -> bool:
     staging = federation.workdir / "staging"
     return not staging.exists() or not list(staging.iterdir())
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stratafl.modelfile import copy_params_from_file
+from stratafl.modelfile.codec import copy_params_from_file
 from stratafl.settings import SessionConfig
 from stratafl.store.models import ModelStore
 from stratafl.transport.streams import CHUNK_BYTES

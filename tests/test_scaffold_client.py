@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from stratafl.aggregate.scaffold import CONTROL_PREFIX, control_name
+from stratafl.apps.mlp import init_mlp, sgd_steps, train_sgd
 from stratafl.client.app import Config, TrainResult
 from stratafl.client.drift import drift_corrected_app, drift_correction_of
 from stratafl.client.scaffold import (
@@ -21,10 +22,9 @@ from stratafl.client.scaffold import (
     participation,
 )
 from stratafl.errors import ConfigError
-from stratafl.models.mlp import init_mlp, sgd_steps, train_sgd
+from stratafl.launch.preflight import check_federation, session_from_flags
 from stratafl.params import Params
 from stratafl.settings import SessionConfig
-from stratafl.sim.preflight import check_federation, session_from_flags
 from tests.conftest import TEST_APP
 
 B = np.array([1.0, 2.0])

@@ -20,7 +20,7 @@ from stratafl.controller.recovery import recover
 from stratafl.records import RoundRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
-from tests.inprocess import Behaviour, LocalFederation, stored_params
+from tests.inprocess import Behaviour, InProcessFederation, stored_params
 
 H = Behaviour.HONEST
 MODEL = {"w": np.zeros(6, np.float32), "n": np.zeros(2, np.int64)}
@@ -31,9 +31,9 @@ class Crash(BaseException):
     """Stands for kill -9: no handler of the session loop catches it."""
 
 
-def _federation(workdir: Path) -> LocalFederation:
+def _federation(workdir: Path) -> InProcessFederation:
     workdir.mkdir(parents=True, exist_ok=True)
-    federation = LocalFederation(workdir)
+    federation = InProcessFederation(workdir)
     for index in range(2):  # one client on each of two combiners
         federation.add_client(federation.add_combiner(f"combiner-{index}"), index, H)
     return federation
@@ -43,7 +43,7 @@ def _config(**changes: object) -> SessionConfig:
     return SessionConfig(round_timeout=1.0, wait_for_clients_seconds=0.0, min_clients=2, **changes)
 
 
-def _run(federation: LocalFederation, config: SessionConfig) -> str:
+def _run(federation: InProcessFederation, config: SessionConfig) -> str:
     async def run() -> str:
         session_id = federation.sessions.start(config)
         assert federation.sessions.current is not None

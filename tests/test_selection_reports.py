@@ -26,10 +26,10 @@ from stratafl.aggregate import (
     SelectsInputs,
 )
 from stratafl.aggregate.rule import plain_mean
+from stratafl.collect.collector import Collector
 from stratafl.experiments.poisoning import left_out_shares
-from stratafl.modelfile import save_params
+from stratafl.modelfile.codec import save_params
 from stratafl.params import Params, specs_of
-from stratafl.staging.collector import Collector
 
 
 def updates_around(seed: int, count: int, outlier: float | None = None) -> list[Params]:

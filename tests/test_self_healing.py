@@ -18,23 +18,23 @@ import grpc.aio
 import numpy as np
 import pytest
 
-from stratafl.api.schema import Assignment
 from stratafl.client.runtime import ClientRuntime
 from stratafl.combiner.enrolment import Enrolment, ServingTrust, enrol_when_reachable
 from stratafl.combiner.main import CombinerOptions, enrolment_plan
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry, StreamEnd
-from stratafl.combiner.runner import RoundRunner
+from stratafl.combiner.runner import CombinerRoundRunner
 from stratafl.combiner.servicer import CombinerServicer
 from stratafl.combiner.workdir import WorkdirClaim
 from stratafl.controller.discovery import Discovery
 from stratafl.controller.main import ControllerOptions, serve_controller
 from stratafl.errors import AuthError, ConfigError, UnavailableError
+from stratafl.launch.federation import LocalFederation
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.restapi.schema import Assignment
 from stratafl.security import CertificateAuthority, Role, TokenSigner
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import LocalFederation
 from stratafl.store.state import StateStore
 from stratafl.transport.addresses import advertised_host, host_port
 from stratafl.transport.auth import AuthInterceptor
@@ -216,7 +216,7 @@ def test_an_open_stream_is_announced_and_a_move_ends_it_with_aborted(tmp_path):
     async def combiner() -> None:
         registry = ClientRegistry(10, on_change=lambda client_id, connected: None)
         cache = ModelCache(tmp_path / "models", no_model)
-        rounds = RoundRunner("k", registry, cache, tmp_path / "updates")
+        rounds = CombinerRoundRunner("k", registry, cache, tmp_path / "updates")
         server, port = create_aio_server("127.0.0.1:0")
         pb_grpc.add_CombinerServicer_to_server(CombinerServicer(registry, cache, rounds), server)
         await server.start()

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stratafl import errors
-from stratafl.cli import app
+from stratafl.cli.main import app
+from stratafl.cli.session_watch import HEADER
 from stratafl.records import (
     ClientOutcome,
     RoundProgress,
@@ -22,7 +23,6 @@ from stratafl.records import (
 )
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, SessionStatus
-from stratafl.watch import HEADER
 from tests.loopback import LoopbackAPI
 
 

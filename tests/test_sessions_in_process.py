@@ -20,7 +20,7 @@ from stratafl.errors import ConfigError
 from stratafl.records import RoundRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
-from tests.inprocess import Behaviour, LocalFederation, stored_params
+from tests.inprocess import Behaviour, InProcessFederation, stored_params
 
 H = Behaviour.HONEST
 MODEL = {"w": np.zeros((8, 4), np.float32), "b": np.zeros(4, np.float32)}
@@ -31,9 +31,9 @@ class Crash(BaseException):
     """Stands for kill -9: no handler of the session loop catches it."""
 
 
-def _federation(workdir: Path, *groups: list[Behaviour]) -> LocalFederation:
+def _federation(workdir: Path, *groups: list[Behaviour]) -> InProcessFederation:
     workdir.mkdir(parents=True, exist_ok=True)
-    federation = LocalFederation(workdir)
+    federation = InProcessFederation(workdir)
     index = 0
     for number, behaviours in enumerate(groups):
         combiner = federation.add_combiner(f"combiner-{number}")
@@ -47,7 +47,7 @@ def _config(**changes: object) -> SessionConfig:
     return SessionConfig(round_timeout=1.0, wait_for_clients_seconds=0.0, **changes)
 
 
-def _session(federation: LocalFederation, config: SessionConfig) -> str:
+def _session(federation: InProcessFederation, config: SessionConfig) -> str:
     async def run() -> str:
         session_id = federation.sessions.start(config)
         assert federation.sessions.current is not None
@@ -101,7 +101,7 @@ def test_a_session_gives_up_after_more_than_max_failed_rounds(tmp_path):
     assert session.reason.endswith("(3 failed rounds; max_failed_rounds is 2)")
 
 
-def _crash_when_recording(federation: LocalFederation, number: int) -> None:
+def _crash_when_recording(federation: InProcessFederation, number: int) -> None:
     """Stop the controller after round ``number`` listed its model, before it is recorded."""
     finish_round = federation.store.finish_round
 

@@ -36,7 +36,7 @@ COMBINERS = ("combiner-a", "combiner-b")
 
 ADMIN_SCRIPT = """
 import json, sys, time
-from stratafl.api import ControllerClient
+from stratafl.restapi import ControllerClient
 from stratafl.errors import UnavailableError
 from stratafl.settings import SessionConfig
 

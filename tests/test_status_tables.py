@@ -8,8 +8,8 @@ import pytest
 import stratafl.errors as errors
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.status import OutcomeStatus
+from stratafl.transport.error_codes import GRPC_STATUS, status_of
 from stratafl.transport.outcomes import outcome_from_proto, outcome_to_proto
-from stratafl.transport.status import GRPC_STATUS, status_of
 
 
 def _domain_errors() -> list[type[errors.StrataError]]:

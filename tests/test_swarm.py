@@ -18,12 +18,12 @@ import pytest
 
 from stratafl.apps.noise import DEFAULT_LAYOUT, NoiseApp
 from stratafl.errors import AuthError, ConfigError
+from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.params import specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.security import Role, TokenSigner, TokenVerifier
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
 from stratafl.status import OutcomeStatus, SessionStatus
 from stratafl.swarm import Fleet, SwarmOptions
 from stratafl.swarm.identities import Identity, read_tokens, split, write_tokens

@@ -12,7 +12,7 @@ from stratafl.client.main import ClientOptions
 from stratafl.combiner.main import CombinerOptions
 from stratafl.controller.main import ControllerOptions
 from stratafl.errors import ConfigError
-from stratafl.sim.tier import (
+from stratafl.launch.tier import (
     TierKind,
     kind_of,
     options_from_json,
@@ -56,7 +56,7 @@ def test_options_round_trip_through_json(options):
     back = options_from_json(kind, options_to_json(options))
     assert back == options and type(back) is type(options)
     command = tier_command(options)
-    assert command[:5] == [sys.executable, "-m", "stratafl.sim.tier", kind, command[4]]
+    assert command[:5] == [sys.executable, "-m", "stratafl.launch.tier", kind, command[4]]
     assert options_from_json(TierKind(command[3]), command[4]) == options
 
 
@@ -79,10 +79,10 @@ def test_options_that_do_not_fit_are_a_config_error():
 
 def test_the_tier_module_refuses_an_unknown_kind():
     done = subprocess.run(
-        [sys.executable, "-m", "stratafl.sim.tier", "reducer", "{}"],
+        [sys.executable, "-m", "stratafl.launch.tier", "reducer", "{}"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 2
-    assert "usage: python -m stratafl.sim.tier {controller, combiner, client}" in done.stderr
+    assert "usage: python -m stratafl.launch.tier {controller, combiner, client}" in done.stderr

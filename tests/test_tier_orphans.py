@@ -11,7 +11,7 @@ import time
 import pytest
 
 from stratafl.controller.main import ControllerOptions
-from stratafl.sim.tier import tier_command
+from stratafl.launch.tier import tier_command
 
 LAUNCHER = """
 import subprocess, sys, time

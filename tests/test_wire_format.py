@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from stratafl.errors import ModelFormatError
-from stratafl.modelfile import (
+from stratafl.modelfile.codec import (
     MappedModelFile,
     check_model_file,
     copy_params_from_file,
     save_params,
 )
-from stratafl.modelheader import read_header
+from stratafl.modelfile.header import read_header
 from stratafl.params import TensorSpec, check_same_layout, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.transport.streams import (
@@ -107,9 +107,9 @@ def test_model_files_open_with_the_stock_safetensors_library(tmp_path: Path):
 def test_mapped_model_files_map_each_access_without_loading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    import stratafl.modelfile
+    import stratafl.modelfile.codec
 
-    monkeypatch.setattr(stratafl.modelfile, "SMALL_FILE_BYTES", 0)  # as for a large file
+    monkeypatch.setattr(stratafl.modelfile.codec, "SMALL_FILE_BYTES", 0)  # as for a large file
     params = {"w": np.arange(10, dtype=np.float32), "empty": np.zeros((0, 2), np.int64)}
     save_params(tmp_path / "m.safetensors", params)
     mapped = MappedModelFile(tmp_path / "m.safetensors")
@@ -138,7 +138,7 @@ def test_a_model_file_shorter_than_its_header_says_is_refused(tmp_path: Path):
 
 
 def test_a_torn_upload_never_appears_under_its_name(tmp_path: Path):
-    from stratafl.modelfile import ModelFileWriter
+    from stratafl.modelfile.codec import ModelFileWriter
 
     target = tmp_path / "m.safetensors"
     with pytest.raises(ModelFormatError, match="ended after 4 of 40 bytes"):

@@ -74,7 +74,7 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class PromiseRecord(Record):
-    """The promise check of a session (`stratafl.sim.report.PromiseCheck`): the federated
+    """The promise check of a session (`stratafl.launch.report.PromiseCheck`): the federated
     model's test accuracy beside a centralized model and clients training alone, on the
     same budget of epochs. Stored with the session by ``PUT /sessions/{id}/promise``."""
 

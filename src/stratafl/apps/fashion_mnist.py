@@ -32,12 +32,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from stratafl.aggregate.server_state import model_part
+from stratafl.apps.mlp import SgdConfig, evaluate, init_mlp, sgd_steps, train_sgd
 from stratafl.attacks import DataTransform
 from stratafl.client.app import ClientApp, ClientContext, Config, TrainResult
 from stratafl.client.scaffold import CorrectedTraining
 from stratafl.data import ClientSplit, client_split, load_fashion_mnist
 from stratafl.errors import ConfigError
-from stratafl.models.mlp import SgdConfig, evaluate, init_mlp, sgd_steps, train_sgd
 from stratafl.params import Params
 
 HIDDEN = 128

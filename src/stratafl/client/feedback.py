@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stratafl.compression import ErrorFeedback
 from stratafl.errors import ModelFormatError
-from stratafl.modelfile import copy_params_from_stream, save_params
+from stratafl.modelfile.codec import copy_params_from_stream, save_params
 
 log = logging.getLogger("stratafl.client")
 

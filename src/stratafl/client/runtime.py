@@ -20,7 +20,6 @@ from pathlib import Path
 import grpc
 
 from stratafl.aggregate.server_state import model_part
-from stratafl.api import Assignment, ControllerClient
 from stratafl.client.app import ClientApp
 from stratafl.client.drift import drift_corrected_app
 from stratafl.client.feedback import load_feedback, save_feedback
@@ -36,6 +35,7 @@ from stratafl.errors import ConfigError, StrataError, UnavailableError
 from stratafl.params import Params, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.restapi import Assignment, ControllerClient
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.channels import open_channel
 from stratafl.transport.credentials import INSECURE, PeerCredentials

@@ -40,7 +40,7 @@ from stratafl.aggregate.scaffold import (
 from stratafl.aggregate.server_state import model_part
 from stratafl.client.app import ClientApp, Config, TrainResult
 from stratafl.errors import ConfigError, ModelFormatError
-from stratafl.modelfile import copy_params_from_stream, save_params
+from stratafl.modelfile.codec import copy_params_from_stream, save_params
 from stratafl.params import Params, check_same_layout, specs_of
 
 log = logging.getLogger("stratafl.client")

@@ -25,9 +25,9 @@ from typing import cast
 
 import grpc
 
-from stratafl.api import ControllerClient
-from stratafl.api.schema import DiscoveryInfo
 from stratafl.errors import ConfigError, StrataError, UnavailableError
+from stratafl.restapi import ControllerClient
+from stratafl.restapi.schema import DiscoveryInfo
 from stratafl.security import (
     Claims,
     TlsIdentity,

@@ -28,7 +28,7 @@ from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.runner import (
     MIN_TRANSFER_BYTES_PER_SECOND,
     TRANSFER_GRACE_SECONDS,
-    RoundRunner,
+    CombinerRoundRunner,
 )
 from stratafl.combiner.servicer import CombinerServicer
 from stratafl.combiner.uplink import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, ControllerUplink
@@ -133,7 +133,7 @@ async def _serve(
         workdir / "models",
         lambda model_id: uplink.stub.DownloadModel(pb.ModelRequest(model_id=model_id)),
     )
-    rounds = RoundRunner(
+    rounds = CombinerRoundRunner(
         combiner_id,
         registry,
         cache,

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from stratafl.api.schema import ErrorBody
 from stratafl.errors import AuthError, ConfigError, NotFoundError, PermissionDenied
 from stratafl.observe.metrics import CONTENT_TYPE, exposition
+from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Claims, TlsIdentity
 from stratafl.security.policy import REST_ROLES
 from stratafl.transport.auth import check_caller

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from stratafl.aggregate import parse_aggregator
+from stratafl.collect.collector import Collector
+from stratafl.collect.decoding import decode_staged
 from stratafl.compression import (
     parse_compression,
     parse_partial_updates,
@@ -21,8 +23,6 @@ from stratafl.compression import (
 from stratafl.errors import ModelFormatError
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
-from stratafl.staging.collector import Collector
-from stratafl.staging.decoding import decode_staged
 from stratafl.status import OutcomeStatus
 from stratafl.transport.outcomes import outcome_to_proto
 from stratafl.transport.streams import specs_from_proto

@@ -19,7 +19,7 @@ from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.rounds import Outcome, RoundState, collector_for
 from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
-from stratafl.modelfile import MappedModelFile
+from stratafl.modelfile.codec import MappedModelFile
 from stratafl.observe.combiner_metrics import (
     CombinerMetrics,
     CountingSemaphore,
@@ -60,7 +60,7 @@ class RoundResult:
         return send_model(pb.RoundResultChunk, self.header, params_chunks(self.partial))
 
 
-class RoundRunner:
+class CombinerRoundRunner:
     """Runs rounds over the connected clients; constructing it starts nothing."""
 
     def __init__(

@@ -16,14 +16,14 @@ import grpc.aio
 from stratafl.combiner.claims import Caller
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry, StreamEnd
-from stratafl.combiner.runner import RoundRunner
+from stratafl.combiner.runner import CombinerRoundRunner
 from stratafl.errors import ModelFormatError, StrataError
 from stratafl.observe.metrics import Link
 from stratafl.params import total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.transport.auth import current_caller
-from stratafl.transport.status import status_of
+from stratafl.transport.error_codes import status_of
 from stratafl.transport.streams import (
     file_chunks,
     header_to_proto,
@@ -53,7 +53,9 @@ def cancel_after(seconds: float) -> Iterator[None]:
 
 
 class CombinerServicer(pb_grpc.CombinerServicer):
-    def __init__(self, registry: ClientRegistry, cache: ModelCache, rounds: RoundRunner) -> None:
+    def __init__(
+        self, registry: ClientRegistry, cache: ModelCache, rounds: CombinerRoundRunner
+    ) -> None:
         self._registry = registry
         self._cache = cache
         self._rounds = rounds

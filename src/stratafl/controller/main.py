@@ -14,7 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from stratafl.controller.recovery import recover
-from stratafl.controller.rest import create_api
+from stratafl.controller.rest.app import create_api
 from stratafl.controller.retention import RetentionPolicy
 from stratafl.controller.servicer import ControllerServicer
 from stratafl.controller.trust import Trust

@@ -19,8 +19,8 @@ import numpy as np
 
 from stratafl.aggregate import Aggregator, ServerOptState
 from stratafl.aggregate.server_state import model_part
+from stratafl.collect.collector import Collector
 from stratafl.params import Params
-from stratafl.staging.collector import Collector
 
 
 class Reducer:

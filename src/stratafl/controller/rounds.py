@@ -60,7 +60,7 @@ class RoundReport:
     events: list[Event] = field(default_factory=list)
 
 
-class RoundRunner:
+class GlobalRoundRunner:
     """Runs rounds over a federation; constructing it does no I/O."""
 
     def __init__(

@@ -20,7 +20,7 @@ from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.store.models import ModelStore
 from stratafl.transport.auth import current_caller
-from stratafl.transport.status import status_of
+from stratafl.transport.error_codes import status_of
 from stratafl.transport.streams import header_to_proto, send_model, stream_chunks
 
 MAX_ADDRESS_CHARS = 256

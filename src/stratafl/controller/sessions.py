@@ -22,10 +22,10 @@ import uuid
 from pathlib import Path
 
 from stratafl.aggregate import Aggregator, ServerOptState, parse_aggregator
-from stratafl.controller.rounds import Event, Federation, RoundReport, RoundRunner
+from stratafl.controller.rounds import Event, Federation, GlobalRoundRunner, RoundReport
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import ConfigError, RoundFailed, StrataError
-from stratafl.observe.watch import RoundLog, SessionWatcher
+from stratafl.observe.watchers import RoundLog, SessionWatcher
 from stratafl.records import RoundProgress, SessionRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus, SessionStatus
@@ -42,7 +42,7 @@ class SessionRunner:
     ) -> None:
         self._store = store
         self._trail = trail
-        self._rounds = RoundRunner(federation, trail, staging, announce=self._announce)
+        self._rounds = GlobalRoundRunner(federation, trail, staging, announce=self._announce)
         self.current: asyncio.Task[None] | None = None
         self._current_id: str | None = None
         self._stop_by: str | None = None

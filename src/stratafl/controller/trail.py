@@ -19,8 +19,8 @@ import numpy as np
 from stratafl.aggregate import Aggregator, ServerOptState
 from stratafl.aggregate.server_state import model_part, state_prefixes, with_zero_state
 from stratafl.controller.retention import RetentionPolicy
-from stratafl.modelfile import copy_params_from_stream, save_params
-from stratafl.modelheader import read_header
+from stratafl.modelfile.codec import copy_params_from_stream, save_params
+from stratafl.modelfile.header import read_header
 from stratafl.params import Params, TensorSpec, num_parameters
 from stratafl.records import ModelRecord
 from stratafl.store.models import ModelStore, new_model_id

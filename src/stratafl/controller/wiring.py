@@ -12,7 +12,7 @@ from stratafl.controller.sessions import SessionRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.controller.trust import Trust
 from stratafl.observe.metrics import ControllerMetrics
-from stratafl.observe.watch import RoundLog, Watchers
+from stratafl.observe.watchers import RoundLog, Watchers
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
 from stratafl.store.tables import sqlite_url

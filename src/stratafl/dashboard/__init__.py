@@ -4,7 +4,7 @@ The page holds no data and no secret. It is our own small HTML, CSS and JavaScri
 build step) plus plotly.js from the installed ``plotly`` wheel, so it works offline; every
 number it shows is fetched by the browser from the REST API with the admin token the user
 types in. `routes` lists the files and the headers they are served with;
-`stratafl.controller.rest_dashboard` serves them.
+`stratafl.controller.rest.dashboard` serves them.
 """
 
 from stratafl.dashboard.routes import (

@@ -163,7 +163,7 @@ def _federation(
 ) -> list[dict[str, Any]]:
     """One federation with its clients placed, one session per rule; a record per rule."""
     from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
+    from stratafl.launch.federation import FederationSpec
 
     began = time.monotonic()
     bad = label_flipping.malicious_clients(scale.fraction, scale.clients, seed)

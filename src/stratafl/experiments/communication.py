@@ -94,7 +94,7 @@ def crossover(data: float, per_round: float) -> float:
 def run(study: StudyRun) -> dict[str, Any]:
     """Every model with every seed; write results.json, bytes.png and README.md."""
     from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
+    from stratafl.launch.federation import FederationSpec
 
     scale = SCALES[study.size]
     data = {label: data_bytes(spec, study.seeds[0]) for label, spec in models(study).items()}

@@ -84,7 +84,7 @@ def run(study: StudyRun) -> dict[str, Any]:
 def _federation(study: StudyRun, partition: str, seed: int) -> list[dict[str, Any]]:
     """One federation of honest clients, one session per rule; a record per rule."""
     from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
+    from stratafl.launch.federation import FederationSpec
 
     scale = SCALES[study.size]
     began = time.monotonic()

@@ -142,7 +142,7 @@ def run(study: StudyRun) -> dict[str, Any]:
 
 def _pooled_accuracy(study: StudyRun, scale: Scale, seed: int) -> float:
     """The promise check's pooled baseline: FedAvg's budget of epochs on all the data."""
-    from stratafl.sim.report import baseline_accuracy  # trains a model: only when running
+    from stratafl.launch.report import baseline_accuracy  # trains a model: only when running
 
     fedavg = SessionConfig(rounds=scale.rounds, seed=seed)
     config = {**fedavg.task_config(0), "epochs": scale.rounds * fedavg.local_epochs}
@@ -157,7 +157,7 @@ def _federation(
 ) -> list[dict[str, Any]]:
     """One federation, one session per variant; a record per variant."""
     from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
+    from stratafl.launch.federation import FederationSpec
 
     began = time.monotonic()
     spec = FederationSpec(

@@ -86,7 +86,7 @@ def rounds_to(target: float, accuracies: list[float | None]) -> int | None:
 def run(study: StudyRun) -> dict[str, Any]:
     """Both methods on every split with every seed; write results.json, plots, README.md."""
     from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
+    from stratafl.launch.federation import FederationSpec
 
     scale = SCALES[study.size]
     started = time.monotonic()

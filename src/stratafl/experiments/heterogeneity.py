@@ -72,8 +72,8 @@ def promise_runs(
 ) -> list[dict[str, Any]]:
     """One `strata run` with the promise check's baselines per partition and seed: its
     accuracy per round and its promise check (shared with the shared-data study)."""
-    from stratafl.sim.launcher import FederationSpec  # the tiers' modules: only when running
-    from stratafl.sim.run import run_federation
+    from stratafl.launch.federation import FederationSpec  # the tiers' modules: only when running
+    from stratafl.launch.run import run_federation
 
     runs = []
     for partition in partitions:

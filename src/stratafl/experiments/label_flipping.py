@@ -31,7 +31,7 @@ from stratafl.experiments.study import Size, Study, StudyRun, spread, timed
 from stratafl.settings import SessionConfig
 
 if TYPE_CHECKING:
-    from stratafl.sim.launcher import FederationSpec
+    from stratafl.launch.federation import FederationSpec
 
 NAME = "label-flipping"
 PARTITIONS = ("iid", "dirichlet:0.5")
@@ -133,7 +133,7 @@ def attacked_federation(
 ) -> tuple[FederationSpec, list[SessionConfig]]:
     """The federation of one setting (its attackers drawn by `malicious_clients`, on one
     combiner) and one session per rule; shared with the backdoor study."""
-    from stratafl.sim.launcher import FederationSpec  # the tiers: only when running
+    from stratafl.launch.federation import FederationSpec  # the tiers: only when running
 
     bad = malicious_clients(fraction, scale.clients, seed) if attack != CLEAN else []
     spec = FederationSpec(

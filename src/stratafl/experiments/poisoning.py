@@ -30,7 +30,7 @@ from stratafl.params import Params
 from stratafl.settings import SessionConfig
 
 if TYPE_CHECKING:
-    from stratafl.sim.report import RoundSummary
+    from stratafl.launch.report import RoundSummary
 
 CLASSES = 10
 FAIRNESS = ("mean", "worst", "p10", "std")
@@ -99,7 +99,7 @@ def scored_sessions(
     record per rule: ``setting``, the attackers, the seed, the rule, the final model's
     score (`Scorer.final`) and ``trigger``'s attack success rate on it."""
     from stratafl.experiments.sessions import run_sessions  # the tiers: only when running
-    from stratafl.sim.launcher import FederationSpec
+    from stratafl.launch.federation import FederationSpec
 
     began = time.monotonic()
     f = federation

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from stratafl.errors import StrataError
+from stratafl.launch.federation import FederationSpec, LocalFederation
+from stratafl.launch.report import RoundSummary, round_summary
 from stratafl.params import Params
 from stratafl.settings import SessionConfig
-from stratafl.sim.launcher import FederationSpec, LocalFederation
-from stratafl.sim.report import RoundSummary, round_summary
 from stratafl.status import SessionStatus
 
 

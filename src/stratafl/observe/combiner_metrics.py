@@ -53,7 +53,7 @@ class Phase(StrEnum):
 
 
 class FoldCounts(Protocol):
-    """What an aggregation collector counts (`stratafl.staging.collector.Collector`)."""
+    """What an aggregation collector counts (`stratafl.collect.collector.Collector`)."""
 
     @property
     def bytes_in(self) -> int: ...

@@ -22,12 +22,12 @@ import traceback
 import grpc
 import grpc.aio
 
-from stratafl.api.schema import Assignment
 from stratafl.compression import Codec, Compression, ErrorFeedback, encode_update, parse_compression
 from stratafl.errors import ConfigError, StrataError
 from stratafl.params import Params
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.restapi.schema import Assignment
 from stratafl.swarm.identities import Identity
 from stratafl.swarm.shared import ProcessShared
 from stratafl.swarm.wire import bearer_metadata, receive_params, update_messages

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from stratafl.api import ControllerClient
 from stratafl.errors import StrataError, UnavailableError
+from stratafl.restapi import ControllerClient
 from stratafl.security.files import read_token, write_private
 from stratafl.swarm.identities import (
     Identity,

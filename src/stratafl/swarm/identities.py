@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stratafl.api import ControllerClient
-from stratafl.api.schema import DEFAULT_TOKEN_TTL_SECONDS
 from stratafl.errors import AuthError, ConfigError
+from stratafl.restapi import ControllerClient
+from stratafl.restapi.schema import DEFAULT_TOKEN_TTL_SECONDS
 from stratafl.security import Role, read_claims_unverified
 from stratafl.security.files import write_private
 from stratafl.security.tokens import MAX_TOKEN_CHARS

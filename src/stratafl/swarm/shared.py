@@ -17,11 +17,11 @@ from typing import Any
 import grpc
 import httpx
 
-from stratafl.api.schema import Assignment, AssignRequest
-from stratafl.api.wire import authorization, error_of, reaching
 from stratafl.client.app import ClientApp, Config, TrainResult
 from stratafl.errors import StrataError
 from stratafl.params import Params
+from stratafl.restapi.schema import Assignment, AssignRequest
+from stratafl.restapi.wire import authorization, error_of, reaching
 from stratafl.swarm.identities import Identity
 from stratafl.swarm.stats import SwarmStats
 

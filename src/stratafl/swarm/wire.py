@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, Iterator, Mapping
 
 from stratafl.client.app import TrainResult
 from stratafl.errors import ModelFormatError
-from stratafl.modelfile import params_from_bytes
+from stratafl.modelfile.codec import params_from_bytes
 from stratafl.params import Params, specs_of, total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.transport.streams import (

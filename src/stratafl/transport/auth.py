@@ -19,7 +19,7 @@ import grpc.aio
 
 from stratafl.errors import AuthError, PermissionDenied, StrataError
 from stratafl.security import Claims, Role
-from stratafl.transport.status import status_of
+from stratafl.transport.error_codes import status_of
 
 _CALLER: contextvars.ContextVar[Claims | None] = contextvars.ContextVar(
     "stratafl_caller", default=None

@@ -4,7 +4,7 @@ One pair for every tier and every stream (model downloads, client updates, combi
 partials): `send_model` turns a header and raw bytes into messages, `receive_model` checks
 that a stream starts with its header and hands the bytes on, to a model file on disk
 (bounded memory: `IncomingModel.save`) or into arrays in memory (`receive_params`, for
-clients). Chunking lives here; the file codec lives in `stratafl.modelfile`.
+clients). Chunking lives here; the file codec lives in `stratafl.modelfile.codec`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from typing import BinaryIO, Generic, Literal, Protocol, TypeVar
 import numpy as np
 
 from stratafl.errors import ModelFormatError
-from stratafl.modelfile import (
+from stratafl.modelfile.codec import (
     ModelFileWriter,
     params_from_bytes,
     read_pieces,
     tensor_bytes,
 )
-from stratafl.modelheader import read_header
+from stratafl.modelfile.header import read_header
 from stratafl.params import Params, TensorSpec, check_same_layout, total_bytes
 from stratafl.proto import stratafl_pb2 as pb
 

@@ -1,0 +1,225 @@
+"""`strata token ...`, `strata model seed`, and how every admin command reaches the controller.
+
+The controller's URL, the caller's token and the federation's CA come from flags, from the
+environment (``STRATA_CONTROLLER``, ``STRATA_TOKEN`` or ``STRATA_TOKEN_FILE``,
+``STRATA_CA_FILE``) or from a config file, in that order (`stratafl.cli.config`), so a shell
+set up once needs none of them. `connect` applies that order for every command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.table import Table
+
+from stratafl.cli.config import global_options, resolve_connection
+from stratafl.cli.console import console
+from stratafl.client.app import ClientContext, load_app
+from stratafl.errors import ConfigError, UnavailableError
+from stratafl.restapi import ControllerClient
+from stratafl.security import Role
+from stratafl.security.files import read_token
+
+ControllerUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--controller",
+        help="the controller's URL, e.g. https://127.0.0.1:8080 "
+        "(or $STRATA_CONTROLLER, or controller in the config file)",
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option("--token", help="your token (or $STRATA_TOKEN, or token in the config file)"),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        help="a file holding your token, e.g. the controller's trust/admin.token "
+        "(or $STRATA_TOKEN_FILE, or token_file in the config file)",
+    ),
+]
+CaFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file",
+        help="the federation's CA certificate, the controller's trust/ca.crt "
+        "(or $STRATA_CA_FILE, or ca_file in the config file)",
+    ),
+]
+
+
+@contextlib.contextmanager
+def connect(
+    controller: str | None,
+    token: str | None,
+    token_file: Path | None,
+    ca_file: Path | None,
+) -> Iterator[ControllerClient]:
+    """A REST client as the caller these options (or the environment, or the config file)
+    name; a controller that cannot be reached is one `UnavailableError` naming the fix."""
+    where = resolve_connection(
+        controller=controller,
+        token=token,
+        token_file=token_file,
+        ca_file=ca_file,
+        options=global_options(),
+    )
+    secret = where.token
+    if secret is None and where.token_file is not None:
+        secret = read_token(where.token_file)
+    api = ControllerClient(where.controller, token=secret, verify=where.ca_file or True, timeout=60)
+    with api:
+        try:
+            yield api
+        except UnavailableError as exc:
+            better = unreachable(where.controller, exc)
+            if better is exc:
+                raise
+            raise better from exc
+
+
+def unreachable(url: str, exc: UnavailableError) -> UnavailableError:
+    """What to do about a controller that did not answer: start it, or fix the URL or CA
+    (``exc`` itself when it is not about the connection)."""
+    cause = exc.__cause__
+    if not isinstance(cause, httpx.TransportError):
+        return exc
+    if "CERTIFICATE_VERIFY_FAILED" in str(cause):
+        return UnavailableError(
+            f"the controller at {url} has a certificate this CA did not sign: pass the "
+            "federation's CA with --ca-file (the controller's trust/ca.crt)"
+        )
+    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout):
+        return UnavailableError(
+            f"cannot reach the controller at {url}: start it (strata controller start) "
+            "or check --controller"
+        )
+    return UnavailableError(f"the controller at {url} did not answer ({cause}): see its log")
+
+
+def model_seed(
+    app_spec: Annotated[
+        str, typer.Option("--app", help="the client app: module:attr or file.py:attr")
+    ],
+    seed: Annotated[int, typer.Option(help="the seed of the app's initial_params")] = 0,
+    controller: ControllerUrl = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Upload the app's freshly initialised model: the seed of the next session."""
+    app = load_app(app_spec, ClientContext(num_partitions=1, seed=seed))
+    with connect(controller, token, token_file, ca_file) as api:
+        record = api.upload_model(app.initial_params(seed))
+    console.print(record.id)
+
+
+token_cli = typer.Typer(help="Issue, list and revoke tokens (needs an admin token).")
+
+
+@token_cli.command("create")
+def token_create(
+    role: Annotated[Role, typer.Option(help="admin, combiner or client")],
+    name: Annotated[str, typer.Option(help="a label, e.g. hospital-3; also the identity")],
+    controller: ControllerUrl = None,
+    subject: Annotated[str | None, typer.Option(help="the identity (default: the name)")] = None,
+    days: Annotated[float, typer.Option(help="how long the token is valid")] = 90.0,
+    max_examples: Annotated[
+        int | None, typer.Option(help="a client's cap on the examples it may claim")
+    ] = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Print a new token on stdout (its only copy: `> name.token`); its id on stderr."""
+    if role is Role.CONTROLLER:
+        raise ConfigError("the controller issues its own token; choose admin, combiner or client")
+    with connect(controller, token, token_file, ca_file) as api:
+        issued = api.create_token(
+            name,
+            role,
+            subject=subject,
+            ttl_seconds=days * 86400.0,
+            max_examples=max_examples,
+        )
+    print(issued.token)
+    expires = datetime.fromtimestamp(issued.record.expires_at, UTC).isoformat(timespec="minutes")
+    print(
+        f"token {issued.record.token_id} for {role} {issued.record.subject}, valid until {expires}",
+        file=sys.stderr,
+    )
+
+
+@token_cli.command("list")
+def token_list(
+    controller: ControllerUrl = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Every token issued: id, name, role, subject, expiry, revoked."""
+    with connect(controller, token, token_file, ca_file) as api:
+        records = api.tokens()
+    table = Table()
+    for column in ("id", "name", "role", "subject", "expires", "revoked"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            record.token_id,
+            record.name,
+            record.role,
+            record.subject,
+            datetime.fromtimestamp(record.expires_at, UTC).isoformat(timespec="minutes"),
+            "yes" if record.revoked_at else "",
+        )
+    console.print(table)
+
+
+@token_cli.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="the id shown by `strata token list`")],
+    controller: ControllerUrl = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Revoke a token: the controller refuses it at once, combiners within a heartbeat."""
+    with connect(controller, token, token_file, ca_file) as api:
+        record = api.revoke_token(token_id)
+    console.print(f"revoked {record.token_id} ({record.role} {record.subject})")
+
+
+db_cli = typer.Typer(help="The controller's state database.")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(
+    database_url: Annotated[
+        str | None, typer.Option(help="any SQLAlchemy URL; default: SQLite in --workdir")
+    ] = None,
+    workdir: Annotated[Path, typer.Option(help="the controller's work folder")] = Path(
+        ".strata/controller"
+    ),
+) -> None:
+    """Migrate the controller's database to this version's schema (also done at each start)."""
+    from stratafl.store.migrations import migrated_engine
+    from stratafl.store.tables import sqlite_url
+
+    if database_url is None and not (workdir / "state.db").is_file():
+        raise ConfigError(
+            f"there is no controller database in {workdir}: pass the controller's "
+            "--workdir, or its --database-url"
+        )
+    engine, done = migrated_engine(database_url or sqlite_url(workdir))
+    engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    console.print(f"{where}: {done.describe()}")

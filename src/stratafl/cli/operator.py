@@ -1,0 +1,275 @@
+"""`strata session|model ...`, `strata combiner|client list`: operate a federation from a shell.
+
+Every command reaches the controller as `admin_cli.connect` does (flags or ``STRATA_*``
+variables), and every list prints a table or, with ``--format json``, the records as JSON
+(one array of every page, the REST API's own records), so scripts need no second API.
+`strata session watch` follows a session's event stream live (`stratafl.cli.session_watch`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.table import Table
+
+from stratafl.cli.admin import CaFile, ControllerUrl, Token, TokenFile, connect
+from stratafl.cli.console import console
+from stratafl.cli.session_watch import watch_events, watch_json
+from stratafl.records import SessionRecord
+from stratafl.settings import SessionConfig
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+R = TypeVar("R", bound=BaseModel)
+
+FormatOption = Annotated[Format, typer.Option("--format", help="table or json")]
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def show(
+    records: Sequence[R],
+    output: Format,
+    columns: dict[str, Callable[[R], object]],
+) -> None:
+    """Print ``records`` as a table of ``columns`` or as their JSON."""
+    if output is Format.JSON:
+        print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        return
+    table = Table()
+    for name in columns:
+        table.add_column(name)
+    for record in records:
+        table.add_row(*(str(cell(record)) for cell in columns.values()))
+    console.print(table)
+
+
+session_cli = typer.Typer(help="Start, stop, list and inspect training sessions (admin).")
+model_cli = typer.Typer(help="Seed, list and download the models of the trail (admin).")
+
+SESSION_COLUMNS: dict[str, Callable[[SessionRecord], object]] = {
+    "id": lambda s: s.id,
+    "status": lambda s: s.status,
+    "rounds": lambda s: f"{s.rounds_done}/{s.config.get('rounds')}",
+    "final model": lambda s: s.final_model_id or "",
+    "started": lambda s: _when(s.created_at),
+    "reason": lambda s: s.reason,
+}
+
+
+@session_cli.command("start")
+def session_start(
+    controller: ControllerUrl = None,
+    rounds: Annotated[int, typer.Option(help="rounds in the session")] = 3,
+    min_clients: Annotated[int, typer.Option(help="a round with fewer updates fails")] = 1,
+    aggregator: Annotated[
+        str, typer.Option(help="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md")
+    ] = "fedavg",
+    seed_model: Annotated[str | None, typer.Option(help="default: the newest model")] = None,
+    settings: Annotated[
+        Path | None, typer.Option(help="a JSON file of session settings (docs/configuration.md)")
+    ] = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Start a session; flags override the settings file."""
+    base = json.loads(settings.read_text()) if settings is not None else {}
+    config = SessionConfig.model_validate(
+        {
+            **base,
+            "rounds": rounds,
+            "min_clients": min_clients,
+            "aggregator": aggregator,
+            "seed_model_id": seed_model or base.get("seed_model_id"),
+        }
+    )
+    with connect(controller, token, token_file, ca_file) as api:
+        show([api.start_session(config)], output, SESSION_COLUMNS)
+
+
+@session_cli.command("list")
+def session_list(
+    controller: ControllerUrl = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Every session, oldest first."""
+    with connect(controller, token, token_file, ca_file) as api:
+        show(api.sessions(), output, SESSION_COLUMNS)
+
+
+@session_cli.command("show")
+def session_show(
+    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    controller: ControllerUrl = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """One session and a line per round."""
+    with connect(controller, token, token_file, ca_file) as api:
+        session, rounds = api.session(session_id), api.rounds(session_id)
+    if output is Format.JSON:
+        body = {
+            "session": session.model_dump(mode="json"),
+            "rounds": [r.model_dump(mode="json") for r in rounds],
+        }
+        print(json.dumps(body, indent=2))
+        return
+    show([session], output, SESSION_COLUMNS)
+    show(
+        rounds,
+        output,
+        {
+            "round": lambda r: r.number,
+            "status": lambda r: r.status,
+            "clients": lambda r: len(r.participants),
+            "accuracy": lambda r: r.validation.mean("accuracy") or "",
+            "seconds": lambda r: f"{r.duration:.2f}",
+            "reason": lambda r: r.reason,
+        },
+    )
+
+
+@session_cli.command("stop")
+def session_stop(
+    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    controller: ControllerUrl = None,
+    cancel: Annotated[bool, typer.Option(help="end now, dropping the round in flight")] = False,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """End a session after the round in flight (or at once with --cancel)."""
+    with connect(controller, token, token_file, ca_file) as api:
+        record = api.cancel_session(session_id) if cancel else api.stop_session(session_id)
+    console.print(f"session {record.id}: {record.status} {record.reason}".rstrip())
+
+
+@session_cli.command("watch")
+def session_watch(
+    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    controller: ControllerUrl = None,
+    after: Annotated[
+        int | None, typer.Option(help="start after this event id (default: from its start)")
+    ] = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Follow a session live: a bar over its rounds and a line per round, until it ends
+    (exit code 0 if it finished or was stopped, 1 if it failed or was cancelled)."""
+    with connect(controller, token, token_file, ca_file) as api:
+        events = api.follow(session_id, after=after)
+        if output is Format.JSON:
+            code = watch_json(events)
+        else:
+            code = watch_events(api.session(session_id), events, console)
+    raise typer.Exit(code)
+
+
+@model_cli.command("list")
+def model_list(
+    controller: ControllerUrl = None,
+    session: Annotated[str | None, typer.Option(help="only this session's models")] = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """The models of the trail, oldest first."""
+    with connect(controller, token, token_file, ca_file) as api:
+        models = api.models(session)
+    show(
+        models,
+        output,
+        {
+            "id": lambda m: m.id,
+            "parent": lambda m: m.parent_id or "",
+            "session": lambda m: m.session_id or "",
+            "round": lambda m: m.round or "",
+            "MB": lambda m: f"{m.size_bytes / 1e6:.2f}",
+            "created": lambda m: _when(m.created_at),
+        },
+    )
+
+
+@model_cli.command("download")
+def model_download(
+    model_id: Annotated[str, typer.Argument(help="the id shown by `strata model list`")],
+    controller: ControllerUrl = None,
+    to: Annotated[Path | None, typer.Option(help="default: ./MODEL_ID.safetensors")] = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Save a model as a safetensors file (it opens with the stock safetensors library)."""
+    with connect(controller, token, token_file, ca_file) as api:
+        path = api.download_model(model_id, to or Path(f"{model_id}.safetensors"))
+    console.print(str(path))
+
+
+def combiner_list(
+    controller: ControllerUrl = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """The combiners, their address, status and load."""
+    with connect(controller, token, token_file, ca_file) as api:
+        combiners = api.combiners()
+    show(
+        combiners,
+        output,
+        {
+            "id": lambda c: c.id,
+            "address": lambda c: c.address,
+            "status": lambda c: c.status,
+            "clients": lambda c: f"{c.num_clients}/{c.max_clients}",
+            "last heartbeat": lambda c: _when(c.last_heartbeat),
+        },
+    )
+
+
+def client_list(
+    controller: ControllerUrl = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """The clients, the combiner each is on, and their status."""
+    with connect(controller, token, token_file, ca_file) as api:
+        clients = api.clients()
+    show(
+        clients,
+        output,
+        {
+            "id": lambda c: c.id,
+            "combiner": lambda c: c.combiner_id or "",
+            "status": lambda c: c.status,
+            "last seen": lambda c: _when(c.last_seen),
+        },
+    )

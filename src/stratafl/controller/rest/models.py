@@ -1,0 +1,126 @@
+"""REST endpoints of the model trail: upload a seed model, list, fetch, download.
+
+An upload is streamed to a staging file (its size bounded by `bounds.BoundedBodies`
+as it arrives), checked as a safetensors file (`modelfile.check_model_file`: header size,
+shapes, offsets, length) and only then published; a refused upload leaves nothing behind.
+A download streams from any model store (a folder, ``memory://``, S3) in 4 MiB pieces.
+Every file operation runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from stratafl.controller.rest.bounds import DEFAULT_LIMIT, After, Limit
+from stratafl.controller.rest.errors import binary, error_response, errors_of
+from stratafl.modelfile.codec import check_model_file
+from stratafl.records import ModelRecord, Page
+from stratafl.restapi.schema import ErrorBody
+from stratafl.transport.streams import CHUNK_BYTES
+
+if TYPE_CHECKING:
+    from stratafl.controller.wiring import Controller
+
+__all__ = ["UPLOAD_PATH", "models_router"]
+
+UPLOAD_PATH = "/api/v1/models"
+UPLOAD_BUFFER_BYTES = 1 << 20
+"""Upload chunks are gathered up to this size before each write, to bound thread hops."""
+
+
+def models_router(controller: Controller) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+    store = controller.store
+
+    @router.post(
+        "/models",
+        status_code=201,
+        responses=errors_of(413),
+        openapi_extra={"requestBody": {"required": True, **binary("a safetensors file")}},
+    )
+    async def upload_model(request: Request) -> ModelRecord:
+        """Upload a seed model as a safetensors file in the request body."""
+        name = f"upload-{uuid.uuid4().hex}"
+        staged = await asyncio.to_thread(controller.trail.staging_path, name)
+        try:
+            await _stream_to_file(request, staged)
+            specs = await asyncio.to_thread(check_model_file, staged)
+            parameters = sum(spec.size for spec in specs)
+            return await asyncio.to_thread(
+                controller.trail.publish_file, staged, parameters=parameters
+            )
+        finally:  # publish_file consumes the file; a refused upload leaves nothing behind
+            await asyncio.to_thread(staged.unlink, missing_ok=True)
+
+    @router.get("/models", responses=errors_of(400))
+    async def models(
+        session_id: str | None = None, after: After = None, limit: Limit = DEFAULT_LIMIT
+    ) -> Page[ModelRecord]:
+        """Models in the order they were stored, all of them or those one session made."""
+        return store.models_page(session_id, after, limit)
+
+    @router.get("/models/{model_id}", responses=errors_of(404))
+    async def model(model_id: str) -> ModelRecord:
+        return store.model(model_id)
+
+    @router.get("/models/{model_id}/trail", responses=errors_of(400, 404))
+    async def trail(
+        model_id: str, after: After = None, limit: Limit = DEFAULT_LIMIT
+    ) -> Page[ModelRecord]:
+        """The model and its ancestors, newest first: the seed model comes last."""
+        return store.trail_page(model_id, after, limit)
+
+    @router.get(
+        "/models/{model_id}/download",
+        response_class=Response,  # no JSON default: the 200 below is the only body
+        responses={
+            200: binary("the model as a safetensors file"),
+            **errors_of(404),
+            410: {"model": ErrorBody, "description": "The retention policy deleted its file"},
+        },
+    )
+    async def download(model_id: str) -> Response:
+        """The model's safetensors file, streamed from the model store (a folder, S3...)."""
+        record = store.model(model_id)
+        if record.pruned_at is not None:  # its row stays in the trail; its file is gone
+            detail = f"model {model_id} was pruned: {controller.trail.retention.describe()}"
+            return error_response(410, "Gone", detail)
+        stream = await asyncio.to_thread(controller.models.open, model_id)
+        return StreamingResponse(
+            _pieces(stream),
+            media_type="application/octet-stream",
+            headers={"content-length": str(record.size_bytes)},
+        )
+
+    return router
+
+
+def _pieces(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's bytes, 4 MiB at a time, so a model is never held whole; Starlette reads
+    a plain iterator in a worker thread, off the event loop. Closes the stream at the end."""
+    with stream:
+        while piece := stream.read(CHUNK_BYTES):
+            yield piece
+
+
+async def _stream_to_file(request: Request, path: Path) -> None:
+    """Write the request body to ``path`` with every file operation off the event loop."""
+    out = await asyncio.to_thread(path.open, "wb")
+    try:
+        buffer = bytearray()
+        async for chunk in request.stream():
+            buffer += chunk
+            if len(buffer) >= UPLOAD_BUFFER_BYTES:
+                await asyncio.to_thread(out.write, bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await asyncio.to_thread(out.write, bytes(buffer))
+    finally:
+        await asyncio.to_thread(out.close)

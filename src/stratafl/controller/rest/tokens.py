@@ -1,0 +1,54 @@
+"""REST endpoints of the tokens the controller issues: create, list, revoke (admins only).
+
+A new token is answered once, with its record; the controller keeps only the record (the
+claims and a label), so it can be listed and revoked but never shown again. A revoked
+token is refused by the REST API at once and by combiners from their next heartbeat.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+
+from stratafl.controller.rest.bounds import DEFAULT_LIMIT, After, Limit
+from stratafl.controller.rest.errors import errors_of
+from stratafl.controller.rest.federation import trust_of
+from stratafl.records import Page, TokenRecord
+from stratafl.restapi.schema import IssuedToken, TokenRequest
+from stratafl.security import Role
+
+if TYPE_CHECKING:
+    from stratafl.controller.wiring import Controller
+
+__all__ = ["tokens_router"]
+
+
+def tokens_router(controller: Controller) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+    store = controller.store
+
+    @router.post("/tokens", status_code=201, responses=errors_of(400, 413))
+    async def create_token(body: TokenRequest) -> IssuedToken:
+        """A new token, shown in this answer only: hand it over now."""
+        token, record = trust_of(controller, "issue tokens").issue(
+            store,
+            name=body.name,
+            subject=body.subject or body.name,
+            role=Role(body.role),
+            ttl_seconds=body.ttl_seconds,
+            max_examples=body.max_examples,
+        )
+        return IssuedToken(token=token, record=record)
+
+    @router.get("/tokens", responses=errors_of(400))
+    async def tokens(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[TokenRecord]:
+        """Every token issued (never the tokens themselves), oldest first."""
+        return store.tokens_page(after, limit)
+
+    @router.delete("/tokens/{token_id}", responses=errors_of(400, 404))
+    async def revoke_token(token_id: str) -> TokenRecord:
+        """Revoke a token by its id; revoking it again changes nothing."""
+        return trust_of(controller, "revoke tokens").revoke(store, token_id)
+
+    return router
