@@ -16,10 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from stratafl.launch.federation import FederationSpec, LocalFederation
-
-TEST_APP = f"{Path(__file__).parent / 'federation_apps.py'}:make_app"
-"""The small client app of federation_apps.py, loaded by path in every client process."""
-
+from tests.support.paths import TEST_APP
 
 POSTGRES_ADMIN = os.environ.get(
     "STRATA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
