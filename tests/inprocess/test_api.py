@@ -14,12 +14,12 @@ import pytest
 from stratafl import errors
 from stratafl.controller.rest import models as rest_models
 from stratafl.controller.rest.app import HTTP_STATUS, create_api
-from stratafl.controller.wiring import Controller
 from stratafl.modelfile.codec import params_to_bytes
 from stratafl.records import ClientOutcome, RoundRecord, Validation
 from stratafl.restapi.schema import ErrorBody
 from stratafl.security.policy import REST_ROLES
 from stratafl.status import OutcomeStatus, RoundStatus
+from tests.support.controllers import open_controller
 
 
 class SyncASGI:
@@ -47,11 +47,8 @@ class SyncASGI:
 
 @pytest.fixture
 def controller(tmp_path):
-    controller = Controller(tmp_path)
-    controller.store.open()
-    controller.grpc_address = "127.0.0.1:1"
-    yield controller
-    controller.store.close()
+    with open_controller(tmp_path) as controller:
+        yield controller
 
 
 @pytest.fixture

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from stratafl.controller.main import ControllerOptions, _export_to_mlflow
-from stratafl.controller.wiring import Controller
 from stratafl.errors import ConfigError
 from stratafl.observe.mlflow_export import SESSION_TAG, MlflowExport, round_metrics
 from stratafl.observe.watchers import RoundLog, Watchers
 from stratafl.records import RoundRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus
+from stratafl.store.state import StateStore
+from stratafl.store.tables import sqlite_url
 from tests.support.inprocess import Behaviour, InProcessFederation
 
 MODEL = {"w": np.zeros((8, 4), np.float32), "b": np.zeros(4, np.float32)}
@@ -32,12 +33,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWar
 def _run_session(tmp_path, tracking_uri: str, rounds: int) -> str:
     """A session of ``rounds`` over three honest clients, exported to ``tracking_uri``."""
     (tmp_path / "fed").mkdir()
-    federation = InProcessFederation(tmp_path / "fed")
+    exporter = MlflowExport(tracking_uri, lambda sid: federation.store.session(sid).config)
+    federation = InProcessFederation(tmp_path / "fed", watch=Watchers(RoundLog(), exporter))
     combiner = federation.add_combiner("combiner-0")
     for index in range(3):
         federation.add_client(combiner, index, Behaviour.HONEST)
-    exporter = MlflowExport(tracking_uri, lambda sid: federation.store.session(sid).config)
-    federation.sessions.watch = Watchers(RoundLog(), exporter)
     exporter.start()
     try:
         federation.seed(MODEL)
@@ -102,7 +102,7 @@ def test_without_mlflow_the_controller_refuses_the_option_naming_the_extra(tmp_p
     )
     options = ControllerOptions(workdir=tmp_path, mlflow=f"sqlite:///{tmp_path / 'm.db'}")
     with pytest.raises(ConfigError) as refused:
-        _export_to_mlflow(Controller(tmp_path), options)
+        _export_to_mlflow(StateStore(sqlite_url(tmp_path)), options)
     assert "pip install 'stratafl[mlflow]'" in str(refused.value)
     assert "\n" not in str(refused.value)
 

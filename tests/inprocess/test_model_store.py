@@ -20,7 +20,6 @@ import pytest
 from stratafl.controller.discovery import Discovery
 from stratafl.controller.rest.app import create_api
 from stratafl.controller.servicer import ControllerServicer
-from stratafl.controller.wiring import Controller
 from stratafl.errors import ConfigError, NotFoundError
 from stratafl.modelfile.codec import params_to_bytes, save_params
 from stratafl.params import Params, specs_of
@@ -29,6 +28,7 @@ from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
 from stratafl.transport.streams import CHUNK_BYTES, receive_params, stream_chunks
 from tests.inprocess.test_api import SyncASGI
+from tests.support.controllers import open_controller
 
 PARAMS: Params = {
     "big": np.arange(1_200_000, dtype=np.float32),  # 4.8 MB: more than one 4 MiB chunk
@@ -94,22 +94,20 @@ def test_a_missing_model_is_not_found(store_url: str, model_file: Path) -> None:
 def test_the_rest_download_streams_from_the_store(store_url: str, tmp_path: Path) -> None:
     workdir = tmp_path / "controller"
     workdir.mkdir()
-    controller = Controller(workdir, model_store=store_url)
-    controller.store.open()
-    api = SyncASGI(create_api(controller))
-    try:
-        body = params_to_bytes(PARAMS)
-        created = api.post("/api/v1/models", content=body)
-        assert created.status_code == 201, created.text
-        model_id = created.json()["id"]
-        download = api.get(f"/api/v1/models/{model_id}/download")
-        assert download.status_code == 200, download.text
-        assert download.headers["content-length"] == str(len(body))
-        assert download.content == body
-        assert api.get("/api/v1/models/absent/download").status_code == 404
-    finally:
-        api.close()
-        controller.store.close()
+    with open_controller(workdir, model_store=store_url) as controller:
+        api = SyncASGI(create_api(controller))
+        try:
+            body = params_to_bytes(PARAMS)
+            created = api.post("/api/v1/models", content=body)
+            assert created.status_code == 201, created.text
+            model_id = created.json()["id"]
+            download = api.get(f"/api/v1/models/{model_id}/download")
+            assert download.status_code == 200, download.text
+            assert download.headers["content-length"] == str(len(body))
+            assert download.content == body
+            assert api.get("/api/v1/models/absent/download").status_code == 404
+        finally:
+            api.close()
     assert "://" not in store_url or not (workdir / "models").exists()  # nothing local
 
 

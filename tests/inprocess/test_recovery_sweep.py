@@ -12,6 +12,7 @@ from stratafl.controller.recovery import recover
 from stratafl.controller.wiring import Controller
 from stratafl.modelfile.codec import save_params
 from stratafl.settings import SessionConfig
+from tests.support.controllers import open_controller
 
 
 def _stored(controller: Controller, folder: Path, name: str, **listing: object) -> str:
@@ -25,26 +26,21 @@ def _stored(controller: Controller, folder: Path, name: str, **listing: object) 
 
 
 async def _crash_then_restart(workdir: Path) -> list[str]:
-    first = Controller(workdir)
-    first.store.open()
-    seed = _stored(first, workdir, "seed", parent_id=None)
-    first.store.create_session("s1", SessionConfig(rounds=3).model_dump(), seed)
-    _stored(first, workdir, "crashed-optimizer")
-    _stored(first, workdir, "crashed")
-    _stored(first, workdir, "round1", parent_id=seed, session_id="s1", round_number=1)
-    _stored(first, workdir, "round2", parent_id="round1", session_id="s1", round_number=2)
-    first.store.update_session("s1", rounds_done=2, final_model_id="round2")
-    first.store.mark_pruned(["round1"])  # the kill came before its file was deleted
-    first.store.close()
+    with open_controller(workdir) as first:
+        seed = _stored(first, workdir, "seed", parent_id=None)
+        first.store.create_session("s1", SessionConfig(rounds=3).model_dump(), seed)
+        _stored(first, workdir, "crashed-optimizer")
+        _stored(first, workdir, "crashed")
+        _stored(first, workdir, "round1", parent_id=seed, session_id="s1", round_number=1)
+        _stored(first, workdir, "round2", parent_id="round1", session_id="s1", round_number=2)
+        first.store.update_session("s1", rounds_done=2, final_model_id="round2")
+        first.store.mark_pruned(["round1"])  # the kill came before its file was deleted
 
-    second = Controller(workdir)
-    second.store.open()
-    recover(second.store, second.trail, second.sessions)
-    assert second.sessions.current is not None
-    second.sessions.current.cancel()
-    swept = [e.message for e in second.store.events() if e.kind == "model_file_swept"]
-    second.store.close()
-    return swept
+    with open_controller(workdir) as second:
+        recover(second.store, second.trail, second.sessions)
+        assert second.sessions.current is not None
+        second.sessions.current.cancel()
+        return [e.message for e in second.store.events() if e.kind == "model_file_swept"]
 
 
 def test_files_no_listed_model_owns_are_swept_at_start(tmp_path: Path) -> None:

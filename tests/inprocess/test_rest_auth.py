@@ -18,23 +18,34 @@ from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role, certificate_request
 from stratafl.security.policy import REST_ROLES
 from tests.inprocess.test_api import SyncASGI
+from tests.support.controllers import open_controller
 
 DAY = 24 * 3600.0
 
 
 @pytest.fixture
 def controller(tmp_path):
-    controller = Controller(tmp_path)
-    controller.store.open()
-    controller.grpc_address = "127.0.0.1:1"
-    controller.trust = Trust.load_or_create(tmp_path / "trust", ["127.0.0.1"])
-    yield controller
-    controller.store.close()
+    with open_controller(tmp_path, secure=True) as controller:
+        yield controller
 
 
 @pytest.fixture
 def api(controller):
     client = SyncASGI(create_api(controller))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def insecure(tmp_path):
+    """A controller started --insecure, beside the secure one."""
+    with open_controller(tmp_path / "insecure") as controller:
+        yield controller
+
+
+@pytest.fixture
+def insecure_api(insecure):
+    client = SyncASGI(create_api(insecure))
     yield client
     client.close()
 
@@ -129,19 +140,27 @@ def test_a_token_of_another_federation_is_401(api, tmp_path):
     assert "another federation" in detail
 
 
-def test_a_route_missing_from_the_table_is_refused_even_to_an_admin(controller):
+def _with_a_forgotten_route(controller: Controller) -> SyncASGI:
+    """The app with a route added after it was built, one the role table does not list."""
     app = create_api(controller)
 
     @app.get("/api/v1/forgotten")
     async def forgotten() -> dict[str, str]:
         return {"open": "by accident"}
 
-    api = SyncASGI(app)
+    return SyncASGI(app)
+
+
+def test_a_route_missing_from_the_table_is_refused_even_to_an_admin(controller, insecure):
+    api = _with_a_forgotten_route(controller)
     try:
         response = api.get("/api/v1/forgotten", headers=_bearer(_token(controller, Role.ADMIN)))
         assert "REST_ROLES" in _error(response, 403, "PermissionDenied")
         assert ("GET", "/api/v1/forgotten") in set(_operations(api)) - set(REST_ROLES)
-        controller.trust = None  # --insecure: still closed
+    finally:
+        api.close()
+    api = _with_a_forgotten_route(insecure)  # --insecure: still closed
+    try:
         assert api.get("/api/v1/forgotten").status_code == 403
     finally:
         api.close()
@@ -174,19 +193,19 @@ def test_a_client_is_assigned_under_its_tokens_subject_only(api, controller):
     assert [c.id for c in controller.store.clients()] == ["c1"]
 
 
-def test_an_insecure_controller_takes_the_client_id_from_the_body(api, controller):
-    controller.trust = None
-    controller.events.close()  # an event stream answers 503 instead of never ending
-    controller.discovery.register("k1", "127.0.0.1:7001", 10)
+def test_an_insecure_controller_takes_the_client_id_from_the_body(insecure_api, insecure):
+    api = insecure_api
+    insecure.events.close()  # an event stream answers 503 instead of never ending
+    insecure.discovery.register("k1", "127.0.0.1:7001", 10)
     assert api.post("/api/v1/assign", json={"client_id": "c7"}).status_code == 200
-    assert [c.id for c in controller.store.clients()] == ["c7"]
+    assert [c.id for c in insecure.store.clients()] == ["c7"]
     detail = _error(api.post("/api/v1/assign", json={}), 422, "ValidationError")
     assert detail.startswith("body.client_id: Field required when the controller runs --insecure")
     for method, template in _operations(api):  # no token needed anywhere
         assert api.request(method, _url(template)).status_code not in (401, 403), template
 
 
-def test_discovery_hands_out_the_token_key_and_the_ca(api, controller):
+def test_discovery_hands_out_the_token_key_and_the_ca(api, controller, insecure_api):
     assert controller.trust is not None
     info = api.get("/api/v1/discovery", headers=_bearer(_token(controller, Role.COMBINER)))
     assert info.json() == {
@@ -194,8 +213,7 @@ def test_discovery_hands_out_the_token_key_and_the_ca(api, controller):
         "token_public_key_pem": controller.trust.signer.public_key_pem.decode(),
         "ca_pem": controller.trust.authority.ca_pem.decode(),
     }
-    controller.trust = None
-    insecure = api.get("/api/v1/discovery").json()
+    insecure = insecure_api.get("/api/v1/discovery").json()
     assert (insecure["token_public_key_pem"], insecure["ca_pem"]) == ("", "")
 
 

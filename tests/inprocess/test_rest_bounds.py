@@ -11,25 +11,21 @@ import pytest
 
 from stratafl.controller.rest.app import create_api
 from stratafl.controller.rest.bounds import MAX_JSON_BYTES
-from stratafl.controller.trust import Trust
-from stratafl.controller.wiring import Controller
 from stratafl.errors import ConfigError
 from stratafl.modelfile.codec import params_to_bytes
 from stratafl.params import TensorSpec
 from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role, certificate_request
 from tests.inprocess.test_api import SyncASGI
+from tests.support.controllers import open_controller
 
 UPLOAD_LIMIT = 3 << 20  # over a 2 MiB header, far under the default
 
 
 @pytest.fixture
 def controller(tmp_path):
-    controller = Controller(tmp_path)
-    controller.store.open()
-    controller.grpc_address = "127.0.0.1:1"
-    yield controller
-    controller.store.close()
+    with open_controller(tmp_path) as controller:
+        yield controller
 
 
 @pytest.fixture
@@ -41,18 +37,19 @@ def api(controller):
 
 
 @pytest.fixture
-def secure(controller, tmp_path):
-    """The same app with a real trust root, and an admin's and a client's headers."""
-    controller.trust = Trust.load_or_create(tmp_path / "trust", ["127.0.0.1"])
-    headers = {}
-    for role in (Role.ADMIN, Role.CLIENT):
-        token, _ = controller.trust.issue(
-            controller.store, name=role, subject=role, role=role, ttl_seconds=3600
-        )
-        headers[role] = {"Authorization": f"Bearer {token}"}
-    client = SyncASGI(create_api(controller))
-    yield client, headers
-    client.close()
+def secure(tmp_path):
+    """A controller with a real trust root, and an admin's and a client's headers."""
+    with open_controller(tmp_path, secure=True) as controller:
+        assert controller.trust is not None
+        headers = {}
+        for role in (Role.ADMIN, Role.CLIENT):
+            token, _ = controller.trust.issue(
+                controller.store, name=role, subject=role, role=role, ttl_seconds=3600
+            )
+            headers[role] = {"Authorization": f"Bearer {token}"}
+        client = SyncASGI(create_api(controller))
+        yield client, headers
+        client.close()
 
 
 def _error(response, status: int, error: str) -> str:

@@ -23,10 +23,9 @@ from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from stratafl.controller.rest.app import create_api
-from stratafl.controller.trust import Trust
-from stratafl.controller.wiring import Controller
 from stratafl.security import Role
 from stratafl.security.policy import REST_ROLES
+from tests.support.controllers import open_controller
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(900)]  # ~28 operations x 2 modes x 200 requests
 
@@ -37,14 +36,10 @@ CHECKS = [not_a_server_error, response_schema_conformance]
 
 @pytest.fixture
 def controller(tmp_path):
-    controller = Controller(tmp_path)
-    controller.store.open()
-    controller.grpc_address = "127.0.0.1:1"
-    controller.trust = Trust.load_or_create(tmp_path / "trust", ["127.0.0.1"])
-    controller.discovery.register("k1", "127.0.0.1:7001", 100_000)  # assign can succeed
-    controller.events.close()  # event streams answer 503 (declared) instead of never ending
-    yield controller
-    controller.store.close()
+    with open_controller(tmp_path, secure=True) as controller:
+        controller.discovery.register("k1", "127.0.0.1:7001", 100_000)  # assign can succeed
+        controller.events.close()  # event streams answer 503 (declared) instead of never ending
+        yield controller
 
 
 def _caller_role(method: str, path: str) -> Role:

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from stratafl import errors
-from stratafl.controller.trust import Trust
 from stratafl.records import (
     ClientOutcome,
     PromiseRecord,
@@ -130,10 +129,10 @@ def test_every_list_pages_oldest_first_and_each_record_comes_once(served, api):
 
 
 def test_tokens_page_too(tmp_path):
-    server = LoopbackAPI(tmp_path)
+    server = LoopbackAPI(tmp_path, secure=True)
     try:
-        trust = Trust.load_or_create(tmp_path / "trust", ["127.0.0.1"])
-        server.controller.trust = trust
+        trust = server.controller.trust
+        assert trust is not None
         admin, _ = trust.issue(
             server.controller.store, name="admin", subject="admin", role=Role.ADMIN, ttl_seconds=60
         )

@@ -11,11 +11,11 @@ import pytest
 
 from stratafl.controller.rest.app import create_api
 from stratafl.controller.retention import RetentionPolicy
-from stratafl.controller.wiring import Controller
 from stratafl.errors import ConfigError
 from stratafl.modelfile.codec import save_params
 from stratafl.records import ModelRecord, SessionRecord
 from stratafl.status import SessionStatus
+from tests.support.controllers import open_controller
 
 
 def _model(model_id: str, session: str | None, number: int | None, **changes) -> ModelRecord:
@@ -84,22 +84,19 @@ def test_a_negative_setting_is_refused_with_its_name():
 
 
 def test_a_pruned_models_download_is_gone_and_names_the_policy(tmp_path):
-    controller = Controller(tmp_path, retention=RetentionPolicy(keep_last=4, keep_every=7))
-    controller.store.open()
-    staged = controller.trail.staging_path("seed")
-    save_params(staged, {"w": np.zeros(3, np.float32)})
-    seed = controller.trail.publish_file(staged, parameters=3).id
-    controller.store.mark_pruned([seed])
+    retention = RetentionPolicy(keep_last=4, keep_every=7)
+    with open_controller(tmp_path, retention=retention) as controller:
+        staged = controller.trail.staging_path("seed")
+        save_params(staged, {"w": np.zeros(3, np.float32)})
+        seed = controller.trail.publish_file(staged, parameters=3).id
+        controller.store.mark_pruned([seed])
 
-    async def download() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_api(controller))
-        async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
-            return await client.get(f"/api/v1/models/{seed}/download")
+        async def download() -> httpx.Response:
+            transport = httpx.ASGITransport(app=create_api(controller))
+            async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
+                return await client.get(f"/api/v1/models/{seed}/download")
 
-    try:
         answer = asyncio.run(download())
-    finally:
-        controller.store.close()
     assert answer.status_code == 410 and answer.json()["error"] == "Gone"
     assert answer.json()["detail"] == (
         f"model {seed} was pruned: the retention policy keeps the last 4 models of the "

@@ -18,14 +18,13 @@ from typing import TypeVar
 import pytest
 
 from stratafl.controller.rest.app import create_api
-from stratafl.controller.trust import Trust
-from stratafl.controller.wiring import Controller
 from stratafl.dashboard import CONTENT_SECURITY_POLICY, static_files
 from stratafl.data.fashion_mnist import FILES, SYSTEM_DIR
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
 from tests.inprocess.test_api import SyncASGI
+from tests.support.controllers import open_controller
 from tests.support.paths import DASHBOARD_APP
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,14 +43,10 @@ T = TypeVar("T")
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[SyncASGI]:
-    controller = Controller(tmp_path)
-    controller.store.open()
-    controller.grpc_address = "127.0.0.1:1"
-    controller.trust = Trust.load_or_create(tmp_path / "trust", ["127.0.0.1"])
-    client = SyncASGI(create_api(controller))
-    yield client
-    client.close()
-    controller.store.close()
+    with open_controller(tmp_path, secure=True) as controller:
+        client = SyncASGI(create_api(controller))
+        yield client
+        client.close()
 
 
 def test_the_page_and_its_files_are_public_and_served_under_a_strict_csp(api):

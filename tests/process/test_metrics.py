@@ -25,6 +25,7 @@ from stratafl.security import Role, TokenVerifier
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus
 from tests.inprocess.test_api import SyncASGI
+from tests.support.controllers import new_controller, open_controller
 from tests.support.inprocess import Behaviour, InProcessFederation
 
 DAY = 24 * 3600.0
@@ -67,11 +68,8 @@ def _record(number: int, status: RoundStatus, up: int, down: int) -> RoundRecord
 
 @pytest.fixture
 def controller(tmp_path):
-    controller = Controller(tmp_path)
-    controller.store.open()
-    controller.trust = Trust.load_or_create(tmp_path / "trust", ["127.0.0.1"])
-    yield controller
-    controller.store.close()
+    with open_controller(tmp_path, secure=True) as controller:
+        yield controller
 
 
 def _token(controller: Controller, role: Role) -> dict[str, str]:
@@ -111,7 +109,7 @@ def test_the_controllers_metrics_need_an_admin_token_and_count_recorded_rounds(c
 
 
 def test_each_controller_has_its_own_registry(tmp_path):
-    first, second = Controller(tmp_path / "a"), Controller(tmp_path / "b")
+    first, second = new_controller(tmp_path / "a"), new_controller(tmp_path / "b")
     first.watchers.round_recorded(_record(1, RoundStatus.FINISHED, 1, 1))
     assert first.metrics.registry.get_sample_value("stratafl_rounds_total", {"status": "finished"})
     assert not second.metrics.registry.get_sample_value(

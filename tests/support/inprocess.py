@@ -27,6 +27,7 @@ from stratafl.controller.sessions import SessionRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import UnavailableError
 from stratafl.modelfile.codec import copy_params_from_file, copy_params_from_stream, save_params
+from stratafl.observe.watchers import SessionWatcher
 from stratafl.params import TensorSpec, specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.store.models import ModelStore
@@ -91,14 +92,16 @@ class LocalLink:
 class InProcessFederation:
     """Implements the controller's `Federation` over in-process combiners."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, watch: SessionWatcher | None = None) -> None:
         self.workdir = workdir
         self.store = StateStore(f"sqlite:///{workdir / 'state.db'}").open()
         self.models = ModelStore(workdir / "models")
         self.trail = ModelTrail(self.store, self.models, workdir / "staging")
         self.combiners: list[LocalCombiner] = []
         self.offline: dict[str, str] = {}
-        self.sessions = SessionRunner(self.store, self.trail, self, workdir / "staging")
+        self.sessions = SessionRunner(
+            self.store, self.trail, self, workdir / "staging", watch=watch
+        )
         self._pending: list[
             tuple[LocalCombiner, str, asyncio.Queue[pb.Task | None], int, Behaviour]
         ] = []

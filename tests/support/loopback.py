@@ -17,19 +17,21 @@ import uvicorn
 
 from stratafl.controller.events import MAX_STREAMS, EventFeed
 from stratafl.controller.rest.app import create_api
-from stratafl.controller.wiring import Controller
+from tests.support.controllers import new_controller
 
 
 class LoopbackAPI:
-    """`create_api(controller)` on 127.0.0.1 (a free port) until `close`; `url` is its base."""
+    """`create_api(controller)` on 127.0.0.1 (a free port) until `close`; `url` is its base.
 
-    def __init__(self, workdir: Path, *, max_streams: int = MAX_STREAMS) -> None:
-        self.controller = Controller(workdir)
-        if max_streams != MAX_STREAMS:  # the app reads the feed when it is built, below
-            self.controller.events = EventFeed(max_streams=max_streams)
-            self.controller.store.listen(self.controller.events.publish)
+    ``secure`` gives the controller a trust root (`tests.support.controllers`).
+    """
+
+    def __init__(
+        self, workdir: Path, *, max_streams: int = MAX_STREAMS, secure: bool = False
+    ) -> None:
+        events = EventFeed(max_streams=max_streams)
+        self.controller = new_controller(workdir, secure=secure, events=events)
         self.controller.store.open()
-        self.controller.grpc_address = "127.0.0.1:1"
         config = uvicorn.Config(
             create_api(self.controller),
             host="127.0.0.1",

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import uvicorn
 
 from stratafl.controller.recovery import recover
@@ -22,6 +23,8 @@ from stratafl.controller.wiring import Controller
 from stratafl.observe.mlflow_export import DEFAULT_EXPERIMENT, MlflowExport
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.security.policy import GRPC_ROLES
+from stratafl.store.state import StateStore
+from stratafl.store.tables import sqlite_url
 from stratafl.transport.addresses import advertised_host, host_port, is_wildcard
 from stratafl.transport.channels import LinkSecurity, create_aio_server
 from stratafl.transport.credentials import (
@@ -64,23 +67,12 @@ class ControllerOptions:
 
 async def serve_controller(options: ControllerOptions) -> None:
     """Serve until SIGTERM or SIGINT: TLS and tokens on every link unless ``insecure``."""
-    workdir, host = options.workdir, options.host
+    host = options.host
     advertised = advertised_host(host, options.advertise_address)
-    workdir.mkdir(parents=True, exist_ok=True)
-    retention = RetentionPolicy(keep_last=options.keep_last, keep_every=options.keep_every)
-    controller = Controller(workdir, options.database_url, options.model_store, retention)
-    exporter = _export_to_mlflow(controller, options)  # before recovery resumes a session
-    controller.store.open()
-    controller.discovery.forget_stored("the controller restarted; it waits for it to register")
-    security = _secure(controller, options, advertised)
-    controller.links.use_credentials(security.channel_credentials)
-    recover(controller.store, controller.trail, controller.sessions)  # before anyone is served
-    server, bound = create_aio_server(
-        host_port(host, options.grpc_port),
-        interceptors=security.interceptors,
-        credentials=security.server_credentials,
-    )
+    controller, server, exporter = _build(options, advertised)
     trust = controller.trust
+    controller.discovery.forget_stored("the controller restarted; it waits for it to register")
+    recover(controller.store, controller.trail, controller.sessions)  # before anyone is served
     pb_grpc.add_ControllerServicer_to_server(
         ControllerServicer(
             controller.discovery, controller.models, (lambda: trust.revoked) if trust else list
@@ -88,7 +80,6 @@ async def serve_controller(options: ControllerOptions) -> None:
         server,
     )
     await server.start()
-    controller.grpc_address = host_port(advertised, bound)
     config = uvicorn.Config(
         create_api(controller),
         host=host,
@@ -136,40 +127,71 @@ async def serve_controller(options: ControllerOptions) -> None:
     controller.store.close()
 
 
-def _export_to_mlflow(controller: Controller, options: ControllerOptions) -> MlflowExport | None:
+def _build(
+    options: ControllerOptions, advertised: str
+) -> tuple[Controller, grpc.aio.Server, MlflowExport | None]:
+    """The controller, built in one step once what it needs is loaded or bound: the state
+    store opened, the trust root loaded (or made), the gRPC port bound (not yet serving)
+    so its address is known, and the MLflow export started if asked for."""
+    workdir = options.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = StateStore(options.database_url or sqlite_url(workdir))
+    exporter = _export_to_mlflow(store, options)  # before recovery resumes a session
+    store.open()
+    trust, security = _secure(store, options, advertised)
+    server, bound = create_aio_server(
+        host_port(options.host, options.grpc_port),
+        interceptors=security.interceptors,
+        credentials=security.server_credentials,
+    )
+    controller = Controller(
+        workdir,
+        store,
+        grpc_address=host_port(advertised, bound),
+        trust=trust,
+        combiner_credentials=security.channel_credentials,
+        model_store=options.model_store,
+        retention=RetentionPolicy(keep_last=options.keep_last, keep_every=options.keep_every),
+        watchers=() if exporter is None else (exporter,),
+    )
+    return controller, server, exporter
+
+
+def _export_to_mlflow(store: StateStore, options: ControllerOptions) -> MlflowExport | None:
     """Each session as an MLflow run if ``options.mlflow`` is set; raises `ConfigError`
     (naming the extra to install) before anything is served if mlflow is missing."""
     if options.mlflow is None:
         return None
-    store = controller.store
     exporter = MlflowExport(
         options.mlflow,
         lambda session_id: store.session(session_id).config,
         experiment=options.mlflow_experiment,
     )
     exporter.start()
-    controller.watchers.add(exporter)
     log.info("sessions are exported to MLflow at %s", options.mlflow)
     return exporter
 
 
-def _secure(controller: Controller, options: ControllerOptions, advertised: str) -> LinkSecurity:
-    """Load (or make, at the first start) the federation's trust root, unless insecure."""
+def _secure(
+    store: StateStore, options: ControllerOptions, advertised: str
+) -> tuple[Trust | None, LinkSecurity]:
+    """Load (or make, at the first start) the federation's trust root, and how the links
+    are secured with it; no trust root and plain links when insecure."""
     if options.insecure:
         refuse_insecure_off_loopback(options.host, "controller")
-        return LinkSecurity()
+        return None, LinkSecurity()
     hosts = {"127.0.0.1", "localhost", *options.tls_hosts}
     hosts.add(advertised)
     if not is_wildcard(options.host):
         hosts.add(options.host)
     trust = Trust.load_or_create(options.workdir / "trust", sorted(hosts))
-    controller_token = trust.start(controller.store)
-    controller.trust = trust
+    controller_token = trust.start(store)
     dialing = PeerCredentials(
         token=controller_token,
         ca_pem=trust.authority.ca_pem,
         client_identity=trust.identity if options.mutual_tls else None,
     )
-    return serving_security(
+    security = serving_security(
         trust.identity, trust.verify, GRPC_ROLES, dialing, mutual_tls=options.mutual_tls
     )
+    return trust, security

@@ -1,5 +1,7 @@
 """The session loop: R rounds from a seed model, each round recorded once.
 
+One session runs at a time: `SessionRunner.start` (and `resume`) refuse while one runs,
+whoever asks (the REST API, a test, recovery), so the rule holds below every endpoint.
 A session runs one round after another from the newest model of its trail. Each round
 returns a report (`controller.rounds`); this loop is the one place that records it: the
 round's row, its events, and the session's progress, the row and the progress in one
@@ -35,25 +37,34 @@ log = logging.getLogger("stratafl.controller")
 
 
 class SessionRunner:
-    """Runs one session at a time; constructing it starts nothing."""
+    """Runs one session at a time, and refuses a second while one runs; constructing it
+    starts nothing. ``watch`` is told of each recorded round and each session end."""
 
     def __init__(
-        self, store: StateStore, trail: ModelTrail, federation: Federation, staging: Path
+        self,
+        store: StateStore,
+        trail: ModelTrail,
+        federation: Federation,
+        staging: Path,
+        *,
+        watch: SessionWatcher | None = None,
     ) -> None:
         self._store = store
         self._trail = trail
         self._rounds = GlobalRoundRunner(federation, trail, staging, announce=self._announce)
+        self._watch = RoundLog() if watch is None else watch
         self.current: asyncio.Task[None] | None = None
         self._current_id: str | None = None
         self._stop_by: str | None = None
         self._cancel_by: str | None = None
-        self.watch: SessionWatcher = RoundLog()  # told of each round and session end
 
     def busy(self) -> bool:
         return self.current is not None and not self.current.done()
 
     def start(self, config: SessionConfig) -> str:
-        """Start a session in the background; returns its id."""
+        """Start a session in the background; returns its id. Raises `StrataError` while
+        another session runs (the REST API answers 400), before anything is recorded."""
+        self._require_idle()
         seed_model = config.seed_model_id or self._newest_model()
         seed = self._store.model(seed_model)  # raises NotFoundError for an unknown id
         if seed.pruned_at is not None:
@@ -84,8 +95,10 @@ class SessionRunner:
 
         The round in flight when the controller stopped left no row (a round is recorded
         with the session's progress, at once), so it runs again with the same number and
-        seed. Raises for a config this version cannot read; the caller fails the session.
+        seed. Raises for a config this version cannot read (the caller fails the session),
+        and `StrataError` while another session runs.
         """
+        self._require_idle()
         config = SessionConfig.model_validate(session.config)
         if session.final_model_id is None:
             raise StrataError(f"session {session.id} has no model to resume from")
@@ -122,6 +135,10 @@ class SessionRunner:
         self._cancel_by = by
         assert self.current is not None
         self.current.cancel()
+
+    def _require_idle(self) -> None:
+        if self.busy():
+            raise StrataError("a session is already running; wait for it to finish first")
 
     def _require_running(self, session_id: str) -> None:
         self._store.session(session_id)  # NotFoundError for an unknown id
@@ -195,13 +212,7 @@ class SessionRunner:
             self._end(session_id, SessionStatus.CANCELLED, f"cancelled by {self._cancel_by}")
         except Exception as exc:  # the session records why it stopped; nothing is lost
             log.exception("session %s failed", session_id)
-            self._store.update_session(
-                session_id, status=SessionStatus.FAILED, reason=str(exc), finished_at=time.time()
-            )
-            self.watch.session_ended(session_id, SessionStatus.FAILED, str(exc))
-            self._store.add_event(
-                "session_failed", "controller", str(exc), session_id=session_id, reason=str(exc)
-            )
+            self._end(session_id, SessionStatus.FAILED, str(exc))
         finally:  # an ended session's last models are no longer the running session's
             self._prune()
 
@@ -234,14 +245,16 @@ class SessionRunner:
         return model.id
 
     def _end(self, session_id: str, status: SessionStatus, reason: str) -> None:
+        """Record the session's end, tell the watchers, and add its end event (whose
+        message is the reason, or ``session <id>`` for a session that simply finished)."""
         self._store.update_session(
             session_id, status=status, reason=reason, finished_at=time.time()
         )
-        self.watch.session_ended(session_id, status, reason)
+        self._watch.session_ended(session_id, status, reason)
         self._store.add_event(
             f"session_{status}",
             "controller",
-            f"session {session_id}",
+            reason or f"session {session_id}",
             session_id=session_id,
             reason=reason,
         )
@@ -265,7 +278,7 @@ class SessionRunner:
         for event in report.events:
             self._announce(record.session_id, event)
         self._store.finish_round(record, final_model_id=final_model_id)
-        self.watch.round_recorded(record)
+        self._watch.round_recorded(record)
         self._store.add_event(
             f"round_{record.status}",
             "controller",

@@ -1,8 +1,19 @@
-"""The parts of tier 3, wired together explicitly (no globals); constructing them does no I/O."""
+"""The parts of tier 3, wired together explicitly (no globals) in one step.
+
+A controller is built whole from values: what is known only after loading or binding
+(its trust root, the gRPC address it announces, the credentials it dials combiners with)
+is made first, by whoever starts it (`stratafl.controller.main`), and handed in. So no
+part is filled in later and nothing reads a half-built controller. Constructing it does
+no I/O and starts nothing; the state store is opened and closed by its owner.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
+
+import grpc
 
 from stratafl.controller.discovery import Discovery
 from stratafl.controller.events import EventFeed
@@ -12,38 +23,51 @@ from stratafl.controller.sessions import SessionRunner
 from stratafl.controller.trail import ModelTrail
 from stratafl.controller.trust import Trust
 from stratafl.observe.metrics import ControllerMetrics
-from stratafl.observe.watchers import RoundLog, Watchers
+from stratafl.observe.watchers import RoundLog, SessionWatcher, Watchers
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
-from stratafl.store.tables import sqlite_url
+
+__all__ = ["Controller"]
 
 
 class Controller:
-    """The state store, the model store, discovery, the trail, the links and the sessions."""
+    """The state store, the model store, discovery, the trail, the links and the sessions.
+
+    ``trust`` is the federation's CA, token signer and verifier (None: the controller runs
+    ``--insecure``); ``grpc_address`` is what ``/discovery`` announces to combiners;
+    ``combiner_credentials`` secure the links to combiners; ``watchers`` hear of each
+    round and session end besides the log and the metrics (MLflow with ``--mlflow``).
+    """
 
     def __init__(
         self,
         workdir: Path,
-        database_url: str | None = None,
+        store: StateStore,
+        *,
+        grpc_address: str,
+        trust: Trust | None,
+        combiner_credentials: grpc.ChannelCredentials | None = None,
         model_store: str | None = None,
         retention: RetentionPolicy | None = None,
+        events: EventFeed | None = None,
+        watchers: Sequence[SessionWatcher] = (),
     ) -> None:
-        self.workdir = workdir
-        self.store = StateStore(database_url or sqlite_url(workdir))
-        self.events = EventFeed()  # every event the store records, live (/events/stream)
-        self.store.listen(self.events.publish)
-        self.models = ModelStore(model_store or workdir / "models")
-        self.discovery = Discovery(self.store)
-        self.trail = ModelTrail(self.store, self.models, workdir / "staging", retention)
-        self.links = CombinerLinks(self.discovery)
-        self.sessions = SessionRunner(self.store, self.trail, self.links, workdir / "staging")
-        self.metrics = ControllerMetrics()  # its own registry: served at GET /metrics
+        self.workdir: Final = workdir
+        self.store: Final = store
+        self.grpc_address: Final = grpc_address
+        self.trust: Final = trust
+        self.events: Final = EventFeed() if events is None else events  # /events/stream
+        store.listen(self.events.publish)
+        self.models: Final = ModelStore(model_store or workdir / "models")
+        self.discovery: Final = Discovery(store)
+        self.trail: Final = ModelTrail(store, self.models, workdir / "staging", retention)
+        self.links: Final = CombinerLinks(self.discovery, credentials=combiner_credentials)
+        self.metrics: Final = ControllerMetrics()  # its own registry: served at GET /metrics
+        self.watchers: Final = Watchers(RoundLog(), self.metrics, *watchers)
+        self.sessions: Final = SessionRunner(
+            store, self.trail, self.links, workdir / "staging", watch=self.watchers
+        )
         self.metrics.watch_federation(self._sessions_running, self._combiner_clients)
-        self.watchers = Watchers(RoundLog(), self.metrics)  # MLflow joins with --mlflow
-        self.sessions.watch = self.watchers
-        self.grpc_address = ""
-        self.trust: Trust | None = None
-        """The federation's CA, token signer and verifier; None when started --insecure."""
 
     def _sessions_running(self) -> int:
         return int(self.sessions.busy())

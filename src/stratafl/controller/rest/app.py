@@ -56,11 +56,9 @@ class _DeclaredAPI(FastAPI):
 
 
 def create_api(controller: Controller, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """The REST app over a `Controller`; model uploads are refused over ``max_upload_bytes``.
-
-    Reads ``controller.trust`` at each request (None: the controller runs ``--insecure``),
-    so the app may be built before the trust folder is loaded.
-    """
+    """The REST app over a built `Controller`; model uploads are refused over
+    ``max_upload_bytes``. Its security is the controller's: ``controller.trust`` None means
+    the controller runs ``--insecure`` (callers are anonymous admins)."""
     if not 1 <= max_upload_bytes <= MAX_UPLOAD_BYTES:
         raise ConfigError(
             f"max_upload_bytes={max_upload_bytes} must be from 1 to {MAX_UPLOAD_BYTES} (8 GiB)"

@@ -16,7 +16,6 @@ from stratafl.controller.rest.auth import Authorizer
 from stratafl.controller.rest.bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest.errors import errors_of
 from stratafl.controller.rest.stream import add_stream_routes
-from stratafl.errors import StrataError
 from stratafl.records import EventRecord, Page, PromiseRecord, RoundRecord, SessionRecord
 from stratafl.security import Claims
 from stratafl.settings import SessionConfig
@@ -37,8 +36,7 @@ def sessions_router(controller: Controller, authorize: Authorizer) -> APIRouter:
 
     @router.post("/sessions", status_code=201, responses=errors_of(400, 404, 413))
     async def start_session(config: SessionConfig) -> SessionRecord:
-        if controller.sessions.busy():
-            raise StrataError("a session is already running; wait for it to finish first")
+        """Start a session (400 while another one runs: one runs at a time)."""
         return store.session(controller.sessions.start(config))
 
     @router.get("/sessions", responses=errors_of(400))
