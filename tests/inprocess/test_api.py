@@ -109,6 +109,21 @@ def test_a_session_without_a_seed_model_says_how_to_make_one(api):
     assert "POST /api/v1/models" in response.json()["detail"]
 
 
+def test_a_second_session_while_one_runs_is_400_and_names_the_wait(api, controller):
+    seed = api.post("/api/v1/models", content=_model_body({"w": np.ones(3, np.float32)}))
+    assert seed.status_code == 201, seed.text
+    waiting = {"rounds": 1, "wait_for_clients_seconds": 3600}  # no combiner: it waits
+    first = api.post("/api/v1/sessions", json=waiting)
+    assert first.status_code == 201, first.text
+    second = api.post("/api/v1/sessions", json=waiting)
+    assert _error(second, 400, "StrataError") == (
+        "a session is already running; wait for it to finish first"
+    )
+    assert [s.id for s in controller.store.sessions()] == [first.json()["id"]]
+    cancelled = api.post(f"/api/v1/sessions/{first.json()['id']}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+
+
 def test_assign_without_combiners_is_503_and_names_the_fix(api):
     response = api.post("/api/v1/assign", json={"client_id": "c0"})
     assert response.status_code == 503

@@ -16,7 +16,7 @@ import pytest
 
 from stratafl.controller.recovery import recover
 from stratafl.controller.retention import RetentionPolicy
-from stratafl.errors import ConfigError
+from stratafl.errors import ConfigError, StrataError
 from stratafl.records import RoundRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
@@ -59,6 +59,39 @@ def _session(federation: InProcessFederation, config: SessionConfig) -> str:
 
 def _numbers(rounds: list[RoundRecord]) -> list[tuple[int, str]]:
     return [(r.number, r.status) for r in rounds]
+
+
+def test_one_session_runs_at_a_time_whoever_starts_it(tmp_path):
+    """The rule lives in the runner: a second start (or a resume) while one session runs
+    is refused before anything is recorded, and a start after it ended goes ahead."""
+    federation = _federation(tmp_path, [H])
+    busy = "^a session is already running; wait for it to finish first$"
+
+    async def run() -> tuple[str, str]:
+        first = federation.sessions.start(_config(rounds=1))
+        with pytest.raises(StrataError, match=busy):
+            federation.sessions.start(_config(rounds=1))
+        with pytest.raises(StrataError, match=busy):
+            federation.sessions.resume(federation.store.session(first))
+        assert federation.sessions.current is not None
+        await federation.sessions.current
+        second = federation.sessions.start(_config(rounds=1))
+        assert federation.sessions.current is not None
+        await federation.sessions.current
+        return first, second
+
+    try:
+        federation.seed(MODEL)
+        first, second = federation.run(run())
+        sessions = federation.store.sessions()
+        begun = [e.session_id for e in federation.store.events() if e.kind.startswith("session_")]
+    finally:
+        federation.close()
+    assert [(s.id, s.status) for s in sessions] == [
+        (first, SessionStatus.FINISHED),
+        (second, SessionStatus.FINISHED),
+    ]
+    assert begun == [first, first, second, second]  # each started and finished, once
 
 
 def test_a_round_failed_for_want_of_clients_waits_for_them_and_runs_again(tmp_path):
