@@ -17,6 +17,7 @@ import pytest
 from stratafl.controller.recovery import recover
 from stratafl.controller.retention import RetentionPolicy
 from stratafl.errors import ConfigError, StrataError
+from stratafl.observe.watchers import SessionWatcher
 from stratafl.records import RoundRecord
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
@@ -31,9 +32,11 @@ class Crash(BaseException):
     """Stands for kill -9: no handler of the session loop catches it."""
 
 
-def _federation(workdir: Path, *groups: list[Behaviour]) -> InProcessFederation:
+def _federation(
+    workdir: Path, *groups: list[Behaviour], watch: SessionWatcher | None = None
+) -> InProcessFederation:
     workdir.mkdir(parents=True, exist_ok=True)
-    federation = InProcessFederation(workdir)
+    federation = InProcessFederation(workdir, watch=watch)
     index = 0
     for number, behaviours in enumerate(groups):
         combiner = federation.add_combiner(f"combiner-{number}")
@@ -132,6 +135,39 @@ def test_a_session_gives_up_after_more_than_max_failed_rounds(tmp_path):
     assert _numbers(rounds) == [(1, "failed")] * 3
     assert session.reason.startswith("round 1 failed: only 1 of the 2 clients")
     assert session.reason.endswith("(3 failed rounds; max_failed_rounds is 2)")
+
+
+class _Ends:
+    """A session watcher that keeps every end it is told of."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, SessionStatus, str]] = []
+
+    def round_recorded(self, record: RoundRecord) -> None:
+        pass
+
+    def session_ended(self, session_id: str, status: SessionStatus, reason: str) -> None:
+        self.ended.append((session_id, status, reason))
+
+
+def test_a_failed_session_ends_as_every_session_does(tmp_path):
+    """The row, the watchers and the end event (whose message is the reason), each once."""
+    ends = _Ends()
+    federation = _federation(tmp_path, [H, Behaviour.SILENT], watch=ends)
+    try:
+        federation.seed(MODEL)
+        failing = _config(rounds=1, min_clients=2, max_failed_rounds=0)
+        failed = federation.store.session(_session(federation, failing))
+        events = [e for e in federation.store.events() if e.kind.startswith("session_")]
+    finally:
+        federation.close()
+    assert failed.status == SessionStatus.FAILED and failed.finished_at is not None
+    assert failed.reason.startswith("round 1 failed: only 1 of the 2 clients")
+    assert ends.ended == [(failed.id, SessionStatus.FAILED, failed.reason)]
+    assert [(e.kind, e.session_id, e.message, e.data.get("reason")) for e in events] == [
+        ("session_started", failed.id, f"session {failed.id}", None),
+        ("session_failed", failed.id, failed.reason, failed.reason),
+    ]
 
 
 def _crash_when_recording(federation: InProcessFederation, number: int) -> None:

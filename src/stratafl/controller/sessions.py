@@ -2,6 +2,7 @@
 
 One session runs at a time: `SessionRunner.start` (and `resume`) refuse while one runs,
 whoever asks (the REST API, a test, recovery), so the rule holds below every endpoint.
+
 A session runs one round after another from the newest model of its trail. Each round
 returns a report (`controller.rounds`); this loop is the one place that records it: the
 round's row, its events, and the session's progress, the row and the progress in one

@@ -29,13 +29,10 @@ class SessionWatcher(Protocol):
 
 
 class Watchers:
-    """Every watcher, told in the order they were added."""
+    """Every watcher, told in the order they were given."""
 
     def __init__(self, *watchers: SessionWatcher) -> None:
         self._watchers = list(watchers)
-
-    def add(self, watcher: SessionWatcher) -> None:
-        self._watchers.append(watcher)
 
     def round_recorded(self, record: RoundRecord) -> None:
         for watcher in self._watchers:
