@@ -133,6 +133,7 @@ def _build(
     """The controller, built in one step once what it needs is loaded or bound: the state
     store opened, the trust root loaded (or made), the gRPC port bound (not yet serving)
     so its address is known, and the MLflow export started if asked for."""
+    retention = RetentionPolicy(keep_last=options.keep_last, keep_every=options.keep_every)
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     store = StateStore(options.database_url or sqlite_url(workdir))
@@ -151,7 +152,7 @@ def _build(
         trust=trust,
         combiner_credentials=security.channel_credentials,
         model_store=options.model_store,
-        retention=RetentionPolicy(keep_last=options.keep_last, keep_every=options.keep_every),
+        retention=retention,
         watchers=() if exporter is None else (exporter,),
     )
     return controller, server, exporter
