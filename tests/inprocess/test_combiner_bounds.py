@@ -59,7 +59,11 @@ async def _round(tmp_path: Path, kind, answer, *, max_examples=0, **limits):
     runner, registry = _runner(tmp_path, **limits)
     streams = {c: registry.connect(c) for c in ("c0", "c1")}
     spec = pb.RoundSpec(
-        round=1, kind=kind, model_id="m", timeout_seconds=2.0, max_examples_per_client=max_examples
+        round=1,
+        kind=kind,
+        model_id="m",
+        timeout_seconds=2.0,
+        settings=pb.RoundSettings(max_examples_per_client=max_examples),
     )
     running = asyncio.ensure_future(runner.run(spec))
     tasks = {c: await stream.tasks.get() for c, stream in streams.items()}

@@ -174,7 +174,7 @@ class FuzzedCombiner:
                 kind=kind,
                 model_id=MODEL_ID,
                 timeout_seconds=3600,
-                aggregator="fedavg",
+                settings=pb.RoundSettings(aggregator="fedavg"),
             )
             self._rounds[kind] = asyncio.ensure_future(self.run_round(spec, CALL_SECONDS * 30))
             while len(self.task_ids) < sent + len(CLIENTS) and not self._rounds[kind].done():
@@ -186,7 +186,7 @@ class FuzzedCombiner:
 
         async def run() -> None:
             async for message in self.stub.RunRound(spec, timeout=deadline):
-                if message.WhichOneof("part") == "header" and spec.aggregator == "fedavg":
+                if message.WhichOneof("part") == "header" and spec.settings.aggregator == "fedavg":
                     self._check_weight(message.header)
 
         await self.count("RunRound", run())
@@ -475,9 +475,11 @@ def _round(draw: Draw) -> Action:
         num_clients=draw(st.integers(-3, 3)),
         timeout_seconds=draw(st.floats(-1, 0.2)),
         config_json=draw(st.one_of(st.just(""), TEXT)),
-        aggregator=draw(st.one_of(aggregators, TEXT)),
         seed=draw(INT64),
-        max_examples_per_client=draw(INT64),
+        settings=pb.RoundSettings(
+            aggregator=draw(st.one_of(aggregators, TEXT)),
+            max_examples_per_client=draw(INT64),
+        ),
     )
     return lambda: draw.combiner.run_round(spec)
 
@@ -571,7 +573,7 @@ class Race:
             kind=pb.TRAIN,
             model_id=MODEL_ID,
             timeout_seconds=30,
-            aggregator="fedavg",
+            settings=pb.RoundSettings(aggregator="fedavg"),
         )
         self.call = self.stub.RunRound(spec, timeout=60)
         self.result = asyncio.ensure_future(self._read_result())
