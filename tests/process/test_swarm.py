@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from stratafl.apps.noise import DEFAULT_LAYOUT, NoiseApp
+from stratafl.client.models import ModelShelf
 from stratafl.errors import AuthError, ConfigError
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.params import specs_of
@@ -27,10 +28,15 @@ from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, SessionStatus
 from stratafl.swarm import Fleet, SwarmOptions
 from stratafl.swarm.identities import Identity, read_tokens, split, write_tokens
-from stratafl.swarm.shared import ModelShelf
-from stratafl.swarm.wire import bearer_metadata, receive_params
+from stratafl.swarm.shared import SHELF_MODELS
 from stratafl.transport.channels import open_aio_channel
-from stratafl.transport.streams import header_to_proto, params_chunks, send_model
+from stratafl.transport.streams import (
+    header_to_proto,
+    params_chunks,
+    receive_download,
+    send_model,
+)
+from stratafl.transport.task_stream import bearer_metadata
 from tests.support.inprocess import aiter_of
 
 APP = "stratafl.apps.noise:make_app"
@@ -116,19 +122,26 @@ def test_noise_app_returns_new_arrays_of_the_same_layout() -> None:
     assert app.validate(params, {})["rms"] > 0
 
 
-def test_download_is_rebuilt_read_only_and_checked() -> None:
+def test_download_is_rebuilt_read_only_on_the_shared_shelf_and_checked() -> None:
     params = NoiseApp().initial_params(1)
     header = header_to_proto("m1", specs_of(params))
     messages = list(send_model(pb.ModelChunk, header, params_chunks(params, chunk_bytes=4096)))
-    got = asyncio.run(receive_params(aiter_of(messages), "model m1"))  # type: ignore[arg-type]
+    got = asyncio.run(receive_download(aiter_of(messages), "model m1"))  # type: ignore[arg-type]
     assert all(np.array_equal(got[k], params[k]) for k in params)
+    ModelShelf(SHELF_MODELS, shared=True).put("m1", got)  # what a swarm process does with it
     assert not any(a.flags.writeable for a in got.values())
     with pytest.raises(ValueError, match="ended after"):
-        asyncio.run(receive_params(aiter_of(messages[:-1]), "model m1"))  # type: ignore[arg-type]
+        asyncio.run(receive_download(aiter_of(messages[:-1]), "model m1"))  # type: ignore[arg-type]
+
+
+def test_a_private_shelf_leaves_the_arrays_writable() -> None:
+    params = NoiseApp().initial_params(1)
+    ModelShelf(1, shared=False).put("m1", params)
+    assert all(a.flags.writeable for a in params.values())
 
 
 def test_shelf_keeps_the_last_two_models() -> None:
-    shelf = ModelShelf()
+    shelf = ModelShelf(SHELF_MODELS, shared=True)
     for model_id in ("a", "b", "c"):
         shelf.put(model_id, {})
     assert shelf.get("a") is None
