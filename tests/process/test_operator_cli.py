@@ -61,13 +61,18 @@ def test_sessions_models_and_tiers_from_the_command_line(env, tmp_path):
 
     # no client ever connects: the session's rounds fail, and say why
     settings = tmp_path / "session.json"
-    settings.write_text(json.dumps({"wait_for_clients_seconds": 0, "max_failed_rounds": 0}))
+    settings.write_text(  # flag keys too: the flag given wins, the others keep the file's
+        json.dumps(
+            {"wait_for_clients_seconds": 0, "max_failed_rounds": 0, "rounds": 5, "min_clients": 2}
+        )
+    )
     code, out = _strata(
         env, "session", "start", "--rounds", "2", "--settings", str(settings), "--format", "json"
     )
     assert code == 0, out
     (started,) = json.loads(out)
     assert started["seed_model_id"] == seed.id and started["config"]["rounds"] == 2
+    assert started["config"]["min_clients"] == 2 and started["config"]["aggregator"] == "fedavg"
     for _ in range(200):
         code, out = _strata(env, "session", "show", started["id"], "--format", "json")
         if json.loads(out)["session"]["status"] != "running":
