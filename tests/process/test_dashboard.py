@@ -25,7 +25,7 @@ from stratafl.data.fashion_mnist import FILES, SYSTEM_DIR
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
 from tests.support.paths import DASHBOARD_APP
 
 CHROMIUM = Path("/usr/bin/chromium")
