@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner
@@ -23,16 +22,6 @@ from stratafl.records import (
 )
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, SessionStatus
-from tests.support.loopback import LoopbackAPI
-
-
-@pytest.fixture
-def served(tmp_path) -> Iterator[LoopbackAPI]:
-    server = LoopbackAPI(tmp_path)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def _strata(env: dict[str, str], *args: str) -> tuple[int, str]:
