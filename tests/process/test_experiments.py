@@ -229,3 +229,29 @@ def test_an_interrupted_study_reuses_the_federations_it_finished(tmp_path):
     run.finished("demo")
     assert not (tmp_path / "demo" / ".checkpoints").exists()
     assert run.resumable("demo", key, lambda: federation("fresh"))[0]["tag"] == "fresh"
+
+
+def test_a_study_publishes_its_results_plots_and_readme_then_drops_its_checkpoints(tmp_path):
+    run = StudyRun(Size.QUICK, seeds=(0,), out=tmp_path)
+    run.resumable("demo", {"seed": 0}, lambda: [{"accuracy": 0.5}])
+    results = {**run.described("demo"), "accuracy": math.nan}
+
+    def plots(written: dict, folder: Path) -> None:
+        assert json.loads((folder / "results.json").read_text())["accuracy"] is None  # first
+        (folder / "accuracy.png").write_bytes(b"png")
+
+    def broken(written: dict, folder: Path) -> None:
+        raise RuntimeError("matplotlib fell over")
+
+    def readme(written: dict, study: StudyRun) -> str:
+        assert written is results and study is run
+        return "# demo\n"
+
+    with pytest.raises(RuntimeError, match="fell over"):
+        run.publish("demo", results, broken, readme)
+    assert (tmp_path / "demo" / ".checkpoints").is_dir()  # a rerun reuses the federations
+    assert run.publish("demo", results, plots, readme) is results
+    folder = tmp_path / "demo"
+    assert (folder / "accuracy.png").read_bytes() == b"png"
+    assert (folder / "README.md").read_text() == "# demo\n"
+    assert not (folder / ".checkpoints").exists()
