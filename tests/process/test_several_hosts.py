@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.marks import HEAVY
 from tests.support.netns import Network, namespaces_unavailable
 from tests.support.paths import TEST_APP
 from tests.support.strata import STRATA
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, HEAVY]
 
 CLIENTS = 4
 ROUNDS = 2
