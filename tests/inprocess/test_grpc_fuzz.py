@@ -49,10 +49,13 @@ from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.status import OutcomeStatus
 from stratafl.transport.channels import create_aio_server, open_aio_channel
 from stratafl.transport.streams import file_chunks, header_to_proto, params_chunks, send_model
+from tests.support.fuzz import fuzz_budget
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = 1500
+EXAMPLES = fuzz_budget("grpc", 1000)
+"""Examples of 1 to 4 calls each: 1,000 by default (about 55 ms each here, under a minute),
+``STRATA_FUZZ_GRPC_EXAMPLES`` for more (1,500 before the suite had to fit in 12 minutes)."""
 MODEL_ID = "m0"
 MODEL = {"w": np.zeros(8, np.float32), "b": np.zeros(3, np.float32)}
 CLIENTS = ("alice", "bob")

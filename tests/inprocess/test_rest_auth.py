@@ -17,7 +17,7 @@ from stratafl.modelfile.codec import params_to_bytes
 from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role, certificate_request
 from stratafl.security.policy import REST_ROLES
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
 
 DAY = 24 * 3600.0
 

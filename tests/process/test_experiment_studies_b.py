@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +33,7 @@ from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
 from stratafl.store.state import StateStore
 from tests.support.paths import TEST_APP
+from tests.support.strata import strata_succeeds
 
 HAS_DATA = all((SYSTEM_DIR / name).is_file() for name in FILES.values())
 
@@ -260,17 +258,8 @@ def test_placed_clients_train_where_they_were_placed_and_never_overfill(tmp_path
 # -- the quick studies end to end ---------------------------------------------------------
 
 
-def _strata(*args: str) -> None:
-    """Run `strata` as a user would, in a child process."""
-    command = [sys.executable, "-c", "from stratafl.cli.main import main; main()", *args]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=500, env=dict(os.environ)
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def _quick(name: str, tmp_path: Path) -> tuple[dict, str, Path]:
-    _strata("experiment", name, "--quick", "--out", str(tmp_path))
+    strata_succeeds("experiment", name, "--quick", "--out", str(tmp_path), timeout=500)
     folder = tmp_path / name
     readme = (folder / "README.md").read_text()
     assert f"strata experiment {name} --quick --seeds 1" in readme

@@ -24,7 +24,7 @@ from stratafl.records import RoundRecord, Traffic
 from stratafl.security import Role, TokenVerifier
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
 from tests.support.inprocess import Behaviour, InProcessFederation
 
 DAY = 24 * 3600.0

@@ -45,7 +45,7 @@ from stratafl.transport.auth import AuthInterceptor
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.channels import create_aio_server
 from stratafl.transport.credentials import INSECURE
-from tests.inprocess.test_combiner_bounds import _runner
+from tests.support.combiner_runner import combiner_runner
 
 # -- advertised addresses ------------------------------------------------------------------
 
@@ -233,7 +233,7 @@ def test_an_open_stream_is_announced_and_a_move_ends_it_with_aborted(tmp_path):
 
 def test_a_combiner_moves_idle_clients_only_and_at_once(tmp_path):
     async def scenario() -> None:
-        runner, registry = _runner(tmp_path)
+        runner, registry = combiner_runner(tmp_path)
         streams = {c: registry.connect(c) for c in ("c0", "c1", "c2")}
         spec = pb.RoundSpec(
             round=1, kind=pb.VALIDATE, model_id="m", num_clients=1, seed=3, timeout_seconds=30
