@@ -111,9 +111,8 @@ def test_heartbeats_write_only_new_clients_until_the_periodic_refresh(discovery)
     asyncio.run(discovery.heartbeat("a", [*everyone, "c5"]))  # the refresh rewrites them all
     assert writes[-1] == ([*everyone, "c5"], None)
     assert all(c.last_seen >= seen[c.id] for c in store.clients())
-    asyncio.run(
-        discovery.register("a", "127.0.0.1:1", 10)
-    )  # a restarted combiner: all written again
+    restarted = discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(restarted)  # a restarted combiner: all written again
     discovery.clock.now += 1
     asyncio.run(discovery.heartbeat("a", everyone))
     assert writes[-1] == (everyone, None)
