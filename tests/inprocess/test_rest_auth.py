@@ -3,6 +3,7 @@ come from tokens; the role table and the OpenAPI document list the same operatio
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -165,7 +166,7 @@ def test_openapi_declares_the_bearer_scheme_and_who_may_call(api):
 
 
 def test_a_client_is_assigned_under_its_tokens_subject_only(api, controller):
-    controller.discovery.register("k1", "127.0.0.1:7001", 10)
+    asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
     c1 = _bearer(_token(controller, Role.CLIENT, "c1"))
     other = api.post("/api/v1/assign", json={"client_id": "c2"}, headers=c1)
     assert "'c1', not 'c2'" in _error(other, 403, "PermissionDenied")
@@ -177,7 +178,7 @@ def test_a_client_is_assigned_under_its_tokens_subject_only(api, controller):
 def test_an_insecure_controller_takes_the_client_id_from_the_body(api, controller):
     controller.trust = None
     controller.events.close()  # an event stream answers 503 instead of never ending
-    controller.discovery.register("k1", "127.0.0.1:7001", 10)
+    asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
     assert api.post("/api/v1/assign", json={"client_id": "c7"}).status_code == 200
     assert [c.id for c in controller.store.clients()] == ["c7"]
     detail = _error(api.post("/api/v1/assign", json={}), 422, "ValidationError")
@@ -216,7 +217,7 @@ def test_tokens_are_shown_once_listed_by_record_and_revoked(api, controller):
     assert 89 * DAY < record["expires_at"] - record["issued_at"] <= 90 * DAY
     listed = api.get("/api/v1/tokens", headers=admin)
     assert record in listed.json()["items"] and token not in listed.text
-    controller.discovery.register("k1", "127.0.0.1:7001", 10)
+    asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
     assert api.post("/api/v1/assign", json={}, headers=_bearer(token)).status_code == 200
     revoked = api.request("DELETE", f"/api/v1/tokens/{record['token_id']}", headers=admin)
     assert revoked.json()["revoked_at"] is not None

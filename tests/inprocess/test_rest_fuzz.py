@@ -12,6 +12,7 @@ About 9 ms per request here: EXAMPLES per operation and mode keeps it near 1.5 m
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -43,7 +44,8 @@ def controller(tmp_path):
     controller.store.open()
     controller.grpc_address = "127.0.0.1:1"
     controller.trust = Trust.load_or_create(tmp_path / "trust", ["127.0.0.1"])
-    controller.discovery.register("k1", "127.0.0.1:7001", 100_000)  # assign can succeed
+    register = controller.discovery.register("k1", "127.0.0.1:7001", 100_000)
+    asyncio.run(register)  # assign can succeed
     controller.events.close()  # event streams answer 503 (declared) instead of never ending
     yield controller
     controller.store.close()

@@ -88,8 +88,8 @@ def test_the_controllers_metrics_need_an_admin_token_and_count_recorded_rounds(c
         assert api.get("/metrics").status_code == 401
         refused = api.get("/metrics", headers=_token(controller, Role.CLIENT))
         assert refused.status_code == 403 and refused.json()["error"] == "PermissionDenied"
-        controller.discovery.register("k1", "127.0.0.1:7001", 10)
-        controller.discovery.heartbeat("k1", ["c1", "c2"])
+        asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
+        asyncio.run(controller.discovery.heartbeat("k1", ["c1", "c2"]))
         controller.watchers.round_recorded(_record(1, RoundStatus.FINISHED, 100, 40))
         controller.watchers.round_recorded(_record(1, RoundStatus.FAILED, 5, 0))
         controller.watchers.round_recorded(_record(2, RoundStatus.FINISHED, 100, 40))

@@ -361,13 +361,13 @@ def test_a_new_controller_shows_no_combiner_online_until_it_registers_again(tmp_
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}").open()
     try:
         before = Discovery(store)
-        before.register("a", "127.0.0.1:1", 10)
-        before.client_event("a", "c0", connected=True)
+        asyncio.run(before.register("a", "127.0.0.1:1", 10))
+        asyncio.run(before.client_event("a", "c0", connected=True))
         after = Discovery(store)  # the restarted controller, same database
-        assert after.forget_stored("the controller restarted") == ["a"]
+        assert asyncio.run(after.forget_stored("the controller restarted")) == ["a"]
         assert [(c.id, c.status) for c in store.combiners()] == [("a", "offline")]
         assert [c.status for c in store.clients()] == ["disconnected"]
-        assert after.forget_stored("again") == []
+        assert asyncio.run(after.forget_stored("again")) == []
     finally:
         store.close()
 

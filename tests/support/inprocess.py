@@ -108,7 +108,7 @@ class InProcessFederation:
     def online(self) -> list[LocalLink]:
         return [LocalLink(c) for c in self.combiners if c.combiner_id not in self.offline]
 
-    def mark_offline(self, combiner_id: str, reason: str) -> None:
+    async def mark_offline(self, combiner_id: str, reason: str) -> None:
         self.offline[combiner_id] = reason
 
     async def even_load(self) -> None:

@@ -128,7 +128,7 @@ class Rebalancer:
                 except UnavailableError as exc:  # its heartbeats tell whether it is gone
                     log.warning("could not move clients off %s: %s", combiner_id, exc)
                     continue
-                self._discovery.clients_moved(combiner_id, moved)
+                await self._discovery.clients_moved(combiner_id, moved)
                 deadline = self._clock() + self._settle
                 self._moving.update(dict.fromkeys(moved, deadline))
                 count += len(moved)

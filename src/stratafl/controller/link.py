@@ -174,8 +174,8 @@ class CombinerLinks:
         """Dial combiners with ``credentials`` from now on (set once at start-up)."""
         self._credentials = credentials
 
-    def mark_offline(self, combiner_id: str, reason: str) -> None:
-        self._discovery.mark_offline(combiner_id, reason)
+    async def mark_offline(self, combiner_id: str, reason: str) -> None:
+        await self._discovery.mark_offline(combiner_id, reason)
 
     async def move_clients(self, combiner_id: str, client_ids: Sequence[str]) -> list[str]:
         """Ask ``combiner_id`` to let ``client_ids`` go (see `GrpcCombinerLink.move_clients`);

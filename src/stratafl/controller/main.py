@@ -71,7 +71,9 @@ async def serve_controller(options: ControllerOptions) -> None:
     controller = Controller(workdir, options.database_url, options.model_store, retention)
     exporter = _export_to_mlflow(controller, options)  # before recovery resumes a session
     controller.store.open()
-    controller.discovery.forget_stored("the controller restarted; it waits for it to register")
+    await controller.discovery.forget_stored(
+        "the controller restarted; it waits for it to register"
+    )
     security = _secure(controller, options, advertised)
     controller.links.use_credentials(security.channel_credentials)
     recover(controller.store, controller.trail, controller.sessions)  # before anyone is served
@@ -121,7 +123,7 @@ async def serve_controller(options: ControllerOptions) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     while not stop.is_set():
-        controller.discovery.sweep()
+        await controller.discovery.sweep()
         if not controller.sessions.busy():  # a session evens the load before each round
             controller.links.balance.kick()
         with contextlib.suppress(TimeoutError):

@@ -35,7 +35,7 @@ class Federation(Protocol):
 
     def online(self) -> list[CombinerLink]: ...
 
-    def mark_offline(self, combiner_id: str, reason: str) -> None: ...
+    async def mark_offline(self, combiner_id: str, reason: str) -> None: ...
 
     async def even_load(self) -> None:
         """Move clients between combiners so each holds its share (no task in flight)."""
@@ -232,7 +232,7 @@ class GlobalRoundRunner:
             try:
                 return link.combiner_id, await link.client_count()
             except UnavailableError as exc:
-                self._federation.mark_offline(link.combiner_id, str(exc))
+                await self._federation.mark_offline(link.combiner_id, str(exc))
                 events.append(Event("combiner_failed", link.combiner_id, str(exc)))
                 return link.combiner_id, None
 
@@ -264,7 +264,7 @@ class GlobalRoundRunner:
                     await reducer.add(answer.partial, answer.total_weight, answer.tensor_weights)
                 return answer
             except UnavailableError as exc:
-                self._federation.mark_offline(link.combiner_id, str(exc))
+                await self._federation.mark_offline(link.combiner_id, str(exc))
                 events.append(Event("combiner_failed", link.combiner_id, str(exc)))
             except StrataError as exc:  # a malformed or poisoned partial
                 events.append(Event("partial_rejected", link.combiner_id, str(exc)))
