@@ -6,4 +6,7 @@ scripts/setup.sh dev,torch
 .venv/bin/ruff check src tests benchmarks examples
 .venv/bin/mypy src
 .venv/bin/lint-imports
-exec .venv/bin/python -m pytest "$@"
+# One worker per core; --dist loadgroup keeps each xdist_group (tests/support/marks.py: the
+# tests that load or measure the machine) on one worker, one test at a time.
+# Serial instead: scripts/test.sh -n 0
+exec .venv/bin/python -m pytest --numprocesses=auto --dist=loadgroup "$@"

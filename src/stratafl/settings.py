@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stratafl.aggregate import parse_aggregator
+from stratafl.aggregate import Aggregator, parse_aggregator
 from stratafl.aggregate.fedavg import require_partial_updates
 from stratafl.aggregate.server_state import FEDDYN_PREFIX, SCAFFOLD_PREFIX
-from stratafl.compression import parse_compression, parse_partial_updates
+from stratafl.compression import (
+    NONE,
+    Compression,
+    PartialUpdates,
+    parse_compression,
+    parse_partial_updates,
+)
 from stratafl.errors import ConfigError
 
 MAX_COUNT = 100_000
@@ -20,6 +27,51 @@ MAX_SEED = 2**43
 SeedSequence, which takes no negative numbers: 0 <= seed <= 2**43 keeps both true."""
 MAX_EXAMPLES = 2**53
 """Example counts weight averages as float64, which counts exactly up to 2**53."""
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """The session's settings that every training round carries unchanged, typed.
+
+    The controller builds them from a `SessionConfig` (`SessionConfig.round_settings`), the
+    wire carries them as one group (``RoundSpec.settings``, each value in its canonical
+    text), and a combiner parses that group once per round (`RoundSettings.parse`) and hands
+    the typed values to whatever needs them, so no part of a round parses a setting again.
+    A value is always consistent: partial updates come only with a rule that can take them.
+    """
+
+    aggregator: Aggregator = field(default_factory=Aggregator)
+    compression: Compression = NONE
+    partial_updates: PartialUpdates = field(default_factory=PartialUpdates)
+    max_examples_per_client: int = 0
+    """The largest ``num_examples`` an update may claim (0: no session cap)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_examples_per_client <= MAX_EXAMPLES:
+            raise ConfigError(
+                f"max_examples_per_client {self.max_examples_per_client} is out of range; "
+                f"use 0 (no cap) or a count up to {MAX_EXAMPLES}"
+            )
+        if self.partial_updates.random:
+            require_partial_updates(self.aggregator.rule)
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        aggregator: str = "",
+        compression: str = "",
+        partial_updates: str = "",
+        max_examples_per_client: int = 0,
+    ) -> RoundSettings:
+        """The settings from their text forms (``""`` is each one's default, as on the
+        wire); a `ConfigError` naming the bad value and the fix."""
+        return cls(
+            aggregator=parse_aggregator(aggregator or "fedavg"),
+            compression=parse_compression(compression),
+            partial_updates=parse_partial_updates(partial_updates),
+            max_examples_per_client=max_examples_per_client,
+        )
 
 
 class SessionConfig(BaseModel):
@@ -124,37 +176,27 @@ class SessionConfig(BaseModel):
             raise ValueError(str(exc)) from exc
 
     @model_validator(mode="after")
-    def _partial_updates_fit(self) -> SessionConfig:
-        """Only FedAvg weighs each tensor by the updates that sent it; SCAFFOLD's control
-        variates and FedDyn's h assume every client's whole update, so they take full updates."""
-        if self.partial_updates == "none":
-            return self
-        require_partial_updates(parse_aggregator(self.aggregator).rule)  # a ValueError
-        if self.drift_correction != "none":
+    def _settings_fit(self) -> SessionConfig:
+        """Parse the round settings once and refuse what cannot run together: a rule that
+        needs more updates than min_clients, partial updates with a rule other than FedAvg
+        or with drift correction, drift correction with a rule other than FedAvg."""
+        settings = self.round_settings()  # a ConfigError is a ValueError: pydantic reports it
+        rule = settings.aggregator.rule
+        if settings.partial_updates.random and self.drift_correction != "none":
+            # Only FedAvg weighs each tensor by the updates that sent it; SCAFFOLD's control
+            # variates and FedDyn's h assume every client's whole update.
             raise ValueError(
                 f"partial_updates={self.partial_updates!r} cannot run with drift_correction="
                 f"{self.drift_correction!r} (its server state needs every client's whole "
                 "update): use partial_updates 'none' or drift_correction 'none'"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _aggregator_fits(self) -> SessionConfig:
-        """Refuse an unknown rule, and a rule that needs more updates than min_clients."""
-        rule = parse_aggregator(self.aggregator).rule
         if self.min_clients < rule.min_updates:
             raise ValueError(
                 f"aggregator {self.aggregator!r} needs at least {rule.min_updates} updates per "
                 f"combiner; raise min_clients (now {self.min_clients}) to {rule.min_updates}"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _drift_correction_fits(self) -> SessionConfig:
-        """SCAFFOLD's update of c and FedDyn's of h are FedAvg's weighted mean: refuse any
-        other rule."""
-        rule = parse_aggregator(self.aggregator).rule
         if self.drift_correction != "none" and rule.name != "fedavg":
+            # SCAFFOLD's update of c and FedDyn's of h are FedAvg's weighted mean.
             raise ValueError(
                 f"drift_correction={self.drift_correction!r} needs the fedavg rule (its "
                 f"weighted mean is the server's update of the drift state), but aggregator "
@@ -171,6 +213,15 @@ class SessionConfig(BaseModel):
                 "use a fraction <= 1.0 or a whole count"
             )
         return self
+
+    def round_settings(self) -> RoundSettings:
+        """What every training round of this session carries, typed (see `RoundSettings`)."""
+        return RoundSettings.parse(
+            aggregator=self.aggregator,
+            compression=self.compression,
+            partial_updates=self.partial_updates,
+            max_examples_per_client=self.max_examples_per_client,
+        )
 
     def clients_wanted(self, connected: int) -> int:
         """How many clients to ask for this round, given how many are connected."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from pathlib import Path
@@ -19,30 +18,8 @@ from stratafl.records import ClientOutcome, RoundRecord, Validation
 from stratafl.restapi.schema import ErrorBody
 from stratafl.security.policy import REST_ROLES
 from stratafl.status import OutcomeStatus, RoundStatus
+from tests.support.asgi import SyncASGI
 from tests.support.controllers import open_controller
-
-
-class SyncASGI:
-    """Drive the ASGI app in-process through httpx (one event loop for the whole test)."""
-
-    def __init__(self, app) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://controller"
-        )
-
-    def request(self, method: str, url: str, **kwargs) -> httpx.Response:
-        return self._loop.run_until_complete(self._client.request(method, url, **kwargs))
-
-    def get(self, url: str, **kwargs) -> httpx.Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs) -> httpx.Response:
-        return self.request("POST", url, **kwargs)
-
-    def close(self) -> None:
-        self._loop.run_until_complete(self._client.aclose())
-        self._loop.close()
 
 
 @pytest.fixture

@@ -89,21 +89,22 @@ class FakeCombiners:
         self.asked: list[tuple[str, list[str]]] = []
         self.reconnect = True
         self.down: set[str] = set()
+        self.landing: set[asyncio.Future[None]] = set()
 
     async def move_clients(self, combiner_id: str, client_ids: Sequence[str]) -> list[str]:
         self.asked.append((combiner_id, list(client_ids)))
         if combiner_id in self.down:
             raise UnavailableError(f"combiner {combiner_id} failed (move clients: UNAVAILABLE)")
         moved = [c for c in client_ids if c not in self.busy]
-        if self.reconnect:
-            asyncio.get_running_loop().call_soon(self._land, combiner_id, moved)
+        if self.reconnect:  # they land later, after this answer
+            self.landing.add(asyncio.ensure_future(self._land(combiner_id, moved)))
         return moved
 
-    def _land(self, donor: str, moved: list[str]) -> None:
+    async def _land(self, donor: str, moved: list[str]) -> None:
         for client_id in moved:
-            self.discovery.client_event(donor, client_id, connected=False)
-            target = self.discovery.assign(client_id)
-            self.discovery.client_event(target.combiner_id, client_id, connected=True)
+            await self.discovery.client_event(donor, client_id, connected=False)
+            target = await self.discovery.assign(client_id)
+            await self.discovery.client_event(target.combiner_id, client_id, connected=True)
 
 
 @pytest.fixture
@@ -118,14 +119,14 @@ def discovery(tmp_path):
 
 def _connect(discovery: Discovery, combiner_id: str, count: int, first: int = 0) -> None:
     for i in range(first, first + count):
-        discovery.client_event(combiner_id, f"c{i}", connected=True)
+        asyncio.run(discovery.client_event(combiner_id, f"c{i}", connected=True))
 
 
 def _heartbeats(discovery: Discovery) -> None:
     """Every online combiner heartbeats its clients: the rebalancer acts only on combiners
     whose list of clients it has heard since they registered."""
     for entry in discovery.online():
-        discovery.heartbeat(entry.combiner_id, sorted(entry.clients))
+        asyncio.run(discovery.heartbeat(entry.combiner_id, sorted(entry.clients)))
 
 
 def _loads(discovery: Discovery) -> dict[str, int]:
@@ -133,9 +134,9 @@ def _loads(discovery: Discovery) -> dict[str, int]:
 
 
 def test_before_a_round_the_load_evens_and_the_moved_clients_have_landed(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     _connect(discovery, "a", 6)
-    discovery.register("b", "127.0.0.1:2", 10)  # came back empty
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))  # came back empty
     _heartbeats(discovery)
     combiners = FakeCombiners(discovery)
     balance = Rebalancer(discovery, combiners, clock=discovery.clock)
@@ -153,9 +154,9 @@ def test_before_a_round_the_load_evens_and_the_moved_clients_have_landed(discove
 
 
 def test_a_client_with_a_task_in_flight_stays_and_moves_at_a_later_step(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     _connect(discovery, "a", 4)
-    discovery.register("b", "127.0.0.1:2", 10)
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
     _heartbeats(discovery)
     combiners = FakeCombiners(discovery, busy={"c2", "c3"})
     balance = Rebalancer(discovery, combiners, clock=discovery.clock)
@@ -172,9 +173,9 @@ def test_a_client_with_a_task_in_flight_stays_and_moves_at_a_later_step(discover
 
 
 def test_nothing_more_moves_while_moved_clients_are_on_their_way(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     _connect(discovery, "a", 6)
-    discovery.register("b", "127.0.0.1:2", 10)
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
     _heartbeats(discovery)
     combiners = FakeCombiners(discovery)
     combiners.reconnect = False  # the moved clients have not asked for a combiner yet
@@ -193,9 +194,9 @@ def test_nothing_more_moves_while_moved_clients_are_on_their_way(discovery):
 
 
 def test_an_unreachable_combiner_is_skipped_not_fatal(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     _connect(discovery, "a", 4)
-    discovery.register("b", "127.0.0.1:2", 10)
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
     _heartbeats(discovery)
     combiners = FakeCombiners(discovery)
     combiners.down.add("a")
@@ -207,26 +208,26 @@ def test_an_unreachable_combiner_is_skipped_not_fatal(discovery):
 def test_nothing_moves_towards_a_combiner_not_heard_from_since_it_registered(discovery):
     # A restarted controller: both combiners register again, and until a combiner's first
     # heartbeat lists its clients it only looks empty.
-    discovery.register("a", "127.0.0.1:1", 10)
-    discovery.register("b", "127.0.0.1:2", 10)
-    discovery.heartbeat("b", ["c0", "c1", "c2"])
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    asyncio.run(discovery.heartbeat("b", ["c0", "c1", "c2"]))
     combiners = FakeCombiners(discovery)
     balance = Rebalancer(discovery, combiners, clock=discovery.clock)
     assert asyncio.run(balance.step()) == 0
-    discovery.heartbeat("a", ["c3", "c4", "c5"])
+    asyncio.run(discovery.heartbeat("a", ["c3", "c4", "c5"]))
     assert asyncio.run(balance.step()) == 0  # heard: it was even all along
     assert combiners.asked == []
     discovery.clock.now += 3  # and nothing moves while a combiner has gone quiet
-    discovery.heartbeat("b", ["c0", "c1", "c2", "c6", "c7", "c8"])
+    asyncio.run(discovery.heartbeat("b", ["c0", "c1", "c2", "c6", "c7", "c8"]))
     assert not discovery.settled()
 
 
 def test_a_late_disconnect_from_the_old_combiner_does_not_undo_the_move(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
-    discovery.register("b", "127.0.0.1:2", 10)
-    discovery.client_event("a", "c0", connected=True)
-    discovery.client_event("b", "c0", connected=True)  # it moved
-    discovery.client_event("a", "c0", connected=False)  # a's event arrives late
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    asyncio.run(discovery.client_event("a", "c0", connected=True))
+    asyncio.run(discovery.client_event("b", "c0", connected=True))  # it moved
+    asyncio.run(discovery.client_event("a", "c0", connected=False))  # a's event arrives late
     assert discovery.combiner_of("c0") == "b"
     (row,) = discovery._store.clients()
     assert (row.combiner_id, row.status) == ("b", "connected")

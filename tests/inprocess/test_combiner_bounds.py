@@ -10,36 +10,17 @@ import numpy as np
 import pytest
 
 from stratafl.combiner.claims import Caller
-from stratafl.combiner.model_cache import ModelCache
-from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.runner import CombinerRoundRunner
-from stratafl.modelfile.codec import save_params
 from stratafl.params import specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.status import OutcomeStatus
 from stratafl.transport.streams import (
-    file_chunks,
     header_to_proto,
     params_chunks,
     receive_model,
     send_model,
 )
+from tests.support.combiner_runner import combiner_runner
 from tests.support.inprocess import aiter_of
-
-MODEL = {"w": np.zeros(8, np.float32)}
-
-
-def _runner(tmp_path: Path, **limits: float) -> tuple[CombinerRoundRunner, ClientRegistry]:
-    save_params(tmp_path / "global.safetensors", MODEL)
-
-    def download(model_id: str):
-        specs, data = file_chunks(tmp_path / "global.safetensors")
-        return aiter_of(send_model(pb.ModelChunk, header_to_proto(model_id, specs), data))
-
-    registry = ClientRegistry(10, on_change=lambda client_id, connected: None)
-    cache = ModelCache(tmp_path / "cache", download)
-    runner = CombinerRoundRunner("k", registry, cache, tmp_path / "updates", **limits)
-    return runner, registry
 
 
 def _update(task: pb.Task, client_id: str, examples: int, metrics=None, chunks=None):
@@ -56,10 +37,14 @@ def _update(task: pb.Task, client_id: str, examples: int, metrics=None, chunks=N
 
 async def _round(tmp_path: Path, kind, answer, *, max_examples=0, **limits):
     """Run one round over clients c0, c1; ``answer(runner, tasks)`` plays the clients."""
-    runner, registry = _runner(tmp_path, **limits)
+    runner, registry = combiner_runner(tmp_path, **limits)
     streams = {c: registry.connect(c) for c in ("c0", "c1")}
     spec = pb.RoundSpec(
-        round=1, kind=kind, model_id="m", timeout_seconds=2.0, max_examples_per_client=max_examples
+        round=1,
+        kind=kind,
+        model_id="m",
+        timeout_seconds=2.0,
+        settings=pb.RoundSettings(max_examples_per_client=max_examples),
     )
     running = asyncio.ensure_future(runner.run(spec))
     tasks = {c: await stream.tasks.get() for c, stream in streams.items()}

@@ -33,31 +33,31 @@ def discovery(tmp_path):
 
 
 def test_a_burst_of_clients_spreads_evenly_before_any_connects(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
-    discovery.register("b", "127.0.0.1:2", 10)
-    assigned = [discovery.assign(f"c{i}").combiner_id for i in range(6)]
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    assigned = [asyncio.run(discovery.assign(f"c{i}")).combiner_id for i in range(6)]
     assert assigned.count("a") == 3 and assigned.count("b") == 3
 
 
 def test_assignment_respects_max_clients(discovery):
-    discovery.register("small", "127.0.0.1:1", 1)
-    discovery.register("big", "127.0.0.1:2", 100)
-    discovery.client_event("small", "c0", connected=True)
-    assert discovery.assign("c1").combiner_id == "big"
+    asyncio.run(discovery.register("small", "127.0.0.1:1", 1))
+    asyncio.run(discovery.register("big", "127.0.0.1:2", 100))
+    asyncio.run(discovery.client_event("small", "c0", connected=True))
+    assert asyncio.run(discovery.assign("c1")).combiner_id == "big"
 
 
 def test_no_room_anywhere_names_the_fix(discovery):
-    discovery.register("a", "127.0.0.1:1", 1)
-    discovery.assign("c0")
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 1))
+    asyncio.run(discovery.assign("c0"))
     with pytest.raises(UnavailableError, match="strata combiner start"):
-        discovery.assign("c1")
+        asyncio.run(discovery.assign("c1"))
 
 
 def test_a_client_reporting_its_combiner_dead_is_moved_and_the_combiner_is_offline(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
-    discovery.register("b", "127.0.0.1:2", 10)
-    discovery.client_event("a", "c0", connected=True)
-    assert discovery.assign("c0", failed_combiner="a").combiner_id == "b"
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    asyncio.run(discovery.client_event("a", "c0", connected=True))
+    assert asyncio.run(discovery.assign("c0", failed_combiner="a")).combiner_id == "b"
     assert [e.combiner_id for e in discovery.online()] == ["b"]
     statuses = {row.id: row.status for row in discovery._store.combiners()}
     assert statuses == {"a": CombinerStatus.OFFLINE, "b": CombinerStatus.ONLINE}
@@ -66,24 +66,24 @@ def test_a_client_reporting_its_combiner_dead_is_moved_and_the_combiner_is_offli
 
 
 def test_client_connects_and_disconnects_are_recorded_in_the_store(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
-    discovery.client_event("a", "c0", connected=True)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.client_event("a", "c0", connected=True))
     assert [(c.id, c.combiner_id, c.status) for c in discovery._store.clients()] == [
         ("c0", "a", ClientStatus.CONNECTED)
     ]
-    discovery.client_event("a", "c0", connected=False)
+    asyncio.run(discovery.client_event("a", "c0", connected=False))
     assert discovery._store.clients()[0].status is ClientStatus.DISCONNECTED
     assert [e.kind for e in discovery._store.events()] == ["combiner_registered"]
 
 
 def test_combiners_without_heartbeats_go_offline_and_come_back(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     discovery.clock.now += OFFLINE_AFTER_SECONDS + 1
-    discovery.sweep()
+    asyncio.run(discovery.sweep())
     assert discovery.online() == []
-    assert discovery.heartbeat("a", ["c0"]) is True
+    assert asyncio.run(discovery.heartbeat("a", ["c0"])) is True
     assert discovery.connected_clients() == 1
-    assert discovery.heartbeat("unknown", []) is False
+    assert asyncio.run(discovery.heartbeat("unknown", [])) is False
 
 
 def test_heartbeats_write_only_new_clients_until_the_periodic_refresh(discovery):
@@ -96,35 +96,36 @@ def test_heartbeats_write_only_new_clients_until_the_periodic_refresh(discovery)
         original(combiner_id, client_ids, num_clients=num_clients)
 
     store.combiner_heartbeat = recording
-    discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     everyone = [f"c{i}" for i in range(5)]
-    discovery.heartbeat("a", everyone)  # the first heartbeat writes every client
+    asyncio.run(discovery.heartbeat("a", everyone))  # the first heartbeat writes every client
     discovery.clock.now += 1
-    discovery.heartbeat("a", everyone)  # nothing new: no client row is rewritten
+    asyncio.run(discovery.heartbeat("a", everyone))  # nothing new: no client row is rewritten
     discovery.clock.now += 1
-    discovery.heartbeat("a", [*everyone, "c5"])  # only the newcomer
+    asyncio.run(discovery.heartbeat("a", [*everyone, "c5"]))  # only the newcomer
     assert writes == [(everyone, None), ([], 5), (["c5"], 6)]
     assert {c.id for c in store.clients()} == {*everyone, "c5"}
     assert store.combiners()[0].num_clients == 6
     seen = {c.id: c.last_seen for c in store.clients()}
     discovery.clock.now += SEEN_REFRESH_SECONDS
-    discovery.heartbeat("a", [*everyone, "c5"])  # the refresh rewrites them all
+    asyncio.run(discovery.heartbeat("a", [*everyone, "c5"]))  # the refresh rewrites them all
     assert writes[-1] == ([*everyone, "c5"], None)
     assert all(c.last_seen >= seen[c.id] for c in store.clients())
-    discovery.register("a", "127.0.0.1:1", 10)  # a restarted combiner: all written again
+    restarted = discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(restarted)  # a restarted combiner: all written again
     discovery.clock.now += 1
-    discovery.heartbeat("a", everyone)
+    asyncio.run(discovery.heartbeat("a", everyone))
     assert writes[-1] == (everyone, None)
 
 
 def test_wait_for_clients_wakes_on_connect_without_polling(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
 
     async def scenario() -> int:
         waiter = asyncio.ensure_future(discovery.wait_for_clients(2, timeout=30))
         await asyncio.sleep(0)
-        discovery.client_event("a", "c0", connected=True)
-        discovery.client_event("a", "c1", connected=True)
+        await discovery.client_event("a", "c0", connected=True)
+        await discovery.client_event("a", "c1", connected=True)
         return await asyncio.wait_for(waiter, 5)
 
     assert asyncio.run(scenario()) == 2
@@ -159,26 +160,26 @@ def test_fractional_counts_are_refused():
 
 
 def test_a_hint_from_a_client_that_was_never_on_that_combiner_takes_nothing_down(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
-    discovery.register("b", "127.0.0.1:2", 10)
-    discovery.client_event("b", "stranger", connected=True)
-    assert discovery.assign("stranger", failed_combiner="a").combiner_id == "b"
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    asyncio.run(discovery.client_event("b", "stranger", connected=True))
+    assert asyncio.run(discovery.assign("stranger", failed_combiner="a")).combiner_id == "b"
     assert sorted(e.combiner_id for e in discovery.online()) == ["a", "b"]
 
 
 def test_each_client_counts_once_and_a_restart_forgets_stale_hints(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
-    discovery.register("b", "127.0.0.1:2", 10)
-    discovery.client_event("a", "c0", connected=True)
-    discovery.assign("c0", failed_combiner="a")
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    asyncio.run(discovery.client_event("a", "c0", connected=True))
+    asyncio.run(discovery.assign("c0", failed_combiner="a"))
     assert [e.combiner_id for e in discovery.online()] == ["b"]
-    discovery.register("a", "127.0.0.1:3", 10)  # a new process under the same id
+    asyncio.run(discovery.register("a", "127.0.0.1:3", 10))  # a new process under the same id
     # c0's old hint names the id, not the new process: it is not counted again
-    assert discovery.assign("c0", failed_combiner="a").combiner_id == "b"
+    assert asyncio.run(discovery.assign("c0", failed_combiner="a")).combiner_id == "b"
     assert sorted(e.combiner_id for e in discovery.online()) == ["a", "b"]
 
 
 def test_an_address_is_held_by_one_online_combiner(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     assert discovery.holder_of("127.0.0.1:1") == "a"
     assert discovery.holder_of("127.0.0.1:9") is None

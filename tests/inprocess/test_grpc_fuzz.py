@@ -49,10 +49,13 @@ from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.status import OutcomeStatus
 from stratafl.transport.channels import create_aio_server, open_aio_channel
 from stratafl.transport.streams import file_chunks, header_to_proto, params_chunks, send_model
+from tests.support.fuzz import fuzz_budget
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = 1500
+EXAMPLES = fuzz_budget("grpc", 1000)
+"""Examples of 1 to 4 calls each: 1,000 by default (about 55 ms each here, under a minute),
+``STRATA_FUZZ_GRPC_EXAMPLES`` for more (1,500 before the suite had to fit in 12 minutes)."""
 MODEL_ID = "m0"
 MODEL = {"w": np.zeros(8, np.float32), "b": np.zeros(3, np.float32)}
 CLIENTS = ("alice", "bob")
@@ -174,7 +177,7 @@ class FuzzedCombiner:
                 kind=kind,
                 model_id=MODEL_ID,
                 timeout_seconds=3600,
-                aggregator="fedavg",
+                settings=pb.RoundSettings(aggregator="fedavg"),
             )
             self._rounds[kind] = asyncio.ensure_future(self.run_round(spec, CALL_SECONDS * 30))
             while len(self.task_ids) < sent + len(CLIENTS) and not self._rounds[kind].done():
@@ -186,7 +189,7 @@ class FuzzedCombiner:
 
         async def run() -> None:
             async for message in self.stub.RunRound(spec, timeout=deadline):
-                if message.WhichOneof("part") == "header" and spec.aggregator == "fedavg":
+                if message.WhichOneof("part") == "header" and spec.settings.aggregator == "fedavg":
                     self._check_weight(message.header)
 
         await self.count("RunRound", run())
@@ -475,9 +478,11 @@ def _round(draw: Draw) -> Action:
         num_clients=draw(st.integers(-3, 3)),
         timeout_seconds=draw(st.floats(-1, 0.2)),
         config_json=draw(st.one_of(st.just(""), TEXT)),
-        aggregator=draw(st.one_of(aggregators, TEXT)),
         seed=draw(INT64),
-        max_examples_per_client=draw(INT64),
+        settings=pb.RoundSettings(
+            aggregator=draw(st.one_of(aggregators, TEXT)),
+            max_examples_per_client=draw(INT64),
+        ),
     )
     return lambda: draw.combiner.run_round(spec)
 
@@ -571,7 +576,7 @@ class Race:
             kind=pb.TRAIN,
             model_id=MODEL_ID,
             timeout_seconds=30,
-            aggregator="fedavg",
+            settings=pb.RoundSettings(aggregator="fedavg"),
         )
         self.call = self.stub.RunRound(spec, timeout=60)
         self.result = asyncio.ensure_future(self._read_result())

@@ -27,7 +27,7 @@ from stratafl.proto import stratafl_pb2 as pb
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
 from stratafl.transport.streams import CHUNK_BYTES, receive_params, stream_chunks
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
 from tests.support.controllers import open_controller
 
 PARAMS: Params = {

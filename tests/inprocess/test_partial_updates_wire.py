@@ -116,8 +116,10 @@ def _combiner(
 def _spec(partial: str = RANDOM, aggregator: str = "fedavg", compression: str = "none"):
     return pb.RoundSpec(
         session_id="s", round=1, kind=pb.TRAIN, model_id="m0", num_clients=0,
-        timeout_seconds=10, aggregator=aggregator, compression=compression,
-        partial_updates=partial,
+        timeout_seconds=10,
+        settings=pb.RoundSettings(
+            aggregator=aggregator, compression=compression, partial_updates=partial
+        ),
     )  # fmt: skip
 
 

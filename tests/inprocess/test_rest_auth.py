@@ -3,6 +3,7 @@ come from tokens; the role table and the OpenAPI document list the same operatio
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -17,7 +18,7 @@ from stratafl.modelfile.codec import params_to_bytes
 from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role, certificate_request
 from stratafl.security.policy import REST_ROLES
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
 from tests.support.controllers import open_controller
 
 DAY = 24 * 3600.0
@@ -184,7 +185,7 @@ def test_openapi_declares_the_bearer_scheme_and_who_may_call(api):
 
 
 def test_a_client_is_assigned_under_its_tokens_subject_only(api, controller):
-    controller.discovery.register("k1", "127.0.0.1:7001", 10)
+    asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
     c1 = _bearer(_token(controller, Role.CLIENT, "c1"))
     other = api.post("/api/v1/assign", json={"client_id": "c2"}, headers=c1)
     assert "'c1', not 'c2'" in _error(other, 403, "PermissionDenied")
@@ -196,7 +197,7 @@ def test_a_client_is_assigned_under_its_tokens_subject_only(api, controller):
 def test_an_insecure_controller_takes_the_client_id_from_the_body(insecure_api, insecure):
     api = insecure_api
     insecure.events.close()  # an event stream answers 503 instead of never ending
-    insecure.discovery.register("k1", "127.0.0.1:7001", 10)
+    asyncio.run(insecure.discovery.register("k1", "127.0.0.1:7001", 10))
     assert api.post("/api/v1/assign", json={"client_id": "c7"}).status_code == 200
     assert [c.id for c in insecure.store.clients()] == ["c7"]
     detail = _error(api.post("/api/v1/assign", json={}), 422, "ValidationError")
@@ -234,7 +235,7 @@ def test_tokens_are_shown_once_listed_by_record_and_revoked(api, controller):
     assert 89 * DAY < record["expires_at"] - record["issued_at"] <= 90 * DAY
     listed = api.get("/api/v1/tokens", headers=admin)
     assert record in listed.json()["items"] and token not in listed.text
-    controller.discovery.register("k1", "127.0.0.1:7001", 10)
+    asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
     assert api.post("/api/v1/assign", json={}, headers=_bearer(token)).status_code == 200
     revoked = api.request("DELETE", f"/api/v1/tokens/{record['token_id']}", headers=admin)
     assert revoked.json()["revoked_at"] is not None

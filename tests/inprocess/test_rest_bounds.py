@@ -16,7 +16,7 @@ from stratafl.modelfile.codec import params_to_bytes
 from stratafl.params import TensorSpec
 from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role, certificate_request
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
 from tests.support.controllers import open_controller
 
 UPLOAD_LIMIT = 3 << 20  # over a 2 MiB header, far under the default

@@ -21,17 +21,7 @@ from stratafl.records import (
 from stratafl.restapi import ControllerClient, walk
 from stratafl.security import Role
 from stratafl.status import ClientStatus, OutcomeStatus, RoundStatus
-from stratafl.store.state import StateStore
 from tests.support.loopback import LoopbackAPI
-
-
-@pytest.fixture
-def served(tmp_path) -> Iterator[LoopbackAPI]:
-    server = LoopbackAPI(tmp_path)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -239,17 +229,6 @@ def test_the_promise_is_stored_with_its_session(served, api):
     assert bad.status_code == 422 and "federated_accuracy" in bad.json()["detail"]
     missing = httpx.put(f"{served.url}/api/v1/sessions/nope/promise", json=promise.model_dump())
     assert missing.status_code == 404
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    state = StateStore(url).open()
-    yield state
-    state.close()
 
 
 def test_the_store_pages_the_same_on_every_backend(store):

@@ -45,9 +45,10 @@ from stratafl.errors import StrataError
 from stratafl.launch.federation import LocalFederation
 from stratafl.records import EventRecord, ModelRecord, RoundRecord, SessionRecord
 from stratafl.settings import SessionConfig
+from tests.support.marks import HEAVY
 from tests.support.paths import REPOSITORY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, HEAVY]
 
 T = TypeVar("T")
 

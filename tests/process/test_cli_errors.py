@@ -5,11 +5,9 @@ user would; the ones that start a federation are `slow`."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -23,22 +21,7 @@ from stratafl.cli.errors import INTERRUPTED, USAGE, one_line, run
 from stratafl.cli.main import app
 from stratafl.errors import ConfigError, UnavailableError
 from tests.support.paths import CRASHING_APP, TEST_APP, TORCH_EXAMPLE
-
-
-def _strata(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """`strata ARGS` in a clean shell: no STRATA_* variables, a HOME without a config file."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    clean |= {"HOME": str(cwd), "XDG_CONFIG_HOME": str(cwd / ".config"), "COLUMNS": "80"}
-    return subprocess.run(
-        [sys.executable, "-m", "stratafl.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=clean | (env or {}),
-    )
+from tests.support.strata import strata_in_clean_shell
 
 
 def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -57,32 +40,36 @@ def _dead_port() -> int:
 
 
 def test_a_misspelt_aggregator_gets_a_suggestion(tmp_path):
-    line = _one_error_line(_strata("run", "--aggregator", "krumm", cwd=tmp_path))
+    line = _one_error_line(strata_in_clean_shell("run", "--aggregator", "krumm", cwd=tmp_path))
     assert "unknown aggregator 'krumm'; did you mean 'krum'? (see docs/aggregators.md)" in line
     assert list(tmp_path.glob("strata-run-*")) == []  # nothing started, nothing written
 
 
 def test_zero_rounds_names_the_flag_and_the_range(tmp_path):
-    line = _one_error_line(_strata("run", "--rounds", "0", cwd=tmp_path))
+    line = _one_error_line(strata_in_clean_shell("run", "--rounds", "0", cwd=tmp_path))
     assert line == "error: --rounds 0 is out of range: use a value >= 1 and <= 100000"
 
 
 def test_a_bad_partition_is_refused_before_anything_starts(tmp_path):
-    line = _one_error_line(_strata("run", "--partition", "dirichlet:abc", cwd=tmp_path))
+    line = _one_error_line(
+        strata_in_clean_shell("run", "--partition", "dirichlet:abc", cwd=tmp_path)
+    )
     assert "--partition" in line and "'dirichlet:abc'" in line and "dirichlet:0.5" in line
     assert list(tmp_path.glob("strata-run-*")) == []
 
 
 def test_a_rule_that_needs_more_clients_per_combiner_says_how_many(tmp_path):
     line = _one_error_line(
-        _strata("run", "--aggregator", "krum", "--clients", "6", "--combiners", "2", cwd=tmp_path)
+        strata_in_clean_shell(
+            "run", "--aggregator", "krum", "--clients", "6", "--combiners", "2", cwd=tmp_path
+        )
     )
     assert "needs 5 clients at each combiner" in line and "--clients to 10" in line
 
 
 def test_min_clients_below_the_rules_need_is_refused(tmp_path):
     line = _one_error_line(
-        _strata("run", "--aggregator", "bulyan", "--min-clients", "2", cwd=tmp_path)
+        strata_in_clean_shell("run", "--aggregator", "bulyan", "--min-clients", "2", cwd=tmp_path)
     )
     assert "needs at least 7 updates" in line and "min_clients" in line
 
@@ -90,7 +77,7 @@ def test_min_clients_below_the_rules_need_is_refused(tmp_path):
 @pytest.mark.parametrize("command", [["model", "seed"], ["seed"]])  # `seed`: the old name
 def test_seeding_with_the_controller_down_says_to_start_it(tmp_path, command):
     url = f"http://127.0.0.1:{_dead_port()}"
-    done = _strata(*command, "--app", TEST_APP, "--controller", url, cwd=tmp_path)
+    done = strata_in_clean_shell(*command, "--app", TEST_APP, "--controller", url, cwd=tmp_path)
     assert _one_error_line(done) == (
         f"error: cannot reach the controller at {url}: start it (strata controller start) "
         "or check --controller"
@@ -98,7 +85,7 @@ def test_seeding_with_the_controller_down_says_to_start_it(tmp_path, command):
 
 
 def test_no_controller_anywhere_names_the_three_ways(tmp_path):
-    line = _one_error_line(_strata("model", "list", cwd=tmp_path))
+    line = _one_error_line(strata_in_clean_shell("model", "list", cwd=tmp_path))
     assert "--controller" in line and "STRATA_CONTROLLER" in line and "config.toml" in line
 
 
@@ -109,7 +96,7 @@ def test_a_port_in_use_is_named_with_the_flag_to_change(tmp_path):
         port = holder.getsockname()[1]
         for flag in ("--port", "--grpc-port"):
             other = "--grpc-port" if flag == "--port" else "--port"
-            done = _strata(
+            done = strata_in_clean_shell(
                 "controller", "start", flag, str(port), other, "0",
                 "--workdir", str(tmp_path / "controller"), cwd=tmp_path,
             )  # fmt: skip
@@ -126,12 +113,12 @@ def test_a_missing_extra_is_named_with_its_brackets(tmp_path):
     (tmp_path / "torch_app.py").write_text("import torch\n\ndef make_app(context): ...\n")
     env = {"PYTHONPATH": str(tmp_path / "no-torch")}
     for spec in (TORCH_EXAMPLE, "torch_app.py:make_app"):
-        line = _one_error_line(_strata("run", "--app", spec, cwd=tmp_path, env=env))
+        line = _one_error_line(strata_in_clean_shell("run", "--app", spec, cwd=tmp_path, env=env))
         assert "pip install 'stratafl[torch]'" in line
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    done = _strata("--debug", "run", "--aggregator", "krumm", cwd=tmp_path)
+    done = strata_in_clean_shell("--debug", "run", "--aggregator", "krumm", cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" in done.stderr
     assert "did you mean 'krum'" in done.stderr
 
@@ -216,10 +203,10 @@ def test_no_command_requires_the_controller_flag():
 
 def test_one_name_for_the_partition_everywhere(tmp_path):
     for command in (["run"], ["demo"], ["client", "start"]):
-        shown = _strata(*command, "--help", cwd=tmp_path).stdout
+        shown = strata_in_clean_shell(*command, "--help", cwd=tmp_path).stdout
         assert "--partition " in shown and "--partitioner" not in shown
     for old_or_new in ("--partitioner", "--partition"):  # the old name still works, hidden
-        done = _strata(
+        done = strata_in_clean_shell(
             "client", "start", "--app", TEST_APP, "--controller", "http://127.0.0.1:1",
             "--insecure", old_or_new, "dirichlet:abc", cwd=tmp_path,
         )  # fmt: skip
@@ -228,7 +215,7 @@ def test_one_name_for_the_partition_everywhere(tmp_path):
 
 @pytest.mark.slow
 def test_the_rules_minimum_is_the_default_min_clients(tmp_path):
-    done = _strata(
+    done = strata_in_clean_shell(
         "run", "--app", TEST_APP, "--aggregator", "krum", "--clients", "5", "--combiners", "1",
         "--rounds", "1", "--no-baselines", cwd=tmp_path, timeout=300,
     )  # fmt: skip
@@ -244,7 +231,7 @@ def test_the_rules_minimum_is_the_default_min_clients(tmp_path):
 
 @pytest.mark.slow
 def test_a_client_that_crashes_names_a_log_that_exists(tmp_path):
-    done = _strata(
+    done = strata_in_clean_shell(
         "run", "--app", CRASHING_APP, "--clients", "2", "--combiners", "1", "--rounds", "1",
         "--no-baselines", cwd=tmp_path, timeout=300,
     )  # fmt: skip

@@ -9,7 +9,6 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from stratafl.errors import UnavailableError
 from stratafl.restapi import ControllerClient
 from tests.support.paths import TEST_APP
+from tests.support.strata import STRATA, start_strata
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +27,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _strata(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stratafl.cli", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
 
 
 def _until(predicate, timeout: float, what: str):
@@ -55,7 +45,7 @@ def _until(predicate, timeout: float, what: str):
 def _token(role: str, name: str, env: dict[str, str], folder: Path) -> Path:
     """`strata token create ... > name.token`, as the README shows."""
     made = subprocess.run(
-        [sys.executable, "-m", "stratafl.cli", "token", "create", "--role", role, "--name", name],
+        [*STRATA, "token", "create", "--role", role, "--name", name],
         capture_output=True,
         text=True,
         timeout=60,
@@ -74,7 +64,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
     trust = tmp_path / "controller" / "trust"
     ca = trust / "ca.crt"
     processes = [
-        _strata(
+        start_strata(
             "controller",
             "start",
             "--port",
@@ -101,7 +91,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
             + [("client", f"hand-{i}") for i in range(3)]
         }
         processes.append(
-            _strata(
+            start_strata(
                 "combiner",
                 "start",
                 "--controller",
@@ -118,7 +108,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
             )
         )
         processes.append(
-            _strata(
+            start_strata(
                 "combiner",
                 "start",
                 "--controller",
@@ -135,7 +125,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
         _until(lambda: len(api.combiners()) == 2, 60, "combiners")
         for i in range(3):
             processes.append(
-                _strata(
+                start_strata(
                     "client",
                     "start",
                     "--controller",
@@ -159,7 +149,7 @@ def test_each_tier_started_by_hand_runs_a_session(tmp_path):
             "3 connected clients",
         )
         seeded = subprocess.run(
-            [sys.executable, "-m", "stratafl.cli", "model", "seed", "--app", TEST_APP],
+            [*STRATA, "model", "seed", "--app", TEST_APP],
             capture_output=True,
             text=True,
             timeout=120,

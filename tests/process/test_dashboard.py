@@ -23,8 +23,9 @@ from stratafl.data.fashion_mnist import FILES, SYSTEM_DIR
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
 from tests.support.controllers import open_controller
+from tests.support.marks import HEAVY
 from tests.support.paths import DASHBOARD_APP
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -236,6 +237,7 @@ def _in_page_checks(driver) -> dict[str, object]:
 
 @pytest.mark.slow
 @pytest.mark.browser
+@HEAVY
 def test_the_dashboard_follows_a_live_session_and_stops_it(slow_federation, browser, tmp_path):
     federation, driver = slow_federation, browser
     api = federation.client

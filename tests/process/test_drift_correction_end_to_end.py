@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from stratafl.aggregate.scaffold import split_control
 from stratafl.aggregate.server_state import state_prefixes
 from stratafl.client.scaffold import CONTROL_FILE
 from stratafl.modelfile.codec import copy_params_from_file
+from tests.support.strata import STRATA
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +37,7 @@ def test_strata_run_keeps_the_server_state_the_mean_of_the_clients_state(tmp_pat
     flags, split = METHODS[method]
     run = tmp_path / "run"
     command = [
-        sys.executable,
-        "-m",
-        "stratafl.cli",
+        *STRATA,
         "run",
         "--app",
         "stratafl.apps.fashion_mnist:make_small_app",

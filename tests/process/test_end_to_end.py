@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
+
+from tests.support.strata import STRATA
 
 pytestmark = pytest.mark.slow
 
@@ -15,9 +16,7 @@ pytestmark = pytest.mark.slow
 def test_strata_run_on_fashion_mnist_writes_a_complete_report(tmp_path):
     report_path = tmp_path / "report.json"
     command = [
-        sys.executable,
-        "-m",
-        "stratafl.cli",
+        *STRATA,
         "run",
         "--app",
         "stratafl.apps.fashion_mnist:make_app",

@@ -23,16 +23,12 @@ from stratafl.restapi import ControllerClient
 from stratafl.restapi.events import EventFollower, read_events
 from stratafl.settings import SessionConfig
 from stratafl.status import SessionStatus
-from tests.support.loopback import LoopbackAPI
 
 
 @pytest.fixture
-def served(tmp_path) -> Iterator[LoopbackAPI]:
-    server = LoopbackAPI(tmp_path, max_streams=3)
-    try:
-        yield server
-    finally:
-        server.close()
+def loopback_max_streams() -> int:
+    """A bound of 3 open streams on `served`, so the tests can reach it."""
+    return 3
 
 
 def _wait_for(condition, what: str, seconds: float = 30.0) -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,7 @@ from stratafl.experiments import (
     label_flipping,
     shared_data,
 )
+from tests.support.strata import strata_succeeds
 
 HAS_DATA = all((SYSTEM_DIR / name).is_file() for name in FILES.values())
 MINE = ("shared-data", "fedavg-vs-fedsgd", "defence-cost", "communication")
@@ -105,17 +103,8 @@ def test_the_2nn_is_mcmahans_two_hidden_layers_of_200():
             FashionMnistNumpyApp(ClientContext(), hidden=bad)
 
 
-def _strata(*args: str) -> None:
-    """Run `strata` as a user would, in a child process."""
-    command = [sys.executable, "-c", "from stratafl.cli.main import main; main()", *args]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=580, env=dict(os.environ)
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def _quick(name: str, tmp_path: Path) -> tuple[dict, str, Path]:
-    _strata("experiment", name, "--quick", "--out", str(tmp_path))
+    strata_succeeds("experiment", name, "--quick", "--out", str(tmp_path), timeout=580)
     folder = tmp_path / name
     readme = (folder / "README.md").read_text()
     assert f"strata experiment {name} --quick --seeds 1" in readme

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +33,7 @@ from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
 from stratafl.store.state import StateStore
 from tests.support.paths import TEST_APP
+from tests.support.strata import strata_succeeds
 
 HAS_DATA = all((SYSTEM_DIR / name).is_file() for name in FILES.values())
 
@@ -175,21 +173,22 @@ def discovery(tmp_path):
 
 
 def _connect(discovery: Discovery, client_id: str, preferred: str | None) -> str:
-    combiner_id = discovery.assign(client_id, preferred=preferred).combiner_id
-    discovery.client_event(combiner_id, client_id, connected=True)
+    combiner_id = asyncio.run(discovery.assign(client_id, preferred=preferred)).combiner_id
+    asyncio.run(discovery.client_event(combiner_id, client_id, connected=True))
     return combiner_id
 
 
 def test_a_preferred_combiner_is_honoured_only_while_it_has_room(discovery):
-    discovery.register("a", "127.0.0.1:1", 3)
-    discovery.register("b", "127.0.0.1:2", 3)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 3))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 3))
     assert [_connect(discovery, f"c{i}", "a") for i in range(3)] == ["a", "a", "a"]
     assert _connect(discovery, "c3", "a") == "b"  # full: a preference cannot overfill it
     assert _connect(discovery, "c4", "unknown") == "b"  # ignored, not an error
     assert _connect(discovery, "c1", "a") == "a"  # asking again keeps its own place
     a, b = discovery.online()
     assert a.pinned == {"c0", "c1", "c2"} and not b.pinned
-    assert discovery.assign("c2", "a", preferred="a").combiner_id == "b"  # it failed there
+    retry = asyncio.run(discovery.assign("c2", "a", preferred="a"))
+    assert retry.combiner_id == "b"  # it failed there
     assert not a.pinned and b.pinned == set()  # a went offline; c2 is b's, unplaced
 
 
@@ -204,22 +203,22 @@ class RecordingMover:
 
 def _rebalance(discovery: Discovery) -> list[tuple[str, list[str]]]:
     for entry in discovery.online():
-        discovery.heartbeat(entry.combiner_id, sorted(entry.clients))
+        asyncio.run(discovery.heartbeat(entry.combiner_id, sorted(entry.clients)))
     mover = RecordingMover()
     asyncio.run(Rebalancer(discovery, mover).step())
     return mover.asked
 
 
 def test_the_rebalancer_moves_unplaced_clients_and_leaves_placed_ones(discovery):
-    discovery.register("a", "127.0.0.1:1", 10)
-    discovery.register("b", "127.0.0.1:2", 10)
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
     for i in range(4):
         _connect(discovery, f"p{i}", "a")
     assert _rebalance(discovery) == []  # 4 placed on a, none on b: nobody moves
     for i in range(2):
         _connect(discovery, f"u{i}", "a")  # honoured too: a has room
     for client_id in ("u8", "u9"):  # connected without asking for a: unplaced
-        discovery.client_event("a", client_id, connected=True)
+        asyncio.run(discovery.client_event("a", client_id, connected=True))
     assert _rebalance(discovery) == [("a", ["u9"])]  # only the unplaced are evened
 
 
@@ -260,17 +259,8 @@ def test_placed_clients_train_where_they_were_placed_and_never_overfill(tmp_path
 # -- the quick studies end to end ---------------------------------------------------------
 
 
-def _strata(*args: str) -> None:
-    """Run `strata` as a user would, in a child process."""
-    command = [sys.executable, "-c", "from stratafl.cli.main import main; main()", *args]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=500, env=dict(os.environ)
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def _quick(name: str, tmp_path: Path) -> tuple[dict, str, Path]:
-    _strata("experiment", name, "--quick", "--out", str(tmp_path))
+    strata_succeeds("experiment", name, "--quick", "--out", str(tmp_path), timeout=500)
     folder = tmp_path / name
     readme = (folder / "README.md").read_text()
     assert f"strata experiment {name} --quick --seeds 1" in readme

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +28,7 @@ from stratafl.experiments.evaluation import label_mixes, mix_accuracies, pooled_
 from stratafl.experiments.output import markdown_table, write_json
 from stratafl.experiments.study import command, mean_std, spread
 from tests.support.paths import TEST_APP
+from tests.support.strata import strata_succeeds
 
 HAS_DATA = all((SYSTEM_DIR / name).is_file() for name in FILES.values())
 
@@ -148,20 +146,11 @@ def test_strata_experiment_list_names_every_study():
         assert name in result.output
 
 
-def _strata(*args: str) -> None:
-    """Run `strata` as a user would, in a child process."""
-    command = [sys.executable, "-c", "from stratafl.cli.main import main; main()", *args]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=280, env=dict(os.environ)
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # about a minute each on 2 idle cores; several on a busy machine
 @pytest.mark.skipif(not HAS_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
 def test_quick_heterogeneity_end_to_end(tmp_path):
-    _strata("experiment", "heterogeneity", "--quick", "--out", str(tmp_path))
+    strata_succeeds("experiment", "heterogeneity", "--quick", "--out", str(tmp_path), timeout=280)
     folder = tmp_path / "heterogeneity"
     results = json.loads((folder / "results.json").read_text())
     scale = heterogeneity.SCALES[Size.QUICK]
@@ -183,7 +172,7 @@ def test_quick_heterogeneity_end_to_end(tmp_path):
 @pytest.mark.timeout(600)  # about a minute each on 2 idle cores; several on a busy machine
 @pytest.mark.skipif(not HAS_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
 def test_quick_label_flipping_end_to_end(tmp_path):
-    _strata("experiment", "label-flipping", "--quick", "--out", str(tmp_path))
+    strata_succeeds("experiment", "label-flipping", "--quick", "--out", str(tmp_path), timeout=280)
     folder = tmp_path / "label-flipping"
     results = json.loads((folder / "results.json").read_text())
     scale = label_flipping.SCALES[Size.QUICK]
@@ -240,3 +229,29 @@ def test_an_interrupted_study_reuses_the_federations_it_finished(tmp_path):
     run.finished("demo")
     assert not (tmp_path / "demo" / ".checkpoints").exists()
     assert run.resumable("demo", key, lambda: federation("fresh"))[0]["tag"] == "fresh"
+
+
+def test_a_study_publishes_its_results_plots_and_readme_then_drops_its_checkpoints(tmp_path):
+    run = StudyRun(Size.QUICK, seeds=(0,), out=tmp_path)
+    run.resumable("demo", {"seed": 0}, lambda: [{"accuracy": 0.5}])
+    results = {**run.described("demo"), "accuracy": math.nan}
+
+    def plots(written: dict, folder: Path) -> None:
+        assert json.loads((folder / "results.json").read_text())["accuracy"] is None  # first
+        (folder / "accuracy.png").write_bytes(b"png")
+
+    def broken(written: dict, folder: Path) -> None:
+        raise RuntimeError("matplotlib fell over")
+
+    def readme(written: dict, study: StudyRun) -> str:
+        assert written is results and study is run
+        return "# demo\n"
+
+    with pytest.raises(RuntimeError, match="fell over"):
+        run.publish("demo", results, broken, readme)
+    assert (tmp_path / "demo" / ".checkpoints").is_dir()  # a rerun reuses the federations
+    assert run.publish("demo", results, plots, readme) is results
+    folder = tmp_path / "demo"
+    assert (folder / "accuracy.png").read_bytes() == b"png"
+    assert (folder / "README.md").read_text() == "# demo\n"
+    assert not (folder / ".checkpoints").exists()

@@ -128,7 +128,7 @@ def test_impostors_cannot_register_run_rounds_or_take_a_clients_identity(federat
             kind=pb.TRAIN,
             model_id=seed.id,
             timeout_seconds=5,
-            aggregator="fedavg",
+            settings=pb.RoundSettings(aggregator="fedavg"),
         )
         callers = {
             **{what: (token, UNAUTHENTICATED) for what, token in not_ours.items()},

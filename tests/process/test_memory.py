@@ -16,8 +16,9 @@ from stratafl.client.runtime import ClientRuntime
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.settings import SessionConfig
 from tests.support.federation_apps import ShiftApp
+from tests.support.marks import HEAVY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, HEAVY]
 
 CLIENTS = 20
 PARAMS = 12_500_000  # float32: 50 MB

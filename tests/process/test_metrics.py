@@ -24,7 +24,7 @@ from stratafl.records import RoundRecord, Traffic
 from stratafl.security import Role, TokenVerifier
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
 from tests.support.controllers import new_controller, open_controller
 from tests.support.inprocess import Behaviour, InProcessFederation
 
@@ -86,8 +86,8 @@ def test_the_controllers_metrics_need_an_admin_token_and_count_recorded_rounds(c
         assert api.get("/metrics").status_code == 401
         refused = api.get("/metrics", headers=_token(controller, Role.CLIENT))
         assert refused.status_code == 403 and refused.json()["error"] == "PermissionDenied"
-        controller.discovery.register("k1", "127.0.0.1:7001", 10)
-        controller.discovery.heartbeat("k1", ["c1", "c2"])
+        asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
+        asyncio.run(controller.discovery.heartbeat("k1", ["c1", "c2"]))
         controller.watchers.round_recorded(_record(1, RoundStatus.FINISHED, 100, 40))
         controller.watchers.round_recorded(_record(1, RoundStatus.FAILED, 5, 0))
         controller.watchers.round_recorded(_record(2, RoundStatus.FINISHED, 100, 40))

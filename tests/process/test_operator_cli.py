@@ -4,9 +4,6 @@ tables or JSON, a session started and shown, a model downloaded, errors as one l
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from stratafl.cli.main import app
 from stratafl.controller.main import ControllerOptions
 from stratafl.launch.processes import ProcessGroup
 from stratafl.restapi import ControllerClient
+from tests.support.strata import invoke_strata, run_strata
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +40,6 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
         group.stop_all()
 
 
-def _strata(env: dict[str, str], *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args), env=env)
-    return result.exit_code, result.output
-
-
 def test_sessions_models_and_tiers_from_the_command_line(env, tmp_path):
     api = ControllerClient(
         env["STRATA_CONTROLLER"],
@@ -56,20 +49,25 @@ def test_sessions_models_and_tiers_from_the_command_line(env, tmp_path):
     with api:
         seed = api.upload_model({"w": np.arange(4, dtype=np.float32)})
 
-    code, out = _strata(env, "model", "list", "--format", "json")
+    code, out = invoke_strata(env, "model", "list", "--format", "json")
     assert code == 0 and [m["id"] for m in json.loads(out)] == [seed.id]
 
     # no client ever connects: the session's rounds fail, and say why
     settings = tmp_path / "session.json"
-    settings.write_text(json.dumps({"wait_for_clients_seconds": 0, "max_failed_rounds": 0}))
-    code, out = _strata(
+    settings.write_text(  # flag keys too: the flag given wins, the others keep the file's
+        json.dumps(
+            {"wait_for_clients_seconds": 0, "max_failed_rounds": 0, "rounds": 5, "min_clients": 2}
+        )
+    )
+    code, out = invoke_strata(
         env, "session", "start", "--rounds", "2", "--settings", str(settings), "--format", "json"
     )
     assert code == 0, out
     (started,) = json.loads(out)
     assert started["seed_model_id"] == seed.id and started["config"]["rounds"] == 2
+    assert started["config"]["min_clients"] == 2 and started["config"]["aggregator"] == "fedavg"
     for _ in range(200):
-        code, out = _strata(env, "session", "show", started["id"], "--format", "json")
+        code, out = invoke_strata(env, "session", "show", started["id"], "--format", "json")
         if json.loads(out)["session"]["status"] != "running":
             break
         time.sleep(0.05)
@@ -77,26 +75,20 @@ def test_sessions_models_and_tiers_from_the_command_line(env, tmp_path):
     assert shown["session"]["status"] == "failed" and shown["session"]["reason"]
     assert [r["status"] for r in shown["rounds"]] == ["failed"]
 
-    code, out = _strata(env, "session", "list")
+    code, out = invoke_strata(env, "session", "list")
     assert code == 0 and started["id"] in out and "failed" in out  # a table
 
-    stopped = subprocess.run(  # through `main`, as a person runs it
-        [sys.executable, "-m", "stratafl.cli", "session", "stop", started["id"]],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    stopped = run_strata("session", "stop", started["id"], env=env, timeout=60)  # via `main`
     said = stopped.stdout + stopped.stderr
     assert stopped.returncode == 2 and "is not running" in said and "Traceback" not in said
 
     target = tmp_path / "seed.safetensors"
-    code, out = _strata(env, "model", "download", seed.id, "--to", str(target))
+    code, out = invoke_strata(env, "model", "download", seed.id, "--to", str(target))
     assert code == 0
     np.testing.assert_array_equal(safetensors.numpy.load_file(str(target))["w"], np.arange(4))
 
-    assert _strata(env, "combiner", "list", "--format", "json") == (0, "[]\n")
-    code, out = _strata(env, "client", "list")
+    assert invoke_strata(env, "combiner", "list", "--format", "json") == (0, "[]\n")
+    code, out = invoke_strata(env, "client", "list")
     assert code == 0 and "combiner" in out  # the table's header, no rows
 
 

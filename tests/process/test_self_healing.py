@@ -18,7 +18,11 @@ import grpc.aio
 import numpy as np
 import pytest
 
+from stratafl.client.counters import ClientCounters
+from stratafl.client.models import ModelShelf
+from stratafl.client.protocol import ClientProtocol
 from stratafl.client.runtime import ClientRuntime
+from stratafl.client.state import ClientState
 from stratafl.combiner.enrolment import Enrolment, ServingTrust, enrol_when_reachable
 from stratafl.combiner.main import CombinerOptions, enrolment_plan
 from stratafl.combiner.model_cache import ModelCache
@@ -41,7 +45,7 @@ from stratafl.transport.auth import AuthInterceptor
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.channels import create_aio_server
 from stratafl.transport.credentials import INSECURE
-from tests.inprocess.test_combiner_bounds import _runner
+from tests.support.combiner_runner import combiner_runner
 
 # -- advertised addresses ------------------------------------------------------------------
 
@@ -101,86 +105,61 @@ def test_a_combiner_enrols_for_the_name_it_advertises(tmp_path):
 # -- the client's reconnect loop -------------------------------------------------------
 
 
-class _Status(grpc.RpcError, grpc.Call):
-    """A failed call as the blocking gRPC API raises it."""
-
-    def __init__(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._code.name
-
-    def initial_metadata(self):
-        return ()
-
-    def trailing_metadata(self):
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback) -> bool:
-        return False
+class _ScriptEnded(Exception):
+    """The script is done: the loop ends at its next wait."""
 
 
-class _Waits:
-    """Stands in for the runtime's stop event: records each wait instead of sleeping."""
+def _status(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    """A failed call as the asyncio gRPC API raises it."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), code.name)
 
-    def __init__(self) -> None:
+
+class ScriptedProtocol(ClientProtocol):
+    """The client protocol with a controller and a combiner that follow a script; its
+    waits are recorded instead of slept."""
+
+    def __init__(self, script: list[str]) -> None:
+        super().__init__(
+            None,  # type: ignore[arg-type]  # assign is scripted: no controller is asked
+            channel_credentials=None,
+            shelf=ModelShelf(1, shared=False),
+            counters=ClientCounters(),
+            connecting=asyncio.Semaphore(1),
+            sleep=self._wait,
+        )
+        self.script = script
+        self.asked: list[tuple[str | None, int]] = []
         self.waits: list[float] = []
         self.stopped = False
 
-    def is_set(self) -> bool:
-        return self.stopped
-
-    def set(self) -> None:
-        self.stopped = True
-
-    def wait(self, seconds: float) -> bool:
+    async def _wait(self, seconds: float) -> None:
         self.waits.append(seconds)
-        return self.stopped
+        if self.stopped:
+            raise _ScriptEnded
 
-
-class ScriptedClient(ClientRuntime):
-    """A runtime whose controller and combiner follow a script."""
-
-    def __init__(self, script: list[str]) -> None:
-        super().__init__("c0", "http://127.0.0.1:1", app=None)  # type: ignore[arg-type]
-        self._stopped = _Waits()  # type: ignore[assignment]
-        self.script = script
-        self.asked: list[tuple[str | None, int]] = []
-
-    def assign(self, failed_combiner: str | None) -> Assignment:
-        self.asked.append((failed_combiner, self.backoff.failures))
+    async def assign(self, client: ClientState, failed_combiner: str | None) -> Assignment:
+        self.asked.append((failed_combiner, client.backoff.failures))
         if not self.script:  # the end of the script
-            self.stop()
+            self.stopped = True
         if not self.script or self.script.pop(0) == "down":
             raise UnavailableError("the controller cannot be reached")
         return Assignment(combiner_id="k", address="127.0.0.1:1")
 
-    def _serve(self, assignment, on_open) -> None:
+    async def serve(self, client: ClientState, assignment: Assignment) -> None:
         step = self.script.pop(0)
         if step.startswith("open"):
-            on_open()
+            client.backoff.reset()  # as `ClientProtocol.serve` does when a stream opens
         if step.endswith("moved"):
-            raise _Status(grpc.StatusCode.ABORTED)
-        raise _Status(grpc.StatusCode.UNAVAILABLE)
+            raise _status(grpc.StatusCode.ABORTED)
+        raise _status(grpc.StatusCode.UNAVAILABLE)
 
 
 def test_the_client_backoff_grows_while_down_and_starts_short_after_a_stream_opened():
-    client = ScriptedClient(
+    client = ScriptedProtocol(
         ["down", "down", "down", "down", "up", "open, then moved", "up", "refused"]
     )
-    client.run()
+    with pytest.raises(_ScriptEnded):
+        asyncio.run(client.run(ClientState("c0", app=None)))  # type: ignore[arg-type]
     assert client.asked == [
         (None, 0),
         (None, 1),
@@ -193,8 +172,8 @@ def test_the_client_backoff_grows_while_down_and_starts_short_after_a_stream_ope
         # this time the combiner could not be reached: named, and the backoff grows again
         ("k", 2),
     ]
-    assert client.moves == 1
-    waits = client._stopped.waits  # type: ignore[attr-defined]
+    assert client.counters.moves == 1
+    waits = client.waits
     windows = [0.2, 0.4, 0.8, 1.6, 0.2, 0.4, 0.8]
     assert len(waits) == len(windows)
     assert all(0 <= w <= window for w, window in zip(waits, windows, strict=True))
@@ -234,24 +213,27 @@ def test_an_open_stream_is_announced_and_a_move_ends_it_with_aborted(tmp_path):
     thread.start()
     try:
         assert ready.wait(30)
-        client = ClientRuntime("c0", "http://127.0.0.1:1", app=None)  # type: ignore[arg-type]
-        opened: list[bool] = []
+        runtime = ClientRuntime("c0", "http://127.0.0.1:1", app=None)  # type: ignore[arg-type]
+        protocol, client = runtime.protocol(), runtime.state
+        client.backoff.failures = 3
         with pytest.raises(grpc.RpcError) as ended:
-            client._serve(
-                Assignment(combiner_id="k", address=f"127.0.0.1:{served['port']}"),
-                on_open=lambda: opened.append(True),
+            asyncio.run(
+                protocol.serve(
+                    client, Assignment(combiner_id="k", address=f"127.0.0.1:{served['port']}")
+                )
             )
     finally:
         finished.set()
         thread.join(30)
-    assert served["moved"] == ["c0"] and opened == [True]
+    assert served["moved"] == ["c0"] and protocol.counters.streams_opened == 1
+    assert client.backoff.failures == 0  # the open stream reset the backoff
     assert ended.value.code() == grpc.StatusCode.ABORTED  # type: ignore[attr-defined]
     assert "ask the controller for a combiner" in ended.value.details()  # type: ignore[attr-defined]
 
 
 def test_a_combiner_moves_idle_clients_only_and_at_once(tmp_path):
     async def scenario() -> None:
-        runner, registry = _runner(tmp_path)
+        runner, registry = combiner_runner(tmp_path)
         streams = {c: registry.connect(c) for c in ("c0", "c1", "c2")}
         spec = pb.RoundSpec(
             round=1, kind=pb.VALIDATE, model_id="m", num_clients=1, seed=3, timeout_seconds=30
@@ -379,13 +361,13 @@ def test_a_new_controller_shows_no_combiner_online_until_it_registers_again(tmp_
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}").open()
     try:
         before = Discovery(store)
-        before.register("a", "127.0.0.1:1", 10)
-        before.client_event("a", "c0", connected=True)
+        asyncio.run(before.register("a", "127.0.0.1:1", 10))
+        asyncio.run(before.client_event("a", "c0", connected=True))
         after = Discovery(store)  # the restarted controller, same database
-        assert after.forget_stored("the controller restarted") == ["a"]
+        assert asyncio.run(after.forget_stored("the controller restarted")) == ["a"]
         assert [(c.id, c.status) for c in store.combiners()] == [("a", "offline")]
         assert [c.status for c in store.clients()] == ["disconnected"]
-        assert after.forget_stored("again") == []
+        assert asyncio.run(after.forget_stored("again")) == []
     finally:
         store.close()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner
@@ -23,21 +22,7 @@ from stratafl.records import (
 )
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, SessionStatus
-from tests.support.loopback import LoopbackAPI
-
-
-@pytest.fixture
-def served(tmp_path) -> Iterator[LoopbackAPI]:
-    server = LoopbackAPI(tmp_path)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def _strata(env: dict[str, str], *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args), env=env)
-    return result.exit_code, result.output
+from tests.support.strata import invoke_strata
 
 
 def _round(number: int, status: RoundStatus) -> RoundRecord:
@@ -85,7 +70,7 @@ def _record_session(store, end: SessionStatus) -> None:
 )
 def test_watch_prints_a_line_per_round_and_exits_with_the_sessions_end(served, end, code):
     _record_session(served.controller.store, end)
-    status, out = _strata({"STRATA_CONTROLLER": served.url}, "session", "watch", "s1")
+    status, out = invoke_strata({"STRATA_CONTROLLER": served.url}, "session", "watch", "s1")
     assert status == code, out
     lines = out.splitlines()
     assert HEADER in lines
@@ -100,7 +85,7 @@ def test_watch_prints_a_line_per_round_and_exits_with_the_sessions_end(served, e
 
 def test_watch_as_json_prints_each_event_on_one_line(served):
     _record_session(served.controller.store, SessionStatus.FINISHED)
-    status, out = _strata(
+    status, out = invoke_strata(
         {"STRATA_CONTROLLER": served.url}, "session", "watch", "s1", "--format", "json"
     )
     assert status == 0, out
@@ -115,7 +100,7 @@ def test_watch_as_json_prints_each_event_on_one_line(served):
     ]
     assert events[4]["data"]["client_accuracy"]["worst"] == 0.6
     # from a later event on: the ones after it only
-    status, out = _strata(
+    status, out = invoke_strata(
         {"STRATA_CONTROLLER": served.url},
         "session",
         "watch",
@@ -150,7 +135,7 @@ def test_watch_follows_a_real_session_to_its_end(federation):
         if fed.ca_file is not None:
             env["STRATA_CA_FILE"] = str(fed.ca_file)
         done = fed.client.start_session(SessionConfig(rounds=2, min_clients=2))
-        status, out = _strata(env, "session", "watch", done.id)
+        status, out = invoke_strata(env, "session", "watch", done.id)
         assert status == 0, out
         rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
         assert [row[:2] for row in rows] == [["1", "finished"], ["2", "finished"]]
@@ -161,7 +146,7 @@ def test_watch_follows_a_real_session_to_its_end(federation):
             rounds=1, min_clients=3, wait_for_clients_seconds=0, max_failed_rounds=0
         )
         failed = fed.client.start_session(failing)
-        status, out = _strata(env, "session", "watch", failed.id, "--format", "json")
+        status, out = invoke_strata(env, "session", "watch", failed.id, "--format", "json")
         assert status == 1, out
         kinds = [json.loads(line)["kind"] for line in out.splitlines()]
         assert kinds[0] == "session_started" and kinds[-1] == "session_failed"

@@ -23,10 +23,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.marks import HEAVY
 from tests.support.netns import Network, namespaces_unavailable
 from tests.support.paths import TEST_APP
+from tests.support.strata import STRATA
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, HEAVY]
 
 CLIENTS = 4
 ROUNDS = 2
@@ -113,7 +115,7 @@ def _wait_for_file(path: Path, process: subprocess.Popen[bytes], seconds: float,
 @pytest.mark.timeout(280)
 def test_a_federation_across_several_hosts_over_tls(network: Network, tmp_path: Path):
     controller, clients = network["controller"], network["clients"]
-    strata = [sys.executable, "-m", "stratafl.cli"]
+    strata = list(STRATA)
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -1,7 +1,9 @@
 """`strata swarm`: many light clients, each a real client on the wire.
 
 The fast tests pin the parts (bounds, token files, the app, the wire helpers); the slow
-ones run a secured federation (TLS and tokens) with a swarm of 50 clients in 2 processes.
+ones run a secured federation (TLS and tokens) with a swarm of 50 clients in 2 processes,
+and swarm sessions with FedDyn and with partial updates (the client protocol the swarm
+drives is the client runtime's).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import grpc.aio
 import numpy as np
 import pytest
 
+from stratafl.aggregate.feddyn import split_dynamic
 from stratafl.apps.noise import DEFAULT_LAYOUT, NoiseApp
+from stratafl.client.app import ClientContext
+from stratafl.client.models import ModelShelf
 from stratafl.errors import AuthError, ConfigError
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.params import specs_of
@@ -27,11 +32,18 @@ from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, SessionStatus
 from stratafl.swarm import Fleet, SwarmOptions
 from stratafl.swarm.identities import Identity, read_tokens, split, write_tokens
-from stratafl.swarm.shared import ModelShelf
-from stratafl.swarm.wire import bearer_metadata, receive_params
+from stratafl.swarm.shared import SHELF_MODELS
 from stratafl.transport.channels import open_aio_channel
-from stratafl.transport.streams import header_to_proto, params_chunks, send_model
+from stratafl.transport.streams import (
+    header_to_proto,
+    params_chunks,
+    receive_download,
+    send_model,
+)
+from stratafl.transport.task_stream import bearer_metadata
 from tests.support.inprocess import aiter_of
+from tests.support.paths import PULL_APP
+from tests.support.swarm_apps import LAYOUT, PullApp
 
 APP = "stratafl.apps.noise:make_app"
 DAY = 24 * 3600.0
@@ -116,19 +128,26 @@ def test_noise_app_returns_new_arrays_of_the_same_layout() -> None:
     assert app.validate(params, {})["rms"] > 0
 
 
-def test_download_is_rebuilt_read_only_and_checked() -> None:
+def test_download_is_rebuilt_read_only_on_the_shared_shelf_and_checked() -> None:
     params = NoiseApp().initial_params(1)
     header = header_to_proto("m1", specs_of(params))
     messages = list(send_model(pb.ModelChunk, header, params_chunks(params, chunk_bytes=4096)))
-    got = asyncio.run(receive_params(aiter_of(messages), "model m1"))  # type: ignore[arg-type]
+    got = asyncio.run(receive_download(aiter_of(messages), "model m1"))  # type: ignore[arg-type]
     assert all(np.array_equal(got[k], params[k]) for k in params)
+    ModelShelf(SHELF_MODELS, shared=True).put("m1", got)  # what a swarm process does with it
     assert not any(a.flags.writeable for a in got.values())
     with pytest.raises(ValueError, match="ended after"):
-        asyncio.run(receive_params(aiter_of(messages[:-1]), "model m1"))  # type: ignore[arg-type]
+        asyncio.run(receive_download(aiter_of(messages[:-1]), "model m1"))  # type: ignore[arg-type]
+
+
+def test_a_private_shelf_leaves_the_arrays_writable() -> None:
+    params = NoiseApp().initial_params(1)
+    ModelShelf(1, shared=False).put("m1", params)
+    assert all(a.flags.writeable for a in params.values())
 
 
 def test_shelf_keeps_the_last_two_models() -> None:
-    shelf = ModelShelf()
+    shelf = ModelShelf(SHELF_MODELS, shared=True)
     for model_id in ("a", "b", "c"):
         shelf.put(model_id, {})
     assert shelf.get("a") is None
@@ -245,3 +264,82 @@ def test_swarm_client_without_a_valid_token_is_refused(
             return refused.value.code()
 
     assert asyncio.run(open_stream()) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _swarm_options(federation: LocalFederation, clients: int, **options: object) -> SwarmOptions:
+    return SwarmOptions(
+        controller=federation.url,
+        clients=clients,
+        token_file=_admin_token_file(federation),
+        ca_file=federation.ca_file,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.slow
+def test_a_swarm_session_with_feddyn_finishes_and_moves_the_server_state(
+    federation: LocalFederation,
+) -> None:
+    """Each client trains the model part with its own g_i (the app refuses h) and
+    validates the model without h; the final model carries FedDyn's h, moved."""
+    clients = 6
+    seed = federation.client.upload_model(PullApp(ClientContext()).initial_params(0))
+    options = _swarm_options(
+        federation, clients, app=PULL_APP, app_per_client=True, id_prefix="feddyn"
+    )
+    with Fleet(options) as fleet:
+        fleet.start()
+        fleet.wait_connected(clients, timeout=120)
+        config = SessionConfig(
+            rounds=2,
+            min_clients=clients,
+            round_timeout=120,
+            seed_model_id=seed.id,
+            drift_correction="feddyn",
+            feddyn_alpha=0.1,
+        )
+        session, rounds = federation.run_session(config)
+        final = fleet.stop()
+    assert session.status == SessionStatus.FINISHED, session.reason
+    assert len(rounds) == 2
+    expected = {f"feddyn-{i}" for i in range(clients)}
+    for record in federation.client.rounds(session.id):
+        assert {o.client_id for o in record.outcomes} == expected
+        assert {o.status for o in record.outcomes} == {OutcomeStatus.OK}
+        assert record.validation.clients == clients
+    assert sum(s.app_failures for s in final) == 0
+    assert sum(s.updates_accepted for s in final) == 2 * clients
+    model, h = split_dynamic(federation.client.download_params(session.final_model_id or ""))
+    assert set(model) == set(LAYOUT)
+    assert h and all(np.abs(value).max() > 0 for value in h.values())
+
+
+@pytest.mark.slow
+def test_a_swarm_session_with_partial_updates_finishes_and_sends_less(
+    federation: LocalFederation,
+) -> None:
+    """Each update carries one of the noise app's two tensors: the same session's
+    clients send fewer bytes than with full updates, and every update is accepted."""
+    clients = 6
+    seed = federation.client.upload_model(NoiseApp().initial_params(0))
+    with Fleet(_swarm_options(federation, clients, id_prefix="partial")) as fleet:
+        fleet.start()
+        fleet.wait_connected(clients, timeout=120)
+        settings: dict[str, object] = dict(
+            rounds=1,
+            min_clients=clients,
+            round_timeout=120,
+            seed_model_id=seed.id,
+            validate_each_round=False,
+        )
+        full, full_rounds = federation.run_session(SessionConfig(**settings))  # type: ignore[arg-type]
+        half = SessionConfig(**settings, partial_updates="random:fraction=0.5")  # type: ignore[arg-type]
+        session, rounds = federation.run_session(half)
+        final = fleet.stop()
+    assert full.status == SessionStatus.FINISHED, full.reason
+    assert session.status == SessionStatus.FINISHED, session.reason
+    for record in rounds:
+        assert [o.status for o in record.outcomes] == [OutcomeStatus.OK] * clients
+    assert sum(s.updates_accepted for s in final) == 2 * clients
+    up = [sum(r.traffic.clients_up for r in rs) for rs in (full_rounds, rounds)]
+    assert up[1] < up[0], up

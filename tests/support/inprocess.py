@@ -111,8 +111,11 @@ class InProcessFederation:
     def online(self) -> list[LocalLink]:
         return [LocalLink(c) for c in self.combiners if c.combiner_id not in self.offline]
 
-    def mark_offline(self, combiner_id: str, reason: str) -> None:
+    async def mark_offline(self, combiner_id: str, reason: str) -> None:
         self.offline[combiner_id] = reason
+
+    async def even_load(self) -> None:
+        """Each test places its clients on the combiners it means: nothing moves them."""
 
     async def wait_for_clients(self, count: int, timeout: float) -> int:
         return sum(len(c.registry.ids()) for c in self.combiners)

@@ -17,7 +17,7 @@ from stratafl.aggregate.flame import cosine_distances
 from stratafl.aggregate.rule import AggregationRule
 from stratafl.errors import ConfigError, ModelFormatError
 from stratafl.params import Params
-from tests.unit.test_aggregate_rules import (
+from tests.support.updates import (
     FAST,
     assert_params_equal,
     frozen,

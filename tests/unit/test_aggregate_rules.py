@@ -1,13 +1,13 @@
 """Aggregation rules: hand-computed cases, properties, tiers, blocks and memmaps.
 
-Every input array is made read-only, so a rule that wrote to its inputs would fail here.
+Every input array is made read-only (`tests.support.updates`), so a rule that wrote to its
+inputs would fail here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,14 +30,14 @@ from stratafl.aggregate.clipping import distance
 from stratafl.aggregate.rule import AggregationRule
 from stratafl.errors import ConfigError, ModelFormatError
 from stratafl.params import Params
-
-FAST = settings(max_examples=50, deadline=None)
-
-
-def frozen(array: np.ndarray) -> np.ndarray:
-    array = np.array(array)
-    array.setflags(write=False)
-    return array
+from tests.support.updates import (
+    FAST,
+    assert_params_equal,
+    frozen,
+    memmapped,
+    models,
+    wide_models,
+)
 
 
 def scalars(values: Sequence[float]) -> list[Params]:
@@ -50,26 +50,6 @@ def value(params: Params) -> float:
 
 
 ZERO = {"w": frozen(np.zeros(1))}
-
-
-def model(rng: np.random.Generator, dtype: type = np.float32, scale: float = 1.0) -> Params:
-    return {
-        "layer.weight": frozen((rng.normal(size=(3, 4)) * scale).astype(dtype)),
-        "layer.bias": frozen((rng.normal(size=(4,)) * scale).astype(dtype)),
-    }
-
-
-def models(seed: int, count: int, dtype: type = np.float32) -> list[Params]:
-    rng = np.random.default_rng(seed)
-    return [model(rng, dtype) for _ in range(count)]
-
-
-def assert_params_equal(a: Params, b: Params, rtol: float = 0.0, atol: float = 0.0) -> None:
-    assert list(a) == list(b)
-    for name in a:
-        assert a[name].dtype == b[name].dtype, name
-        assert a[name].shape == b[name].shape, name
-        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol, err_msg=name)
 
 
 def rules_for(count: int) -> list[AggregationRule]:
@@ -469,32 +449,6 @@ def test_norm_bound_holds_after_clipping(rows, clip) -> None:  # noqa: ANN001
 
 
 # --- blocks and memmaps ----------------------------------------------------------------
-
-
-def wide_models(seed: int, count: int) -> list[Params]:
-    rng = np.random.default_rng(seed)
-    return [
-        {
-            "a": frozen(rng.normal(size=(7, 9)).astype(np.float32)),
-            "b": frozen(rng.normal(size=(50,))),
-            "steps": frozen(rng.integers(0, 100, size=(3,))),
-        }
-        for _ in range(count)
-    ]
-
-
-def memmapped(updates: list[Params], folder: Path) -> list[Params]:
-    """``updates`` written to ``folder`` and mapped back read-only, as a combiner reads
-    staged updates: a rule sees memmaps, not arrays in memory."""
-    mapped = []
-    for index, update in enumerate(updates):
-        on_disk = {}
-        for name, array in update.items():
-            path = folder / f"{index}-{name}.bin"
-            array.tofile(path)
-            on_disk[name] = np.memmap(path, dtype=array.dtype, mode="r", shape=array.shape)
-        mapped.append(on_disk)
-    return mapped
 
 
 @pytest.mark.parametrize("rule", rules_for(7), ids=lambda r: f"{r.name}-{r}")

@@ -54,16 +54,9 @@ INSERT INTO tokens VALUES ('t1', 'hospital-0', 'client-0', 'client', 1.0, 9e9, 5
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest.fixture
-def engine(url: str) -> Iterator[Engine]:
-    engine = create_engine(url)
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
     yield engine
     engine.dispose()
 
@@ -97,8 +90,10 @@ def _same_as_the_rows(engine: Engine) -> None:
         assert differences(db, Base.metadata) == []
 
 
-def test_an_empty_database_gets_the_schema_of_the_orm_rows(url: str, engine: Engine) -> None:
-    migrated, done = migrated_engine(url)
+def test_an_empty_database_gets_the_schema_of_the_orm_rows(
+    database_url: str, engine: Engine
+) -> None:
+    migrated, done = migrated_engine(database_url)
     migrated.dispose()
     assert (done.before, done.after, done.adopted) == (None, HEAD, False)
     assert _tables(engine) == OURS | {"alembic_version"}
@@ -106,9 +101,9 @@ def test_an_empty_database_gets_the_schema_of_the_orm_rows(url: str, engine: Eng
     _same_as_the_rows(engine)
 
 
-def test_upgrading_twice_changes_nothing(url: str, engine: Engine) -> None:
-    migrated_engine(url)[0].dispose()
-    migrated, again = migrated_engine(url)
+def test_upgrading_twice_changes_nothing(database_url: str, engine: Engine) -> None:
+    migrated_engine(database_url)[0].dispose()
+    migrated, again = migrated_engine(database_url)
     migrated.dispose()
     assert (again.before, again.after, again.adopted) == (HEAD, HEAD, False)
     assert "nothing to do" in again.describe()
@@ -116,12 +111,12 @@ def test_upgrading_twice_changes_nothing(url: str, engine: Engine) -> None:
 
 
 def test_a_database_made_before_migrations_is_adopted_with_its_rows(
-    url: str, engine: Engine
+    database_url: str, engine: Engine
 ) -> None:
     _make_legacy(engine)
     with engine.connect() as db:  # the legacy DDL is what revision 0001 describes
         assert differences(db, initial_schema()) == []
-    store = StateStore(url).open()
+    store = StateStore(database_url).open()
     try:
         assert _revision(engine) == HEAD
         _same_as_the_rows(engine)
@@ -141,36 +136,36 @@ def test_a_database_made_before_migrations_is_adopted_with_its_rows(
 
 
 def test_a_database_whose_tables_differ_is_refused_and_left_as_it_is(
-    url: str, engine: Engine
+    database_url: str, engine: Engine
 ) -> None:
     _make_legacy(engine, rows=False)
     _run(engine, "DROP INDEX ix_tokens_subject; ALTER TABLE models DROP COLUMN num_parameters")
     with pytest.raises(ConfigError, match="add_column models.num_parameters; add_index ix_tok"):
-        StateStore(url).open()
+        StateStore(database_url).open()
     assert "alembic_version" not in _tables(engine)
     assert "num_parameters" not in {c["name"] for c in inspect(engine).get_columns("models")}
 
 
-def test_a_database_a_newer_version_migrated_is_refused(url: str, engine: Engine) -> None:
-    migrated_engine(url)[0].dispose()
+def test_a_database_a_newer_version_migrated_is_refused(database_url: str, engine: Engine) -> None:
+    migrated_engine(database_url)[0].dispose()
     _run(engine, "UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(ConfigError, match="revision '9999'.*newer version"):
-        StateStore(url).open()
+        StateStore(database_url).open()
 
 
-def test_other_applications_tables_are_left_alone(url: str, engine: Engine) -> None:
+def test_other_applications_tables_are_left_alone(database_url: str, engine: Engine) -> None:
     _run(engine, "CREATE TABLE billing ( id INTEGER NOT NULL, PRIMARY KEY (id) )")
-    migrated_engine(url)[0].dispose()
+    migrated_engine(database_url)[0].dispose()
     assert _tables(engine) == OURS | {"alembic_version", "billing"}
     _same_as_the_rows(engine)
 
 
-def test_every_revision_goes_down_and_up_again(url: str, engine: Engine) -> None:
-    migrated_engine(url)[0].dispose()
+def test_every_revision_goes_down_and_up_again(database_url: str, engine: Engine) -> None:
+    migrated_engine(database_url)[0].dispose()
     with engine.begin() as db:
         command.downgrade(alembic_config(connection=db), "base")
     assert _tables(engine) == {"alembic_version"}
-    migrated, done = migrated_engine(url)
+    migrated, done = migrated_engine(database_url)
     migrated.dispose()
     assert (done.before, done.after) == (None, HEAD)
     _same_as_the_rows(engine)

@@ -48,9 +48,8 @@ def test_init_has_torch_layout_he_scale_and_repeats_per_seed() -> None:
 def test_training_on_real_fashion_mnist_beats_chance_by_far(small: Dataset) -> None:
     params = init_mlp([784, 64, 10], seed=0)
     before = evaluate(params, small.x_test, small.y_test)
-    trained = train_sgd(
-        params, small.x_train, small.y_train, epochs=3, batch_size=32, lr=0.05, seed=0
-    )
+    sgd = SgdConfig(epochs=3, batch_size=32, lr=0.05)
+    trained = train_sgd(params, small.x_train, small.y_train, sgd, shuffle_seed=0)
     after = evaluate(trained, small.x_test, small.y_test)
     assert before["accuracy"] < 0.3
     assert after["accuracy"] > 0.75
@@ -61,7 +60,7 @@ def test_one_full_batch_step_follows_the_finite_difference_gradient() -> None:
     x, y = _random_problem()
     params = init_mlp([12, 8, 3], seed=1)
     lr = 1e-3
-    stepped = train_sgd(params, x, y, epochs=1, batch_size=len(y), lr=lr, seed=0)
+    stepped = train_sgd(params, x, y, SgdConfig(batch_size=len(y), lr=lr), shuffle_seed=0)
     eps = 1e-2
     for name in params:
         flat = params[name].reshape(-1)
@@ -81,9 +80,8 @@ def test_train_returns_new_arrays_and_leaves_inputs_untouched() -> None:
     anchor = init_mlp([12, 8, 3], seed=5)
     copies = [{k: v.copy() for k, v in p.items()} for p in (params, anchor)]
     x0, y0 = x.copy(), y.copy()
-    out = train_sgd(
-        params, x, y, epochs=2, batch_size=8, lr=0.1, seed=0, proximal_mu=0.5, global_params=anchor
-    )
+    sgd = SgdConfig(epochs=2, batch_size=8, lr=0.1, proximal_mu=0.5)
+    out = train_sgd(params, x, y, sgd, shuffle_seed=0, global_params=anchor)
     for original, copy in zip((params, anchor), copies, strict=True):
         assert all(np.array_equal(original[k], copy[k]) for k in copy)
     np.testing.assert_array_equal(x, x0)
@@ -95,9 +93,10 @@ def test_train_returns_new_arrays_and_leaves_inputs_untouched() -> None:
 def test_training_is_reproducible_per_seed() -> None:
     x, y = _random_problem()
     params = init_mlp([12, 8, 3], seed=0)
-    a = train_sgd(params, x, y, epochs=2, batch_size=8, lr=0.1, seed=3)
-    b = train_sgd(params, x, y, epochs=2, batch_size=8, lr=0.1, seed=3)
-    c = train_sgd(params, x, y, epochs=2, batch_size=8, lr=0.1, seed=4)
+    sgd = SgdConfig(epochs=2, batch_size=8, lr=0.1)
+    a = train_sgd(params, x, y, sgd, shuffle_seed=3)
+    b = train_sgd(params, x, y, sgd, shuffle_seed=3)
+    c = train_sgd(params, x, y, sgd, shuffle_seed=4)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["fc1.weight"], c["fc1.weight"])
 
@@ -110,10 +109,11 @@ def test_proximal_term_pulls_toward_the_global_model() -> None:
     x, y = _random_problem()
     start = init_mlp([12, 8, 3], seed=0)
     far = {k: v + 1.0 for k, v in start.items()}
-    kwargs = {"epochs": 5, "batch_size": 16, "lr": 0.05, "seed": 0}
-    plain = train_sgd(start, x, y, **kwargs)  # type: ignore[arg-type]
-    prox_self = train_sgd(start, x, y, proximal_mu=1.0, **kwargs)  # type: ignore[arg-type]
-    prox_far = train_sgd(start, x, y, proximal_mu=1.0, global_params=far, **kwargs)  # type: ignore[arg-type]
+    sgd = SgdConfig(epochs=5, batch_size=16, lr=0.05)
+    prox = SgdConfig(epochs=5, batch_size=16, lr=0.05, proximal_mu=1.0)
+    plain = train_sgd(start, x, y, sgd, shuffle_seed=0)
+    prox_self = train_sgd(start, x, y, prox, shuffle_seed=0)
+    prox_far = train_sgd(start, x, y, prox, shuffle_seed=0, global_params=far)
     assert _distance(prox_self, start) < _distance(plain, start)
     assert _distance(prox_far, far) < _distance(plain, far)
 
@@ -121,7 +121,7 @@ def test_proximal_term_pulls_toward_the_global_model() -> None:
 def test_zero_epochs_returns_an_equal_copy() -> None:
     x, y = _random_problem()
     params = init_mlp([12, 8, 3], seed=0)
-    out = train_sgd(params, x, y, epochs=0, batch_size=8, lr=0.1, seed=0)
+    out = train_sgd(params, x, y, SgdConfig(epochs=0, batch_size=8, lr=0.1), shuffle_seed=0)
     assert all(np.array_equal(out[k], params[k]) and out[k] is not params[k] for k in params)
 
 
@@ -145,12 +145,10 @@ def test_evaluate_is_batched_consistently() -> None:
         (lambda p, x, y: evaluate(p, x, y + 3), r"labels must be in \[0, 3\)"),
         (lambda p, x, y: evaluate({"w": p["fc1.weight"]}, x, y), "not an MLP"),
         (lambda p, x, y: evaluate(p, x[:0], y[:0]), "0 examples"),
-        (lambda p, x, y: train_sgd(p, x, y, epochs=1, batch_size=0, lr=0.1, seed=0), "batch_size"),
-        (lambda p, x, y: train_sgd(p, x, y, epochs=1, batch_size=8, lr=0, seed=0), "lr > 0"),
+        (lambda p, x, y: train_sgd(p, x, y, SgdConfig(batch_size=0), shuffle_seed=0), "batch_size"),
+        (lambda p, x, y: train_sgd(p, x, y, SgdConfig(lr=0), shuffle_seed=0), "lr > 0"),
         (
-            lambda p, x, y: train_sgd(
-                p, x, y, epochs=1, batch_size=8, lr=0.1, seed=0, proximal_mu=-1
-            ),
+            lambda p, x, y: train_sgd(p, x, y, SgdConfig(proximal_mu=-1), shuffle_seed=0),
             "proximal_mu",
         ),
     ],

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from stratafl.aggregate.scaffold import CONTROL_PREFIX, control_name
-from stratafl.apps.mlp import init_mlp, sgd_steps, train_sgd
+from stratafl.apps.mlp import SgdConfig, init_mlp, sgd_steps, train_sgd
 from stratafl.client.app import Config, TrainResult
 from stratafl.client.drift import drift_corrected_app, drift_correction_of
 from stratafl.client.scaffold import (
@@ -215,17 +216,19 @@ def test_the_mlp_adds_the_correction_to_every_step():
     params = init_mlp([4, 3, 2], seed=0)
     x, y = rng.normal(size=(6, 4)).astype(np.float32), np.array([0, 1, 0, 1, 1, 0])
     shift = {name: rng.normal(size=v.shape).astype(np.float32) for name, v in params.items()}
-    kwargs = {"epochs": 1, "batch_size": 6, "lr": 0.5, "seed": 0}
-    plain = train_sgd(params, x, y, **kwargs)  # type: ignore[arg-type]
-    corrected = train_sgd(params, x, y, correction=shift, **kwargs)  # type: ignore[arg-type]
+    sgd = SgdConfig(epochs=1, batch_size=6, lr=0.5)
+    plain = train_sgd(params, x, y, sgd, shuffle_seed=0)
+    corrected = train_sgd(params, x, y, sgd, shuffle_seed=0, correction=shift)
     for name in params:
         np.testing.assert_allclose(corrected[name] - plain[name], -0.5 * shift[name], atol=1e-6)
-    two_steps = train_sgd(params, x, y, correction=shift, **{**kwargs, "batch_size": 3})  # type: ignore[arg-type]
+    two_steps = train_sgd(
+        params, x, y, replace(sgd, batch_size=3), shuffle_seed=0, correction=shift
+    )
     assert not np.allclose(two_steps["fc1.weight"], corrected["fc1.weight"])
     assert sgd_steps(6, epochs=1, batch_size=6) == 1
     assert sgd_steps(7, epochs=2, batch_size=3) == 6
     with pytest.raises(Exception, match="missing"):
-        train_sgd(params, x, y, correction={"fc1.weight": shift["fc1.weight"]}, **kwargs)  # type: ignore[arg-type]
+        train_sgd(params, x, y, sgd, shuffle_seed=0, correction={"fc1.weight": shift["fc1.weight"]})
     assert CONTROL_PREFIX not in "".join(params)
 
 

@@ -3,8 +3,6 @@ default) and the real PostgreSQL on 127.0.0.1:5432."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -17,18 +15,6 @@ from stratafl.status import (
     RoundStatus,
     SessionStatus,
 )
-from stratafl.store.state import StateStore
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    state = StateStore(url).open()
-    yield state
-    state.close()
 
 
 def _round(**changes) -> RoundRecord:

@@ -3,25 +3,12 @@ a round and its session's progress in one transaction, sessions left running, pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from stratafl.errors import NotFoundError, StrataError
 from stratafl.records import RoundRecord
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.store.state import StateStore
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    state = StateStore(url).open()
-    yield state
-    state.close()
 
 
 def _model(store: StateStore, model_id: str, parent: str | None, number: int | None) -> None:

@@ -3,8 +3,6 @@ default) and the real PostgreSQL on 127.0.0.1:5432 (see tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -16,17 +14,6 @@ from stratafl.store.tokens import REVOCATION_GRACE_SECONDS
 
 NOW = 1_800_000_000.0
 SIGNER = TokenSigner.generate()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    state = StateStore(url).open()
-    yield state
-    state.close()
 
 
 def test_an_issued_token_is_recorded_by_its_claims(store: StateStore):

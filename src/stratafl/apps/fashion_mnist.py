@@ -134,11 +134,8 @@ class FashionMnistNumpyApp:
             params,
             data.x_train,
             data.y_train,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            seed=cfg.shuffle_seed(self.context.partition_id),
-            proximal_mu=cfg.proximal_mu,
+            cfg,
+            shuffle_seed=cfg.shuffle_seed(self.context.partition_id),
             correction=correction,
         )
         sample = _metrics_sample(len(data.y_train), cfg.seed)

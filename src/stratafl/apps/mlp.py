@@ -45,18 +45,17 @@ def train_sgd(
     params: Mapping[str, np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
+    sgd: SgdConfig,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    proximal_mu: float = 0.0,
+    shuffle_seed: int,
     global_params: Mapping[str, np.ndarray] | None = None,
     correction: Mapping[str, np.ndarray] | None = None,
 ) -> Params:
-    """Minibatch SGD on mean softmax cross-entropy; a new shuffle every epoch, from ``seed``.
+    """Minibatch SGD on mean softmax cross-entropy, as ``sgd`` says (epochs, batch size,
+    learning rate, FedProx's mu); a new shuffle every epoch, drawn from ``shuffle_seed``
+    (an app passes ``sgd.shuffle_seed(client)``, so no two clients share an order).
 
-    With ``proximal_mu > 0`` the loss gains FedProx's ``mu/2 * ||w - w_global||^2`` (Li et
+    With ``sgd.proximal_mu > 0`` the loss gains FedProx's ``mu/2 * ||w - w_global||^2`` (Li et
     al. 2020), i.e. the gradient gains ``mu * (w - w_global)``, which keeps a client with
     skewed data from drifting far from the model it was sent. ``global_params`` defaults to
     ``params`` (the model the client received), which is what FedProx means.
@@ -68,6 +67,7 @@ def train_sgd(
     _check_data(params, layers, x, y)
     if correction is not None:
         check_same_layout(specs_of(params), specs_of(correction))
+    epochs, batch_size, lr, proximal_mu = sgd.epochs, sgd.batch_size, sgd.lr, sgd.proximal_mu
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise ConfigError(
             f"need epochs >= 0, batch_size >= 1 and lr > 0; got epochs={epochs}, "
@@ -94,7 +94,7 @@ def train_sgd(
     ]
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(shuffle_seed)
     step = np.float32(lr)
     mu = np.float32(proximal_mu)
     n = len(y)

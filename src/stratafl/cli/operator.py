@@ -72,14 +72,38 @@ SESSION_COLUMNS: dict[str, Callable[[SessionRecord], object]] = {
 }
 
 
+def _default(setting: str) -> object:
+    """The value a session gets for ``setting`` when neither a flag nor the file gives it."""
+    return SessionConfig.model_fields[setting].default
+
+
+def session_settings(file_settings: dict[str, object], flags: dict[str, object]) -> SessionConfig:
+    """The settings file's values with the flags given on top.
+
+    A flag left out is ``None`` and keeps the file's value (or the setting's default), so
+    ``--settings`` is never overwritten by a flag the user did not type.
+    """
+    given = {setting: value for setting, value in flags.items() if value is not None}
+    return SessionConfig.model_validate({**file_settings, **given})
+
+
 @session_cli.command("start")
 def session_start(
     controller: ControllerUrl = None,
-    rounds: Annotated[int, typer.Option(help="rounds in the session")] = 3,
-    min_clients: Annotated[int, typer.Option(help="a round with fewer updates fails")] = 1,
+    rounds: Annotated[
+        int | None, typer.Option(help=f"rounds in the session [default: {_default('rounds')}]")
+    ] = None,
+    min_clients: Annotated[
+        int | None,
+        typer.Option(help=f"a round with fewer updates fails [default: {_default('min_clients')}]"),
+    ] = None,
     aggregator: Annotated[
-        str, typer.Option(help="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md")
-    ] = "fedavg",
+        str | None,
+        typer.Option(
+            help="RULE[:k=v,...][+OPTIMISER[:k=v,...]], see docs/aggregators.md "
+            f"[default: {_default('aggregator')}]"
+        ),
+    ] = None,
     seed_model: Annotated[str | None, typer.Option(help="default: the newest model")] = None,
     settings: Annotated[
         Path | None, typer.Option(help="a JSON file of session settings (docs/configuration.md)")
@@ -89,16 +113,15 @@ def session_start(
     token_file: TokenFile = None,
     ca_file: CaFile = None,
 ) -> None:
-    """Start a session; flags override the settings file."""
-    base = json.loads(settings.read_text()) if settings is not None else {}
-    config = SessionConfig.model_validate(
+    """Start a session; the flags given override the settings file."""
+    config = session_settings(
+        json.loads(settings.read_text()) if settings is not None else {},
         {
-            **base,
             "rounds": rounds,
             "min_clients": min_clients,
             "aggregator": aggregator,
-            "seed_model_id": seed_model or base.get("seed_model_id"),
-        }
+            "seed_model_id": seed_model,
+        },
     )
     with connect(controller, token, token_file, ca_file) as api:
         show([api.start_session(config)], output, SESSION_COLUMNS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -59,11 +60,32 @@ def _new_workdir() -> Path:
     return path
 
 
-def _run(
-    spec: FederationSpec, session: SessionConfig, report_path: Path | None, baselines: bool
-) -> None:
+@dataclass(frozen=True)
+class RunOutput:
+    """What a run leaves behind besides its work folder."""
+
+    report: Path | None = None
+    """Where the JSON report goes (default: WORKDIR/report.json)."""
+    baselines: bool = True
+    """Train the promise check's baselines after the session."""
+
+
+def run_on_loopback(spec: FederationSpec, session: SessionConfig, output: RunOutput) -> None:
+    """Check what can be checked before anything starts (`stratafl.launch.preflight`), then
+    start ``spec``'s federation, run ``session`` on it and report, showing the progress."""
+    from stratafl.launch.preflight import check_federation
     from stratafl.launch.run import run_federation
 
+    if spec.mlflow is not None and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("--mlflow needs the mlflow client: pip install 'stratafl[mlflow]'")
+    check_federation(
+        app=spec.app,
+        clients=spec.clients,
+        combiners=spec.combiners,
+        partition=spec.partition,
+        seed=spec.seed,
+        session=session,
+    )
     workdir = spec.workdir or _new_workdir()
     spec = dataclasses.replace(spec, workdir=workdir)
     console.print(
@@ -74,51 +96,14 @@ def _run(
     print_paths({"work folder": workdir, "logs": workdir / "logs"})
     progress = RunView(session.rounds)
     try:
-        report = run_federation(spec, session, baselines=baselines, progress=progress)
+        report = run_federation(spec, session, baselines=output.baselines, progress=progress)
     finally:
         progress.close()
     if report.promise is not None:
         print_promise(report.promise)
-    report_path = report_path or workdir / "report.json"
+    report_path = output.report or workdir / "report.json"
     report_path.write_text(report.to_json())
     print_paths({"final model": report.model_file, "report": report_path, "logs": workdir / "logs"})
-
-
-def _spec(
-    session: SessionConfig,
-    *,
-    app: str,
-    clients: int,
-    combiners: int,
-    partition: str,
-    seed: int,
-    workdir: Path | None,
-    mlflow: str | None = None,
-) -> FederationSpec:
-    """The federation to start, once everything that can be checked before it starts was."""
-    from stratafl.launch.preflight import check_federation
-
-    if mlflow is not None and importlib.util.find_spec("mlflow") is None:
-        raise ConfigError("--mlflow needs the mlflow client: pip install 'stratafl[mlflow]'")
-    check_federation(
-        app=app,
-        clients=clients,
-        combiners=combiners,
-        partition=partition,
-        seed=seed,
-        session=session,
-    )
-    from stratafl.launch.federation import FederationSpec
-
-    return FederationSpec(
-        app=app,
-        clients=clients,
-        combiners=combiners,
-        partition=partition,
-        seed=seed,
-        workdir=workdir,
-        mlflow=mlflow,
-    )
 
 
 def _session(values: dict[str, object]) -> SessionConfig:
@@ -186,6 +171,8 @@ def run(
     ] = None,
 ) -> None:
     """Start a whole federation on loopback, run one session, stop everything, report."""
+    from stratafl.launch.federation import FederationSpec
+
     session = _session(
         {
             "rounds": rounds,
@@ -204,8 +191,7 @@ def run(
             "partial_updates": partial_updates,
         }
     )
-    spec = _spec(
-        session,
+    spec = FederationSpec(
         app=app_spec,
         clients=clients,
         combiners=combiners,
@@ -214,7 +200,7 @@ def run(
         workdir=workdir,
         mlflow=mlflow,
     )
-    _run(spec, session, report, baselines)
+    run_on_loopback(spec, session, RunOutput(report, baselines))
 
 
 def demo(
@@ -227,17 +213,10 @@ def demo(
 
     It trains with what docs/aggregators.md recommends for non-IID clients (`demo_session`);
     the baselines train with the same lr and epochs."""
-    session = demo_session(rounds)
-    spec = _spec(
-        session,
-        app=DEMO_APP,
-        clients=10,
-        combiners=2,
-        partition=partition,
-        seed=0,
-        workdir=workdir,
-    )
-    _run(spec, session, report, baselines=True)
+    from stratafl.launch.federation import FederationSpec
+
+    spec = FederationSpec(DEMO_APP, clients=10, combiners=2, partition=partition, workdir=workdir)
+    run_on_loopback(spec, demo_session(rounds), RunOutput(report, baselines=True))
 
 
 def demo_session(rounds: int) -> SessionConfig:

@@ -10,9 +10,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stratafl.compression import check_codec, parse_compression
+from stratafl.compression import check_codec
 from stratafl.errors import UpdateRejected
 from stratafl.proto import stratafl_pb2 as pb
+from stratafl.settings import RoundSettings
 
 MAX_METRICS = 64
 MAX_METRIC_NAME_CHARS = 128
@@ -43,13 +44,13 @@ def metrics_problem(metrics: Mapping[str, float]) -> str:
     return ""
 
 
-def check_claim(header: pb.UpdateHeader, spec: pb.RoundSpec, caller: Caller) -> None:
+def check_claim(header: pb.UpdateHeader, settings: RoundSettings, caller: Caller) -> None:
     """Raise `UpdateRejected` unless the update's example count and metrics are believable,
     and `ModelFormatError` if it is encoded with another codec than the session's."""
-    check_codec(header.codec, parse_compression(spec.compression or "none"))
+    check_codec(header.codec, settings.compression)
     if header.num_examples <= 0:
         raise UpdateRejected(f"num_examples must be positive, got {header.num_examples}")
-    caps = [c for c in (spec.max_examples_per_client, caller.max_examples) if c]
+    caps = [c for c in (settings.max_examples_per_client, caller.max_examples) if c]
     if caps and header.num_examples > min(caps):
         raise UpdateRejected(
             f"num_examples {header.num_examples} is over this client's limit of {min(caps)} "

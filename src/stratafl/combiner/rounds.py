@@ -11,18 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stratafl.aggregate import parse_aggregator
 from stratafl.collect.collector import Collector
 from stratafl.collect.decoding import decode_staged
-from stratafl.compression import (
-    parse_compression,
-    parse_partial_updates,
-    sent_tensors,
-    update_layout,
-)
+from stratafl.compression import sent_tensors, update_layout
 from stratafl.errors import ModelFormatError
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
+from stratafl.settings import RoundSettings
 from stratafl.status import OutcomeStatus
 from stratafl.transport.outcomes import outcome_to_proto
 from stratafl.transport.streams import specs_from_proto
@@ -67,20 +62,19 @@ class RoundState:
     def __init__(
         self,
         spec: pb.RoundSpec,
+        settings: RoundSettings,
         specs: list[TensorSpec],
         collector: Collector | None,
         reference: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.spec = spec
+        self.settings = settings
+        """The session's codec, partial updates and example cap, parsed once (`settings_of`)."""
         self.specs = specs
         self.reference = reference
         """The round's global model: compressed updates are decoded against it."""
-        self.compression = parse_compression(spec.compression or "none")
-        """The session's update codec; a ConfigError here fails the round, not an update."""
-        self.layout = update_layout(specs, self.compression)
+        self.layout = update_layout(specs, settings.compression)
         """What a full update's header must announce: checked before a byte is staged."""
-        self.partial = parse_partial_updates(spec.partial_updates)
-        """Whether updates may carry only some tensors; a ConfigError fails the round."""
         self.collector = collector  # None for validation rounds
         self.collect_lock = asyncio.Lock()
         self.outcomes: dict[str, Outcome] = {}
@@ -95,20 +89,22 @@ class RoundState:
         layout it must have: every tensor unless the session sends partial updates. Raises
         `ModelFormatError` for a partial update that is empty, repeats or invents a tensor,
         or sends one only in part."""
-        if not self.partial.random:
+        compression = self.settings.compression
+        if not self.settings.partial_updates.random:
             return self.specs, self.layout
-        sent = sent_tensors(specs_from_proto(header), self.specs, self.compression)
-        return sent, update_layout(sent, self.compression)
+        sent = sent_tensors(specs_from_proto(header), self.specs, compression)
+        return sent, update_layout(sent, compression)
 
     async def decode(self, staged: Path, sent: list[TensorSpec]) -> None:
         """Rewrite a compressed update staged at ``staged``, which carries the tensors
         ``sent``, as the plain tensors it encodes (in a worker thread; a raw one is left as
         it is, without a thread hop)."""
-        if not self.compression.is_delta:
+        compression = self.settings.compression
+        if not compression.is_delta:
             return
         if self.reference is None:
             raise ModelFormatError("this round takes no updates: it has no global model")
-        args = (staged, self.reference, sent, self.compression)
+        args = (staged, self.reference, sent, compression)
         await asyncio.to_thread(decode_staged, *args)
 
     def add_task(self, task_id: str, client_id: str) -> None:
@@ -169,15 +165,28 @@ class RoundState:
         return sum(1 for o in self.outcomes.values() if o.status == OutcomeStatus.OK)
 
 
+def settings_of(spec: pb.RoundSpec) -> RoundSettings:
+    """The round's settings, parsed once at RunRound and handed to every part of the round:
+    a `ConfigError` (an unknown rule, a bad codec, partial updates with a rule that cannot
+    take them) fails the round before any task goes out."""
+    wire = spec.settings
+    return RoundSettings.parse(
+        aggregator=wire.aggregator,
+        compression=wire.compression,
+        partial_updates=wire.partial_updates,
+        max_examples_per_client=wire.max_examples_per_client,
+    )
+
+
 def collector_for(
-    spec: pb.RoundSpec, combiner_id: str, reference: Mapping[str, np.ndarray]
+    spec: pb.RoundSpec,
+    settings: RoundSettings,
+    combiner_id: str,
+    reference: Mapping[str, np.ndarray],
 ) -> Collector | None:
     """What collects a round's updates at ``combiner_id`` (None: a validation round takes
-    none): the session's rule as this combiner runs it this round. Raises `ConfigError` for
-    an unknown rule, or one that cannot take the partial updates the session sends."""
+    none): the session's rule as this combiner runs it this round."""
     if spec.kind != pb.TRAIN:
         return None
-    rule = parse_aggregator(spec.aggregator or "fedavg").rule
-    rule = rule.for_round(spec.round, zlib.crc32(combiner_id.encode()))
-    partial = parse_partial_updates(spec.partial_updates).random
-    return Collector.for_updates(rule, reference, partial=partial)
+    rule = settings.aggregator.rule.for_round(spec.round, zlib.crc32(combiner_id.encode()))
+    return Collector.for_updates(rule, reference, partial=settings.partial_updates.random)

@@ -17,7 +17,7 @@ from pathlib import Path
 from stratafl.combiner.claims import Caller, check_claim, metrics_problem
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.rounds import Outcome, RoundState, collector_for
+from stratafl.combiner.rounds import Outcome, RoundState, collector_for, settings_of
 from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
 from stratafl.modelfile.codec import MappedModelFile
 from stratafl.observe.combiner_metrics import (
@@ -92,14 +92,17 @@ class CombinerRoundRunner:
         return state.outcome(task_id) if state is not None else None
 
     async def run(self, spec: pb.RoundSpec) -> RoundResult:
-        """One round: raises `UnavailableError` (model unreachable) or `ConfigError` (rule)."""
+        """One round: raises `ConfigError` (its settings) or `UnavailableError` (model
+        unreachable)."""
+        settings = settings_of(spec)
         started = time.monotonic()
         cached, fetched = await self._cache.get(spec.model_id)
         self.metrics.received(Link.CONTROLLER, fetched)
         self.metrics.spent(Phase.FETCH, time.monotonic() - started)
-        collector = collector_for(spec, self.combiner_id, MappedModelFile(cached.path))
+        reference = MappedModelFile(cached.path)  # mapped once: the rule and the decoder share it
+        collector = collector_for(spec, settings, self.combiner_id, reference)
         try:
-            state = RoundState(spec, cached.specs, collector, MappedModelFile(cached.path))
+            state = RoundState(spec, settings, cached.specs, collector, reference)
             await self._push_and_wait(state)
             header = pb.RoundResultHeader(
                 combiner_id=self.combiner_id,
@@ -126,7 +129,10 @@ class CombinerRoundRunner:
                 collector.discard()
 
     async def _push_and_wait(self, state: RoundState) -> None:
-        spec = state.spec
+        spec, settings = state.spec, state.settings
+        # The client reads the settings in their canonical text (Task's fields stay as
+        # they were, so clients of every version read them).
+        compression, partial_updates = str(settings.compression), str(settings.partial_updates)
         chosen = self._registry.sample(spec.num_clients, seed=spec.seed)
         for client in chosen:
             task_id = uuid.uuid4().hex
@@ -140,8 +146,8 @@ class CombinerRoundRunner:
                     session_id=spec.session_id,
                     round=spec.round,
                     config_json=spec.config_json or json.dumps({}),
-                    compression=str(state.compression),
-                    partial_updates=str(state.partial),
+                    compression=compression,
+                    partial_updates=partial_updates,
                 )
             )
         try:
@@ -192,7 +198,7 @@ class CombinerRoundRunner:
         path = self._updates / f"{header.task_id}-{uuid.uuid4().hex[:8]}.safetensors"
         collected = False  # from then on the collector owns the file (fold or spool)
         try:
-            check_claim(header, state.spec, caller)
+            check_claim(header, state.settings, caller)
             sent, layout = state.announced(header.model)  # all but for partial updates
             async with self.transfers:
                 async with asyncio.timeout(self.transfer_seconds(total_bytes(state.specs))):

@@ -30,11 +30,10 @@ from stratafl.transport.streams import (
     receive_model,
     send_model,
 )
+from stratafl.transport.task_stream import STREAM_OPEN_KEY
 
 MAX_CLIENT_ID_CHARS = 256
 MAX_MOVES = 100_000
-STREAM_OPEN_KEY = "strata-stream-open"
-"""Initial metadata of an open task stream (its value: the combiner's id)."""
 MOVED_MESSAGE = "rebalance: ask the controller for a combiner"
 """Why a task stream ends with ABORTED: the controller moves this client elsewhere."""
 

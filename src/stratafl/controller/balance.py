@@ -10,8 +10,9 @@ emptiest combiner. Clients placed on a combiner they asked for (`Discovery.assig
 ``preferred``) are never moved. A combiner never lets a client with a task in flight go,
 and nothing more is asked while clients are still on their way from an earlier move.
 
-`Rebalancer.before_round` is the session loop's hook: the federation calls it at the
-start of every round, before it waits for clients. The controller's sweep loop calls
+`Rebalancer.before_round` is the round's hook: the round runner asks the federation to
+even the load (`CombinerLinks.even_load`) at the start of every round, before it waits
+for clients. The controller's sweep loop calls
 `Rebalancer.kick` once a second while no session runs, so the next session starts even.
 """
 
@@ -127,7 +128,7 @@ class Rebalancer:
                 except UnavailableError as exc:  # its heartbeats tell whether it is gone
                     log.warning("could not move clients off %s: %s", combiner_id, exc)
                     continue
-                self._discovery.clients_moved(combiner_id, moved)
+                await self._discovery.clients_moved(combiner_id, moved)
                 deadline = self._clock() + self._settle
                 self._moving.update(dict.fromkeys(moved, deadline))
                 count += len(moved)

@@ -8,6 +8,13 @@ just assigned that have not connected yet, so a burst of clients spreads evenly 
 first heartbeat arrives.
 A new controller process knows no combiner until it registers again (`forget_stored`),
 and the rebalancer (`controller.balance`) moves clients off over-loaded combiners.
+
+Decisions are made in memory, on the event loop, at once; what they change is recorded in
+the state store off the loop (`OffLoop.write`: one writer thread, in the order decided).
+Each method submits its writes before it first awaits, so a heartbeat and the sweep that
+marks that combiner offline reach the database in the order they happened, and the
+caller's ``await`` ends when its records are written (a slow database slows the callers
+down instead of letting writes pile up).
 """
 
 from __future__ import annotations
@@ -15,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from stratafl.errors import UnavailableError
 from stratafl.status import ClientStatus, CombinerStatus
-from stratafl.store.state import StateStore
+from stratafl.store.protocols import DiscoveryRecords
 
 RESERVATION_SECONDS = 15.0
 OFFLINE_AFTER_SECONDS = 5.0
@@ -57,7 +64,9 @@ class CombinerEntry:
 
 
 class Discovery:
-    def __init__(self, store: StateStore, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, store: DiscoveryRecords, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._store = store
         self._clock = clock
         self._combiners: dict[str, CombinerEntry] = {}
@@ -67,7 +76,7 @@ class Discovery:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def register(self, combiner_id: str, address: str, max_clients: int) -> None:
+    async def register(self, combiner_id: str, address: str, max_clients: int) -> None:
         entry = self._combiners.get(combiner_id)
         if entry is None:
             entry = CombinerEntry(combiner_id, address, max_clients)
@@ -79,11 +88,16 @@ class Discovery:
         entry.reported_by.clear()
         entry.pinned.clear()
         entry.heard, entry.seen_written = False, -math.inf
-        self._store.register_combiner(combiner_id, address, max_clients)
-        self._store.add_event("combiner_registered", combiner_id, f"combiner at {address}")
         self._notify()
+        write = self._store.off_loop.write
+        await asyncio.gather(
+            write(self._store.register_combiner, combiner_id, address, max_clients),
+            write(
+                self._store.add_event, "combiner_registered", combiner_id, f"combiner at {address}"
+            ),
+        )
 
-    def heartbeat(self, combiner_id: str, client_ids: list[str]) -> bool:
+    async def heartbeat(self, combiner_id: str, client_ids: list[str]) -> bool:
         """Record a heartbeat; False tells a combiner the controller does not know it."""
         entry = self._combiners.get(combiner_id)
         if entry is None:
@@ -97,14 +111,17 @@ class Discovery:
             self._notify()
         if not was_online:
             self._notify()
+        write = self._store.off_loop.write
         if now - entry.seen_written >= SEEN_REFRESH_SECONDS or not was_online:
             entry.seen_written = now
-            self._store.combiner_heartbeat(combiner_id, client_ids)
+            await write(self._store.combiner_heartbeat, combiner_id, client_ids)
         else:
-            self._store.combiner_heartbeat(combiner_id, sorted(joined), num_clients=len(held))
+            await write(
+                self._store.combiner_heartbeat, combiner_id, sorted(joined), num_clients=len(held)
+            )
         return True
 
-    def client_event(self, combiner_id: str, client_id: str, connected: bool) -> None:
+    async def client_event(self, combiner_id: str, client_id: str, connected: bool) -> None:
         entry = self._combiners.get(combiner_id)
         if entry is None:
             return
@@ -120,23 +137,24 @@ class Discovery:
                 self._notify()
                 return
         status = ClientStatus.CONNECTED if connected else ClientStatus.DISCONNECTED
-        self._store.set_client(client_id, combiner_id, status)
         self._notify()
+        await self._store.off_loop.write(self._store.set_client, client_id, combiner_id, status)
 
-    def clients_moved(self, combiner_id: str, client_ids: Collection[str]) -> None:
+    async def clients_moved(self, combiner_id: str, client_ids: Collection[str]) -> None:
         """``combiner_id`` let ``client_ids`` go to even the load: they no longer count
         towards its load, so their next assignment goes elsewhere."""
         entry = self._combiners.get(combiner_id)
         if entry is None or not client_ids:
             return
         entry.clients.difference_update(client_ids)
-        self._store.add_event(
+        self._notify()
+        await self._store.off_loop.write(
+            self._store.add_event,
             "clients_moved",
             combiner_id,
             f"{len(client_ids)} clients asked to move to even the load",
             clients=sorted(client_ids)[:100],
         )
-        self._notify()
 
     def combiner_of(self, client_id: str) -> str | None:
         """The online combiner ``client_id`` is connected to, if any."""
@@ -155,34 +173,47 @@ class Discovery:
             for e in self.online()
         )
 
-    def forget_stored(self, reason: str) -> list[str]:
+    async def forget_stored(self, reason: str) -> list[str]:
         """Mark the combiners the store still calls online as offline (their clients as
         disconnected). A new controller process knows no combiner until it registers with
         this process: without this, ``/combiners`` would show a dead process online."""
-        stale = [c.id for c in self._store.combiners() if c.status == CombinerStatus.ONLINE]
-        for combiner_id in stale:
-            self._store.set_combiner_status(combiner_id, CombinerStatus.OFFLINE)
-            self._store.add_event("combiner_offline", combiner_id, reason)
+        stored = await self._store.off_loop.read(self._store.combiners)
+        stale = [c.id for c in stored if c.status == CombinerStatus.ONLINE]
+        await asyncio.gather(*(w for c in stale for w in self._record_offline(c, reason)))
         return stale
 
-    def mark_offline(self, combiner_id: str, reason: str) -> None:
+    async def mark_offline(self, combiner_id: str, reason: str) -> None:
+        await asyncio.gather(*self._take_offline(combiner_id, reason))
+
+    def _take_offline(self, combiner_id: str, reason: str) -> list[Awaitable[object]]:
+        """Take an online combiner offline in memory now; returns the writes of its
+        records, already submitted (none for an unknown or offline combiner)."""
         entry = self._combiners.get(combiner_id)
         if entry is None or not entry.online:
-            return
+            return []
         entry.online = False
         entry.clients.clear()
         entry.reserved.clear()
         entry.pinned.clear()
-        self._store.set_combiner_status(combiner_id, CombinerStatus.OFFLINE)
-        self._store.add_event("combiner_offline", combiner_id, reason)
         self._notify()
+        return self._record_offline(combiner_id, reason)
 
-    def sweep(self) -> None:
+    def _record_offline(self, combiner_id: str, reason: str) -> list[Awaitable[object]]:
+        write = self._store.off_loop.write
+        return [
+            write(self._store.set_combiner_status, combiner_id, CombinerStatus.OFFLINE),
+            write(self._store.add_event, "combiner_offline", combiner_id, reason),
+        ]
+
+    async def sweep(self) -> None:
         """Mark combiners whose heartbeats stopped as offline."""
         now = self._clock()
-        for entry in list(self._combiners.values()):
-            if entry.online and now - entry.last_heartbeat > OFFLINE_AFTER_SECONDS:
-                self.mark_offline(entry.combiner_id, "no heartbeat")
+        silent = [
+            entry.combiner_id
+            for entry in self._combiners.values()
+            if entry.online and now - entry.last_heartbeat > OFFLINE_AFTER_SECONDS
+        ]
+        await asyncio.gather(*(w for c in silent for w in self._take_offline(c, "no heartbeat")))
 
     def holder_of(self, address: str) -> str | None:
         """The online combiner registered at ``address``, if any."""
@@ -191,7 +222,7 @@ class Discovery:
                 return entry.combiner_id
         return None
 
-    def assign(
+    async def assign(
         self, client_id: str, failed_combiner: str | None = None, *, preferred: str | None = None
     ) -> CombinerEntry:
         """The least-loaded online combiner with room, other than one the client could not
@@ -202,8 +233,9 @@ class Discovery:
         ``preferred`` wins while it is online, has room (counting this client's own
         reservation there as free) and is not ``failed_combiner``; the client is then
         pinned there. An unknown, full or offline preference is ignored, not an error."""
+        offline: list[Awaitable[object]] = []
         if failed_combiner and self._counts_as_failure(failed_combiner, client_id):
-            self.mark_offline(failed_combiner, f"client {client_id} could not reach it")
+            offline = self._take_offline(failed_combiner, f"client {client_id} could not reach it")
         now = self._clock()
         candidates = [
             e
@@ -211,6 +243,7 @@ class Discovery:
             if e.online and e.load(now) < e.max_clients and e.combiner_id != failed_combiner
         ] or [e for e in self._combiners.values() if e.online and e.load(now) < e.max_clients]
         if not candidates:
+            await asyncio.gather(*offline)
             raise UnavailableError(
                 "no combiner has room for another client; start one with `strata combiner start`"
             )
@@ -228,7 +261,10 @@ class Discovery:
         if best is wanted:
             best.pinned.add(client_id)
         best.reserved[client_id] = now
-        self._store.set_client(client_id, best.combiner_id, ClientStatus.ASSIGNED)
+        assigned = self._store.off_loop.write(
+            self._store.set_client, client_id, best.combiner_id, ClientStatus.ASSIGNED
+        )
+        await asyncio.gather(*offline, assigned)
         return best
 
     @staticmethod

@@ -5,8 +5,8 @@ mapped to domain errors here and nowhere else (`UnavailableError` for a combiner
 cannot be reached, `ModelFormatError` for a malformed partial), and each answer carries
 the bytes its own stream cost, so no shared counter is raced by concurrent partials.
 The round logic sees only this protocol, so tests drive it with in-process links.
-`CombinerLinks` is the federation a round sees; at the start of each round it first
-evens the load over the combiners (`controller.balance`).
+`CombinerLinks` is the federation a round sees; the round runner asks it to even the load
+over the combiners (`controller.balance`) before it waits for clients.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.records import ClientOutcome
+from stratafl.settings import RoundSettings
 from stratafl.status import TaskKind
 from stratafl.transport.channels import open_aio_channel
 from stratafl.transport.outcomes import outcome_from_proto
@@ -51,14 +52,10 @@ class RoundTask:
     model_id: str
     timeout: float
     config: Mapping[str, Any] = field(default_factory=dict)
-    aggregator: str = "fedavg"
     seed: int = 0
-    max_examples_per_client: int = 0
-    """The largest ``num_examples`` an update may claim (0: no session cap)."""
-    compression: str = "none"
-    """The codec of the clients' updates (`stratafl.compression`), sent on with each task."""
-    partial_updates: str = "none"
-    """Which tensors each update carries (`stratafl.compression.partial`), sent on too."""
+    settings: RoundSettings = field(default_factory=RoundSettings)
+    """The session's rule, codec, partial updates and example cap, typed; a validation
+    round carries the defaults."""
 
 
 @dataclass
@@ -177,8 +174,8 @@ class CombinerLinks:
         """Dial combiners with ``credentials`` from now on (set once at start-up)."""
         self._credentials = credentials
 
-    def mark_offline(self, combiner_id: str, reason: str) -> None:
-        self._discovery.mark_offline(combiner_id, reason)
+    async def mark_offline(self, combiner_id: str, reason: str) -> None:
+        await self._discovery.mark_offline(combiner_id, reason)
 
     async def move_clients(self, combiner_id: str, client_ids: Sequence[str]) -> list[str]:
         """Ask ``combiner_id`` to let ``client_ids`` go (see `GrpcCombinerLink.move_clients`);
@@ -188,10 +185,14 @@ class CombinerLinks:
                 return await link.move_clients(client_ids)
         return []
 
-    async def wait_for_clients(self, count: int, timeout: float) -> int:
-        """A round starts here: even the load over the combiners first (between rounds,
-        with no task in flight), then wait for ``count`` connected clients."""
+    async def even_load(self) -> None:
+        """Move clients off over-loaded combiners and wait until they have connected
+        elsewhere (`Rebalancer.before_round`): called between rounds, no task in flight."""
         await self.balance.before_round()
+
+    async def wait_for_clients(self, count: int, timeout: float) -> int:
+        """Wait (at most ``timeout`` seconds) for ``count`` connected clients; returns how
+        many are connected."""
         return await self._discovery.wait_for_clients(count, timeout)
 
     async def close(self) -> None:
@@ -210,11 +211,19 @@ def round_spec(task: RoundTask, quota: int) -> pb.RoundSpec:
         num_clients=quota,
         timeout_seconds=task.timeout,
         config_json=json.dumps(dict(task.config)),
-        aggregator=task.aggregator,
         seed=task.seed,
-        max_examples_per_client=task.max_examples_per_client,
-        compression=task.compression,
-        partial_updates=task.partial_updates,
+        settings=settings_to_proto(task.settings),
+    )
+
+
+def settings_to_proto(settings: RoundSettings) -> pb.RoundSettings:
+    """``settings`` in their canonical text forms, which `RoundSettings.parse` reads back
+    into equal values."""
+    return pb.RoundSettings(
+        aggregator=settings.aggregator.spec,
+        max_examples_per_client=settings.max_examples_per_client,
+        compression=str(settings.compression),
+        partial_updates=str(settings.partial_updates),
     )
 
 

@@ -71,7 +71,9 @@ async def serve_controller(options: ControllerOptions) -> None:
     advertised = advertised_host(host, options.advertise_address)
     controller, server, exporter = _build(options, advertised)
     trust = controller.trust
-    controller.discovery.forget_stored("the controller restarted; it waits for it to register")
+    await controller.discovery.forget_stored(
+        "the controller restarted; it waits for it to register"
+    )
     recover(controller.store, controller.trail, controller.sessions)  # before anyone is served
     pb_grpc.add_ControllerServicer_to_server(
         ControllerServicer(
@@ -112,7 +114,7 @@ async def serve_controller(options: ControllerOptions) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     while not stop.is_set():
-        controller.discovery.sweep()
+        await controller.discovery.sweep()
         if not controller.sessions.busy():  # a session evens the load before each round
             controller.links.balance.kick()
         with contextlib.suppress(TimeoutError):

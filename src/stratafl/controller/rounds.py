@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stratafl.aggregate import Aggregator, ServerOptState
-from stratafl.compression import parse_partial_updates
 from stratafl.controller.link import CombinerAnswer, CombinerLink, RoundTask
 from stratafl.controller.reducer import Reducer
 from stratafl.controller.tally import check_partial, split_quota, summarize_validation
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import StrataError, UnavailableError
 from stratafl.params import TensorSpec, specs_of, total_bytes
-from stratafl.records import RoundRecord, Traffic
+from stratafl.records import RoundRecord, Traffic, Validation
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, TaskKind
 
@@ -36,7 +35,11 @@ class Federation(Protocol):
 
     def online(self) -> list[CombinerLink]: ...
 
-    def mark_offline(self, combiner_id: str, reason: str) -> None: ...
+    async def mark_offline(self, combiner_id: str, reason: str) -> None: ...
+
+    async def even_load(self) -> None:
+        """Move clients between combiners so each holds its share (no task in flight)."""
+        ...
 
     async def wait_for_clients(self, count: int, timeout: float) -> int: ...
 
@@ -58,6 +61,62 @@ class RoundReport:
     record: RoundRecord
     state: ServerOptState
     events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class _RoundLog:
+    """What a round has gathered so far; `report` turns it into the round's one record,
+    finished or failed, whichever way the round ends."""
+
+    session_id: str
+    number: int
+    model_in: str
+    model_bytes: int
+    started_wall: float
+    started: float
+    trained: list[CombinerAnswer] = field(default_factory=list)
+    validated: list[CombinerAnswer] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+    def report(
+        self,
+        state: ServerOptState,
+        *,
+        model_out: str | None = None,
+        validation: Validation | None = None,
+    ) -> RoundReport:
+        """The round's record: finished if it published ``model_out``, failed otherwise
+        (with its reasons); its traffic counts both links, validation included."""
+        finished = model_out is not None
+        outcomes = [o for a in self.trained for o in a.outcomes]
+        answers = self.trained + self.validated
+        everything = [o for a in answers for o in a.outcomes]
+        duration = time.monotonic() - self.started
+        record = RoundRecord(
+            session_id=self.session_id,
+            number=self.number,
+            status=RoundStatus.FINISHED if finished else RoundStatus.FAILED,
+            model_in=self.model_in,
+            model_out=model_out,
+            started_at=self.started_wall,
+            duration=duration,
+            reason="; ".join(self.reasons),
+            participants=[o.client_id for o in outcomes if o.status == OutcomeStatus.OK],
+            outcomes=outcomes,
+            timings={**self.timings, "total": duration} if finished else dict(self.timings),
+            traffic=Traffic(
+                clients_up=sum(o.bytes_up for o in everything),
+                clients_down=sum(o.bytes_down for o in everything),
+                combiners_up=sum(a.wire_bytes for a in answers),
+                combiners_down=sum(a.model_bytes_down for a in answers),
+                updates_raw=self.model_bytes * sum(o.bytes_up > 0 for o in everything),
+                model_bytes=self.model_bytes,
+            ),
+            validation=Validation() if validation is None else validation,
+        )
+        return RoundReport(record, state, self.events)
 
 
 class GlobalRoundRunner:
@@ -87,6 +146,7 @@ class GlobalRoundRunner:
         """Round ``number`` from ``model_in``; a failed round is a report, not an exception."""
         started_wall, started = time.time(), time.monotonic()
         events: list[Event] = []
+        await self._federation.even_load()
         await self._federation.wait_for_clients(config.min_clients, config.wait_for_clients_seconds)
         counts = await self._client_counts(events)
         connected = sum(counts.values())
@@ -106,6 +166,15 @@ class GlobalRoundRunner:
             )
             self._announce(session_id, started_event)
         reference = await self._trail.load(model_in)
+        log = _RoundLog(
+            session_id,
+            number,
+            model_in,
+            total_bytes(specs_of(reference)),
+            started_wall,
+            started,
+            events=events,
+        )
         task = RoundTask(
             session_id=session_id,
             number=number,
@@ -113,44 +182,32 @@ class GlobalRoundRunner:
             model_id=model_in,
             timeout=config.round_timeout,
             config=config.task_config(number, participation=min(1.0, wanted / max(1, connected))),
-            aggregator=config.aggregator,
             seed=config.round_seed(number),
-            max_examples_per_client=config.max_examples_per_client,
-            compression=config.compression,
-            partial_updates=config.partial_updates,
+            settings=config.round_settings(),
         )
         reducer = Reducer(aggregator, reference)
-        reasons: list[str] = []
         try:
-            answers = await self._fan_out(task, quotas, specs_of(reference), reducer, events)
+            log.trained = await self._fan_out(task, quotas, specs_of(reference), reducer, events)
             train_seconds = time.monotonic() - started
-            reasons += [f"{e.kind.replace('_', ' ')}: {e.message}" for e in events]
-            reasons += [
-                f"combiner {a.combiner_id} has no partial: {a.error}" for a in answers if a.error
+            log.timings["train"] = train_seconds
+            log.reasons += [f"{e.kind.replace('_', ' ')}: {e.message}" for e in events]
+            log.reasons += [
+                f"combiner {a.combiner_id} has no partial: {a.error}"
+                for a in log.trained
+                if a.error
             ]
-            record = RoundRecord(
-                session_id=session_id,
-                number=number,
-                status=RoundStatus.FAILED,
-                model_in=model_in,
-                started_at=started_wall,
-                duration=0.0,
-                outcomes=[o for a in answers for o in a.outcomes],
-                timings={"train": train_seconds},
-                traffic=Traffic(model_bytes=total_bytes(specs_of(reference))),
-            )
-            contributors = sum(a.contributors for a in answers if not a.error)
+            contributors = sum(a.contributors for a in log.trained if not a.error)
             if contributors < config.min_clients:
-                reasons.append(
+                log.reasons.append(
                     f"only {contributors} of the {wanted} clients asked returned a usable "
                     f"update; min_clients is {config.min_clients}"
                 )
-                return self._report(record, answers, reasons, started, state, events)
+                return log.report(state)
             try:
                 params, state = await asyncio.to_thread(reducer.result, state)
             except StrataError as exc:
-                reasons.append(f"the partials could not be merged: {exc}")
-                return self._report(record, answers, reasons, started, state, events)
+                log.reasons.append(f"the partials could not be merged: {exc}")
+                return log.report(state)
         finally:  # whatever the outcome, no spooled partial outlives its round
             reducer.discard()
         merged_at = time.monotonic()
@@ -162,30 +219,20 @@ class GlobalRoundRunner:
             aggregator=aggregator,
             state=state,
         )
-        timings = {
-            **record.timings,
-            "reduce": merged_at - started - train_seconds,
-            "store": time.monotonic() - merged_at,
-        }
-        record = record.model_copy(
-            update={"status": RoundStatus.FINISHED, "model_out": model.id, "timings": timings}
-        )
-        if config.validate_each_round:
-            validation = await self._validate(task, model.id, events)
-            answers += validation
-            record = record.model_copy(
-                update={
-                    "validation": summarize_validation([o for a in validation for o in a.outcomes])
-                }
-            )
-        return self._report(record, answers, reasons, started, state, events)
+        log.timings["reduce"] = merged_at - started - train_seconds
+        log.timings["store"] = time.monotonic() - merged_at
+        if not config.validate_each_round:
+            return log.report(state, model_out=model.id)
+        log.validated = await self._validate(task, model.id, events)
+        validation = summarize_validation([o for a in log.validated for o in a.outcomes])
+        return log.report(state, model_out=model.id, validation=validation)
 
     async def _client_counts(self, events: list[Event]) -> dict[str, int]:
         async def count(link: CombinerLink) -> tuple[str, int | None]:
             try:
                 return link.combiner_id, await link.client_count()
             except UnavailableError as exc:
-                self._federation.mark_offline(link.combiner_id, str(exc))
+                await self._federation.mark_offline(link.combiner_id, str(exc))
                 events.append(Event("combiner_failed", link.combiner_id, str(exc)))
                 return link.combiner_id, None
 
@@ -203,7 +250,7 @@ class GlobalRoundRunner:
         """Ask each combiner in ``quotas``; collect each partial as soon as it arrives."""
         links = {link.combiner_id: link for link in self._federation.online()}
         self._staging.mkdir(parents=True, exist_ok=True)
-        partial_updates = parse_partial_updates(task.partial_updates).random
+        partial_updates = task.settings.partial_updates.random
 
         async def one(link: CombinerLink, quota: int) -> CombinerAnswer | None:
             try:
@@ -217,7 +264,7 @@ class GlobalRoundRunner:
                     await reducer.add(answer.partial, answer.total_weight, answer.tensor_weights)
                 return answer
             except UnavailableError as exc:
-                self._federation.mark_offline(link.combiner_id, str(exc))
+                await self._federation.mark_offline(link.combiner_id, str(exc))
                 events.append(Event("combiner_failed", link.combiner_id, str(exc)))
             except StrataError as exc:  # a malformed or poisoned partial
                 events.append(Event("partial_rejected", link.combiner_id, str(exc)))
@@ -242,38 +289,3 @@ class GlobalRoundRunner:
         )
         quotas = {link.combiner_id: 0 for link in self._federation.online()}
         return await self._fan_out(task, quotas, [], None, events)
-
-    def _report(
-        self,
-        record: RoundRecord,
-        answers: list[CombinerAnswer],
-        reasons: list[str],
-        started: float,
-        state: ServerOptState,
-        events: list[Event],
-    ) -> RoundReport:
-        """The round's record, with its traffic on both links and the reasons it gives."""
-        everything = [o for a in answers for o in a.outcomes]
-        traffic = Traffic(
-            clients_up=sum(o.bytes_up for o in everything),
-            clients_down=sum(o.bytes_down for o in everything),
-            combiners_up=sum(a.wire_bytes for a in answers),
-            combiners_down=sum(a.model_bytes_down for a in answers),
-            updates_raw=record.traffic.model_bytes * sum(o.bytes_up > 0 for o in everything),
-            model_bytes=record.traffic.model_bytes,
-        )
-        finished = record.status == RoundStatus.FINISHED
-        record = record.model_copy(
-            update={
-                "reason": "; ".join(reasons),
-                "traffic": traffic,
-                "duration": time.monotonic() - started,
-                "participants": [
-                    o.client_id for o in record.outcomes if o.status == OutcomeStatus.OK
-                ],
-                "timings": {**record.timings, "total": time.monotonic() - started}
-                if finished
-                else record.timings,
-            }
-        )
-        return RoundReport(record, state, events)

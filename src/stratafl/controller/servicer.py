@@ -2,7 +2,8 @@
 
 On a secured link the caller is a verified combiner identity (`current_caller()`): the
 combiner id it registers, heartbeats and reports for must be its token's subject, and no
-combiner can take an address another online combiner holds.
+combiner can take an address another online combiner holds. Every handler awaits what
+discovery records in the state store, which runs off the event loop (`store.offloop`).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                 f"combiner {holder!r} is online at {request.address}; "
                 "advertise this combiner's own address",
             )
-        self._discovery.register(request.combiner_id, request.address, request.max_clients or 1000)
+        await self._discovery.register(
+            request.combiner_id, request.address, request.max_clients or 1000
+        )
         return pb.Ack(ok=True)
 
     async def Heartbeat(  # noqa: N802
@@ -81,7 +84,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         await self._check_combiner(request.combiner_id, context)
         if len(request.client_ids) > MAX_CLIENT_IDS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many client ids")
-        known = self._discovery.heartbeat(request.combiner_id, list(request.client_ids))
+        known = await self._discovery.heartbeat(request.combiner_id, list(request.client_ids))
         return pb.HeartbeatReply(
             ok=known,
             message="" if known else "unknown combiner: register again",
@@ -92,7 +95,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         self, request: pb.ClientEvent, context: grpc.aio.ServicerContext
     ) -> pb.Ack:
         await self._check_combiner(request.combiner_id, context)
-        self._discovery.client_event(request.combiner_id, request.client_id, request.connected)
+        await self._discovery.client_event(
+            request.combiner_id, request.client_id, request.connected
+        )
         return pb.Ack(ok=True)
 
     async def DownloadModel(  # noqa: N802

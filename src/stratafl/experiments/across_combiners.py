@@ -31,7 +31,7 @@ from stratafl.attacks import Backdoor, attacked, parse_attack
 from stratafl.client.app import ClientContext, load_app
 from stratafl.errors import ConfigError
 from stratafl.experiments import flip_report, label_flipping
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.poisoning import (
     FAIRNESS_NOTE,
     Scorer,
@@ -149,13 +149,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    for metric in ("accuracy", "attack_measure"):
-        _plot(results, metric, folder / f"{metric}.png")
-    (folder / "README.md").write_text(_readme(results, study))
-    study.finished(NAME)
-    return results
+    return study.publish(NAME, results, _plots, _readme)
 
 
 def _federation(
@@ -210,6 +204,11 @@ def _federation(
         f"seed {seed}: {len(records)} rules ({time.monotonic() - began:.0f} s)"
     )
     return records
+
+
+def _plots(results: dict[str, Any], folder: Path) -> None:
+    for metric in ("accuracy", "attack_measure"):
+        _plot(results, metric, folder / f"{metric}.png")
 
 
 def _plot(results: dict[str, Any], metric: str, path: Path) -> None:

@@ -26,7 +26,7 @@ from stratafl.experiments.label_flipping import (
     rules,
     settings,
 )
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.poisoning import (
     FAIRNESS_NOTE,
     Scorer,
@@ -85,13 +85,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    for metric, label in (("asr", "attack success rate"), ("accuracy", "clean accuracy")):
-        _plot(results, f"{metric}_per_round", label, folder / f"{metric}.png")
-    (folder / "README.md").write_text(_readme(results, study))
-    study.finished(NAME)
-    return results
+    return study.publish(NAME, results, _plots, _readme)
 
 
 def _federation(
@@ -127,6 +121,11 @@ def _federation(
         f"{len(records)} rules ({time.monotonic() - began:.0f} s)"
     )
     return records
+
+
+def _plots(results: dict[str, Any], folder: Path) -> None:
+    for metric, label in (("asr", "attack success rate"), ("accuracy", "clean accuracy")):
+        _plot(results, f"{metric}_per_round", label, folder / f"{metric}.png")
 
 
 def _plot(results: dict[str, Any], metric: str, label: str, path: Path) -> None:

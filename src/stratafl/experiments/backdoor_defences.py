@@ -21,7 +21,7 @@ from typing import Any
 
 from stratafl.experiments import backdoor
 from stratafl.experiments.label_flipping import malicious_clients
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.poisoning import (
     FAIRNESS_NOTE,
     AttackedFederation,
@@ -110,12 +110,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    _plot(results, folder / "defences.png")
-    (folder / "README.md").write_text(_readme(results, study))
-    study.finished(NAME)
-    return results
+    return study.publish(NAME, results, _plots, _readme)
 
 
 def _federation(
@@ -158,6 +153,10 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         out.append({"rule": rule, "worst_cost": cost, "attacked": under_attack, "meets": meets})
     return out
+
+
+def _plots(results: dict[str, Any], folder: Path) -> None:
+    _plot(results, folder / "defences.png")
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:

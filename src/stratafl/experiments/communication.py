@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from stratafl.experiments.evaluation import pooled_app
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.study import (
     DEFAULT_APP,
     QUICK_APP,
@@ -138,11 +138,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    _plot(results, folder)
-    (folder / "README.md").write_text(_readme(results, study))
-    return results
+    return study.publish(NAME, results, _plot, _readme)
 
 
 def _summary(label: str, data: dict[str, int], runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from stratafl.data import parse_partitioner
 from stratafl.experiments import label_flipping
 from stratafl.experiments.evaluation import class_recalls, label_mixes, mix_accuracies, pooled_app
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.study import (
     QUICK_NOTE,
     Size,
@@ -73,12 +73,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    _plot(results, folder)
-    (folder / "README.md").write_text(_readme(results, study))
-    study.finished(NAME)
-    return results
+    return study.publish(NAME, results, _plot, _readme)
 
 
 def _federation(study: StudyRun, partition: str, seed: int) -> list[dict[str, Any]]:

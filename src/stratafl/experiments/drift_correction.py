@@ -26,7 +26,7 @@ from typing import Any
 from stratafl.client.app import ClientContext
 from stratafl.data import parse_partitioner
 from stratafl.experiments.evaluation import pooled_app
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.poisoning import plot_per_round
 from stratafl.experiments.study import (
     QUICK_NOTE,
@@ -132,12 +132,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    _plot(results, folder / "accuracy.png")
-    (folder / "README.md").write_text(_readme(results, study))
-    study.finished(NAME)
-    return results
+    return study.publish(NAME, results, _plots, _readme)
 
 
 def _pooled_accuracy(study: StudyRun, scale: Scale, seed: int) -> float:
@@ -216,6 +211,10 @@ def best(results: dict[str, Any], partition: str) -> dict[str, Any]:
     """The variant with the highest mean accuracy on ``partition`` within FedAvg's budget."""
     rows = [s for s in results["settings"] if s["partition"] == partition and s["same_budget"]]
     return max(rows, key=lambda s: s["accuracy"]["mean"])
+
+
+def _plots(results: dict[str, Any], folder: Path) -> None:
+    _plot(results, folder / "accuracy.png")
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.study import (
     QUICK_NOTE,
     Size,
@@ -136,11 +136,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    _plot(results, folder)
-    (folder / "README.md").write_text(_readme(results, study))
-    return results
+    return study.publish(NAME, results, _plot, _readme)
 
 
 def _number(value: int | None) -> float:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from stratafl.attacks import LabelFlip, parse_attack
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.study import QUICK_NOTE, Size, StudyRun, command, mean_std, pm
 
 CLEAN = "none"
@@ -72,12 +72,15 @@ def summarise(
     return rows
 
 
-def write(results: dict[str, Any], study: StudyRun, folder: Path, title: str) -> None:
-    """results.json, accuracy.png, attacked_recall.png and README.md into ``folder``."""
-    write_json(folder / "results.json", results)
+def plots(results: dict[str, Any], folder: Path) -> None:
+    """accuracy.png and attacked_recall.png into ``folder``."""
     for metric, label in (("accuracy", "clean accuracy"), ("attacked_recall", "attacked recall")):
         _plot(results, metric, label, folder / f"{metric}.png")
-    (folder / "README.md").write_text(_readme(results, study, title))
+
+
+def readme(title: str) -> Callable[[dict[str, Any], StudyRun], str]:
+    """The README of a label-flipping study called ``title``, for `StudyRun.publish`."""
+    return lambda results, study: _readme(results, study, title)
 
 
 def _plot(results: dict[str, Any], metric: str, label: str, path: Path) -> None:

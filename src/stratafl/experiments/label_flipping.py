@@ -122,10 +122,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    flip_report.write(results, study, folder, STUDY.title)
-    study.finished(NAME)
-    return results
+    return study.publish(NAME, results, flip_report.plots, flip_report.readme(STUDY.title))
 
 
 def attacked_federation(

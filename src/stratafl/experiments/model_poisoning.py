@@ -28,7 +28,7 @@ from typing import Any
 from stratafl.attacks import parse_attack
 from stratafl.experiments import backdoor, label_flipping
 from stratafl.experiments.label_flipping import CLEAN, malicious_clients
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.poisoning import (
     FAIRNESS_NOTE,
     AttackedFederation,
@@ -110,12 +110,7 @@ def run(study: StudyRun) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    _plot(results, folder / "accuracy.png")
-    (folder / "README.md").write_text(_readme(results, study))
-    study.finished(NAME)
-    return results
+    return study.publish(NAME, results, _plots, _readme)
 
 
 def _federation(
@@ -126,6 +121,10 @@ def _federation(
     federation = AttackedFederation(partition, seed, scale.clients, scale.rounds, bad, attack)
     setting = {"partition": partition, "attack": attack}
     return scored_sessions(study, NAME, federation, rules(scale), setting, backdoor.trigger())
+
+
+def _plots(results: dict[str, Any], folder: Path) -> None:
+    _plot(results, folder / "accuracy.png")
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from stratafl.data import parse_partitioner
 from stratafl.experiments import heterogeneity
-from stratafl.experiments.output import markdown_table, new_figure, save_figure, write_json
+from stratafl.experiments.output import markdown_table, new_figure, save_figure
 from stratafl.experiments.study import (
     QUICK_NOTE,
     Size,
@@ -68,11 +68,7 @@ def run(study: StudyRun, fraction: float = SHARED_FRACTION) -> dict[str, Any]:
         "runs": runs,
         **timed(started),
     }
-    folder = study.folder(NAME)
-    write_json(folder / "results.json", results)
-    _plot(results, folder)
-    (folder / "README.md").write_text(_readme(results, study))
-    return results
+    return study.publish(NAME, results, _plot, _readme)
 
 
 def recovered(plain: float, shared: float, pooled: float) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stratafl.errors import ConfigError
+from stratafl.experiments.output import write_json
 
 DEFAULT_APP = "stratafl.apps.fashion_mnist:make_app"
 """The app of the full size: the Fashion-MNIST numpy MLP on all 60,000 training images."""
@@ -113,6 +114,24 @@ class StudyRun:
     def finished(self, name: str) -> None:
         """Drop the checkpoints of study ``name``: its results are written."""
         shutil.rmtree(self.out / name / CHECKPOINTS, ignore_errors=True)
+
+    def publish(
+        self,
+        name: str,
+        results: dict[str, Any],
+        plots: Callable[[dict[str, Any], Path], None],
+        readme: Callable[[dict[str, Any], StudyRun], str],
+    ) -> dict[str, Any]:
+        """How every study ends: ``results`` to ``<folder>/results.json``, then its
+        ``plots`` into the folder, then its ``readme`` as README.md, and only then its
+        checkpoints dropped (`finished`), so a failed plot or README costs no federation.
+        Returns ``results``."""
+        folder = self.folder(name)
+        write_json(folder / "results.json", results)
+        plots(results, folder)
+        (folder / "README.md").write_text(readme(results, self))
+        self.finished(name)
+        return results
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,20 @@ class TaskFailure(_message.Message):
     reason: str
     def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class RoundSettings(_message.Message):
+    __slots__ = ("aggregator", "max_examples_per_client", "compression", "partial_updates")
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXAMPLES_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    aggregator: str
+    max_examples_per_client: int
+    compression: str
+    partial_updates: str
+    def __init__(self, aggregator: _Optional[str] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ...) -> None: ...
+
 class RoundSpec(_message.Message):
-    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "aggregator", "seed", "max_examples_per_client", "compression", "partial_updates")
+    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "seed", "settings")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -170,11 +182,8 @@ class RoundSpec(_message.Message):
     NUM_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
-    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
-    MAX_EXAMPLES_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
-    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
-    PARTIAL_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     kind: TaskKind
@@ -182,12 +191,9 @@ class RoundSpec(_message.Message):
     num_clients: int
     timeout_seconds: float
     config_json: str
-    aggregator: str
     seed: int
-    max_examples_per_client: int
-    compression: str
-    partial_updates: str
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., aggregator: _Optional[str] = ..., seed: _Optional[int] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ...) -> None: ...
+    settings: RoundSettings
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., seed: _Optional[int] = ..., settings: _Optional[_Union[RoundSettings, _Mapping]] = ...) -> None: ...
 
 class ClientOutcome(_message.Message):
     __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds", "left_out")

@@ -34,6 +34,7 @@ from stratafl.status import ClientStatus, CombinerStatus, SessionStatus
 from stratafl.store.events import EventListener, EventTable
 from stratafl.store.listing import ListingTable
 from stratafl.store.migrations import migrated_engine
+from stratafl.store.offloop import OffLoop
 from stratafl.store.progress import ProgressTable
 from stratafl.store.tables import (
     ClientRow,
@@ -50,7 +51,10 @@ R = TypeVar("R", bound=Record)
 
 
 class StateStore(TokenTable, ProgressTable, ListingTable, EventTable):
-    """Typed reads and writes of the controller's state; no I/O in the constructor."""
+    """Typed reads and writes of the controller's state; no I/O in the constructor.
+
+    Every method blocks on the database: code on an event loop calls them through
+    `off_loop` (``await store.off_loop.read(store.clients_page, ...)``)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -58,6 +62,7 @@ class StateStore(TokenTable, ProgressTable, ListingTable, EventTable):
         self._sessions: sessionmaker[Session] | None = None
         self._listeners: list[EventListener] = []
         self._event_lock = threading.Lock()
+        self.off_loop = OffLoop(name="state-store")
 
     def open(self) -> StateStore:
         """Connect, and migrate the database to this version's schema first."""
@@ -66,6 +71,7 @@ class StateStore(TokenTable, ProgressTable, ListingTable, EventTable):
         return self
 
     def close(self) -> None:
+        self.off_loop.close()  # the calls in flight finish on the engine first
         if self._engine is not None:
             self._engine.dispose()
 

@@ -7,29 +7,18 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from stratafl.client.counters import ClientCounters
+
 __all__ = ["SwarmStats", "peak_rss_bytes", "rss_bytes"]
 
 
 @dataclass
-class SwarmStats:
-    """Counters of one swarm process (or, summed, of a fleet); plain ints, so a process
-    writes them as JSON for the fleet to read."""
+class SwarmStats(ClientCounters):
+    """Counters of one swarm process (or, summed, of a fleet): the protocol's, which all
+    the process's clients add to, and the process's own; plain ints, so a process writes
+    them as JSON for the fleet to read."""
 
     clients: int = 0
-    connected: int = 0
-    """Clients whose task stream is open now."""
-    streams_opened: int = 0
-    tasks: int = 0
-    updates_accepted: int = 0
-    updates_refused: int = 0
-    validations: int = 0
-    app_failures: int = 0
-    """Tasks whose app code raised (reported to the combiner as failures)."""
-    stream_errors: int = 0
-    """Task streams that ended with an error (combiner gone, refused, moved...)."""
-    assign_errors: int = 0
-    """Refused or failed requests for a combiner."""
-    moves: int = 0
     rss_bytes: int = 0
     """The process's peak resident memory so far."""
     baseline_rss_bytes: int = 0

@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stratafl.client.app import ClientApp, ClientContext, load_app
+from stratafl.client.state import ClientState
 from stratafl.logs import configure_logging
 from stratafl.machine import raise_open_files_limit
 from stratafl.security.files import read_pem
-from stratafl.swarm.client import SwarmClient
 from stratafl.swarm.identities import Identity, from_lines
-from stratafl.swarm.shared import ProcessShared, app_table
+from stratafl.swarm.shared import app_table, process_protocol
 from stratafl.swarm.stats import SwarmStats, peak_rss_bytes, rss_bytes
 
 __all__ = ["STATS_SECONDS", "WorkerSpec", "run_worker"]
@@ -31,8 +31,6 @@ __all__ = ["STATS_SECONDS", "WorkerSpec", "run_worker"]
 log = logging.getLogger("stratafl.swarm")
 
 STATS_SECONDS = 1.0
-HTTP_POOL = 32
-"""Connections of a process's shared HTTP client (assignments only)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,25 +82,24 @@ async def run_worker(spec: WorkerSpec, stop: asyncio.Event) -> SwarmStats:
     stats = SwarmStats(clients=len(identities), baseline_rss_bytes=rss_bytes())
     apps = build_apps(spec, identities)
     ca_pem = None if spec.ca_file is None else read_pem(Path(spec.ca_file), "the CA certificate")
-    shared = ProcessShared(
-        controller=spec.controller,
-        apps=app_table(apps),
-        ca_pem=ca_pem,
-        connecting=spec.connecting,
-        stats=stats,
+    protocol = process_protocol(
+        controller=spec.controller, ca_pem=ca_pem, connecting=spec.connecting, stats=stats
     )
-    shared.open(min(HTTP_POOL, spec.connecting))
+    app_of = app_table(apps)
     rng = random.Random(spec.seed * 7919 + spec.first_index)
-    clients = [SwarmClient(x, i, rng) for i, x in enumerate(identities)]
-    tasks = [asyncio.create_task(c.run(shared)) for c in clients]
+    clients = [
+        ClientState(x.client_id, app_of(i), token=x.token, rng=rng)
+        for i, x in enumerate(identities)
+    ]
     stats_path = Path(spec.stats_file)
-    try:
-        await _until_stopped(stop, spec.duration, tasks, stats, stats_path)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await shared.close()
+    async with protocol.assigner:
+        tasks = [asyncio.create_task(protocol.run(client)) for client in clients]
+        try:
+            await _until_stopped(stop, spec.duration, tasks, stats, stats_path)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     stats.rss_bytes = peak_rss_bytes()
     stats.write(stats_path)
     return stats

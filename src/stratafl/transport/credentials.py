@@ -78,17 +78,25 @@ class PeerCredentials:
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
         """TLS with the CA plus the token on every call; None for an insecure link."""
-        if self.token is None:
+        transport = self.tls_credentials()
+        if transport is None or self.token is None:
             return None
         token = self.token
+        return grpc.composite_channel_credentials(
+            transport, grpc.metadata_call_credentials(TokenAuth(lambda: token))
+        )
+
+    def tls_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS with the CA (and this peer's certificate, if it has one), without the token:
+        for a caller that puts the token on each call itself (`bearer_metadata`); None for
+        an insecure link."""
+        if self.token is None:
+            return None
         identity = self.client_identity
-        transport = grpc.ssl_channel_credentials(
+        return grpc.ssl_channel_credentials(
             root_certificates=self.ca_pem,
             private_key=identity.key_pem if identity else None,
             certificate_chain=identity.cert_pem if identity else None,
-        )
-        return grpc.composite_channel_credentials(
-            transport, grpc.metadata_call_credentials(TokenAuth(lambda: token))
         )
 
     def http_verify(self) -> ssl.SSLContext | bool:

@@ -3,8 +3,9 @@
 One pair for every tier and every stream (model downloads, client updates, combiner
 partials): `send_model` turns a header and raw bytes into messages, `receive_model` checks
 that a stream starts with its header and hands the bytes on, to a model file on disk
-(bounded memory: `IncomingModel.save`) or into arrays in memory (`receive_params`, for
-clients). Chunking lives here; the file codec lives in `stratafl.modelfile.codec`.
+(bounded memory: `IncomingModel.save`) or into arrays in memory (for clients:
+`receive_params`, and `receive_download` for asyncio). Chunking lives here; the file codec
+lives in `stratafl.modelfile.codec`.
 """
 
 from __future__ import annotations
@@ -222,21 +223,47 @@ def receive_params(
     first = next(messages, None)
     if first is None or first.WhichOneof("part") != "header":
         raise ModelFormatError(f"{what} did not start with its header")
-    specs = specs_from_proto(first.header)
-    buffer = bytearray(total_bytes(specs))
-    offset, wire_bytes = 0, first.ByteSize()
+    download = _Download(first.header, what, first.ByteSize())
     for message in messages:
-        data = _data_of(message, what)
-        end = offset + len(data)
-        if end > len(buffer):
+        download.add(_data_of(message, what))
+    return first.header, download.params(), download.wire_bytes
+
+
+async def receive_download(messages: AsyncIterable[pb.ModelChunk], what: str) -> Params:
+    """`receive_params` for asyncio (a gRPC call's response stream): the arrays only."""
+    incoming = await receive_model(messages, what)
+    download = _Download(incoming.header, what, incoming.wire_bytes)
+    async for message in incoming.messages:
+        download.add(_data_of(message, what))
+    return download.params()
+
+
+class _Download:
+    """The bytes of one model download as they arrive, checked against its header."""
+
+    def __init__(self, header: pb.ModelHeader, what: str, wire_bytes: int) -> None:
+        self._specs = specs_from_proto(header)
+        self._buffer = bytearray(total_bytes(self._specs))
+        self._offset = 0
+        self._what = what
+        self.wire_bytes = wire_bytes
+
+    def add(self, data: bytes) -> None:
+        end = self._offset + len(data)
+        if end > len(self._buffer):
             raise ModelFormatError(
-                f"{what}: received more than the {len(buffer)} bytes the header announced"
+                f"{self._what}: received more than the {len(self._buffer)} bytes the header "
+                "announced"
             )
-        buffer[offset:end] = data
-        offset, wire_bytes = end, wire_bytes + wire_size(data)
-    if offset != len(buffer):
-        raise ModelFormatError(f"{what} ended after {offset} of {len(buffer)} bytes")
-    return first.header, params_from_bytes(specs, buffer), wire_bytes
+        self._buffer[self._offset : end] = data
+        self._offset, self.wire_bytes = end, self.wire_bytes + wire_size(data)
+
+    def params(self) -> Params:
+        if self._offset != len(self._buffer):
+            raise ModelFormatError(
+                f"{self._what} ended after {self._offset} of {len(self._buffer)} bytes"
+            )
+        return params_from_bytes(self._specs, self._buffer)
 
 
 def _data_of(message: Chunk[object], what: str) -> bytes:

@@ -28,6 +28,7 @@ from stratafl.restapi.schema import (
     SignedCertificate,
 )
 from stratafl.security import Claims, Role
+from stratafl.store.protocols import FederationReads
 
 if TYPE_CHECKING:
     from stratafl.controller.trust import Trust
@@ -48,7 +49,7 @@ def trust_of(controller: Controller, what: str) -> Trust:
 
 def federation_router(controller: Controller, authorize: Authorizer) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    store = controller.store
+    store: FederationReads = controller.store
     caller_of = Depends(authorize.caller)  # the verified token's claims
 
     @router.get("/health")
@@ -72,7 +73,7 @@ def federation_router(controller: Controller, authorize: Authorizer) -> APIRoute
     async def assign(body: AssignRequest, caller: Claims = caller_of) -> Assignment:
         """The combiner the calling client should connect to (its id: its token's subject)."""
         client_id = _client_id(body, caller, secure=controller.trust is not None)
-        entry = controller.discovery.assign(
+        entry = await controller.discovery.assign(
             client_id, body.failed_combiner, preferred=body.preferred_combiner
         )
         return Assignment(combiner_id=entry.combiner_id, address=entry.address)
@@ -97,12 +98,12 @@ def federation_router(controller: Controller, authorize: Authorizer) -> APIRoute
     @router.get("/combiners", responses=errors_of(400))
     async def combiners(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[CombinerRecord]:
         """Every combiner that ever registered, online or offline, by id."""
-        return store.combiners_page(after, limit)
+        return await store.off_loop.read(store.combiners_page, after, limit)
 
     @router.get("/clients", responses=errors_of(400))
     async def clients(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[ClientRecord]:
         """Every client that ever connected, by id, and the combiner it is on."""
-        return store.clients_page(after, limit)
+        return await store.off_loop.read(store.clients_page, after, limit)
 
     return router
 

@@ -4,7 +4,7 @@ An upload is streamed to a staging file (its size bounded by `bounds.BoundedBodi
 as it arrives), checked as a safetensors file (`modelfile.check_model_file`: header size,
 shapes, offsets, length) and only then published; a refused upload leaves nothing behind.
 A download streams from any model store (a folder, ``memory://``, S3) in 4 MiB pieces.
-Every file operation runs off the event loop.
+Every file operation and every read of the state store runs off the event loop.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from stratafl.controller.rest.errors import binary, error_response, errors_of
 from stratafl.modelfile.codec import check_model_file
 from stratafl.records import ModelRecord, Page
 from stratafl.restapi.schema import ErrorBody
+from stratafl.store.protocols import ModelReads
 from stratafl.transport.streams import CHUNK_BYTES
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ UPLOAD_BUFFER_BYTES = 1 << 20
 
 def models_router(controller: Controller) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    store = controller.store
+    store: ModelReads = controller.store
 
     @router.post(
         "/models",
@@ -64,18 +65,18 @@ def models_router(controller: Controller) -> APIRouter:
         session_id: str | None = None, after: After = None, limit: Limit = DEFAULT_LIMIT
     ) -> Page[ModelRecord]:
         """Models in the order they were stored, all of them or those one session made."""
-        return store.models_page(session_id, after, limit)
+        return await store.off_loop.read(store.models_page, session_id, after, limit)
 
     @router.get("/models/{model_id}", responses=errors_of(404))
     async def model(model_id: str) -> ModelRecord:
-        return store.model(model_id)
+        return await store.off_loop.read(store.model, model_id)
 
     @router.get("/models/{model_id}/trail", responses=errors_of(400, 404))
     async def trail(
         model_id: str, after: After = None, limit: Limit = DEFAULT_LIMIT
     ) -> Page[ModelRecord]:
         """The model and its ancestors, newest first: the seed model comes last."""
-        return store.trail_page(model_id, after, limit)
+        return await store.off_loop.read(store.trail_page, model_id, after, limit)
 
     @router.get(
         "/models/{model_id}/download",
@@ -88,7 +89,7 @@ def models_router(controller: Controller) -> APIRouter:
     )
     async def download(model_id: str) -> Response:
         """The model's safetensors file, streamed from the model store (a folder, S3...)."""
-        record = store.model(model_id)
+        record = await store.off_loop.read(store.model, model_id)
         if record.pruned_at is not None:  # its row stays in the trail; its file is gone
             detail = f"model {model_id} was pruned: {controller.trail.retention.describe()}"
             return error_response(410, "Gone", detail)

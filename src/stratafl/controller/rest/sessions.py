@@ -19,6 +19,7 @@ from stratafl.controller.rest.stream import add_stream_routes
 from stratafl.records import EventRecord, Page, PromiseRecord, RoundRecord, SessionRecord
 from stratafl.security import Claims
 from stratafl.settings import SessionConfig
+from stratafl.store.protocols import SessionReads
 
 if TYPE_CHECKING:
     from stratafl.controller.wiring import Controller
@@ -31,41 +32,42 @@ CANCEL_WAIT_SECONDS = 5.0
 
 def sessions_router(controller: Controller, authorize: Authorizer) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    store = controller.store
+    store: SessionReads = controller.store
+    read = store.off_loop.read
     caller_of = Depends(authorize.caller)  # the verified token's claims
 
     @router.post("/sessions", status_code=201, responses=errors_of(400, 404, 413))
     async def start_session(config: SessionConfig) -> SessionRecord:
         """Start a session (400 while another one runs: one runs at a time)."""
-        return store.session(controller.sessions.start(config))
+        return await read(store.session, controller.sessions.start(config))
 
     @router.get("/sessions", responses=errors_of(400))
     async def sessions(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[SessionRecord]:
         """Sessions in the order they were started."""
-        return store.sessions_page(after, limit)
+        return await read(store.sessions_page, after, limit)
 
     @router.get("/sessions/{session_id}", responses=errors_of(404))
     async def session(session_id: str) -> SessionRecord:
-        return store.session(session_id)
+        return await read(store.session, session_id)
 
     @router.get("/sessions/{session_id}/rounds", responses=errors_of(400, 404))
     async def rounds(
         session_id: str, after: After = None, limit: Limit = DEFAULT_LIMIT
     ) -> Page[RoundRecord]:
         """The session's rounds by number (a failed round before its retry)."""
-        store.session(session_id)  # an unknown session is a 404, not an empty list
-        return store.rounds_page(session_id, after, limit)
+        await read(store.session, session_id)  # an unknown session is a 404, not an empty list
+        return await read(store.rounds_page, session_id, after, limit)
 
     @router.put("/sessions/{session_id}/promise", responses=errors_of(404, 413))
     async def promise(session_id: str, body: PromiseRecord) -> SessionRecord:
         """Store the session's promise check (`strata run` measures it after the session)."""
-        return store.set_promise(session_id, body)
+        return await store.off_loop.write(store.set_promise, session_id, body)
 
     @router.post("/sessions/{session_id}/stop", responses=errors_of(404, 409))
     async def stop(session_id: str, caller: Claims = caller_of) -> SessionRecord:
         """End the session after the round in flight (409 if it is not running)."""
         controller.sessions.stop(session_id, by=caller.subject)
-        return store.session(session_id)
+        return await read(store.session, session_id)
 
     @router.post("/sessions/{session_id}/cancel", responses=errors_of(404, 409))
     async def cancel(session_id: str, caller: Claims = caller_of) -> SessionRecord:
@@ -74,14 +76,14 @@ def sessions_router(controller: Controller, authorize: Authorizer) -> APIRouter:
         running = controller.sessions.current
         if running is not None:  # the answer shows the session cancelled, not cancelling
             await asyncio.wait({running}, timeout=CANCEL_WAIT_SECONDS)
-        return store.session(session_id)
+        return await read(store.session, session_id)
 
     @router.get("/events", responses=errors_of(400))
     async def events(
         session_id: str | None = None, after: After = None, limit: Limit = DEFAULT_LIMIT
     ) -> Page[EventRecord]:
         """Events in the order they happened, all of them or one session's."""
-        return store.events_page(session_id, after, limit)
+        return await read(store.events_page, session_id, after, limit)
 
     add_stream_routes(router, controller)
     return router

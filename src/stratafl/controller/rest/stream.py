@@ -31,7 +31,7 @@ from stratafl.controller.rest.errors import errors_of
 from stratafl.errors import StrataError
 from stratafl.records import SESSION_END_KINDS, EventRecord
 from stratafl.status import SessionStatus
-from stratafl.store.state import StateStore
+from stratafl.store.protocols import EventReads
 
 if TYPE_CHECKING:
     from stratafl.controller.wiring import Controller
@@ -70,7 +70,8 @@ def message(event: EventRecord) -> str:
 
 def add_stream_routes(router: APIRouter, controller: Controller) -> None:
     """The two stream endpoints, on the sessions router (same prefix, same auth)."""
-    store, feed = controller.store, controller.events
+    store: EventReads = controller.store
+    feed = controller.events
 
     @router.get(
         "/sessions/{session_id}/events/stream",
@@ -82,7 +83,7 @@ def add_stream_routes(router: APIRouter, controller: Controller) -> None:
     ) -> StreamingResponse:
         """The session's events, live; closes after its end event (session_finished,
         session_stopped, session_cancelled or session_failed)."""
-        store.session(session_id)  # an unknown session is a 404
+        await store.off_loop.read(store.session, session_id)  # an unknown session is a 404
         return _stream(store, feed, session_id, _event_id(last_event_id or after))
 
     @router.get("/events/stream", response_class=StreamingResponse, responses=STREAM_RESPONSES)
@@ -105,7 +106,7 @@ def _event_id(value: str | None) -> int:
 
 
 def _stream(
-    store: StateStore, feed: EventFeed, session_id: str | None, after: int
+    store: EventReads, feed: EventFeed, session_id: str | None, after: int
 ) -> StreamingResponse:
     sub = feed.subscribe(session_id)  # before the replay: nothing falls in between
     return _EventStreamResponse(
@@ -133,11 +134,11 @@ class _EventStreamResponse(StreamingResponse):
             self._on_close()
 
 
-async def _messages(store: StateStore, sub: Subscription, last: int) -> AsyncIterator[str]:
+async def _messages(store: EventReads, sub: Subscription, last: int) -> AsyncIterator[str]:
     """Replay from the store after ``last``, then the feed's events, skipping any replayed."""
     session_id = sub.session_id
     while True:
-        batch = await asyncio.to_thread(store.events_after, last, session_id, REPLAY_BATCH)
+        batch = await store.off_loop.read(store.events_after, last, session_id, REPLAY_BATCH)
         for event in batch:
             last = event.id
             yield message(event)
@@ -145,7 +146,7 @@ async def _messages(store: StateStore, sub: Subscription, last: int) -> AsyncIte
                 return
         if len(batch) < REPLAY_BATCH:
             break
-    deadline = _end_deadline(store, session_id)
+    deadline = await _end_deadline(store, session_id)
     loop = asyncio.get_running_loop()
     while True:
         wait = KEEPALIVE_SECONDS if deadline is None else deadline - loop.time()
@@ -163,14 +164,14 @@ async def _messages(store: StateStore, sub: Subscription, last: int) -> AsyncIte
                 return
 
 
-def _end_deadline(store: StateStore, session_id: str | None) -> float | None:
+async def _end_deadline(store: EventReads, session_id: str | None) -> float | None:
     """When to stop waiting for the end event of a session that has ended (None: it runs).
 
     A session ended long ago whose end event was not replayed (recorded before events had
     a session) ends its stream at once."""
     if session_id is None:
         return None
-    session = store.session(session_id)
+    session = await store.off_loop.read(store.session, session_id)
     if session.status == SessionStatus.RUNNING:
         return None
     now = asyncio.get_running_loop().time()

@@ -31,7 +31,9 @@ def tokens_router(controller: Controller) -> APIRouter:
     @router.post("/tokens", status_code=201, responses=errors_of(400, 413))
     async def create_token(body: TokenRequest) -> IssuedToken:
         """A new token, shown in this answer only: hand it over now."""
-        token, record = trust_of(controller, "issue tokens").issue(
+        issue = trust_of(controller, "issue tokens").issue
+        token, record = await store.off_loop.write(
+            issue,
             store,
             name=body.name,
             subject=body.subject or body.name,
@@ -44,11 +46,12 @@ def tokens_router(controller: Controller) -> APIRouter:
     @router.get("/tokens", responses=errors_of(400))
     async def tokens(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[TokenRecord]:
         """Every token issued (never the tokens themselves), oldest first."""
-        return store.tokens_page(after, limit)
+        return await store.off_loop.read(store.tokens_page, after, limit)
 
     @router.delete("/tokens/{token_id}", responses=errors_of(400, 404))
     async def revoke_token(token_id: str) -> TokenRecord:
         """Revoke a token by its id; revoking it again changes nothing."""
-        return trust_of(controller, "revoke tokens").revoke(store, token_id)
+        revoke = trust_of(controller, "revoke tokens").revoke
+        return await store.off_loop.write(revoke, store, token_id)
 
     return router

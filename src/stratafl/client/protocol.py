@@ -1,0 +1,224 @@
+"""The client's side of the combiner protocol, once, for asyncio.
+
+Both clients drive it: the client runtime (`stratafl.client.runtime`, one client on an
+event loop of its own) and the swarm (`stratafl.swarm`, thousands of clients on one event
+loop per process). A client asks the controller for a combiner (``POST /assign``), opens
+its own channel and task stream, and does each task the stream pushes:
+
+- TRAIN: download the model (or take it from the shelf), train with the session's drift
+  correction, cut the update to the tensors this round's partial-update draw sends, encode
+  it with the session's codec (top-k keeps what it did not send), upload it;
+- VALIDATE: score the model without its server state (`model_part`), report the metrics;
+- an app that raises: report the failure to the combiner instead of vanishing.
+
+When the stream ends the client asks again after a jittered backoff (`Backoff`): ABORTED
+means the controller moved it to even the load; UNAVAILABLE means the combiner is gone,
+and the next assignment names it as failed. The user's ``train`` and ``validate`` are
+synchronous code: they run in a worker thread, so the stream keeps its keepalives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+
+import grpc
+import grpc.aio
+
+from stratafl.aggregate.server_state import model_part
+from stratafl.client.app import TrainResult
+from stratafl.client.assigner import ControllerAssigner
+from stratafl.client.counters import ClientCounters
+from stratafl.client.models import ModelShelf
+from stratafl.client.state import ClientState
+from stratafl.client.task_settings import TaskSettings
+from stratafl.compression import Codec, encode_update, partial_of
+from stratafl.errors import ConfigError, StrataError
+from stratafl.params import Params
+from stratafl.proto import stratafl_pb2 as pb
+from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.restapi.schema import Assignment
+from stratafl.transport.channels import open_aio_channel
+from stratafl.transport.streams import receive_download
+from stratafl.transport.task_stream import (
+    bearer_metadata,
+    stream_opened,
+    task_failure,
+    update_messages,
+    validation_report,
+)
+
+__all__ = ["ClientProtocol"]
+
+log = logging.getLogger("stratafl.client")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class ClientProtocol:
+    """What the clients of one process share to speak the protocol: the assigner, the TLS
+    credentials, the model shelf, the counters and a bound on simultaneous connects.
+    `run` serves one client (a `ClientState`) until its task is cancelled."""
+
+    def __init__(
+        self,
+        assigner: ControllerAssigner,
+        *,
+        channel_credentials: grpc.ChannelCredentials | None,
+        shelf: ModelShelf,
+        counters: ClientCounters,
+        connecting: asyncio.Semaphore,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.assigner = assigner
+        self.channel_credentials = channel_credentials
+        """TLS without the token: each call carries its own client's token."""
+        self.shelf = shelf
+        self.counters = counters
+        self.connecting = connecting
+        """Clients asking for a combiner and opening a stream at the same time."""
+        self._sleep = sleep
+
+    async def run(self, client: ClientState) -> None:
+        """Ask for a combiner, serve its task stream, and again whenever it ends; a
+        `ConfigError` (a bad URL or id: no retry helps) ends it."""
+        counters, failed = self.counters, None
+        while True:
+            try:
+                assignment = await self.assign(client, failed)
+            except ConfigError:
+                raise
+            except StrataError as exc:  # unreachable or refused: the controller may recover
+                counters.assign_errors += 1
+                level = logging.INFO if client.backoff.failures == 0 else logging.DEBUG
+                log.log(level, "%s: no combiner: %s", client.client_id, exc)
+                await self._sleep(client.backoff.next_delay())
+                continue
+            failed = None
+            try:
+                await self.serve(client, assignment)
+                log.info("%s: %s ended the stream", client.client_id, assignment.combiner_id)
+            except grpc.aio.AioRpcError as exc:
+                counters.stream_errors += 1
+                if exc.code() == grpc.StatusCode.ABORTED:  # the controller evens the load
+                    counters.moves += 1
+                elif exc.code() == grpc.StatusCode.UNAVAILABLE:  # gone, not merely full
+                    failed = assignment.combiner_id
+                log.info(
+                    "%s: stream to %s ended (%s: %s)",
+                    client.client_id,
+                    assignment.combiner_id,
+                    exc.code().name,
+                    exc.details(),
+                )
+            await self._sleep(client.backoff.next_delay())
+
+    async def assign(self, client: ClientState, failed_combiner: str | None) -> Assignment:
+        """The combiner ``client`` should connect to, avoiding ``failed_combiner``."""
+        async with self.connecting:
+            return await self.assigner.assign(
+                client.client_id,
+                client.token,
+                failed_combiner=failed_combiner,
+                preferred_combiner=client.preferred_combiner,
+            )
+
+    async def serve(self, client: ClientState, assignment: Assignment) -> None:
+        """Do the tasks of ``assignment``'s stream until it ends, on a channel of the
+        client's own; the client's backoff resets once the combiner accepted the stream."""
+        metadata = bearer_metadata(client.token)
+        channel = open_aio_channel(assignment.address, credentials=self.channel_credentials)
+        async with channel:
+            stub = pb_grpc.CombinerStub(channel)
+            call = stub.TaskStream(pb.ClientHello(client_id=client.client_id), metadata=metadata)
+            async with self.connecting:  # the TLS handshake is the costly part of a connect
+                opened = stream_opened(await call.initial_metadata())
+            if opened:
+                client.backoff.reset()
+                self.counters.streams_opened += 1
+                self.counters.connected += 1
+            try:
+                async for task in call:
+                    await self._handle(client, stub, task)
+            finally:
+                if opened:
+                    self.counters.connected -= 1
+
+    async def _handle(self, client: ClientState, stub: pb_grpc.CombinerStub, task: pb.Task) -> None:
+        counters, metadata = self.counters, bearer_metadata(client.token)
+        counters.tasks += 1
+        try:
+            settings = TaskSettings.of(task)
+            params = await self._download(client, stub, task)
+            if task.kind == pb.TRAIN:
+                started = time.monotonic()
+                result, encoded = await asyncio.to_thread(
+                    _train, client, settings, params, task.session_id
+                )
+                messages = update_messages(
+                    task,
+                    client.client_id,
+                    encoded,
+                    num_examples=result.num_examples,
+                    metrics=result.metrics,
+                    seconds=time.monotonic() - started,
+                    codec=str(settings.compression),
+                )
+                ack = await stub.UploadUpdate(messages, metadata=metadata)
+                if ack.ok:
+                    counters.updates_accepted += 1
+                else:
+                    counters.updates_refused += 1
+                    log.warning("%s: update refused: %s", client.client_id, ack.message)
+            elif task.kind == pb.VALIDATE:
+                app = client.app
+                metrics = await asyncio.to_thread(app.validate, model_part(params), settings.config)
+                report = validation_report(task, client.client_id, metrics)
+                await stub.ReportValidation(report, metadata=metadata)
+                counters.validations += 1
+        except grpc.RpcError:
+            raise
+        except Exception as exc:  # user code failed: tell the combiner instead of vanishing
+            counters.app_failures += 1
+            log.warning("%s: task %s failed: %s", client.client_id, task.task_id, exc)
+            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+            failure = task_failure(task, client.client_id, reason)
+            await stub.ReportFailure(failure, metadata=metadata)
+
+    async def _download(
+        self, client: ClientState, stub: pb_grpc.CombinerStub, task: pb.Task
+    ) -> Params:
+        """The task's model: downloaded by this client, unless it is the one it downloaded
+        last and the shelf still holds it."""
+        if client.last_model == task.model_id:
+            shelved = self.shelf.get(task.model_id)
+            if shelved is not None:
+                return shelved
+        messages = stub.DownloadModel(
+            pb.ModelRequest(model_id=task.model_id, task_id=task.task_id),
+            metadata=bearer_metadata(client.token),
+        )
+        params = await receive_download(messages, f"model {task.model_id} from the combiner")
+        self.shelf.put(task.model_id, params)
+        client.last_model = task.model_id
+        return params
+
+
+def _train(
+    client: ClientState, settings: TaskSettings, params: Params, session_id: str
+) -> tuple[TrainResult, Params]:
+    """Train (user code, in a worker thread) and encode the update as the session sends
+    it: the tensors of this round's draw, in the session's codec; top-k's residuals kept."""
+    result = client.app_for(settings, session_id).train(params, settings.config)
+    trained, base = partial_of(
+        result.params, params, settings.partial, seed=settings.seed, client_id=client.client_id
+    )
+    topk = settings.compression.codec == Codec.TOPK
+    feedback = client.feedback_for(session_id) if topk else None
+    encoded = encode_update(trained, base, settings.compression, feedback)
+    if topk:
+        client.keep_feedback()
+    return result, encoded

@@ -1,0 +1,97 @@
+"""What one client keeps across tasks and reconnects: light, so a swarm holds thousands.
+
+Its identity (id, token), its app (one instance may serve many clients), its reconnect
+backoff and the id of the last model it downloaded: a few hundred bytes. What drift
+correction and top-k owe across rounds is created on first use only: in memory, and in
+the work folder when the client has one (the client runtime does; swarm clients keep it
+in memory, so a swarm process restarted starts them from zero, as a new device would).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from stratafl.client.app import ClientApp
+from stratafl.client.drift import drift_corrected_app
+from stratafl.client.feedback import load_feedback, save_feedback
+from stratafl.client.scaffold import ClientControl
+from stratafl.client.task_settings import TaskSettings
+from stratafl.compression import ErrorFeedback
+from stratafl.transport.backoff import Backoff
+
+__all__ = ["BACKOFF_BASE_SECONDS", "MAX_BACKOFF_SECONDS", "ClientState"]
+
+BACKOFF_BASE_SECONDS = 0.2
+MAX_BACKOFF_SECONDS = 5.0
+"""Reconnect waits: uniform in [0, min(5 s, 0.2 s * 2**failures)] (full jitter)."""
+
+
+class ClientState:
+    """One client of the protocol (`stratafl.client.protocol`); constructing it reads
+    nothing (the work folder's files are read on first use)."""
+
+    __slots__ = (
+        "_control",
+        "_feedback",
+        "app",
+        "backoff",
+        "client_id",
+        "last_model",
+        "preferred_combiner",
+        "token",
+        "workdir",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        app: ClientApp,
+        *,
+        token: str | None = None,
+        rng: random.Random | None = None,
+        preferred_combiner: str | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.app = app
+        self.token = token
+        """Sent with every request (REST and gRPC); None on an insecure federation."""
+        self.preferred_combiner = preferred_combiner
+        """The combiner this client asks for at every assignment (a placement); the
+        controller honours it while that combiner is online and has room."""
+        self.workdir = workdir
+        """Keeps what must survive a restart: top-k's residuals, SCAFFOLD's c_i, FedDyn's
+        g_i; None keeps them in memory only."""
+        self.backoff = Backoff(
+            BACKOFF_BASE_SECONDS, MAX_BACKOFF_SECONDS, rng=rng or random.Random()
+        )
+        """The waits between reconnect attempts; reset whenever a task stream opens."""
+        self.last_model: str | None = None
+        self._feedback: ErrorFeedback | None = None
+        self._control: ClientControl | None = None
+
+    @property
+    def control(self) -> ClientControl:
+        """The drift-correction state: SCAFFOLD's c_i or FedDyn's g_i."""
+        if self._control is None:
+            self._control = ClientControl(self.workdir)
+        return self._control
+
+    def app_for(self, settings: TaskSettings, session_id: str) -> ClientApp:
+        """The app as the task trains it: itself, or wrapped in the session's drift
+        correction, whose state this client keeps."""
+        if settings.drift_correction == "none":
+            return self.app
+        return drift_corrected_app(self.app, self.control, settings.config, session_id)
+
+    def feedback_for(self, session_id: str) -> ErrorFeedback:
+        """Top-k's residuals in ``session_id``: what earlier updates did not send."""
+        if self._feedback is None:
+            self._feedback = load_feedback(self.workdir)
+        return self._feedback.for_session(session_id)
+
+    def keep_feedback(self) -> None:
+        """Write top-k's residuals to the work folder (whole or not at all), if any."""
+        if self._feedback is not None:
+            save_feedback(self.workdir, self._feedback)
