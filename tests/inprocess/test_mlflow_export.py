@@ -44,7 +44,7 @@ def _run_session(tmp_path, tracking_uri: str, rounds: int) -> str:
 
         async def run() -> str:
             config = SessionConfig(rounds=rounds, round_timeout=5.0, wait_for_clients_seconds=0)
-            session_id = federation.sessions.start(config)
+            session_id = await federation.sessions.start(config)
             assert federation.sessions.current is not None
             await federation.sessions.current
             return session_id

@@ -152,7 +152,7 @@ def test_a_session_records_each_round_once_and_grows_the_trail(tmp_path):
     federation = _federation(tmp_path, [H, H])
 
     async def run() -> str:
-        session_id = federation.sessions.start(_config(rounds=3, min_clients=2))
+        session_id = await federation.sessions.start(_config(rounds=3, min_clients=2))
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id
@@ -176,7 +176,7 @@ def test_a_failed_round_ends_the_session_with_the_rounds_reason(tmp_path):
 
     async def run() -> str:  # no re-run (test_sessions_in_process.py tests those)
         config = _config(rounds=2, min_clients=2, max_failed_rounds=0)
-        session_id = federation.sessions.start(config)
+        session_id = await federation.sessions.start(config)
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id
@@ -204,9 +204,9 @@ def test_a_stopped_session_ends_after_the_round_in_flight(tmp_path):
     federation = _federation(tmp_path, [H, H])
 
     async def run() -> str:
-        session_id = federation.sessions.start(_config(rounds=50, min_clients=2))
+        session_id = await federation.sessions.start(_config(rounds=50, min_clients=2))
         await _until(lambda: len(federation.store.rounds(session_id)) >= 1)
-        federation.sessions.stop(session_id, by="alice")
+        await federation.sessions.stop(session_id, by="alice")
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id
@@ -228,10 +228,10 @@ def test_a_cancelled_session_ends_now_and_leaves_nothing_behind(tmp_path):
 
     async def run() -> str:
         config = SessionConfig(rounds=3, min_clients=2, round_timeout=60.0)
-        session_id = federation.sessions.start(config)
+        session_id = await federation.sessions.start(config)
         await _until(lambda: bool(list((tmp_path / "combiner-0" / "models").glob("*"))))
         await asyncio.sleep(0.1)  # the honest client's update is collected meanwhile
-        federation.sessions.cancel(session_id, by="bob")
+        await federation.sessions.cancel(session_id, by="bob")
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id
@@ -251,7 +251,7 @@ def test_only_the_running_session_can_be_stopped(tmp_path):
     federation = _federation(tmp_path, [H])
 
     async def run() -> str:
-        session_id = federation.sessions.start(_config(rounds=1, min_clients=1))
+        session_id = await federation.sessions.start(_config(rounds=1, min_clients=1))
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id
@@ -260,9 +260,9 @@ def test_only_the_running_session_can_be_stopped(tmp_path):
         federation.seed(MODEL)
         finished = federation.run(run())
         with pytest.raises(NotFoundError):
-            federation.sessions.stop("nope", by="alice")
+            federation.run(federation.sessions.stop("nope", by="alice"))
         with pytest.raises(RoundFailed, match="is not running; nothing to stop"):
-            federation.sessions.cancel(finished, by="alice")
+            federation.run(federation.sessions.cancel(finished, by="alice"))
     finally:
         federation.close()
 
@@ -274,7 +274,7 @@ def test_an_upload_of_another_layout_is_a_seed_only_when_named(tmp_path):
 
     async def one_session(seed_model_id: str | None = None) -> str:
         config = _config(rounds=1, min_clients=1, seed_model_id=seed_model_id)
-        session_id = federation.sessions.start(config)
+        session_id = await federation.sessions.start(config)
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id
@@ -283,7 +283,7 @@ def test_an_upload_of_another_layout_is_a_seed_only_when_named(tmp_path):
         first = await one_session()  # the trail now has a trained model
         other = federation.seed({"v": np.zeros(3, np.float32)})
         with pytest.raises(ConfigError, match="name it as seed_model_id"):
-            federation.sessions.start(_config(rounds=1))
+            await federation.sessions.start(_config(rounds=1))
         named = await one_session(other)
         again = federation.seed({"v": np.ones(3, np.float32)})  # the trail's newest layout
         third = await one_session()

@@ -45,7 +45,7 @@ def _config(**changes: object) -> SessionConfig:
 
 def _run(federation: InProcessFederation, config: SessionConfig) -> str:
     async def run() -> str:
-        session_id = federation.sessions.start(config)
+        session_id = await federation.sessions.start(config)
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id
@@ -151,7 +151,7 @@ def test_c_survives_a_controller_crash(tmp_path, crash_at):
     first.store.finish_round = crashing  # type: ignore[method-assign]
 
     async def until_the_crash() -> None:
-        first.sessions.start(config)
+        await first.sessions.start(config)
         assert first.sessions.current is not None
         with pytest.raises(Crash):
             await first.sessions.current

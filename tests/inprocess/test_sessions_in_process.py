@@ -52,7 +52,7 @@ def _config(**changes: object) -> SessionConfig:
 
 def _session(federation: InProcessFederation, config: SessionConfig) -> str:
     async def run() -> str:
-        session_id = federation.sessions.start(config)
+        session_id = await federation.sessions.start(config)
         assert federation.sessions.current is not None
         await federation.sessions.current
         return session_id
@@ -71,14 +71,14 @@ def test_one_session_runs_at_a_time_whoever_starts_it(tmp_path):
     busy = "^a session is already running; wait for it to finish first$"
 
     async def run() -> tuple[str, str]:
-        first = federation.sessions.start(_config(rounds=1))
+        first = await federation.sessions.start(_config(rounds=1))
         with pytest.raises(StrataError, match=busy):
-            federation.sessions.start(_config(rounds=1))
+            await federation.sessions.start(_config(rounds=1))
         with pytest.raises(StrataError, match=busy):
             federation.sessions.resume(federation.store.session(first))
         assert federation.sessions.current is not None
         await federation.sessions.current
-        second = federation.sessions.start(_config(rounds=1))
+        second = await federation.sessions.start(_config(rounds=1))
         assert federation.sessions.current is not None
         await federation.sessions.current
         return first, second
@@ -200,7 +200,7 @@ def test_a_session_resumes_after_a_crash_from_its_last_recorded_round(tmp_path):
     _crash_when_recording(first, 3)
 
     async def until_the_crash() -> str:
-        session_id = first.sessions.start(config)
+        session_id = await first.sessions.start(config)
         assert first.sessions.current is not None
         with pytest.raises(Crash):
             await first.sessions.current
@@ -307,7 +307,7 @@ def test_retention_deletes_files_and_keeps_rows_seeds_finals_and_every_nth(tmp_p
     async def two_sessions() -> list[str]:
         ids = []
         for config in (_config(rounds=7, aggregator=MOMENTUM), _config(rounds=5)):
-            ids.append(federation.sessions.start(config))  # the second from the first's end
+            ids.append(await federation.sessions.start(config))  # the second from the first's end
             assert federation.sessions.current is not None
             await federation.sessions.current
         return ids
@@ -319,7 +319,7 @@ def test_retention_deletes_files_and_keeps_rows_seeds_finals_and_every_nth(tmp_p
         trail = federation.store.trail(second.final_model_id)
         pruned = next(m.id for m in models.values() if m.pruned_at is not None)
         with pytest.raises(ConfigError, match="was pruned: the retention policy keeps the last 2"):
-            federation.sessions.start(_config(seed_model_id=pruned))
+            federation.run(federation.sessions.start(_config(seed_model_id=pruned)))
     finally:
         federation.close()
     # a running session keeps its last 2; every 3rd round stays; a session's end is kept

@@ -13,13 +13,13 @@ import pytest
 from stratafl.controller.discovery import Discovery
 from stratafl.controller.rest.app import create_api
 from stratafl.controller.servicer import ControllerServicer
-from stratafl.controller.wiring import Controller
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.status import ClientStatus
 from stratafl.store.models import ModelStore
 from stratafl.store.offloop import OffLoop
 from stratafl.store.state import StateStore
-from tests.inprocess.test_api import SyncASGI
+from tests.support.asgi import SyncASGI
+from tests.support.controllers import open_controller
 from tests.support.loopguard import StoreCallOnLoop, public_methods
 
 
@@ -100,15 +100,26 @@ def test_a_grpc_handler_calling_the_store_on_its_loop_fails(store, monkeypatch):
 
 def test_a_rest_handler_calling_the_store_on_its_loop_fails(tmp_path, monkeypatch, caplog):
     """The app answers an unexpected error with a 500 and logs it: the guard's error."""
-    controller = Controller(tmp_path)
-    controller.store.open()
-    api = SyncASGI(create_api(controller))
-    try:
-        assert api.get("/api/v1/combiners").status_code == 200  # through off_loop: fine
-        monkeypatch.setattr(OffLoop, "read", _on_the_loop)
-        assert api.get("/api/v1/combiners").status_code == 500
-        assert "StateStore.combiners_page ran on the event loop" in caplog.text
-        assert "controller/rest/federation.py" in caplog.text
-    finally:
-        api.close()
-        controller.store.close()
+    with open_controller(tmp_path) as controller:
+        api = SyncASGI(create_api(controller))
+        try:
+            assert api.get("/api/v1/combiners").status_code == 200  # through off_loop: fine
+            monkeypatch.setattr(OffLoop, "read", _on_the_loop)
+            assert api.get("/api/v1/combiners").status_code == 500
+            assert "StateStore.combiners_page ran on the event loop" in caplog.text
+            assert "controller/rest/federation.py" in caplog.text
+        finally:
+            api.close()
+
+
+def test_the_guard_judges_a_session_start_as_part_of_the_rest_handler_that_asked(tmp_path, monkeypatch, caplog):
+    """The session runner's start is judged as part of the handler that called it."""
+    with open_controller(tmp_path) as controller:
+        api = SyncASGI(create_api(controller))
+        try:
+            monkeypatch.setattr(OffLoop, "write", _on_the_loop)
+            assert api.post("/api/v1/sessions", json={"rounds": 1}).status_code == 500
+            assert "ran on the event loop of the handler" in caplog.text
+            assert "controller/rest/sessions.py" in caplog.text
+        finally:
+            api.close()

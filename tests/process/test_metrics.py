@@ -133,7 +133,7 @@ def _one_session(
         federation.seed(MODEL)
 
         async def run() -> str:
-            session_id = federation.sessions.start(config)
+            session_id = await federation.sessions.start(config)
             assert federation.sessions.current is not None
             await federation.sessions.current
             return session_id

@@ -3,10 +3,10 @@
 The controller's gRPC servicer, discovery and REST routers share one event loop with the
 rounds; each store call they make must go through `StateStore.off_loop` (a worker
 thread). `guard_store_calls` wraps every public method of `StateStore` so that a call made
-while an event loop runs in the calling thread raises `StoreCallOnLoop`, when the nearest
-controller code that led to it is one of those handlers. Worker threads run no loop, so
-calls through `off_loop` pass; the session runner, recovery and start-up (controller code,
-not handlers) are not judged here.
+while an event loop runs in the calling thread raises `StoreCallOnLoop`, when one of those
+handlers led to it, directly or through the code it calls (the session runner's start, stop
+and cancel). Worker threads run no loop, so calls through `off_loop` pass; the rounds'
+own task, recovery and start-up are not a handler's call and are not judged here.
 
 ``tests/inprocess/conftest.py`` applies it to every in-process test: the real REST app, the
 real gRPC servicer and discovery run under it.
@@ -39,15 +39,15 @@ class StoreCallOnLoop(AssertionError):
 
 def handler_on_the_loop(frame: FrameType | None) -> FrameType | None:
     """The handler frame that made this store call on a running loop, if one did: the
-    nearest frame of controller code above ``frame``, when it is a handler's."""
+    nearest handler's frame above ``frame``."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # a worker thread (off_loop) or plain synchronous code
         return None
     while frame is not None:
         path = Path(frame.f_code.co_filename)
-        if path.is_relative_to(CONTROLLER):
-            return frame if any(path == h or path.is_relative_to(h) for h in HANDLERS) else None
+        if any(path == h or path.is_relative_to(h) for h in HANDLERS):
+            return frame
         frame = frame.f_back
     return None
 

@@ -58,14 +58,33 @@ class SessionRunner:
         self._current_id: str | None = None
         self._stop_by: str | None = None
         self._cancel_by: str | None = None
+        self._starting = False
 
     def busy(self) -> bool:
-        return self.current is not None and not self.current.done()
+        """A session runs, or one is being started."""
+        return self._starting or (self.current is not None and not self.current.done())
 
-    def start(self, config: SessionConfig) -> str:
+    async def start(self, config: SessionConfig) -> str:
         """Start a session in the background; returns its id. Raises `StrataError` while
-        another session runs (the REST API answers 400), before anything is recorded."""
+        another session runs (the REST API answers 400), before anything is recorded.
+
+        Its checks and records run on the store's writer thread and the optimiser state is
+        read in a worker thread, so the caller's event loop (a REST handler's, which also
+        runs the rounds) never waits on SQL or on the model store; the session counts as
+        running from the first check on, so a second start in the meantime is refused."""
         self._require_idle()
+        self._starting = True
+        try:
+            session_id, seed_model = await self._store.off_loop.write(self._record_start, config)
+            aggregator = parse_aggregator(config.aggregator)
+            state = await asyncio.to_thread(self._trail.optimizer_state, seed_model, aggregator)
+        finally:
+            self._starting = False
+        self._launch(session_id, config, aggregator, seed_model, state, first=1, failures=0)
+        return session_id
+
+    def _record_start(self, config: SessionConfig) -> tuple[str, str]:
+        """Check the seed and record the new session and its start event; its id and seed."""
         seed_model = config.seed_model_id or self._newest_model()
         seed = self._store.model(seed_model)  # raises NotFoundError for an unknown id
         if seed.pruned_at is not None:
@@ -87,8 +106,7 @@ class SessionRunner:
             session_id=session_id,
             config=config.model_dump(),
         )
-        self._launch(session_id, config, seed_model, first=1, failures=0)
-        return session_id
+        return session_id, seed_model
 
     def resume(self, session: SessionRecord) -> None:
         """Continue a session a stopped controller left running, from its last recorded
@@ -112,27 +130,43 @@ class SessionRunner:
             session_id=session.id,
             round=first,
         )
-        self._launch(session.id, config, session.final_model_id, first=first, failures=failures)
+        aggregator = parse_aggregator(config.aggregator)
+        state = self._trail.optimizer_state(session.final_model_id, aggregator)
+        self._launch(
+            session.id,
+            config,
+            aggregator,
+            session.final_model_id,
+            state,
+            first=first,
+            failures=failures,
+        )
 
     def _launch(
-        self, session_id: str, config: SessionConfig, model_id: str, *, first: int, failures: int
+        self,
+        session_id: str,
+        config: SessionConfig,
+        aggregator: Aggregator,
+        model_id: str,
+        state: ServerOptState,
+        *,
+        first: int,
+        failures: int,
     ) -> None:
         """Run the session in the background from round ``first`` on ``model_id``."""
-        aggregator = parse_aggregator(config.aggregator)
-        state = self._trail.optimizer_state(model_id, aggregator)
         self._current_id, self._stop_by, self._cancel_by = session_id, None, None
         self.current = asyncio.ensure_future(
             self._run(session_id, config, aggregator, model_id, state, first, failures)
         )
 
-    def stop(self, session_id: str, by: str) -> None:
+    async def stop(self, session_id: str, by: str) -> None:
         """End ``session_id`` after the round in flight; ``by`` is recorded as who asked."""
-        self._require_running(session_id)
+        await self._require_running(session_id)
         self._stop_by = by
 
-    def cancel(self, session_id: str, by: str) -> None:
+    async def cancel(self, session_id: str, by: str) -> None:
         """End ``session_id`` now; the round in flight is dropped."""
-        self._require_running(session_id)
+        await self._require_running(session_id)
         self._cancel_by = by
         assert self.current is not None
         self.current.cancel()
@@ -141,8 +175,8 @@ class SessionRunner:
         if self.busy():
             raise StrataError("a session is already running; wait for it to finish first")
 
-    def _require_running(self, session_id: str) -> None:
-        self._store.session(session_id)  # NotFoundError for an unknown id
+    async def _require_running(self, session_id: str) -> None:
+        await self._store.off_loop.read(self._store.session, session_id)  # NotFoundError
         if not self.busy() or self._current_id != session_id:
             raise RoundFailed(f"session {session_id} is not running; nothing to stop")
 

@@ -39,7 +39,7 @@ def sessions_router(controller: Controller, authorize: Authorizer) -> APIRouter:
     @router.post("/sessions", status_code=201, responses=errors_of(400, 404, 413))
     async def start_session(config: SessionConfig) -> SessionRecord:
         """Start a session (400 while another one runs: one runs at a time)."""
-        return await read(store.session, controller.sessions.start(config))
+        return await read(store.session, await controller.sessions.start(config))
 
     @router.get("/sessions", responses=errors_of(400))
     async def sessions(after: After = None, limit: Limit = DEFAULT_LIMIT) -> Page[SessionRecord]:
@@ -66,13 +66,13 @@ def sessions_router(controller: Controller, authorize: Authorizer) -> APIRouter:
     @router.post("/sessions/{session_id}/stop", responses=errors_of(404, 409))
     async def stop(session_id: str, caller: Claims = caller_of) -> SessionRecord:
         """End the session after the round in flight (409 if it is not running)."""
-        controller.sessions.stop(session_id, by=caller.subject)
+        await controller.sessions.stop(session_id, by=caller.subject)
         return await read(store.session, session_id)
 
     @router.post("/sessions/{session_id}/cancel", responses=errors_of(404, 409))
     async def cancel(session_id: str, caller: Claims = caller_of) -> SessionRecord:
         """End the session now; the round in flight is dropped (409 if it is not running)."""
-        controller.sessions.cancel(session_id, by=caller.subject)
+        await controller.sessions.cancel(session_id, by=caller.subject)
         running = controller.sessions.current
         if running is not None:  # the answer shows the session cancelled, not cancelling
             await asyncio.wait({running}, timeout=CANCEL_WAIT_SECONDS)
