@@ -112,7 +112,9 @@ def test_a_rest_handler_calling_the_store_on_its_loop_fails(tmp_path, monkeypatc
             api.close()
 
 
-def test_the_guard_judges_a_session_start_as_part_of_the_rest_handler_that_asked(tmp_path, monkeypatch, caplog):
+def test_the_guard_judges_a_session_start_as_part_of_the_rest_handler_that_asked(
+    tmp_path, monkeypatch, caplog
+):
     """The session runner's start is judged as part of the handler that called it."""
     with open_controller(tmp_path) as controller:
         api = SyncASGI(create_api(controller))
