@@ -289,7 +289,7 @@ def test_a_client_cannot_blank_the_rounds_validation_with_finite_reports(federat
 
 HOGS = 6
 MODEL_PARAMS = 2_000_000
-"""An 8 MB model: two 4 MiB chunks, far more than gRPC buffers for a reader that stalls."""
+"""An 8 MB model: eight 1 MiB chunks, far more than gRPC buffers for a reader that stalls."""
 
 
 def test_downloads_opened_and_never_read_do_not_stall_the_honest_clients(tmp_path, monkeypatch):

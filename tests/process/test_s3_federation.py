@@ -15,7 +15,7 @@ from stratafl.transport.streams import CHUNK_BYTES
 pytestmark = pytest.mark.slow
 
 PARAMETERS = 1_200_000
-"""4.8 MB of float32: every model crosses the 4 MiB chunk size, on every link."""
+"""4.8 MB of float32: every model crosses the 1 MiB chunk size, on every link."""
 
 
 def test_two_rounds_with_the_models_in_s3(federation, s3_store, tmp_path, monkeypatch):

@@ -104,7 +104,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelChunk]:
         """Stream a stored model from wherever the model store keeps it (a folder, S3...),
-        4 MiB at a time with every read off the event loop; the combiner counts what it
+        1 MiB at a time with every read off the event loop; the combiner counts what it
         received for its round."""
 
         def open_model() -> tuple[list[TensorSpec], Iterator[bytes]]:

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 
-from stratafl.transport.streams import CHUNK_BYTES
-
-MAX_MESSAGE_BYTES = 2 * CHUNK_BYTES + 1024 * 1024
-"""A 4 MiB chunk plus its header fits with room to spare; gRPC's default is only 4 MiB."""
+MAX_MESSAGE_BYTES = 9 * 1024 * 1024
+"""The largest message a peer may send: a chunk (`streams.CHUNK_BYTES`) or a model header
+naming many tensors fits with room to spare; gRPC's default is only 4 MiB."""
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -3,7 +3,7 @@
 An upload is streamed to a staging file (its size bounded by `bounds.BoundedBodies`
 as it arrives), checked as a safetensors file (`modelfile.check_model_file`: header size,
 shapes, offsets, length) and only then published; a refused upload leaves nothing behind.
-A download streams from any model store (a folder, ``memory://``, S3) in 4 MiB pieces.
+A download streams from any model store (a folder, ``memory://``, S3) in 1 MiB pieces (`CHUNK_BYTES`).
 Every file operation and every read of the state store runs off the event loop.
 """
 
@@ -104,7 +104,7 @@ def models_router(controller: Controller) -> APIRouter:
 
 
 def _pieces(stream: BinaryIO) -> Iterator[bytes]:
-    """The stream's bytes, 4 MiB at a time, so a model is never held whole; Starlette reads
+    """The stream's bytes, 1 MiB at a time, so a model is never held whole; Starlette reads
     a plain iterator in a worker thread, off the event loop. Closes the stream at the end."""
     with stream:
         while piece := stream.read(CHUNK_BYTES):
