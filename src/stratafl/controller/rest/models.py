@@ -3,7 +3,8 @@
 An upload is streamed to a staging file (its size bounded by `bounds.BoundedBodies`
 as it arrives), checked as a safetensors file (`modelfile.check_model_file`: header size,
 shapes, offsets, length) and only then published; a refused upload leaves nothing behind.
-A download streams from any model store (a folder, ``memory://``, S3) in 1 MiB pieces (`CHUNK_BYTES`).
+A download streams from any model store (a folder, ``memory://``, S3) in 1 MiB pieces
+(`CHUNK_BYTES`).
 Every file operation and every read of the state store runs off the event loop.
 """
 
