@@ -170,10 +170,6 @@ class CombinerLinks:
             links.append(GrpcCombinerLink(entry.combiner_id, cached[1]))
         return links
 
-    def use_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
-        """Dial combiners with ``credentials`` from now on (set once at start-up)."""
-        self._credentials = credentials
-
     async def mark_offline(self, combiner_id: str, reason: str) -> None:
         await self._discovery.mark_offline(combiner_id, reason)
 
