@@ -19,16 +19,6 @@ from tests.support.paths import TEST_APP
 pytest_plugins = ["tests.support.databases", "tests.support.served"]
 """Fixtures every test folder shares: the state store on each backend, the REST app served."""
 
-LONG_MARKS = ("slow", "fuzz")
-"""Tests that run for seconds to minutes each (processes, studies, fuzzing)."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long tests first, each group in its collected order: the workers start on the
-    long tests together and finish on the many short ones, so neither idles at the end while
-    the other runs a study (the order of the tests within each group stays as collected)."""
-    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in LONG_MARKS))
-
 
 @pytest.fixture
 def federation(tmp_path: Path) -> Callable[..., LocalFederation]:
