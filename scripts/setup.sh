@@ -28,9 +28,9 @@ case ",$extras," in
 esac
 
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --no-compile --upgrade pip
+.venv/bin/python -m pip install -q --upgrade pip
 if [ -n "$extras" ]; then
-  .venv/bin/python -m pip install -q --no-compile -e ".[$extras]"
+  .venv/bin/python -m pip install -q -e ".[$extras]"
 else
-  .venv/bin/python -m pip install -q --no-compile -e .
+  .venv/bin/python -m pip install -q -e .
 fi
