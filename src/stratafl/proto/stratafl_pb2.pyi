@@ -82,7 +82,7 @@ class ClientHello(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json", "compression", "partial_updates")
+    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json", "compression", "partial_updates", "round_id", "grant")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,8 @@ class Task(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     model_id: str
@@ -99,10 +101,12 @@ class Task(_message.Message):
     config_json: str
     compression: str
     partial_updates: str
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ...) -> None: ...
+    round_id: str
+    grant: bytes
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ..., round_id: _Optional[str] = ..., grant: _Optional[bytes] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("task_id", "client_id", "num_examples", "metrics", "model", "compute_seconds", "codec")
+    __slots__ = ("task_id", "client_id", "num_examples", "metrics", "model", "compute_seconds", "codec", "receipt")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +121,7 @@ class UpdateHeader(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     client_id: str
     num_examples: int
@@ -124,7 +129,8 @@ class UpdateHeader(_message.Message):
     model: ModelHeader
     compute_seconds: float
     codec: str
-    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., codec: _Optional[str] = ...) -> None: ...
+    receipt: bytes
+    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model: _Optional[_Union[ModelHeader, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., codec: _Optional[str] = ..., receipt: _Optional[bytes] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -135,7 +141,7 @@ class UpdateChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ValidationReport(_message.Message):
-    __slots__ = ("task_id", "client_id", "metrics")
+    __slots__ = ("task_id", "client_id", "metrics", "receipt")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -146,10 +152,12 @@ class ValidationReport(_message.Message):
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     client_id: str
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    receipt: bytes
+    def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., receipt: _Optional[bytes] = ...) -> None: ...
 
 class TaskFailure(_message.Message):
     __slots__ = ("task_id", "client_id", "reason")
@@ -162,19 +170,23 @@ class TaskFailure(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RoundSettings(_message.Message):
-    __slots__ = ("aggregator", "max_examples_per_client", "compression", "partial_updates")
+    __slots__ = ("aggregator", "max_examples_per_client", "compression", "partial_updates", "weight_cap", "median_cap_ratio")
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     MAX_EXAMPLES_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_CAP_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_CAP_RATIO_FIELD_NUMBER: _ClassVar[int]
     aggregator: str
     max_examples_per_client: int
     compression: str
     partial_updates: str
-    def __init__(self, aggregator: _Optional[str] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ...) -> None: ...
+    weight_cap: int
+    median_cap_ratio: float
+    def __init__(self, aggregator: _Optional[str] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ..., weight_cap: _Optional[int] = ..., median_cap_ratio: _Optional[float] = ...) -> None: ...
 
 class RoundSpec(_message.Message):
-    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "seed", "settings")
+    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "seed", "settings", "client_ids", "round_id", "quorum", "grant")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +196,10 @@ class RoundSpec(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     kind: TaskKind
@@ -193,10 +209,14 @@ class RoundSpec(_message.Message):
     config_json: str
     seed: int
     settings: RoundSettings
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., seed: _Optional[int] = ..., settings: _Optional[_Union[RoundSettings, _Mapping]] = ...) -> None: ...
+    client_ids: _containers.RepeatedScalarFieldContainer[str]
+    round_id: str
+    quorum: int
+    grant: bytes
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., seed: _Optional[int] = ..., settings: _Optional[_Union[RoundSettings, _Mapping]] = ..., client_ids: _Optional[_Iterable[str]] = ..., round_id: _Optional[str] = ..., quorum: _Optional[int] = ..., grant: _Optional[bytes] = ...) -> None: ...
 
 class ClientOutcome(_message.Message):
-    __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds", "left_out")
+    __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds", "left_out", "receipt")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +233,7 @@ class ClientOutcome(_message.Message):
     BYTES_DOWN_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     status: OutcomeStatus
     reason: str
@@ -222,7 +243,8 @@ class ClientOutcome(_message.Message):
     bytes_down: int
     seconds: float
     left_out: str
-    def __init__(self, client_id: _Optional[str] = ..., status: _Optional[_Union[OutcomeStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., left_out: _Optional[str] = ...) -> None: ...
+    receipt: bytes
+    def __init__(self, client_id: _Optional[str] = ..., status: _Optional[_Union[OutcomeStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., seconds: _Optional[float] = ..., left_out: _Optional[str] = ..., receipt: _Optional[bytes] = ...) -> None: ...
 
 class RoundResultHeader(_message.Message):
     __slots__ = ("combiner_id", "contributors", "total_weight", "outcomes", "model", "seconds", "error", "model_bytes_down", "tensor_weights")

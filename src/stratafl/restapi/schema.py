@@ -67,10 +67,15 @@ class AssignRequest(Body):
 
 
 class Assignment(Body):
-    """The combiner a client should open its task stream to."""
+    """The combiner a client should open its task stream to, and what the client needs
+    there: ``ticket``, a token only that combiner accepts (empty from an ``--insecure``
+    controller), and ``receipt_key``, the key (base64url) the client signs its receipts
+    with, which only it and the controller hold."""
 
     combiner_id: str
     address: str
+    ticket: str = ""
+    receipt_key: str = ""
 
 
 class TokenRequest(Body):
