@@ -45,12 +45,24 @@ class RoundSettings:
     partial_updates: PartialUpdates = field(default_factory=PartialUpdates)
     max_examples_per_client: int = 0
     """The largest ``num_examples`` an update may claim (0: no session cap)."""
+    weight_cap: int = 0
+    """The largest weight an update counts with this round (0: none); larger claims are
+    clamped (`stratafl.aggregate.weights`). Set per round by the controller."""
+    median_cap_ratio: float = 0.0
+    """With no ``weight_cap``: cap weights at this ratio times the lower median of the
+    round's claims at each combiner (0: no cap)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_examples_per_client <= MAX_EXAMPLES:
             raise ConfigError(
                 f"max_examples_per_client {self.max_examples_per_client} is out of range; "
                 f"use 0 (no cap) or a count up to {MAX_EXAMPLES}"
+            )
+        if not 0 <= self.weight_cap <= MAX_EXAMPLES:
+            raise ConfigError(f"weight_cap {self.weight_cap} is out of range 0..{MAX_EXAMPLES}")
+        if not (math.isfinite(self.median_cap_ratio) and 0 <= self.median_cap_ratio <= 1e6):
+            raise ConfigError(
+                f"median_cap_ratio {self.median_cap_ratio} must be a finite number in [0, 1e6]"
             )
         if self.partial_updates.random:
             require_partial_updates(self.aggregator.rule)
@@ -63,6 +75,8 @@ class RoundSettings:
         compression: str = "",
         partial_updates: str = "",
         max_examples_per_client: int = 0,
+        weight_cap: int = 0,
+        median_cap_ratio: float = 0.0,
     ) -> RoundSettings:
         """The settings from their text forms (``""`` is each one's default, as on the
         wire); a `ConfigError` naming the bad value and the fix."""
@@ -71,6 +85,8 @@ class RoundSettings:
             compression=parse_compression(compression),
             partial_updates=parse_partial_updates(partial_updates),
             max_examples_per_client=max_examples_per_client,
+            weight_cap=weight_cap,
+            median_cap_ratio=median_cap_ratio,
         )
 
 

@@ -175,6 +175,8 @@ def settings_of(spec: pb.RoundSpec) -> RoundSettings:
         compression=wire.compression,
         partial_updates=wire.partial_updates,
         max_examples_per_client=wire.max_examples_per_client,
+        weight_cap=wire.weight_cap,
+        median_cap_ratio=wire.median_cap_ratio,
     )
 
 

@@ -220,6 +220,8 @@ def settings_to_proto(settings: RoundSettings) -> pb.RoundSettings:
         max_examples_per_client=settings.max_examples_per_client,
         compression=str(settings.compression),
         partial_updates=str(settings.partial_updates),
+        weight_cap=settings.weight_cap,
+        median_cap_ratio=settings.median_cap_ratio,
     )
 
 
