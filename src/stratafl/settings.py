@@ -131,6 +131,14 @@ class SessionConfig(BaseModel):
         description="failed rounds a session runs again (each waits for its clients) "
         "before it fails with the last round's reason",
     )
+    quorum: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="the share of each combiner's selected clients whose answers close a "
+        "round early: once that many answered, the rest get a grace of max(10 s, the time "
+        "the quorum took), never past round_timeout (1.0: wait for all; docs/configuration.md)",
+    )
     max_examples_per_client: int = Field(
         1_000_000_000,
         ge=1,
@@ -247,6 +255,11 @@ class SessionConfig(BaseModel):
             wanted = int(self.clients_per_round)
         return max(self.min_clients, min(wanted, connected))
 
+    def quorum_of(self, selected: int) -> int:
+        """The answers (any outcome) after which a combiner with ``selected`` clients of
+        this round waits only a grace for the rest; 0: wait for every one."""
+        return quorum_count(self.quorum, selected)
+
     def task_config(
         self, round_number: int, *, participation: float = 1.0
     ) -> dict[str, float | int | str]:
@@ -275,3 +288,11 @@ class SessionConfig(BaseModel):
     def round_seed(self, round_number: int) -> int:
         """The one seed of a round: its clients' sampling and their training both draw on it."""
         return self.seed * 1_000_003 + round_number
+
+
+def quorum_count(fraction: float, selected: int) -> int:
+    """ceil(``fraction`` x ``selected``) answers, at least 1; 0 (wait for all) when the
+    fraction is 1 or nothing is selected. The tiny slack keeps 0.7 x 10 at 7, not 8."""
+    if fraction >= 1.0 or selected <= 0:
+        return 0
+    return max(1, math.ceil(fraction * selected - 1e-9))

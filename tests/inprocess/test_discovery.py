@@ -179,7 +179,15 @@ def test_each_client_counts_once_and_a_restart_forgets_stale_hints(discovery):
     assert sorted(e.combiner_id for e in discovery.online()) == ["a", "b"]
 
 
-def test_an_address_is_held_by_one_online_combiner(discovery):
+def test_an_address_belongs_to_its_combiner_while_it_is_offline_and_after_a_restart(discovery):
     asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
-    assert discovery.holder_of("127.0.0.1:1") == "a"
-    assert discovery.holder_of("127.0.0.1:9") is None
+    assert asyncio.run(discovery.owner_of("127.0.0.1:1")) == "a"
+    assert asyncio.run(discovery.owner_of("127.0.0.1:9")) is None
+    asyncio.run(discovery.mark_offline("a", "no heartbeat"))
+    assert asyncio.run(discovery.owner_of("127.0.0.1:1")) == "a"  # offline, still its own
+    # a new controller process (same store) knows it from the combiners table
+    fresh = Discovery(discovery._store)
+    assert asyncio.run(fresh.owner_of("127.0.0.1:1")) == "a"
+    asyncio.run(fresh.register("a", "127.0.0.1:2", 10))  # it moved: the old one is free
+    assert asyncio.run(fresh.owner_of("127.0.0.1:1")) is None
+    assert asyncio.run(fresh.owner_of("127.0.0.1:2")) == "a"

@@ -79,6 +79,9 @@ class RoundState:
         self.collect_lock = asyncio.Lock()
         self.outcomes: dict[str, Outcome] = {}
         self.done = asyncio.Event()
+        self.quorum_met = asyncio.Event()
+        """Fires once ``spec.quorum`` tasks have an answer (never with no quorum)."""
+        self._answered = 0
         self.closed = False
         self.arriving: set[str] = set()
         """Tasks whose update is being received or collected: one at a time, and its
@@ -137,6 +140,9 @@ class RoundState:
         outcome.num_examples = num_examples
         if metrics is not None:
             outcome.metrics = metrics
+        self._answered += 1
+        if 0 < self.spec.quorum <= self._answered:
+            self.quorum_met.set()
         if all(o.status != OutcomeStatus.PENDING for o in self.outcomes.values()):
             self.done.set()
 
@@ -145,14 +151,12 @@ class RoundState:
             if outcome.client_id == client_id and task_id not in self.arriving:
                 self.resolve(task_id, status, reason)
 
-    def close(self) -> None:
-        """Mark whatever is still pending as timed out; late uploads are refused after this."""
+    def close(self, reason: str = "") -> None:
+        """Mark whatever is still pending as timed out, for ``reason`` (default: the round's
+        timeout passed); late uploads are refused after this."""
+        reason = reason or f"no answer within {self.spec.timeout_seconds:g} s"
         for task_id in self.outcomes:
-            self.resolve(
-                task_id,
-                OutcomeStatus.TIMEOUT,
-                f"no answer within {self.spec.timeout_seconds:g} s",
-            )
+            self.resolve(task_id, OutcomeStatus.TIMEOUT, reason)
         self.closed = True
 
     def note_left_out(self, left_out: Mapping[str, str]) -> None:
@@ -163,6 +167,45 @@ class RoundState:
 
     def contributors(self) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == OutcomeStatus.OK)
+
+
+QUORUM_GRACE_FLOOR_SECONDS = 10.0
+"""The least a round waits for its stragglers once its quorum answered: honest clients a
+little slower than the others still count."""
+CLOSED_AT_QUORUM = "the round closed at its quorum"
+
+
+async def wait_for_quorum(
+    state: RoundState, timeout: float, *, grace_floor: float = QUORUM_GRACE_FLOOR_SECONDS
+) -> bool:
+    """Wait until every task of ``state`` has an answer, or ``timeout`` s passed, or, once
+    ``spec.quorum`` tasks answered (any outcome), a grace of max(``grace_floor``, the time
+    the quorum took) passed, never past the timeout: a client that takes its task and never
+    answers costs the round the grace, not its timeout (Bonawitz et al. 2019 close a round
+    of devices the same way). True when the round closes at its quorum with tasks still
+    pending; the caller closes the round either way."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + timeout
+    until = deadline
+    if 0 < state.spec.quorum < len(state.outcomes):
+        if not await _wait(state.quorum_met, deadline - loop.time()):
+            return False
+        now = loop.time()
+        until = min(deadline, now + max(grace_floor, now - started))
+    await _wait(state.done, until - loop.time())
+    return not state.done.is_set() and until < deadline
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` fires within ``seconds``."""
+    if event.is_set() or seconds <= 0:
+        return event.is_set()
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def settings_of(spec: pb.RoundSpec) -> RoundSettings:

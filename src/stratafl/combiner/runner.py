@@ -15,10 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stratafl.combiner.claims import Caller, check_claim, metrics_problem
+from stratafl.combiner.limits import TRANSFERS_PER_CLIENT, TransferLimits
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
-from stratafl.combiner.rounds import Outcome, RoundState, collector_for, settings_of
-from stratafl.errors import ConfigError, ModelFormatError, UpdateRejected
+from stratafl.combiner.rounds import (
+    CLOSED_AT_QUORUM,
+    Outcome,
+    RoundState,
+    collector_for,
+    settings_of,
+    wait_for_quorum,
+)
+from stratafl.errors import (
+    ConfigError,
+    ModelFormatError,
+    NotFoundError,
+    PermissionDenied,
+    UpdateRejected,
+)
 from stratafl.modelfile.codec import MappedModelFile
 from stratafl.observe.combiner_metrics import (
     CombinerMetrics,
@@ -71,6 +85,7 @@ class CombinerRoundRunner:
         updates: Path,
         *,
         max_transfers: int = MAX_TRANSFERS,
+        transfers_per_client: int = TRANSFERS_PER_CLIENT,
         transfer_grace: float = TRANSFER_GRACE_SECONDS,
         min_transfer_rate: float = MIN_TRANSFER_BYTES_PER_SECOND,
         metrics: CombinerMetrics | None = None,
@@ -84,12 +99,33 @@ class CombinerRoundRunner:
         # gRPC buffers several chunks per active stream; bounding the streams that move
         # model bytes at once bounds that memory however many clients are connected.
         self.transfers = CountingSemaphore(max_transfers)
+        self.limits = TransferLimits(transfers_per_client)
         self._transfer_grace = transfer_grace
         self._min_transfer_rate = min_transfer_rate
 
     def outcome_of(self, task_id: str) -> Outcome | None:
         state = self._tasks.get(task_id)
         return state.outcome(task_id) if state is not None else None
+
+    def download_for(self, task_id: str, model_id: str, subject: str | None) -> Outcome:
+        """The outcome of the open task ``task_id`` whose model ``model_id`` the caller may
+        download: the task must be pending, name that model, and (``subject``: the caller's
+        verified identity; None on an insecure link) have been sent to the caller.
+        Raises `NotFoundError` or `PermissionDenied` with the reason."""
+        state = self._tasks.get(task_id)
+        if not task_id or state is None or not state.is_pending(task_id):
+            raise NotFoundError(
+                f"no open task {task_id[:64]!r} on combiner {self.combiner_id}: a model is "
+                "downloaded with the task that names it, until the task is answered"
+            )
+        outcome = state.outcome(task_id)
+        if subject is not None and outcome.client_id != subject:
+            raise PermissionDenied(f"task {task_id[:64]!r} was sent to another client")
+        if state.spec.model_id != model_id:
+            raise NotFoundError(
+                f"task {task_id[:64]!r} names model {state.spec.model_id!r}, not {model_id[:64]!r}"
+            )
+        return outcome
 
     async def run(self, spec: pb.RoundSpec) -> RoundResult:
         """One round: raises `ConfigError` (its settings) or `UnavailableError` (model
@@ -150,14 +186,13 @@ class CombinerRoundRunner:
                     partial_updates=partial_updates,
                 )
             )
+        at_quorum = False
         try:
             if chosen:
-                await asyncio.wait_for(state.done.wait(), timeout=spec.timeout_seconds)
-        except TimeoutError:
-            pass
+                at_quorum = await wait_for_quorum(state, spec.timeout_seconds)
         finally:
             async with state.collect_lock:
-                state.close()
+                state.close(CLOSED_AT_QUORUM if at_quorum else "")
             for task_id in state.task_ids():
                 self._tasks.pop(task_id, None)
 

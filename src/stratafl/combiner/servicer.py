@@ -14,6 +14,7 @@ import grpc
 import grpc.aio
 
 from stratafl.combiner.claims import Caller
+from stratafl.combiner.limits import TooManyTransfers
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry, StreamEnd
 from stratafl.combiner.runner import CombinerRoundRunner
@@ -113,6 +114,16 @@ class CombinerServicer(pb_grpc.CombinerServicer):
     async def DownloadModel(  # noqa: N802
         self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelChunk]:
+        """Serve the model an open task of the caller names, and no other: a client that
+        was not sent a task has nothing to download, and no client holds more than its
+        share of the transfer slots (`combiner.limits`)."""
+        claims = current_caller()
+        try:
+            outcome = self._rounds.download_for(
+                request.task_id, request.model_id, claims.subject if claims else None
+            )
+        except StrataError as exc:
+            await context.abort(status_of(exc), str(exc))
         path = self._cache.cached_path(request.model_id)
         if path is None:
             await context.abort(
@@ -121,24 +132,25 @@ class CombinerServicer(pb_grpc.CombinerServicer):
                 f"{self._rounds.combiner_id}",
             )
         assert path is not None
-        claims = current_caller()
-        outcome = self._rounds.outcome_of(request.task_id)
-        if outcome is not None and claims is not None and outcome.client_id != claims.subject:
-            outcome = None  # count a client's downloads against its own tasks only
-        # a reader that stalls blocks inside gRPC: the deadline cancels the call itself, so
-        # a slot is held at most grace + size / rate, whoever the reader is. The wait for a
-        # slot is not part of it (thousands of clients queue for the slots at a round's
-        # start), and the file is opened only once a slot is ours: no descriptor per waiter.
-        async with self._rounds.transfers:
-            specs, data = file_chunks(path)
-            with cancel_after(self._rounds.transfer_seconds(total_bytes(specs))):
-                header = header_to_proto(request.model_id, specs)
-                for message in send_model(pb.ModelChunk, header, data):
-                    size = message.ByteSize()
-                    self._rounds.metrics.sent(Link.CLIENT, size)
-                    if outcome is not None:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self._rounds.limits.hold(outcome.client_id))
+            except TooManyTransfers as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            # a reader that stalls blocks inside gRPC: the deadline cancels the call itself,
+            # so a slot is held at most grace + size / rate, whoever the reader is. The wait
+            # for a slot is not part of it (thousands of clients queue for the slots at a
+            # round's start), and the file is opened only once a slot is ours: no
+            # descriptor per waiter.
+            async with self._rounds.transfers:
+                specs, data = file_chunks(path)
+                with cancel_after(self._rounds.transfer_seconds(total_bytes(specs))):
+                    header = header_to_proto(request.model_id, specs)
+                    for message in send_model(pb.ModelChunk, header, data):
+                        size = message.ByteSize()
+                        self._rounds.metrics.sent(Link.CLIENT, size)
                         outcome.bytes_down += size
-                    yield message
+                        yield message
 
     async def UploadUpdate(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.UpdateChunk], context: grpc.aio.ServicerContext
@@ -148,7 +160,12 @@ class CombinerServicer(pb_grpc.CombinerServicer):
         except ModelFormatError as exc:
             return pb.Ack(ok=False, message=str(exc))
         caller = await self._caller(incoming.header.client_id, context)
-        return await self._rounds.accept_update(incoming, caller)
+        try:
+            with self._rounds.limits.hold(caller.client_id):
+                return await self._rounds.accept_update(incoming, caller)
+        except TooManyTransfers as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            raise  # abort raises: never reached
 
     async def ReportValidation(  # noqa: N802
         self, request: pb.ValidationReport, context: grpc.aio.ServicerContext

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
+from stratafl.controller.sent_models import SentModels
 from stratafl.errors import UnavailableError
 from stratafl.status import ClientStatus, CombinerStatus
 from stratafl.store.protocols import DiscoveryRecords
@@ -71,12 +72,46 @@ class Discovery:
         self._clock = clock
         self._combiners: dict[str, CombinerEntry] = {}
         self._changed = asyncio.Event()
+        self.sent_models = SentModels()
+        self._owners: dict[str, str] | None = None
+        """Address -> the combiner id registered there (online or not), from the store."""
+        self._owners_loading = asyncio.Lock()
+        """The models of the rounds sent to each combiner: all it may download here."""
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def owner_of(self, address: str) -> str | None:
+        """The combiner id ``address`` belongs to: the one registered at it, online or
+        offline (the state store's combiners table keeps each id's address, so it holds
+        across controller restarts). While an owner restarts, nobody else takes its
+        address; the owner gets it back at once. An address is released when its owner
+        registers somewhere else."""
+        if self._owners is None:
+            async with self._owners_loading:
+                if self._owners is None:
+                    stored = await self._store.off_loop.read(self._store.combiners)
+                    owners: dict[str, str] = {}
+                    for record in sorted(stored, key=lambda c: c.registered_at):
+                        owners.setdefault(record.address, record.id)
+                    for entry in self._combiners.values():  # registered meanwhile
+                        owners[entry.address] = entry.combiner_id
+                    self._owners = owners
+        return self._owners.get(address)
+
+    def _claim(self, combiner_id: str, address: str) -> None:
+        """Record that ``address`` now belongs to ``combiner_id`` (and its old one is free)."""
+        if self._owners is None:
+            return  # loaded from the store, where `register` writes it, when first asked
+        for held in [a for a, owner in self._owners.items() if owner == combiner_id]:
+            del self._owners[held]
+        self._owners[address] = combiner_id
+
     async def register(self, combiner_id: str, address: str, max_clients: int) -> None:
+        """Record ``combiner_id`` online at ``address``; the caller checks first that the
+        address is not another's (`owner_of`)."""
+        self._claim(combiner_id, address)
         entry = self._combiners.get(combiner_id)
         if entry is None:
             entry = CombinerEntry(combiner_id, address, max_clients)
@@ -214,13 +249,6 @@ class Discovery:
             if entry.online and now - entry.last_heartbeat > OFFLINE_AFTER_SECONDS
         ]
         await asyncio.gather(*(w for c in silent for w in self._take_offline(c, "no heartbeat")))
-
-    def holder_of(self, address: str) -> str | None:
-        """The online combiner registered at ``address``, if any."""
-        for entry in self._combiners.values():
-            if entry.online and entry.address == address:
-                return entry.combiner_id
-        return None
 
     async def assign(
         self, client_id: str, failed_combiner: str | None = None, *, preferred: str | None = None

@@ -24,12 +24,13 @@ import grpc.aio
 
 from stratafl.controller.balance import Rebalancer
 from stratafl.controller.discovery import Discovery
+from stratafl.controller.sent_models import SentModels
 from stratafl.errors import ModelFormatError, UnavailableError
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.records import ClientOutcome
-from stratafl.settings import RoundSettings
+from stratafl.settings import RoundSettings, quorum_count
 from stratafl.status import TaskKind
 from stratafl.transport.channels import open_aio_channel
 from stratafl.transport.outcomes import outcome_from_proto
@@ -56,6 +57,12 @@ class RoundTask:
     settings: RoundSettings = field(default_factory=RoundSettings)
     """The session's rule, codec, partial updates and example cap, typed; a validation
     round carries the defaults."""
+    quorum: float = 1.0
+    """The session's quorum, a share of each combiner's selected clients (1.0: wait for all;
+    `quorum_count`)."""
+    selected: Mapping[str, int] = field(default_factory=dict)
+    """Combiner id -> the clients it was counted with at the round's start: the base of the
+    quorum of a round that asks for all of its clients (quota 0, validation)."""
 
 
 @dataclass
@@ -100,9 +107,15 @@ class CombinerLink(Protocol):
 class GrpcCombinerLink:
     """A combiner reached over gRPC."""
 
-    def __init__(self, combiner_id: str, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        combiner_id: str,
+        channel: grpc.aio.Channel,
+        sent_models: SentModels | None = None,
+    ) -> None:
         self._combiner_id = combiner_id
         self._stub = pb_grpc.CombinerStub(channel)
+        self._sent_models = sent_models
 
     @property
     def combiner_id(self) -> str:
@@ -118,8 +131,10 @@ class GrpcCombinerLink:
     async def run_round(
         self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
     ) -> CombinerAnswer:
+        if self._sent_models is not None:  # before the combiner can ask for it
+            self._sent_models.record(self._combiner_id, task.model_id)
         call = self._stub.RunRound(
-            round_spec(task, quota), timeout=task.timeout + RPC_MARGIN_SECONDS
+            round_spec(task, quota, self._combiner_id), timeout=task.timeout + RPC_MARGIN_SECONDS
         )
         try:
             return await read_answer(call, self._combiner_id, staging, expect)
@@ -167,7 +182,9 @@ class CombinerLinks:
                 channel = open_aio_channel(entry.address, credentials=self._credentials)
                 cached = (entry.address, channel)
                 self._channels[entry.combiner_id] = cached
-            links.append(GrpcCombinerLink(entry.combiner_id, cached[1]))
+            links.append(
+                GrpcCombinerLink(entry.combiner_id, cached[1], self._discovery.sent_models)
+            )
         return links
 
     async def mark_offline(self, combiner_id: str, reason: str) -> None:
@@ -197,9 +214,12 @@ class CombinerLinks:
         self._channels.clear()
 
 
-def round_spec(task: RoundTask, quota: int) -> pb.RoundSpec:
-    """``task`` as the combiner's RunRound receives it."""
+def round_spec(task: RoundTask, quota: int, combiner_id: str = "") -> pb.RoundSpec:
+    """``task`` as combiner ``combiner_id``'s RunRound receives it, with that combiner's
+    quorum: a share of its quota, or of its clients when it asks for all of them."""
+    selected = quota or task.selected.get(combiner_id, 0)
     return pb.RoundSpec(
+        quorum=quorum_count(task.quorum, selected),
         session_id=task.session_id,
         round=task.number,
         kind=_KIND_TO_PROTO[task.kind],

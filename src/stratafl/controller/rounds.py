@@ -184,6 +184,8 @@ class GlobalRoundRunner:
             config=config.task_config(number, participation=min(1.0, wanted / max(1, connected))),
             seed=config.round_seed(number),
             settings=config.round_settings(),
+            quorum=config.quorum,
+            selected=counts,
         )
         reducer = Reducer(aggregator, reference)
         try:
@@ -286,6 +288,8 @@ class GlobalRoundRunner:
             model_id=model_id,
             timeout=train.timeout,
             config={"round": train.number},
+            quorum=train.quorum,
+            selected=train.selected,
         )
         quotas = {link.combiner_id: 0 for link in self._federation.online()}
         return await self._fan_out(task, quotas, [], None, events)

@@ -2,7 +2,7 @@
 
 On a secured link the caller is a verified combiner identity (`current_caller()`): the
 combiner id it registers, heartbeats and reports for must be its token's subject, and no
-combiner can take an address another online combiner holds. Every handler awaits what
+combiner can take an address another combiner registered (online or not). Every handler awaits what
 discovery records in the state store, which runs off the event loop (`store.offloop`).
 """
 
@@ -66,12 +66,12 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                 f"between 1 and {MAX_CLIENTS_PER_COMBINER}",
             )
         await self._check_combiner(request.combiner_id, context)
-        holder = self._discovery.holder_of(request.address)
-        if holder is not None and holder != request.combiner_id:
+        owner = await self._discovery.owner_of(request.address)
+        if owner is not None and owner != request.combiner_id:
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS,
-                f"combiner {holder!r} is online at {request.address}; "
-                "advertise this combiner's own address",
+                f"address {request.address} belongs to combiner {owner!r} (online or "
+                "restarting); advertise this combiner's own address",
             )
         await self._discovery.register(
             request.combiner_id, request.address, request.max_clients or 1000
@@ -105,7 +105,17 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     ) -> AsyncIterator[pb.ModelChunk]:
         """Stream a stored model from wherever the model store keeps it (a folder, S3...),
         1 MiB at a time with every read off the event loop; the combiner counts what it
-        received for its round."""
+        received for its round. On a secured link a combiner gets only the models of the
+        rounds this controller sent it (`SentModels`)."""
+        caller = current_caller()
+        if caller is not None and not self._discovery.sent_models.was_sent(
+            caller.subject, request.model_id
+        ):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"model {request.model_id[:64]!r} is not the model of a round sent to "
+                f"combiner {caller.subject!r}; a combiner fetches only its rounds' models",
+            )
 
         def open_model() -> tuple[list[TensorSpec], Iterator[bytes]]:
             return stream_chunks(self._models.open(request.model_id))
