@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from stratafl.combiner.claims import Caller
+from stratafl.combiner.limits import TooManyTransfers, TransferLimits
+from stratafl.errors import NotFoundError, PermissionDenied
 from stratafl.params import specs_of
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.status import OutcomeStatus
@@ -152,3 +154,44 @@ def test_a_trickling_upload_gives_up_its_slot_and_leaves_no_file(tmp_path):
     assert not ack.ok and "too slowly" in ack.message
     assert runner.transfers._value == 4  # noqa: SLF001 - every slot is free again
     assert not list((tmp_path / "updates").glob("*"))
+
+
+def test_a_model_is_downloaded_only_with_an_open_task_of_the_caller_that_names_it(tmp_path):
+    async def answer(runner, tasks):
+        c0, c1 = tasks["c0"], tasks["c1"]
+        refused = {}
+        for what, args in {
+            "no task": ("", "m", "c0"),
+            "an unknown task": ("nope", "m", "c0"),
+            "another client's task": (c1.task_id, "m", "c0"),
+            "another model": (c0.task_id, "other", "c0"),
+        }.items():
+            with pytest.raises((NotFoundError, PermissionDenied)) as caught:
+                runner.download_for(*args)
+            refused[what] = str(caught.value)
+        own = runner.download_for(c0.task_id, "m", "c0")
+        insecure = runner.download_for(c1.task_id, "m", None)  # no identity: the task's own
+        runner.accept_failure(pb.TaskFailure(task_id=c0.task_id), Caller("c0"))
+        with pytest.raises(NotFoundError):  # answered: nothing left to download
+            runner.download_for(c0.task_id, "m", "c0")
+        return refused, own, insecure
+
+    (refused, own, insecure), _, _ = asyncio.run(_round(tmp_path, pb.TRAIN, answer))
+    assert "no open task" in refused["no task"]
+    assert "no open task" in refused["an unknown task"]
+    assert "sent to another client" in refused["another client's task"]
+    assert "names model 'm'" in refused["another model"]
+    assert own.client_id == "c0" and insecure.client_id == "c1"
+
+
+def test_a_client_holds_at_most_its_share_of_transfers():
+    limits = TransferLimits(per_client=2)
+    with limits.hold("c0"), limits.hold("c0"):
+        with pytest.raises(TooManyTransfers, match="already has 2 model transfers open"):
+            with limits.hold("c0"):
+                pass
+        with limits.hold("c1"):  # another identity is not affected
+            assert limits.open_for("c1") == 1
+    assert limits.open_for("c0") == 0
+    with limits.hold("c0"):  # released: free again
+        assert limits.open_for("c0") == 1
