@@ -318,11 +318,22 @@ class HostileClient:
             return exc.code()  # type: ignore[no-any-return]
         return OK
 
-    def hog_downloads(self, model_id: str, count: int) -> None:
-        """Open ``count`` downloads of ``model_id`` and never read them: each would hold one
-        of the combiner's transfer slots for as long as the combiner lets it."""
+    def hog_downloads(self, model_id: str, count: int, task_id: str = "") -> list[grpc.StatusCode]:
+        """Open ``count`` downloads of ``model_id`` (with ``task_id``, or none) and read only
+        the first message of each: each one the combiner grants would hold one of its
+        transfer slots for as long as it lets it. Returns how each started: `OK` for a
+        download that sent its header, the status of one that was refused."""
+        codes = []
         for _ in range(count):
-            self.hogs.append(self.stub.DownloadModel(pb.ModelRequest(model_id=model_id)))
+            call = self.stub.DownloadModel(pb.ModelRequest(model_id=model_id, task_id=task_id))
+            try:
+                next(call)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+                continue
+            self.hogs.append(call)
+            codes.append(OK)
+        return codes
 
 
 def read_hog(hog: Any, seconds: float) -> int:
