@@ -19,6 +19,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -31,13 +32,14 @@ from stratafl.records import RoundRecord
 from stratafl.security import Role
 from stratafl.settings import SessionConfig
 from tests.support.hostile import (
-    OK,
     Attacker,
     HostileClient,
     code_of,
     combiner_address,
     drain,
+    ended_with,
     fedavg_shift,
+    read_hog,
     run_session_strictly,
     script_errors,
     start_clients,
@@ -49,10 +51,13 @@ from tests.support.paths import TEST_APP
 pytestmark = pytest.mark.slow
 
 HONEST = ["client-0", "client-1"]
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 HOGS = 40
-MODEL_PARAMS = 2_000_000
-"""An 8 MB model: eight 1 MiB chunks, more than gRPC buffers for a reader that stalls, so a
-download that is not read holds its transfer until the combiner cuts it."""
+MODEL_PARAMS = 8_000_000
+"""A 32 MB model: more than gRPC buffers for the two downloads a client may hold when it
+never reads them, so each holds its transfer until the combiner cuts it."""
 
 
 @dataclass
@@ -123,28 +128,36 @@ def _join(site: Site, attacker: Attacker, name: str, respond) -> HostileClient:
 
 
 def test_downloads_need_the_callers_open_task_and_a_combiner_gets_only_its_rounds_models(site):
-    started: dict[str, list[grpc.StatusCode]] = {}
+    hogs: dict[str, list[Any]] = {}
 
     def hog(client: HostileClient, task: pb.Task) -> None:
-        if task.kind == pb.TRAIN and not started:  # the model is cached now
-            started["no task"] = client.hog_downloads(task.model_id, HOGS)
-            started["its task"] = client.hog_downloads(task.model_id, HOGS, task.task_id)
+        """On its training task (the model is cached now): HOGS downloads without a task,
+        then HOGS with its own task, none of them read; then it gives up the task."""
+        if task.kind == pb.TRAIN and not hogs:
+            hogs["no task"] = client.hog_downloads(task.model_id, HOGS)
+            wait_until(
+                lambda: ended_with(hogs["no task"], NOT_FOUND) == HOGS, 30, "no task: refused"
+            )
+            hogs["its task"] = client.hog_downloads(task.model_id, HOGS, task.task_id)
+            wait_until(
+                lambda: ended_with(hogs["its task"], RESOURCE_EXHAUSTED) == HOGS - 2,
+                30,
+                "all but two transfers refused",
+            )
         client.report_failure(task)
 
     with Attacker(site.fed) as attacker:
         mallory = _join(site, attacker, "client-9", hog)
         _honest_round(site)
-        # No task, no model; with its own task, two transfers at once and no more.
-        assert started["no task"] == [grpc.StatusCode.NOT_FOUND] * HOGS
-        assert started["its task"] == [OK] * 2 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * (HOGS - 2)
         assert script_errors(mallory) == []
+        # The two it was granted were cut, not refused: two transfers at once, no more.
+        assert ended_with(hogs["its task"], RESOURCE_EXHAUSTED) == HOGS - 2
+        for held in mallory.hogs:
+            assert read_hog(held, seconds=1.0) < MODEL_PARAMS * 4
         # A combiner fetches at the controller only the models of the rounds it was sent.
         rogue = attacker.controller(attacker.token("rogue-combiner", Role.COMBINER))
         request = pb.ModelRequest(model_id=site.seed_id)
-        assert drain(rogue.DownloadModel(request, timeout=30)) == (
-            [],
-            grpc.StatusCode.PERMISSION_DENIED,
-        )
+        assert drain(rogue.DownloadModel(request, timeout=30)) == ([], PERMISSION_DENIED)
 
 
 def test_a_client_that_never_answers_costs_the_round_a_grace_not_its_timeout(site):

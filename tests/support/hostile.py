@@ -318,22 +318,22 @@ class HostileClient:
             return exc.code()  # type: ignore[no-any-return]
         return OK
 
-    def hog_downloads(self, model_id: str, count: int, task_id: str = "") -> list[grpc.StatusCode]:
-        """Open ``count`` downloads of ``model_id`` (with ``task_id``, or none) and read only
-        the first message of each: each one the combiner grants would hold one of its
-        transfer slots for as long as it lets it. Returns how each started: `OK` for a
-        download that sent its header, the status of one that was refused."""
-        codes = []
-        for _ in range(count):
-            call = self.stub.DownloadModel(pb.ModelRequest(model_id=model_id, task_id=task_id))
-            try:
-                next(call)
-            except grpc.RpcError as exc:
-                codes.append(exc.code())
-                continue
-            self.hogs.append(call)
-            codes.append(OK)
-        return codes
+    def hog_downloads(self, model_id: str, count: int, task_id: str = "") -> list[Any]:
+        """Open ``count`` downloads of ``model_id`` (with ``task_id``, or none) and never read
+        them: each one the combiner grants would hold one of its transfer slots for as long
+        as it lets it. Returns the calls (also kept in ``hogs``)."""
+        calls = [
+            self.stub.DownloadModel(pb.ModelRequest(model_id=model_id, task_id=task_id))
+            for _ in range(count)
+        ]
+        self.hogs.extend(calls)
+        return calls
+
+
+def ended_with(calls: Iterable[Any], code: grpc.StatusCode) -> int:
+    """How many of ``calls`` have ended, with status ``code`` (never blocks: a call the
+    combiner granted and then cut may never get a status; see `read_hog`)."""
+    return sum(1 for call in calls if call.done() and call.code() == code)
 
 
 def read_hog(hog: Any, seconds: float) -> int:
