@@ -10,6 +10,8 @@ FedAvg of the honest clients (`fedavg_shift`).
     -> test_downloads_need_the_callers_open_task_and_a_combiner_gets_only_its_rounds_models
     a client takes tasks and never answers
     -> test_a_client_that_never_answers_costs_the_round_a_grace_not_its_timeout
+    a combiner makes clients train outside the controller's rounds (round grants)
+    -> test_a_client_does_no_task_without_the_controllers_grant_for_its_combiner
     a combiner registers another's address while that one restarts
     -> test_an_address_stays_its_combiners_while_it_restarts
 """
@@ -17,6 +19,7 @@ FedAvg of the honest clients (`fedavg_shift`).
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +28,18 @@ import grpc
 import numpy as np
 import pytest
 
+from stratafl.client.main import ClientOptions
 from stratafl.combiner.rounds import CLOSED_AT_QUORUM
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.records import RoundRecord
-from stratafl.security import Role
+from stratafl.security import Role, TokenSigner
+from stratafl.security.grants import Grant, sign_grant
 from stratafl.settings import SessionConfig
 from tests.support.hostile import (
     Attacker,
     HostileClient,
+    RogueCombiner,
     code_of,
     combiner_address,
     drain,
@@ -172,6 +178,50 @@ def test_a_client_that_never_answers_costs_the_round_a_grace_not_its_timeout(sit
         assert script_errors(mallory) == []
 
 
+def test_a_client_does_no_task_without_the_controllers_grant_for_its_combiner(site):
+    fed = site.fed
+    with Attacker(fed) as attacker:
+        rogue = RogueCombiner(attacker, "rogue")
+        model_id = site.seed_id
+        forged = Grant("s", 1, "", pb.TRAIN, model_id, "rogue", time.time() + 600)
+        rogue.tasks = [
+            pb.Task(task_id="no-grant", kind=pb.TRAIN, model_id=model_id, session_id="s", round=1),
+            pb.Task(
+                task_id="forged",
+                kind=pb.TRAIN,
+                model_id=model_id,
+                session_id="s",
+                round=1,
+                grant=sign_grant(TokenSigner.generate(), forged),
+            ),
+        ]
+        rogue.start()
+        try:
+            # an honest client placed on the rogue combiner (its operator's choice)
+            fed.group.start(
+                "client-2",
+                ClientOptions(
+                    controller=fed.url,
+                    app=fed.spec.app,
+                    partition_id=2,
+                    num_partitions=3,
+                    token_file=fed.token_file("client-2", Role.CLIENT),
+                    ca_file=fed.ca_file,
+                    combiner="rogue",
+                ),
+            )
+            wait_until(lambda: len(rogue.failures) == 2, 60, "client-2 to refuse both tasks")
+        finally:
+            rogue.stop()
+            fed.kill("client-2")
+        reasons = {task_id: reason for _, task_id, reason in rogue.failures}
+        assert "no round grant" in reasons["no-grant"]
+        assert "does not verify" in reasons["forged"]
+    # the honest clients' grants verify: the next round is theirs as always
+    wait_until(lambda: "client-2" not in _connected(fed), 60, "client-2 to be gone")
+    _honest_round(site)
+
+
 def test_an_address_stays_its_combiners_while_it_restarts(site):
     fed = site.fed
     address = combiner_address(fed, "combiner-0")
@@ -191,4 +241,4 @@ def test_an_address_stays_its_combiners_while_it_restarts(site):
         assert site.start_combiner() == address
         fed.wait_for_clients(2)
         _honest_round(site)
-        assert {c.id for c in fed.client.combiners()} == {"combiner-0"}
+        assert "squatter" not in {c.id for c in fed.client.combiners()}

@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +40,7 @@ from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.records import RoundRecord, SessionRecord
 from stratafl.restapi import ControllerClient
 from stratafl.restapi.schema import IssuedRole
-from stratafl.security import Role, TokenSigner
+from stratafl.security import Role, TokenSigner, certificate_request
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.transport.channels import open_channel
@@ -50,6 +51,7 @@ from stratafl.transport.streams import (
     receive_params,
     send_model,
 )
+from stratafl.transport.task_stream import STREAM_OPEN_KEY
 
 NO_TOKEN = None
 """A TLS channel that trusts the federation's CA but sends no token."""
@@ -354,6 +356,62 @@ def read_hog(hog: Any, seconds: float) -> int:
     hog.cancel()
     reader.join(10)
     return received[0]
+
+
+# -- a combiner of the attacker's own -----------------------------------------------------------
+
+
+class RogueCombiner(pb_grpc.CombinerServicer):
+    """A combiner the attacker runs itself, enrolled and registered with a genuine combiner
+    token: it pushes whatever tasks its test queues to each client that opens a stream,
+    heartbeats so it stays online, and records the failures the clients report."""
+
+    def __init__(self, attacker: Attacker, combiner_id: str) -> None:
+        self.combiner_id = combiner_id
+        self.tasks: list[pb.Task] = []
+        self.failures: list[tuple[str, str, str]] = []
+        """(client_id, task_id, reason) of every ReportFailure."""
+        self.clients: list[str] = []
+        self._stop = threading.Event()
+        token = attacker.token(combiner_id, Role.COMBINER)
+        csr, key = certificate_request(combiner_id, ["127.0.0.1"])
+        with attacker.rest(token) as rest:
+            signed = rest.request_certificate(csr, ["127.0.0.1"])
+        credentials = grpc.ssl_server_credentials([(key, signed.certificate_pem.encode())])
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        pb_grpc.add_CombinerServicer_to_server(self, self._server)
+        port = self._server.add_secure_port("127.0.0.1:0", credentials)
+        self.address = f"127.0.0.1:{port}"
+        self._controller = attacker.controller(token)
+        self._heartbeats = threading.Thread(target=self._beat, name="rogue-beat", daemon=True)
+
+    def start(self) -> RogueCombiner:
+        self._server.start()
+        info = pb.CombinerInfo(combiner_id=self.combiner_id, address=self.address, max_clients=10)
+        ack = self._controller.RegisterCombiner(info, timeout=30)
+        assert ack.ok, ack.message
+        self._heartbeats.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(0.5):
+            beat = pb.CombinerHeartbeat(combiner_id=self.combiner_id, client_ids=self.clients)
+            with suppress(grpc.RpcError):
+                self._controller.Heartbeat(beat, timeout=5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.stop(grace=None)
+
+    def TaskStream(self, request: pb.ClientHello, context: Any) -> Iterator[pb.Task]:  # noqa: N802
+        context.send_initial_metadata(((STREAM_OPEN_KEY, self.combiner_id),))
+        self.clients.append(request.client_id)
+        yield from self.tasks
+        self._stop.wait()
+
+    def ReportFailure(self, request: pb.TaskFailure, context: Any) -> pb.Ack:  # noqa: N802
+        self.failures.append((request.client_id, request.task_id, request.reason))
+        return pb.Ack(ok=True)
 
 
 # -- tiers the launcher does not configure ------------------------------------------------------

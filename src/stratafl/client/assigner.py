@@ -13,7 +13,7 @@ from types import TracebackType
 import httpx
 
 from stratafl.errors import StrataError
-from stratafl.restapi.schema import Assignment, AssignRequest
+from stratafl.restapi.schema import Assignment, AssignRequest, DiscoveryInfo
 from stratafl.restapi.wire import authorization, error_of, reaching
 
 __all__ = ["ControllerAssigner"]
@@ -82,3 +82,14 @@ class ControllerAssigner:
         if response.is_error:
             raise error_of(response)
         return Assignment.model_validate_json(response.content)
+
+    async def token_key(self, token: str | None) -> bytes:
+        """The controller's token public key (PEM; empty from an ``--insecure``
+        controller): what the round grants of its tasks verify with."""
+        if self._http is None:
+            raise StrataError("the assigner is not open: use it as `async with assigner:`")
+        with reaching(self.controller_url):
+            response = await self._http.get("/discovery", headers=authorization(token))
+        if response.is_error:
+            raise error_of(response)
+        return DiscoveryInfo.model_validate_json(response.content).token_public_key_pem.encode()

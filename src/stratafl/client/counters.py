@@ -20,6 +20,8 @@ class ClientCounters:
     updates_refused: int = 0
     validations: int = 0
     app_failures: int = 0
+    ungranted: int = 0
+    """Tasks refused because their round grant did not verify (`security.grants`)."""
     """Tasks whose app code raised (reported to the combiner as failures)."""
     stream_errors: int = 0
     """Task streams that ended with an error (combiner gone, refused, moved...)."""

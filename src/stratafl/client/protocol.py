@@ -36,11 +36,12 @@ from stratafl.client.models import ModelShelf
 from stratafl.client.state import ClientState
 from stratafl.client.task_settings import TaskSettings
 from stratafl.compression import Codec, encode_update, partial_of
-from stratafl.errors import ConfigError, StrataError
+from stratafl.errors import AuthError, ConfigError, StrataError
 from stratafl.params import Params
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.restapi.schema import Assignment
+from stratafl.security.grants import GrantVerifier
 from stratafl.transport.channels import open_aio_channel
 from stratafl.transport.streams import receive_download
 from stratafl.transport.task_stream import (
@@ -81,6 +82,9 @@ class ClientProtocol:
         self.connecting = connecting
         """Clients asking for a combiner and opening a stream at the same time."""
         self._sleep = sleep
+        self._grants: GrantVerifier | None = None
+        """Checks each task's round grant; None until a secured client first has a
+        combiner (it asks the controller for the key then), and on an insecure link."""
 
     async def run(self, client: ClientState) -> None:
         """Ask for a combiner, serve its task stream, and again whenever it ends; a
@@ -119,12 +123,16 @@ class ClientProtocol:
     async def assign(self, client: ClientState, failed_combiner: str | None) -> Assignment:
         """The combiner ``client`` should connect to, avoiding ``failed_combiner``."""
         async with self.connecting:
-            return await self.assigner.assign(
+            assignment = await self.assigner.assign(
                 client.client_id,
                 client.token,
                 failed_combiner=failed_combiner,
                 preferred_combiner=client.preferred_combiner,
             )
+            if self.channel_credentials is not None and self._grants is None:
+                key = await self.assigner.token_key(client.token)
+                self._grants = GrantVerifier(key) if key else None
+            return assignment
 
     async def serve(self, client: ClientState, assignment: Assignment) -> None:
         """Do the tasks of ``assignment``'s stream until it ends, on a channel of the
@@ -142,14 +150,23 @@ class ClientProtocol:
                 self.counters.connected += 1
             try:
                 async for task in call:
-                    await self._handle(client, stub, task)
+                    await self._handle(client, stub, task, assignment.combiner_id)
             finally:
                 if opened:
                     self.counters.connected -= 1
 
-    async def _handle(self, client: ClientState, stub: pb_grpc.CombinerStub, task: pb.Task) -> None:
+    async def _handle(
+        self, client: ClientState, stub: pb_grpc.CombinerStub, task: pb.Task, combiner_id: str
+    ) -> None:
         counters, metadata = self.counters, bearer_metadata(client.token)
         counters.tasks += 1
+        refusal = self._ungranted(task, combiner_id)
+        if refusal:  # a combiner acting outside the controller's rounds: do nothing for it
+            counters.ungranted += 1
+            log.warning("%s: task %s refused: %s", client.client_id, task.task_id, refusal)
+            failure = task_failure(task, client.client_id, f"task refused: {refusal}")
+            await stub.ReportFailure(failure, metadata=metadata)
+            return
         try:
             settings = TaskSettings.of(task)
             params = await self._download(client, stub, task)
@@ -187,6 +204,20 @@ class ClientProtocol:
             reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
             failure = task_failure(task, client.client_id, reason)
             await stub.ReportFailure(failure, metadata=metadata)
+
+    def _ungranted(self, task: pb.Task, combiner_id: str) -> str:
+        """Why ``task`` is not one of the controller's rounds on ``combiner_id`` (empty: it
+        is, or this client runs without grants, on an insecure link)."""
+        if self._grants is None:
+            return ""
+        try:
+            grant = self._grants.verify(task.grant, combiner_id)
+        except AuthError as exc:
+            return str(exc)
+        granted = (grant.session_id, grant.round, grant.round_id, grant.kind, grant.model_id)
+        if granted != (task.session_id, task.round, task.round_id, task.kind, task.model_id):
+            return "the task is not the round its grant names"
+        return ""
 
     async def _download(
         self, client: ClientState, stub: pb_grpc.CombinerStub, task: pb.Task

@@ -184,6 +184,7 @@ class CombinerRoundRunner:
                     config_json=spec.config_json or json.dumps({}),
                     compression=compression,
                     partial_updates=partial_updates,
+                    grant=spec.grant,  # the controller's: clients check it is this round's
                 )
             )
         at_quorum = False

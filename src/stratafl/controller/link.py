@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.records import ClientOutcome
+from stratafl.security import TokenSigner
+from stratafl.security.grants import Grant, sign_grant
 from stratafl.settings import RoundSettings, quorum_count
 from stratafl.status import TaskKind
 from stratafl.transport.channels import open_aio_channel
@@ -112,10 +115,12 @@ class GrpcCombinerLink:
         combiner_id: str,
         channel: grpc.aio.Channel,
         sent_models: SentModels | None = None,
+        signer: TokenSigner | None = None,
     ) -> None:
         self._combiner_id = combiner_id
         self._stub = pb_grpc.CombinerStub(channel)
         self._sent_models = sent_models
+        self._signer = signer
 
     @property
     def combiner_id(self) -> str:
@@ -133,9 +138,11 @@ class GrpcCombinerLink:
     ) -> CombinerAnswer:
         if self._sent_models is not None:  # before the combiner can ask for it
             self._sent_models.record(self._combiner_id, task.model_id)
-        call = self._stub.RunRound(
-            round_spec(task, quota, self._combiner_id), timeout=task.timeout + RPC_MARGIN_SECONDS
-        )
+        spec = round_spec(task, quota, self._combiner_id)
+        if self._signer is not None:  # clients do the round's tasks only with this grant
+            expires = time.time() + task.timeout + RPC_MARGIN_SECONDS
+            spec.grant = sign_grant(self._signer, grant_of(spec, self._combiner_id, expires))
+        call = self._stub.RunRound(spec, timeout=task.timeout + RPC_MARGIN_SECONDS)
         try:
             return await read_answer(call, self._combiner_id, staging, expect)
         except grpc.aio.AioRpcError as exc:
@@ -164,10 +171,16 @@ class CombinerLinks:
     (one channel per combiner address), and discovery's own answers."""
 
     def __init__(
-        self, discovery: Discovery, *, credentials: grpc.ChannelCredentials | None = None
+        self,
+        discovery: Discovery,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        signer: TokenSigner | None = None,
     ) -> None:
         self._discovery = discovery
         self._credentials = credentials
+        self._signer = signer
+        """Signs each round's grant (`security.grants`); None on an insecure federation."""
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self.balance = Rebalancer(discovery, self)
 
@@ -183,7 +196,9 @@ class CombinerLinks:
                 cached = (entry.address, channel)
                 self._channels[entry.combiner_id] = cached
             links.append(
-                GrpcCombinerLink(entry.combiner_id, cached[1], self._discovery.sent_models)
+                GrpcCombinerLink(
+                    entry.combiner_id, cached[1], self._discovery.sent_models, self._signer
+                )
             )
         return links
 
@@ -229,6 +244,19 @@ def round_spec(task: RoundTask, quota: int, combiner_id: str = "") -> pb.RoundSp
         config_json=json.dumps(dict(task.config)),
         seed=task.seed,
         settings=settings_to_proto(task.settings),
+    )
+
+
+def grant_of(spec: pb.RoundSpec, combiner_id: str, expires_at: float) -> Grant:
+    """The grant of the round ``spec`` for ``combiner_id``, valid until ``expires_at``."""
+    return Grant(
+        session_id=spec.session_id,
+        round=spec.round,
+        round_id=spec.round_id,
+        kind=spec.kind,
+        model_id=spec.model_id,
+        combiner_id=combiner_id,
+        expires_at=expires_at,
     )
 
 

@@ -61,7 +61,11 @@ class Controller:
         self.models: Final = ModelStore(model_store or workdir / "models")
         self.discovery: Final = Discovery(store)
         self.trail: Final = ModelTrail(store, self.models, workdir / "staging", retention)
-        self.links: Final = CombinerLinks(self.discovery, credentials=combiner_credentials)
+        self.links: Final = CombinerLinks(
+            self.discovery,
+            credentials=combiner_credentials,
+            signer=trust.signer if trust is not None else None,
+        )
         self.metrics: Final = ControllerMetrics()  # its own registry: served at GET /metrics
         self.watchers: Final = Watchers(RoundLog(), self.metrics, *watchers)
         self.sessions: Final = SessionRunner(

@@ -40,7 +40,14 @@ from stratafl.security.claims import (
 from stratafl.security.files import create_private, read_pem
 from stratafl.security.roles import Role
 
-__all__ = ["MAX_TOKEN_CHARS", "Claims", "TokenSigner", "TokenVerifier", "read_claims_unverified"]
+__all__ = [
+    "MAX_TOKEN_CHARS",
+    "SIGNATURE_BYTES",
+    "Claims",
+    "TokenSigner",
+    "TokenVerifier",
+    "read_claims_unverified",
+]
 
 VERSION = "st1"
 MAX_TOKEN_CHARS = 4096
@@ -177,6 +184,14 @@ class TokenSigner:
         return self._key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+
+    def sign_document(self, domain: bytes, document: bytes) -> bytes:
+        """A signature over ``domain + document``, for what the controller signs besides
+        tokens (`security.grants`). The domain (ending in a NUL byte, never a token's
+        version prefix) keeps a document's signature from ever verifying as a token's."""
+        if not domain.endswith(b"\0") or domain.startswith(f"{VERSION}.".encode()):
+            raise ConfigError("a signing domain ends in a NUL byte and is not a token's prefix")
+        return self._key.sign(domain + document)
 
     def verifier(self) -> TokenVerifier:
         """A verifier of this signer's tokens (no revocations, the system clock)."""
