@@ -27,6 +27,14 @@ MAX_SEED = 2**43
 SeedSequence, which takes no negative numbers: 0 <= seed <= 2**43 keeps both true."""
 MAX_EXAMPLES = 2**53
 """Example counts weight averages as float64, which counts exactly up to 2**53."""
+WEIGHT_CAP_RATIO = 3.0
+"""The default ``weight_cap_ratio``: no update weighs more than 3 median clients. With k
+honest clients of the median size m at a combiner, one hostile claim's share of the
+combiner's weight is at most 3m / (k m + 3m) = 3 / (k + 3) (a quarter with 9 honest
+clients), while an honest site with up to three times the median's data keeps its full
+weight: real partitions are skewed, and a ratio of 2 would clamp more honest sites."""
+PARTIAL_CHECK_RATIO = 4.0
+"""The default ``partial_check_ratio`` (`stratafl.aggregate.partial_check`)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,23 @@ class SessionConfig(BaseModel):
         le=MAX_EXAMPLES,
         description="the largest num_examples a client may claim for one update (its weight)",
     )
+    weight_cap_ratio: float = Field(
+        WEIGHT_CAP_RATIO,
+        ge=0,
+        le=1e6,
+        description="each update weighs its claimed num_examples clamped to this many times "
+        "the lower median of the example counts (round 1: the combiner's own claims; later "
+        "rounds: the counts the controller verified the round before); 0 turns the cap off "
+        "for sites you trust, see docs/security.md",
+    )
+    partial_check_ratio: float = Field(
+        PARTIAL_CHECK_RATIO,
+        ge=0,
+        le=1e6,
+        description="with 3 or more partials, the reducer refuses a partial farther from "
+        "the partials' coordinate-wise median than this many times their median distance; "
+        "0 turns the check off, see docs/security.md",
+    )
     max_model_bytes: int = Field(
         8 * 2**30,
         ge=1,
@@ -238,13 +263,21 @@ class SessionConfig(BaseModel):
             )
         return self
 
-    def round_settings(self) -> RoundSettings:
-        """What every training round of this session carries, typed (see `RoundSettings`)."""
+    def round_settings(self, *, weight_cap: int = 0) -> RoundSettings:
+        """What every training round of this session carries, typed (see `RoundSettings`).
+
+        Weights are capped unless ``weight_cap_ratio`` is 0: at ``weight_cap`` when the
+        controller has one from verified history (`stratafl.controller.caps`), else at
+        the ratio times the lower median of each combiner's claims.
+        """
+        capped = self.weight_cap_ratio > 0
         return RoundSettings.parse(
             aggregator=self.aggregator,
             compression=self.compression,
             partial_updates=self.partial_updates,
             max_examples_per_client=self.max_examples_per_client,
+            weight_cap=weight_cap if capped else 0,
+            median_cap_ratio=self.weight_cap_ratio,
         )
 
     def clients_wanted(self, connected: int) -> int:

@@ -76,8 +76,8 @@ def test_a_session_is_one_run_with_a_metric_point_per_round(tmp_path):
         history = client.get_metric_history(run.info.run_id, metric)
         assert sorted(m.step for m in history) == [1, 2, 3], metric
     accuracy = client.get_metric_history(run.info.run_id, "accuracy")
-    # client i scores i on 10 * (i + 1) examples: (0 * 10 + 1 * 20 + 2 * 30) / 60
-    assert [m.value for m in accuracy] == pytest.approx([4 / 3] * 3)
+    # client i scores i / 4 on 10 * (i + 1) examples: (0 * 10 + 0.25 * 20 + 0.5 * 30) / 60
+    assert [m.value for m in accuracy] == pytest.approx([1 / 3] * 3)
     worst = client.get_metric_history(run.info.run_id, "worst_client_accuracy")
     assert {m.value for m in worst} == {0.0}
     assert all(m.value > 0 for m in client.get_metric_history(run.info.run_id, "bytes"))

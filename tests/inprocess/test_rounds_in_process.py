@@ -130,8 +130,8 @@ def test_validation_scores_the_new_model_weighted_by_examples(tmp_path):
         federation.close()
     validation = report.record.validation
     assert validation.clients == 3
-    # accuracy i with 10(i+1) examples: (0*10 + 1*20 + 2*30) / 60
-    assert validation.mean("accuracy") == pytest.approx(80 / 60)
+    # accuracy i / 4 with 10(i+1) examples: (0*10 + 0.25*20 + 0.5*30) / 60
+    assert validation.mean("accuracy") == pytest.approx(20 / 60)
     assert set(validation.per_client) == {"client-0", "client-1", "client-2"}
 
 

@@ -27,7 +27,7 @@ def median_low(values: Sequence[float]) -> float:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def round_cap(claims: Sequence[int], *, weight_cap: int, median_cap_ratio: float) -> float:
+def round_cap(claims: Sequence[float], *, weight_cap: int, median_cap_ratio: float) -> float:
     """The largest weight any of ``claims`` counts with this round (``inf``: no cap)."""
     if weight_cap > 0:
         return float(weight_cap)
@@ -37,7 +37,7 @@ def round_cap(claims: Sequence[int], *, weight_cap: int, median_cap_ratio: float
 
 
 def capped_weights(
-    claims: Sequence[int], *, weight_cap: int, median_cap_ratio: float
+    claims: Sequence[float], *, weight_cap: int, median_cap_ratio: float
 ) -> list[float]:
     """Each claim's weight: the claim, clamped to the round's cap (`round_cap`)."""
     cap = round_cap(claims, weight_cap=weight_cap, median_cap_ratio=median_cap_ratio)

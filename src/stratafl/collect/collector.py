@@ -12,6 +12,13 @@ A rule that selects among its inputs (`SelectsInputs`) says which it left out; t
 collector keeps that as ``left_out``, keyed by what each input was added with (a task),
 so a combiner can tell each client whether its update counted.
 
+Weights are capped at the combiner (`stratafl.aggregate.weights`): with a round's
+``weight_cap`` each update folds as it arrives with its claim clamped to the cap; with a
+``median_cap_ratio`` instead the cap depends on every claim of the round, so the updates
+are spooled even for a streaming rule and folded at the end with their capped weights
+(memory still O(model), disk O(updates x model)). A rule that weighs by count ignores
+the weights either way.
+
 Partial updates (some tensors only; FedAvg alone takes them) fold per tensor: a combiner
 hands on its partial with each tensor's weight sum (`partial_result`), and the reducer
 adds each tensor of it with that sum (``add(..., tensor_weights=...)``).
@@ -34,6 +41,7 @@ from stratafl.aggregate import (
     check_finite,
 )
 from stratafl.aggregate.fedavg import require_partial_updates
+from stratafl.aggregate.weights import capped_weights
 from stratafl.errors import ConfigError, UpdateRejected
 from stratafl.modelfile.codec import MappedModelFile
 from stratafl.params import Params, TensorSpec, specs_of, total_bytes
@@ -46,10 +54,20 @@ Combine = Callable[
 class Collector:
     """Takes staged model files one at a time; ``result()`` gives (params, weight)."""
 
-    def __init__(self, specs: Sequence[TensorSpec], fold: Fold | None, combine: Combine) -> None:
+    def __init__(
+        self,
+        specs: Sequence[TensorSpec],
+        fold: Fold | None,
+        combine: Combine,
+        *,
+        weight_cap: int = 0,
+        median_cap_ratio: float = 0.0,
+    ) -> None:
         self._specs = list(specs)
         self._fold = fold
         self._combine = combine
+        self._weight_cap = weight_cap
+        self._median_cap_ratio = 0.0 if weight_cap > 0 else median_cap_ratio
         self._spooled: list[tuple[Path, float, str]] = []
         self.left_out: dict[str, str] = {}
         """After `result`: the inputs the rule left out, by the key each was added with."""
@@ -61,11 +79,18 @@ class Collector:
 
     @classmethod
     def for_updates(
-        cls, rule: AggregationRule, reference: Mapping[str, np.ndarray], *, partial: bool = False
+        cls,
+        rule: AggregationRule,
+        reference: Mapping[str, np.ndarray],
+        *,
+        partial: bool = False,
+        weight_cap: int = 0,
+        median_cap_ratio: float = 0.0,
     ) -> Collector:
-        """A combiner's side of ``rule``: client updates in, one partial out. With
-        ``partial`` (the session sends partial updates), a `ConfigError` unless the rule
-        takes them."""
+        """A combiner's side of ``rule``: client updates in, one partial out, each update
+        weighing its claim capped by ``weight_cap`` or ``median_cap_ratio`` (see
+        `stratafl.aggregate.weights.capped_weights`). With ``partial`` (the session sends
+        partial updates), a `ConfigError` unless the rule takes them."""
         if partial:
             require_partial_updates(rule)
         fold = rule.fold(reference) if rule.streaming else None
@@ -77,7 +102,13 @@ class Collector:
                 return rule.aggregate_selecting(updates, weights, reference)
             return (*rule.aggregate(updates, weights, reference), {})
 
-        return cls(specs_of(reference), fold, combine)
+        return cls(
+            specs_of(reference),
+            fold,
+            combine,
+            weight_cap=weight_cap,
+            median_cap_ratio=median_cap_ratio,
+        )
 
     @classmethod
     def for_partials(cls, rule: AggregationRule, reference: Mapping[str, np.ndarray]) -> Collector:
@@ -117,8 +148,8 @@ class Collector:
                 )
             self._fold.add(update, weight, tensor_weights=tensor_weights)
             staged.unlink(missing_ok=True)
-        elif self._fold is not None:
-            self._fold.add(update, weight)
+        elif self._fold is not None and self._median_cap_ratio <= 0:
+            self._fold.add(update, self._capped(weight))
             staged.unlink(missing_ok=True)
         else:
             self._spooled.append((staged, weight, key))
@@ -131,14 +162,25 @@ class Collector:
             raise ConfigError("nothing was collected; a rule over no updates is undefined")
         started = time.perf_counter()
         try:
+            weights = capped_weights(
+                [w for _, w, _ in self._spooled],
+                weight_cap=self._weight_cap,
+                median_cap_ratio=self._median_cap_ratio,
+            )
             if self._fold is not None:
+                for (path, _, _), weight in zip(self._spooled, weights, strict=True):
+                    self._fold.add(MappedModelFile(path), weight)  # median-capped: spooled
                 return self._fold.result()
             inputs = [MappedModelFile(path) for path, _, _ in self._spooled]
-            params, weight, left_out = self._combine(inputs, [w for _, w, _ in self._spooled])
+            params, weight, left_out = self._combine(inputs, weights)
             self.left_out = {self._spooled[i][2]: why for i, why in left_out.items()}
             return params, weight
         finally:
             self.seconds += time.perf_counter() - started
+
+    def _capped(self, claim: float) -> float:
+        """A claim's weight when the round has a fixed ``weight_cap`` (else the claim)."""
+        return min(claim, float(self._weight_cap)) if self._weight_cap > 0 else claim
 
     def partial_result(self) -> tuple[Params, float, dict[str, float]]:
         """`result` as a combiner hands it on: the tensors some update held, the total

@@ -1,7 +1,11 @@
 """What a client may claim, and who it is: bounds on the numbers a peer sends.
 
 A hostile client can claim any example count (and so any weight in FedAvg) and any
-metric; these checks bound both before anything is aggregated or recorded.
+metric; these checks bound both before anything is aggregated or recorded. A claim over
+an explicit limit (the session's ``max_examples_per_client``, the token's
+``max_examples``) is refused; a claim under it still weighs at most the round's weight
+cap (clamped in the fold, `stratafl.aggregate.weights`). A score must lie in its kind's
+range (`stratafl.aggregate.scores`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from stratafl.aggregate.scores import scores_problem
 from stratafl.compression import check_codec
 from stratafl.errors import UpdateRejected
 from stratafl.proto import stratafl_pb2 as pb
@@ -30,7 +35,8 @@ class Caller:
 
 
 def metrics_problem(metrics: Mapping[str, float]) -> str:
-    """Why a client's metrics are refused ("" if they are fine): bounded, finite numbers."""
+    """Why a client's metrics are refused ("" if they are fine): bounded, finite numbers,
+    each in the range of its kind (a rate in [0, 1], a loss >= 0)."""
     if len(metrics) > MAX_METRICS:
         return f"at most {MAX_METRICS} metrics per report, got {len(metrics)}"
     for name, value in metrics.items():
@@ -41,7 +47,7 @@ def metrics_problem(metrics: Mapping[str, float]) -> str:
                 f"metric {name!r} is {value}; report finite numbers of magnitude at most "
                 f"{MAX_METRIC_MAGNITUDE:g}"
             )
-    return ""
+    return scores_problem(metrics)
 
 
 def check_claim(header: pb.UpdateHeader, settings: RoundSettings, caller: Caller) -> None:

@@ -230,8 +230,15 @@ def collector_for(
     reference: Mapping[str, np.ndarray],
 ) -> Collector | None:
     """What collects a round's updates at ``combiner_id`` (None: a validation round takes
-    none): the session's rule as this combiner runs it this round."""
+    none): the session's rule as this combiner runs it this round, each update weighing its
+    claim capped as the round's settings say (`stratafl.aggregate.weights`)."""
     if spec.kind != pb.TRAIN:
         return None
     rule = settings.aggregator.rule.for_round(spec.round, zlib.crc32(combiner_id.encode()))
-    return Collector.for_updates(rule, reference, partial=settings.partial_updates.random)
+    return Collector.for_updates(
+        rule,
+        reference,
+        partial=settings.partial_updates.random,
+        weight_cap=settings.weight_cap,
+        median_cap_ratio=settings.median_cap_ratio,
+    )

@@ -4,7 +4,9 @@ It runs the same collector as a combiner, on the other side of the rule: for str
 rules the partials are folded as they arrive, weighted by the examples (or updates) each
 carries (each tensor by its own weight sum, for partials of partial updates), so FedAvg
 over M combiners equals FedAvg over all clients; for the other rules
-they are spooled and merged with the rule's own ``merge`` at the end. The server optimiser
+they are spooled and merged with the rule's own ``merge`` at the end. When the round checks
+partials against each other (three or more, `stratafl.aggregate.partial_check`), the round
+runner hands the reducer only those that passed, once all have arrived. The server optimiser
 then steps from the global model towards the merged one (SCAFFOLD's control variates, if
 the model carries them, take the merged value).
 """

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stratafl.aggregate import Aggregator, ServerOptState
+from stratafl.aggregate.partial_check import MIN_PARTIALS, outlying_partials
 from stratafl.controller.link import CombinerAnswer, CombinerLink, RoundTask
 from stratafl.controller.reducer import Reducer
 from stratafl.controller.tally import check_partial, split_quota, summarize_validation
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import StrataError, UnavailableError
+from stratafl.modelfile.codec import MappedModelFile
 from stratafl.params import TensorSpec, specs_of, total_bytes
 from stratafl.records import RoundRecord, Traffic, Validation
 from stratafl.settings import SessionConfig
@@ -142,8 +144,12 @@ class GlobalRoundRunner:
         number: int,
         model_in: str,
         state: ServerOptState,
+        *,
+        weight_cap: int = 0,
     ) -> RoundReport:
-        """Round ``number`` from ``model_in``; a failed round is a report, not an exception."""
+        """Round ``number`` from ``model_in``; a failed round is a report, not an exception.
+        Updates weigh at most ``weight_cap`` (0: each combiner caps by its own claims,
+        `SessionConfig.round_settings`)."""
         started_wall, started = time.time(), time.monotonic()
         events: list[Event] = []
         await self._federation.even_load()
@@ -183,13 +189,20 @@ class GlobalRoundRunner:
             timeout=config.round_timeout,
             config=config.task_config(number, participation=min(1.0, wanted / max(1, connected))),
             seed=config.round_seed(number),
-            settings=config.round_settings(),
+            settings=config.round_settings(weight_cap=weight_cap),
             quorum=config.quorum,
             selected=counts,
         )
         reducer = Reducer(aggregator, reference)
         try:
-            log.trained = await self._fan_out(task, quotas, specs_of(reference), reducer, events)
+            log.trained = await self._fan_out(
+                task,
+                quotas,
+                specs_of(reference),
+                reducer,
+                events,
+                partial_check=config.partial_check_ratio,
+            )
             train_seconds = time.monotonic() - started
             log.timings["train"] = train_seconds
             log.reasons += [f"{e.kind.replace('_', ' ')}: {e.message}" for e in events]
@@ -248,11 +261,17 @@ class GlobalRoundRunner:
         expect: list[TensorSpec],
         reducer: Reducer | None,
         events: list[Event],
+        *,
+        partial_check: float = 0.0,
     ) -> list[CombinerAnswer]:
-        """Ask each combiner in ``quotas``; collect each partial as soon as it arrives."""
+        """Ask each combiner in ``quotas``; collect each partial as soon as it arrives, or,
+        when the partials are checked against each other (``partial_check``, a ratio:
+        `stratafl.aggregate.partial_check`), once all have arrived and passed."""
         links = {link.combiner_id: link for link in self._federation.online()}
         self._staging.mkdir(parents=True, exist_ok=True)
         partial_updates = task.settings.partial_updates.random
+        # Partials of partial updates hold different tensors: no common median to check.
+        staged = partial_check > 0 and len(quotas) >= MIN_PARTIALS and not partial_updates
 
         async def one(link: CombinerLink, quota: int) -> CombinerAnswer | None:
             try:
@@ -263,7 +282,10 @@ class GlobalRoundRunner:
                     except StrataError:
                         answer.partial.unlink(missing_ok=True)
                         raise
-                    await reducer.add(answer.partial, answer.total_weight, answer.tensor_weights)
+                    if not staged:
+                        await reducer.add(
+                            answer.partial, answer.total_weight, answer.tensor_weights
+                        )
                 return answer
             except UnavailableError as exc:
                 await self._federation.mark_offline(link.combiner_id, str(exc))
@@ -272,10 +294,48 @@ class GlobalRoundRunner:
                 events.append(Event("partial_rejected", link.combiner_id, str(exc)))
             return None
 
-        answers = await asyncio.gather(
+        gathered = await asyncio.gather(
             *(one(links[cid], quota) for cid, quota in quotas.items() if cid in links)
         )
-        return [a for a in answers if a is not None]
+        answers = [a for a in gathered if a is not None]
+        if staged and reducer is not None:
+            answers = await self._check_partials(answers, expect, reducer, partial_check, events)
+        return answers
+
+    async def _check_partials(
+        self,
+        answers: list[CombinerAnswer],
+        expect: list[TensorSpec],
+        reducer: Reducer,
+        ratio: float,
+        events: list[Event],
+    ) -> list[CombinerAnswer]:
+        """Refuse the staged partials far from the others, then collect the rest; a refused
+        partial is a ``partial_rejected`` event and its answer is dropped, as for any
+        partial refused on arrival."""
+        staged = [a for a in answers if a.partial is not None]
+        refused: dict[str, str] = {}
+        try:
+            files = [MappedModelFile(a.partial) for a in staged if a.partial is not None]
+            far = await asyncio.to_thread(outlying_partials, files, expect, ratio)
+            refused = {staged[index].combiner_id: why for index, why in far.items()}
+            for answer in staged:
+                assert answer.partial is not None
+                if answer.combiner_id not in refused:
+                    try:
+                        await reducer.add(
+                            answer.partial, answer.total_weight, answer.tensor_weights
+                        )
+                    except StrataError as exc:  # a poisoned partial (NaN, ...)
+                        refused[answer.combiner_id] = str(exc)
+                    answer.partial = None  # the reducer owns the file (or deleted it)
+        finally:  # refused partials, and any left if the check failed, leave no file
+            for answer in staged:
+                if answer.partial is not None:
+                    answer.partial.unlink(missing_ok=True)
+        for combiner_id, why in refused.items():
+            events.append(Event("partial_rejected", combiner_id, why))
+        return [a for a in answers if a.combiner_id not in refused]
 
     async def _validate(
         self, train: RoundTask, model_id: str, events: list[Event]

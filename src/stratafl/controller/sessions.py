@@ -14,6 +14,8 @@ failures. After each round the trail applies its retention policy. An operator m
 session (it ends after the round in flight) or cancel it (it ends now; the round in flight
 is dropped and leaves nothing behind). A session with SCAFFOLD starts from a copy of its
 seed with zero control variates (round 0 of its trail), unless the seed has them.
+Each round after a finished one caps update weights from the example counts that round
+verified (`controller.caps`); a resumed session takes them from its last finished round.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import uuid
 from pathlib import Path
 
 from stratafl.aggregate import Aggregator, ServerOptState, parse_aggregator
+from stratafl.controller.caps import next_weight_cap
 from stratafl.controller.rounds import Event, Federation, GlobalRoundRunner, RoundReport
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import ConfigError, RoundFailed, StrataError
@@ -216,9 +219,11 @@ class SessionRunner:
         """Rounds ``number`` to ``config.rounds``; ``failures`` failed rounds so far."""
         try:
             model_id = await self._start_model(session_id, config, aggregator, model_id, state)
+            done = [r for r in self._store.rounds(session_id) if r.status == RoundStatus.FINISHED]
+            weight_cap = next_weight_cap(done[-1].outcomes, config.weight_cap_ratio) if done else 0
             while number <= config.rounds:
                 report = await self._rounds.run(
-                    session_id, config, aggregator, number, model_id, state
+                    session_id, config, aggregator, number, model_id, state, weight_cap=weight_cap
                 )
                 record = report.record
                 if record.status != RoundStatus.FINISHED:
@@ -233,6 +238,7 @@ class SessionRunner:
                 assert record.model_out is not None
                 self._record(report, final_model_id=record.model_out)
                 model_id, state = record.model_out, report.state
+                weight_cap = next_weight_cap(record.outcomes, config.weight_cap_ratio)
                 await asyncio.to_thread(self._prune)
                 if self._stop_by is not None and number < config.rounds:
                     self._end(

@@ -5,17 +5,20 @@ what the clients' scores add up to. Plain functions of values, tested directly.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import Counter
 from collections.abc import Sequence
 
+from stratafl.aggregate.scores import scores_problem
+from stratafl.aggregate.weights import median_low
 from stratafl.controller.link import CombinerAnswer
 from stratafl.errors import UpdateRejected
 from stratafl.records import ClientOutcome, Validation
+from stratafl.settings import WEIGHT_CAP_RATIO
 from stratafl.status import OutcomeStatus
 
-MAX_WEIGHT_RATIO = 10.0
-"""No client's validation weight counts for more than this many times the median's."""
+MAX_WEIGHT_RATIO = WEIGHT_CAP_RATIO
+"""No client's validation weight counts for more than this many times the lower median's:
+the bound training weights have by default (`stratafl.settings.WEIGHT_CAP_RATIO`)."""
 
 
 def split_quota(total: int, loads: dict[str, int]) -> dict[str, int]:
@@ -38,15 +41,23 @@ def summarize_validation(outcomes: Sequence[ClientOutcome]) -> Validation:
     """Per-client metrics and their mean, weighted by each client's validation examples.
 
     Each client reports its own weight, so no client may dictate the mean: a weight is
-    at least 1 and at most `MAX_WEIGHT_RATIO` times the median weight, and a metric is
-    averaged when more than half of the clients report it (over those that do), so one
-    client can neither drop a metric nor make it infinite.
+    at least 1 and at most `MAX_WEIGHT_RATIO` times the lower median weight (a weight some
+    honest client reported while fewer than half are hostile; the plain median of two
+    reports is half the hostile one), and a metric is averaged when more than half of the
+    clients report it (over those that do), so one client can neither drop a metric nor
+    make it infinite. A report with a score out of its kind's range (a rate outside [0, 1],
+    a negative loss: `stratafl.aggregate.scores`) is left out, whatever its combiner let by.
     """
-    per_client = {o.client_id: o.metrics for o in outcomes if o.status == OutcomeStatus.OK}
+    per_client = {
+        o.client_id: o.metrics
+        for o in outcomes
+        if o.status == OutcomeStatus.OK and not scores_problem(o.metrics)
+    }
     if not per_client:
         return Validation()
     claimed = {c: float(m.get("num_examples", 1.0)) for c, m in per_client.items()}
-    cap = MAX_WEIGHT_RATIO * max(1.0, statistics.median(claimed.values()))
+    finite = [w for w in claimed.values() if math.isfinite(w)]
+    cap = MAX_WEIGHT_RATIO * max(1.0, median_low(finite) if finite else 1.0)
     weights = {c: min(max(w, 1.0), cap) if math.isfinite(w) else 1.0 for c, w in claimed.items()}
     reported = Counter(name for metrics in per_client.values() for name in metrics)
     means: dict[str, float] = {}
