@@ -29,6 +29,7 @@ from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.records import ClientOutcome
+from stratafl.security.receipts import ReceiptKeys
 from stratafl.settings import RoundSettings
 from stratafl.status import TaskKind
 from stratafl.transport.channels import open_aio_channel
@@ -56,6 +57,8 @@ class RoundTask:
     settings: RoundSettings = field(default_factory=RoundSettings)
     """The session's rule, codec, partial updates and example cap, typed; a validation
     round carries the defaults."""
+    round_id: str = ""
+    """Random per attempt: the clients' receipts name it, so none is replayed."""
 
 
 @dataclass
@@ -69,6 +72,8 @@ class CombinerAnswer:
     """Each tensor of a partial made of partial updates -> its weight sum (the partial holds
     exactly these tensors); empty: the partial holds every tensor, at ``total_weight``."""
     outcomes: list[ClientOutcome] = field(default_factory=list)
+    receipts: list[bytes] = field(default_factory=list)
+    """Each outcome's receipt as the combiner relayed it (same order as ``outcomes``)."""
     error: str = ""
     """Why there is no partial although updates arrived (e.g. too few for the rule)."""
     partial: Path | None = None
@@ -85,15 +90,16 @@ class CombinerLink(Protocol):
     @property
     def combiner_id(self) -> str: ...
 
-    async def client_count(self) -> int:
-        """Clients connected now; raises `UnavailableError`."""
+    async def client_ids(self) -> list[str]:
+        """The clients it says are connected now; raises `UnavailableError`."""
         ...
 
     async def run_round(
-        self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
+        self, task: RoundTask, clients: Sequence[str], staging: Path, expect: Sequence[TensorSpec]
     ) -> CombinerAnswer:
-        """Run ``task`` on ``quota`` clients (0: all); a partial is staged under ``staging``
-        and checked against ``expect``. Raises `UnavailableError` or `ModelFormatError`."""
+        """Run ``task`` on exactly ``clients`` (the controller's selection); a partial is
+        staged under ``staging`` and checked against ``expect``. Raises `UnavailableError`
+        or `ModelFormatError`."""
         ...
 
 
@@ -108,18 +114,18 @@ class GrpcCombinerLink:
     def combiner_id(self) -> str:
         return self._combiner_id
 
-    async def client_count(self) -> int:
+    async def client_ids(self) -> list[str]:
         try:
             reply = await self._stub.GetStatus(pb.StatusRequest(), timeout=STATUS_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             raise self._unavailable("status", exc) from exc
-        return len(reply.client_ids)
+        return list(reply.client_ids)
 
     async def run_round(
-        self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
+        self, task: RoundTask, clients: Sequence[str], staging: Path, expect: Sequence[TensorSpec]
     ) -> CombinerAnswer:
         call = self._stub.RunRound(
-            round_spec(task, quota), timeout=task.timeout + RPC_MARGIN_SECONDS
+            round_spec(task, clients), timeout=task.timeout + RPC_MARGIN_SECONDS
         )
         try:
             return await read_answer(call, self._combiner_id, staging, expect)
@@ -149,9 +155,15 @@ class CombinerLinks:
     (one channel per combiner address), and discovery's own answers."""
 
     def __init__(
-        self, discovery: Discovery, *, credentials: grpc.ChannelCredentials | None = None
+        self,
+        discovery: Discovery,
+        receipts: ReceiptKeys,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._discovery = discovery
+        self.receipts = receipts
+        """The clients' receipt keys: a round counts only outcomes whose receipt verifies."""
         self._credentials = credentials
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self.balance = Rebalancer(discovery, self)
@@ -172,6 +184,10 @@ class CombinerLinks:
 
     async def mark_offline(self, combiner_id: str, reason: str) -> None:
         await self._discovery.mark_offline(combiner_id, reason)
+
+    def assigned(self, combiner_id: str) -> frozenset[str]:
+        """The clients the controller assigned to ``combiner_id`` (`Discovery.assigned`)."""
+        return self._discovery.assigned(combiner_id)
 
     async def move_clients(self, combiner_id: str, client_ids: Sequence[str]) -> list[str]:
         """Ask ``combiner_id`` to let ``client_ids`` go (see `GrpcCombinerLink.move_clients`);
@@ -197,14 +213,16 @@ class CombinerLinks:
         self._channels.clear()
 
 
-def round_spec(task: RoundTask, quota: int) -> pb.RoundSpec:
-    """``task`` as the combiner's RunRound receives it."""
+def round_spec(task: RoundTask, clients: Sequence[str]) -> pb.RoundSpec:
+    """``task`` as the combiner's RunRound receives it, for exactly ``clients``."""
     return pb.RoundSpec(
         session_id=task.session_id,
         round=task.number,
         kind=_KIND_TO_PROTO[task.kind],
         model_id=task.model_id,
-        num_clients=quota,
+        num_clients=len(clients),
+        client_ids=list(clients),
+        round_id=task.round_id,
         timeout_seconds=task.timeout,
         config_json=json.dumps(dict(task.config)),
         seed=task.seed,
@@ -242,6 +260,7 @@ async def read_answer(
             total_weight=header.total_weight,
             tensor_weights=dict(header.tensor_weights),
             outcomes=[_outcome(o, combiner_id) for o in header.outcomes],
+            receipts=[bytes(o.receipt) for o in header.outcomes],
             error=header.error,
             model_bytes_down=header.model_bytes_down,
         )

@@ -1,8 +1,11 @@
 """One round, as the controller runs it, returned as a value.
 
-Wait for enough clients, split the quota over the online combiners, run the round on each
-(their partials are reduced as they arrive), publish the new model to the trail, then ask
-every client to validate it. The round returns a `RoundReport`: the record to store, the
+Wait for enough clients, pick the round's clients (the controller's own choice: from the
+clients it assigned to each combiner that the combiner says are connected, reproducibly
+from the session's seed), run the round on each combiner with its list and a fresh
+random round id (their partials are reduced as they arrive, counting only outcomes whose
+receipts verify), publish the new model to the trail, then ask every client to validate
+it. The round returns a `RoundReport`: the record to store, the
 events worth keeping and the optimiser's next state. It writes nothing to the state store
 itself (the session loop records the report once); it touches only the model trail, and
 discovery when a combiner turns out to be gone. Its start is announced as it happens
@@ -12,6 +15,7 @@ discovery when a combiner turns out to be gone. Its start is announced as it hap
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,11 +25,18 @@ from typing import Any, Protocol
 from stratafl.aggregate import Aggregator, ServerOptState
 from stratafl.controller.link import CombinerAnswer, CombinerLink, RoundTask
 from stratafl.controller.reducer import Reducer
-from stratafl.controller.tally import check_partial, split_quota, summarize_validation
+from stratafl.controller.tally import (
+    check_partial,
+    select_clients,
+    split_quota,
+    summarize_validation,
+    verify_outcomes,
+)
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import StrataError, UnavailableError
 from stratafl.params import TensorSpec, specs_of, total_bytes
 from stratafl.records import RoundRecord, Traffic, Validation
+from stratafl.security.receipts import ReceiptKeys
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, TaskKind
 
@@ -42,6 +53,15 @@ class Federation(Protocol):
         ...
 
     async def wait_for_clients(self, count: int, timeout: float) -> int: ...
+
+    @property
+    def receipts(self) -> ReceiptKeys:
+        """The clients' receipt keys: only outcomes whose receipts verify count."""
+        ...
+
+    def assigned(self, combiner_id: str) -> frozenset[str]:
+        """The clients the controller assigned to ``combiner_id`` (never its own report)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -148,10 +168,12 @@ class GlobalRoundRunner:
         events: list[Event] = []
         await self._federation.even_load()
         await self._federation.wait_for_clients(config.min_clients, config.wait_for_clients_seconds)
-        counts = await self._client_counts(events)
-        connected = sum(counts.values())
+        eligible = await self._eligible(events)
+        connected = sum(len(ids) for ids in eligible.values())
         wanted = config.clients_wanted(connected)
+        counts = {k: len(ids) for k, ids in eligible.items()}
         quotas = {k: v for k, v in split_quota(wanted, counts).items() if v > 0}
+        selected = select_clients(eligible, quotas, config.round_seed(number))
         if self._announce is not None:
             started_event = Event(
                 "round_started",
@@ -184,10 +206,11 @@ class GlobalRoundRunner:
             config=config.task_config(number, participation=min(1.0, wanted / max(1, connected))),
             seed=config.round_seed(number),
             settings=config.round_settings(),
+            round_id=secrets.token_hex(16),
         )
         reducer = Reducer(aggregator, reference)
         try:
-            log.trained = await self._fan_out(task, quotas, specs_of(reference), reducer, events)
+            log.trained = await self._fan_out(task, selected, specs_of(reference), reducer, events)
             train_seconds = time.monotonic() - started
             log.timings["train"] = train_seconds
             log.reasons += [f"{e.kind.replace('_', ' ')}: {e.message}" for e in events]
@@ -227,40 +250,64 @@ class GlobalRoundRunner:
         validation = summarize_validation([o for a in log.validated for o in a.outcomes])
         return log.report(state, model_out=model.id, validation=validation)
 
-    async def _client_counts(self, events: list[Event]) -> dict[str, int]:
-        async def count(link: CombinerLink) -> tuple[str, int | None]:
+    async def _eligible(self, events: list[Event]) -> dict[str, list[str]]:
+        """Each online combiner's clients that may take part: those the controller assigned
+        to it that it says are connected now (a combiner can hide a client, never add one)."""
+
+        async def ask(link: CombinerLink) -> tuple[str, list[str] | None]:
             try:
-                return link.combiner_id, await link.client_count()
+                connected = set(await link.client_ids())
             except UnavailableError as exc:
                 await self._federation.mark_offline(link.combiner_id, str(exc))
                 events.append(Event("combiner_failed", link.combiner_id, str(exc)))
                 return link.combiner_id, None
+            return link.combiner_id, sorted(connected & self._federation.assigned(link.combiner_id))
 
-        results = await asyncio.gather(*(count(link) for link in self._federation.online()))
-        return {cid: n for cid, n in results if n is not None}
+        results = await asyncio.gather(*(ask(link) for link in self._federation.online()))
+        return {cid: ids for cid, ids in results if ids is not None}
 
     async def _fan_out(
         self,
         task: RoundTask,
-        quotas: dict[str, int],
+        selected: dict[str, list[str]],
         expect: list[TensorSpec],
         reducer: Reducer | None,
         events: list[Event],
     ) -> list[CombinerAnswer]:
-        """Ask each combiner in ``quotas``; collect each partial as soon as it arrives."""
+        """Ask each combiner in ``selected`` to run ``task`` on its selected clients;
+        verify each answer's outcomes and collect its partial as soon as it arrives. A
+        partial that verified outcomes do not back is left out (its outcomes are kept)."""
         links = {link.combiner_id: link for link in self._federation.online()}
         self._staging.mkdir(parents=True, exist_ok=True)
-        partial_updates = task.settings.partial_updates.random
+        settings = task.settings
+        counted: set[str] = set()  # each client counts once per round, federation-wide
 
-        async def one(link: CombinerLink, quota: int) -> CombinerAnswer | None:
+        async def one(link: CombinerLink, clients: list[str]) -> CombinerAnswer | None:
             try:
-                answer = await link.run_round(task, quota, self._staging, expect)
-                if answer.partial is not None and reducer is not None:
+                answer = await link.run_round(task, clients, self._staging, expect)
+                verify_outcomes(
+                    answer,
+                    selected=clients,
+                    round_id=task.round_id,
+                    kind=task.kind,
+                    keys=self._federation.receipts,
+                    counted=counted,
+                )
+                if answer.partial is None:  # no partial: nobody contributed to the model
+                    answer.contributors = 0
+                elif reducer is not None:
                     try:
-                        check_partial(answer, partial_updates=partial_updates)
-                    except StrataError:
+                        check_partial(
+                            answer,
+                            partial_updates=settings.partial_updates.random,
+                            weight_cap=settings.weight_cap,
+                            median_cap_ratio=settings.median_cap_ratio,
+                        )
+                    except StrataError as exc:
                         answer.partial.unlink(missing_ok=True)
-                        raise
+                        answer.partial, answer.contributors = None, 0
+                        events.append(Event("partial_rejected", link.combiner_id, str(exc)))
+                        return answer
                     await reducer.add(answer.partial, answer.total_weight, answer.tensor_weights)
                 return answer
             except UnavailableError as exc:
@@ -271,7 +318,7 @@ class GlobalRoundRunner:
             return None
 
         answers = await asyncio.gather(
-            *(one(links[cid], quota) for cid, quota in quotas.items() if cid in links)
+            *(one(links[cid], clients) for cid, clients in selected.items() if cid in links)
         )
         return [a for a in answers if a is not None]
 
@@ -286,6 +333,7 @@ class GlobalRoundRunner:
             model_id=model_id,
             timeout=train.timeout,
             config={"round": train.number},
+            round_id=secrets.token_hex(16),
         )
-        quotas = {link.combiner_id: 0 for link in self._federation.online()}
-        return await self._fan_out(task, quotas, [], None, events)
+        eligible = {cid: ids for cid, ids in (await self._eligible(events)).items() if ids}
+        return await self._fan_out(task, eligible, [], None, events)
