@@ -190,7 +190,12 @@ def test_lying_clients_are_refused_and_a_revoked_token_stops_working(federation,
         with attacker.rest(token) as rest:
             assignment = rest.assign()
         mallory = HostileClient(
-            attacker, assignment.address, token, "client-9", _answers_with_the_wrong_kind
+            attacker,
+            assignment.address,
+            token,
+            "client-9",
+            _answers_with_the_wrong_kind,
+            assignment=assignment,
         ).connect()
         fed.wait_for_clients(4)
 
@@ -276,8 +281,11 @@ def test_a_client_cannot_blank_the_rounds_validation_with_finite_reports(federat
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
         with attacker.rest(token) as rest:
-            address = rest.assign().address
-        mallory = HostileClient(attacker, address, token, "client-9", skew).connect()
+            assignment = rest.assign()
+        address = assignment.address
+        mallory = HostileClient(
+            attacker, address, token, "client-9", skew, assignment=assignment
+        ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(rounds=2, min_clients=2, seed_model_id=seed.id)
         session, rounds = run_session_strictly(fed, config)
@@ -303,14 +311,17 @@ def test_downloads_opened_and_never_read_do_not_stall_the_honest_clients(tmp_pat
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
         with attacker.rest(token) as rest:
-            address = rest.assign().address
+            assignment = rest.assign()
+        address = assignment.address
 
         def hog(client: HostileClient, task: pb.Task) -> None:
             if not client.hogs:  # the model is cached now: take every slot, read nothing
                 client.hog_downloads(task.model_id, HOGS)
             client.report_failure(task)
 
-        mallory = HostileClient(attacker, address, token, "client-9", hog).connect()
+        mallory = HostileClient(
+            attacker, address, token, "client-9", hog, assignment=assignment
+        ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(rounds=2, min_clients=2, round_timeout=20, seed_model_id=seed.id)
         session, rounds = run_session_strictly(fed, config)
@@ -349,7 +360,8 @@ def test_an_upload_cancelled_as_it_is_collected_counts_whole_or_not_at_all(tmp_p
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
         with attacker.rest(token) as rest:
-            address = rest.assign().address
+            assignment = rest.assign()
+        address = assignment.address
         ended: list[grpc.StatusCode] = []
 
         def cancel_later_each_round(client: HostileClient, task: pb.Task) -> None:
@@ -359,7 +371,7 @@ def test_an_upload_cancelled_as_it_is_collected_counts_whole_or_not_at_all(tmp_p
             client.report_failure(task)
 
         mallory = HostileClient(
-            attacker, address, token, "client-9", cancel_later_each_round
+            attacker, address, token, "client-9", cancel_later_each_round, assignment=assignment
         ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(
