@@ -229,7 +229,7 @@ def test_a_late_disconnect_from_the_old_combiner_does_not_undo_the_move(discover
     asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
     assert asyncio.run(discovery.assign("c0")).combiner_id == "a"
     asyncio.run(discovery.client_event("a", "c0", connected=True))
-    assert asyncio.run(discovery.assign("c0")).combiner_id == "b"
+    assert asyncio.run(discovery.assign("c0", preferred="b")).combiner_id == "b"
     asyncio.run(discovery.client_event("b", "c0", connected=True))  # it moved
     asyncio.run(discovery.client_event("a", "c0", connected=False))  # a's event arrives late
     assert discovery.combiner_of("c0") == "b"

@@ -232,3 +232,12 @@ def test_a_restarted_controller_recalls_its_assignments(tmp_path):
             assert after.assigned(combiner_id) == held
     finally:
         store.close()
+
+
+def test_a_client_asking_again_keeps_its_place_on_a_full_combiner(discovery):
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 2))
+    asyncio.run(discovery.assign("c0"))
+    asyncio.run(discovery.assign("c1"))
+    assert asyncio.run(discovery.assign("c0")).combiner_id == "a"  # its own place is free
+    with pytest.raises(UnavailableError):
+        asyncio.run(discovery.assign("c2"))

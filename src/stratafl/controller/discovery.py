@@ -63,9 +63,10 @@ class CombinerEntry:
     assigned: set[str] = field(default_factory=set)
     """Clients the controller assigned here (and not elsewhere since): its load."""
 
-    def load(self, now: float) -> int:
-        """The controller's count of this combiner's clients, whatever it reports."""
-        return len(self.assigned)
+    def load(self, but: str = "") -> int:
+        """The controller's count of this combiner's clients (``but`` that one), whatever
+        the combiner reports."""
+        return len(self.assigned) - (but in self.assigned)
 
     def eligible(self) -> set[str]:
         """Clients assigned here that the combiner says are connected."""
@@ -289,19 +290,19 @@ class Discovery:
         candidates = [
             e
             for e in self._combiners.values()
-            if e.online and e.load(now) < e.max_clients and e.combiner_id != failed_combiner
-        ] or [e for e in self._combiners.values() if e.online and e.load(now) < e.max_clients]
+            if e.online and e.load(client_id) < e.max_clients and e.combiner_id != failed_combiner
+        ] or [e for e in self._combiners.values() if e.online and e.load(client_id) < e.max_clients]
         if not candidates:
             await asyncio.gather(*offline)
             raise UnavailableError(
                 "no combiner has room for another client; start one with `strata combiner start`"
             )
-        best = min(candidates, key=lambda e: (e.load(now), e.combiner_id))
+        best = min(candidates, key=lambda e: (e.load(client_id), e.combiner_id))
         wanted = self._combiners.get(preferred) if preferred else None
         if (
             wanted is not None
             and wanted.combiner_id != failed_combiner
-            and self._has_room_for(wanted, client_id, now)
+            and self._has_room_for(wanted, client_id)
         ):
             best = wanted
         for entry in self._combiners.values():
@@ -318,9 +319,9 @@ class Discovery:
         return best
 
     @staticmethod
-    def _has_room_for(entry: CombinerEntry, client_id: str, now: float) -> bool:
+    def _has_room_for(entry: CombinerEntry, client_id: str) -> bool:
         """``entry`` is online and has room for ``client_id`` (which may hold a place there)."""
-        return entry.online and len(entry.assigned - {client_id}) < entry.max_clients
+        return entry.online and entry.load(client_id) < entry.max_clients
 
     def _counts_as_failure(self, combiner_id: str, client_id: str) -> bool:
         entry = self._combiners.get(combiner_id)
