@@ -5,11 +5,11 @@ clients it assigned to each combiner that the combiner says are connected, repro
 from the session's seed), run the round on each combiner with its list and a fresh
 random round id (their partials are reduced as they arrive, counting only outcomes whose
 receipts verify), publish the new model to the trail, then ask every client to validate
-it. The round returns a `RoundReport`: the record to store, the
-events worth keeping and the optimiser's next state. It writes nothing to the state store
-itself (the session loop records the report once); it touches only the model trail, and
-discovery when a combiner turns out to be gone. Its start is announced as it happens
-(``announce``: the session loop records it, so a live view shows the round in flight).
+it. The round returns a `RoundReport`: the record to store, the events worth keeping and
+the optimiser's next state. It writes nothing to the state store itself (the session loop
+records the report once); it touches only the model trail, and discovery when a combiner
+turns out to be gone. Its start is announced as it happens (``announce``: the session loop
+records it, so a live view shows the round in flight).
 """
 
 from __future__ import annotations
@@ -307,6 +307,7 @@ class GlobalRoundRunner:
                         answer.partial.unlink(missing_ok=True)
                         answer.partial, answer.contributors = None, 0
                         events.append(Event("partial_rejected", link.combiner_id, str(exc)))
+                        _left_out(answer, f"its combiner's partial was left out: {exc}")
                         return answer
                     await reducer.add(answer.partial, answer.total_weight, answer.tensor_weights)
                 return answer
@@ -337,3 +338,13 @@ class GlobalRoundRunner:
         )
         eligible = {cid: ids for cid, ids in (await self._eligible(events)).items() if ids}
         return await self._fan_out(task, eligible, [], None, events)
+
+
+def _left_out(answer: CombinerAnswer, reason: str) -> None:
+    """Mark ``answer``'s ok outcomes rejected: their updates reached no model."""
+    answer.outcomes = [
+        o.model_copy(update={"status": OutcomeStatus.REJECTED, "reason": reason[:2000]})
+        if o.status == OutcomeStatus.OK
+        else o
+        for o in answer.outcomes
+    ]
