@@ -362,6 +362,7 @@ def test_a_new_controller_shows_no_combiner_online_until_it_registers_again(tmp_
     try:
         before = Discovery(store)
         asyncio.run(before.register("a", "127.0.0.1:1", 10))
+        asyncio.run(before.assign("c0"))
         asyncio.run(before.client_event("a", "c0", connected=True))
         after = Discovery(store)  # the restarted controller, same database
         assert asyncio.run(after.forget_stored("the controller restarted")) == ["a"]
