@@ -118,7 +118,9 @@ def discovery(tmp_path):
 
 
 def _connect(discovery: Discovery, combiner_id: str, count: int, first: int = 0) -> None:
+    """Clients assigned by discovery (to ``combiner_id``) that then connect there."""
     for i in range(first, first + count):
+        assert asyncio.run(discovery.assign(f"c{i}")).combiner_id == combiner_id
         asyncio.run(discovery.client_event(combiner_id, f"c{i}", connected=True))
 
 
@@ -225,7 +227,9 @@ def test_nothing_moves_towards_a_combiner_not_heard_from_since_it_registered(dis
 def test_a_late_disconnect_from_the_old_combiner_does_not_undo_the_move(discovery):
     asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    assert asyncio.run(discovery.assign("c0")).combiner_id == "a"
     asyncio.run(discovery.client_event("a", "c0", connected=True))
+    assert asyncio.run(discovery.assign("c0", preferred="b")).combiner_id == "b"
     asyncio.run(discovery.client_event("b", "c0", connected=True))  # it moved
     asyncio.run(discovery.client_event("a", "c0", connected=False))  # a's event arrives late
     assert discovery.combiner_of("c0") == "b"

@@ -45,6 +45,7 @@ async def _round(tmp_path: Path, kind, answer, *, max_examples=0, **limits):
         round=1,
         kind=kind,
         model_id="m",
+        client_ids=list(streams),
         timeout_seconds=2.0,
         settings=pb.RoundSettings(max_examples_per_client=max_examples),
     )

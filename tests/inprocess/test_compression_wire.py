@@ -94,8 +94,8 @@ def _run_round(
         ]
         await asyncio.sleep(0)  # both connected before the round samples its clients
         spec = pb.RoundSpec(
-            session_id="s", round=1, kind=pb.TRAIN, model_id="m0", num_clients=0,
-            timeout_seconds=10,
+            session_id="s", round=1, kind=pb.TRAIN, model_id="m0",
+            client_ids=["hostile", "honest"], timeout_seconds=10,
             settings=pb.RoundSettings(aggregator="fedavg", compression=compression),
         )  # fmt: skip
         result = await runner.run(spec)

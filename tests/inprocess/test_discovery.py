@@ -67,6 +67,7 @@ def test_a_client_reporting_its_combiner_dead_is_moved_and_the_combiner_is_offli
 
 def test_client_connects_and_disconnects_are_recorded_in_the_store(discovery):
     asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.assign("c0"))
     asyncio.run(discovery.client_event("a", "c0", connected=True))
     assert [(c.id, c.combiner_id, c.status) for c in discovery._store.clients()] == [
         ("c0", "a", ClientStatus.CONNECTED)
@@ -78,6 +79,7 @@ def test_client_connects_and_disconnects_are_recorded_in_the_store(discovery):
 
 def test_combiners_without_heartbeats_go_offline_and_come_back(discovery):
     asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.assign("c0"))
     discovery.clock.now += OFFLINE_AFTER_SECONDS + 1
     asyncio.run(discovery.sweep())
     assert discovery.online() == []
@@ -98,24 +100,26 @@ def test_heartbeats_write_only_new_clients_until_the_periodic_refresh(discovery)
     store.combiner_heartbeat = recording
     asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
     everyone = [f"c{i}" for i in range(5)]
+    for client_id in [*everyone, "c5"]:
+        asyncio.run(discovery.assign(client_id))
     asyncio.run(discovery.heartbeat("a", everyone))  # the first heartbeat writes every client
     discovery.clock.now += 1
     asyncio.run(discovery.heartbeat("a", everyone))  # nothing new: no client row is rewritten
     discovery.clock.now += 1
     asyncio.run(discovery.heartbeat("a", [*everyone, "c5"]))  # only the newcomer
-    assert writes == [(everyone, None), ([], 5), (["c5"], 6)]
+    assert writes == [(everyone, 5), ([], 5), (["c5"], 6)]
     assert {c.id for c in store.clients()} == {*everyone, "c5"}
     assert store.combiners()[0].num_clients == 6
     seen = {c.id: c.last_seen for c in store.clients()}
     discovery.clock.now += SEEN_REFRESH_SECONDS
     asyncio.run(discovery.heartbeat("a", [*everyone, "c5"]))  # the refresh rewrites them all
-    assert writes[-1] == ([*everyone, "c5"], None)
+    assert writes[-1] == ([*everyone, "c5"], 6)
     assert all(c.last_seen >= seen[c.id] for c in store.clients())
     restarted = discovery.register("a", "127.0.0.1:1", 10)
     asyncio.run(restarted)  # a restarted combiner: all written again
     discovery.clock.now += 1
     asyncio.run(discovery.heartbeat("a", everyone))
-    assert writes[-1] == (everyone, None)
+    assert writes[-1] == (everyone, 5)
 
 
 def test_wait_for_clients_wakes_on_connect_without_polling(discovery):
@@ -124,6 +128,8 @@ def test_wait_for_clients_wakes_on_connect_without_polling(discovery):
     async def scenario() -> int:
         waiter = asyncio.ensure_future(discovery.wait_for_clients(2, timeout=30))
         await asyncio.sleep(0)
+        await discovery.assign("c0")
+        await discovery.assign("c1")
         await discovery.client_event("a", "c0", connected=True)
         await discovery.client_event("a", "c1", connected=True)
         return await asyncio.wait_for(waiter, 5)
@@ -191,3 +197,55 @@ def test_an_address_belongs_to_its_combiner_while_it_is_offline_and_after_a_rest
     asyncio.run(fresh.register("a", "127.0.0.1:2", 10))  # it moved: the old one is free
     assert asyncio.run(fresh.owner_of("127.0.0.1:1")) is None
     assert asyncio.run(fresh.owner_of("127.0.0.1:2")) == "a"
+
+
+def test_load_is_what_the_controller_assigned_not_what_a_combiner_reports(discovery):
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    first = [asyncio.run(discovery.assign(f"c{i}")).combiner_id for i in range(4)]
+    assert sorted(first) == ["a", "a", "b", "b"]
+    on_a = sorted(c for c, to in zip([f"c{i}" for i in range(4)], first, strict=True) if to == "a")
+    asyncio.run(discovery.heartbeat("a", []))  # a lies: "I hold nobody"
+    asyncio.run(discovery.heartbeat("b", ["c9", *on_a]))  # b claims a's clients and a stranger
+    assert discovery.assigned("a") == frozenset(on_a)
+    assert discovery.connected_clients() == 0  # nobody is connected where it was assigned
+    assert asyncio.run(discovery.assign("c4")).combiner_id == "a"  # a tie, by id: not a's lie
+    rows = {c.id: c.combiner_id for c in discovery._store.clients()}
+    assert "c9" not in rows and all(rows[c] == "a" for c in on_a)  # b's claim is not recorded
+
+
+def test_a_combiner_cannot_take_another_combiners_client_by_saying_so(discovery):
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
+    assert asyncio.run(discovery.assign("c0")).combiner_id == "a"
+    asyncio.run(discovery.client_event("a", "c0", connected=True))
+    asyncio.run(discovery.client_event("b", "c0", connected=True))
+    assert discovery.combiner_of("c0") == "a"
+    assert [e.eligible() for e in discovery.online()] == [{"c0"}, set()]
+
+
+def test_a_restarted_controller_recalls_its_assignments(tmp_path):
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}").open()
+    try:
+        before = Discovery(store)
+        asyncio.run(before.register("a", "127.0.0.1:1", 10))
+        asyncio.run(before.register("b", "127.0.0.1:2", 10))
+        placed = {f"c{i}": asyncio.run(before.assign(f"c{i}")).combiner_id for i in range(3)}
+        after = Discovery(store)  # the same database, a new process
+        assert asyncio.run(after.recall_assignments()) == 3
+        asyncio.run(after.register("a", "127.0.0.1:1", 10))
+        asyncio.run(after.register("b", "127.0.0.1:2", 10))
+        for combiner_id in ("a", "b"):
+            held = {c for c, to in placed.items() if to == combiner_id}
+            assert after.assigned(combiner_id) == held
+    finally:
+        store.close()
+
+
+def test_a_client_asking_again_keeps_its_place_on_a_full_combiner(discovery):
+    asyncio.run(discovery.register("a", "127.0.0.1:1", 2))
+    asyncio.run(discovery.assign("c0"))
+    asyncio.run(discovery.assign("c1"))
+    assert asyncio.run(discovery.assign("c0")).combiner_id == "a"  # its own place is free
+    with pytest.raises(UnavailableError):
+        asyncio.run(discovery.assign("c2"))

@@ -176,6 +176,7 @@ class FuzzedCombiner:
                 round=1,
                 kind=kind,
                 model_id=MODEL_ID,
+                client_ids=CLIENTS,
                 timeout_seconds=3600,
                 settings=pb.RoundSettings(aggregator="fedavg"),
             )
@@ -476,6 +477,7 @@ def _round(draw: Draw) -> Action:
         kind=cast(pb.TaskKind, draw(st.sampled_from([0, 1, 2, 7]))),  # 7: no such kind
         model_id=draw(st.one_of(st.just(MODEL_ID), TEXT)),
         num_clients=draw(st.integers(-3, 3)),
+        client_ids=draw(st.lists(st.sampled_from([*CLIENTS, "nobody"]), max_size=3)),
         timeout_seconds=draw(st.floats(-1, 0.2)),
         config_json=draw(st.one_of(st.just(""), TEXT)),
         seed=draw(INT64),
@@ -575,6 +577,7 @@ class Race:
             round=1,
             kind=pb.TRAIN,
             model_id=MODEL_ID,
+            client_ids=CLIENTS,
             timeout_seconds=30,
             settings=pb.RoundSettings(aggregator="fedavg"),
         )

@@ -104,6 +104,7 @@ def _combiner(
 
     async def round_(spec: pb.RoundSpec) -> RoundResult:
         answering = [asyncio.ensure_future(client(c, m(c))) for c, m in clients.items()]
+        spec.client_ids.extend(clients)  # the controller's selection: every client
         await asyncio.sleep(0)  # every client connected before the round samples
         try:
             return await runner.run(spec)

@@ -18,6 +18,7 @@ from stratafl.modelfile.codec import params_to_bytes
 from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role, certificate_request
 from stratafl.security.policy import REST_ROLES
+from stratafl.security.receipts import decode_key
 from tests.support.asgi import SyncASGI
 from tests.support.controllers import open_controller
 
@@ -190,16 +191,22 @@ def test_a_client_is_assigned_under_its_tokens_subject_only(api, controller):
     other = api.post("/api/v1/assign", json={"client_id": "c2"}, headers=c1)
     assert "'c1', not 'c2'" in _error(other, 403, "PermissionDenied")
     assert api.post("/api/v1/assign", json={}, headers=c1).json()["combiner_id"] == "k1"
-    assert api.post("/api/v1/assign", json={"client_id": "c1"}, headers=c1).status_code == 200
+    assigned = api.post("/api/v1/assign", json={"client_id": "c1"}, headers=c1)
+    assert assigned.status_code == 200
     assert [c.id for c in controller.store.clients()] == ["c1"]
+    # the receipt key of the token's subject, and no one else's
+    key = decode_key(assigned.json()["receipt_key"])
+    assert key == controller.receipts.key_for("c1") != controller.receipts.key_for("c2")
 
 
 def test_an_insecure_controller_takes_the_client_id_from_the_body(insecure_api, insecure):
     api = insecure_api
     insecure.events.close()  # an event stream answers 503 instead of never ending
     asyncio.run(insecure.discovery.register("k1", "127.0.0.1:7001", 10))
-    assert api.post("/api/v1/assign", json={"client_id": "c7"}).status_code == 200
+    assigned = api.post("/api/v1/assign", json={"client_id": "c7"})
+    assert assigned.status_code == 200
     assert [c.id for c in insecure.store.clients()] == ["c7"]
+    assert decode_key(assigned.json()["receipt_key"]) == insecure.receipts.key_for("c7")
     detail = _error(api.post("/api/v1/assign", json={}), 422, "ValidationError")
     assert detail.startswith("body.client_id: Field required when the controller runs --insecure")
     for method, template in _operations(api):  # no token needed anywhere

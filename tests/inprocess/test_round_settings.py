@@ -48,7 +48,7 @@ def _over_the_wire(config: SessionConfig) -> pb.RoundSpec:
         timeout=1.0,
         settings=config.round_settings(),
     )
-    return pb.RoundSpec.FromString(round_spec(task, 0).SerializeToString())
+    return pb.RoundSpec.FromString(round_spec(task, []).SerializeToString())
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["robust-topk", "partial", "int8", "defaults"])

@@ -76,10 +76,13 @@ def test_the_guard_wraps_every_public_method_of_the_store():
 
 
 def test_a_heartbeat_is_recorded_off_the_loop_by_the_time_it_is_answered(store):
-    servicer = ControllerServicer(Discovery(store), ModelStore("memory://off-loop"))
+    discovery = Discovery(store)
+    servicer = ControllerServicer(discovery, ModelStore("memory://off-loop"))
 
     async def scenario() -> pb.HeartbeatReply:
         await servicer.RegisterCombiner(pb.CombinerInfo(combiner_id="a", address="h:1"), None)
+        await discovery.assign("c0")  # a combiner's heartbeat records only its own clients
+        await discovery.assign("c1")
         request = pb.CombinerHeartbeat(combiner_id="a", client_ids=["c0", "c1"])
         return await servicer.Heartbeat(request, None)
 

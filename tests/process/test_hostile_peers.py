@@ -191,7 +191,12 @@ def test_lying_clients_are_refused_and_a_revoked_token_stops_working(federation,
         with attacker.rest(token) as rest:
             assignment = rest.assign()
         mallory = HostileClient(
-            attacker, assignment.address, token, "client-9", _answers_with_the_wrong_kind
+            attacker,
+            assignment.address,
+            token,
+            "client-9",
+            _answers_with_the_wrong_kind,
+            assignment=assignment,
         ).connect()
         fed.wait_for_clients(4)
 
@@ -277,8 +282,11 @@ def test_a_client_cannot_blank_the_rounds_validation_with_finite_reports(federat
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
         with attacker.rest(token) as rest:
-            address = rest.assign().address
-        mallory = HostileClient(attacker, address, token, "client-9", skew).connect()
+            assignment = rest.assign()
+        address = assignment.address
+        mallory = HostileClient(
+            attacker, address, token, "client-9", skew, assignment=assignment
+        ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(rounds=2, min_clients=2, seed_model_id=seed.id)
         session, rounds = run_session_strictly(fed, config)
@@ -305,7 +313,8 @@ def test_downloads_opened_and_never_read_do_not_stall_the_honest_clients(tmp_pat
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
         with attacker.rest(token) as rest:
-            address = rest.assign().address
+            assignment = rest.assign()
+        address = assignment.address
 
         def hog(client: HostileClient, task: pb.Task) -> None:
             if not client.hogs:  # the model is cached now: take every slot it may, read nothing
@@ -318,7 +327,9 @@ def test_downloads_opened_and_never_read_do_not_stall_the_honest_clients(tmp_pat
                 )
             client.report_failure(task)
 
-        mallory = HostileClient(attacker, address, token, "client-9", hog).connect()
+        mallory = HostileClient(
+            attacker, address, token, "client-9", hog, assignment=assignment
+        ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(rounds=2, min_clients=2, round_timeout=20, seed_model_id=seed.id)
         session, rounds = run_session_strictly(fed, config)
@@ -357,7 +368,8 @@ def test_an_upload_cancelled_as_it_is_collected_counts_whole_or_not_at_all(tmp_p
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
         with attacker.rest(token) as rest:
-            address = rest.assign().address
+            assignment = rest.assign()
+        address = assignment.address
         ended: list[grpc.StatusCode] = []
 
         def cancel_later_each_round(client: HostileClient, task: pb.Task) -> None:
@@ -367,7 +379,7 @@ def test_an_upload_cancelled_as_it_is_collected_counts_whole_or_not_at_all(tmp_p
             client.report_failure(task)
 
         mallory = HostileClient(
-            attacker, address, token, "client-9", cancel_later_each_round
+            attacker, address, token, "client-9", cancel_later_each_round, assignment=assignment
         ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(

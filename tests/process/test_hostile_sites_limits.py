@@ -39,7 +39,7 @@ from stratafl.settings import SessionConfig
 from tests.support.hostile import (
     Attacker,
     HostileClient,
-    RogueCombiner,
+    TaskForgingCombiner,
     code_of,
     combiner_address,
     drain,
@@ -181,7 +181,7 @@ def test_a_client_that_never_answers_costs_the_round_a_grace_not_its_timeout(sit
 def test_a_client_does_no_task_without_the_controllers_grant_for_its_combiner(site):
     fed = site.fed
     with Attacker(fed) as attacker:
-        rogue = RogueCombiner(attacker, "rogue")
+        rogue = TaskForgingCombiner(attacker, "rogue")
         model_id = site.seed_id
         forged = Grant("s", 1, "", pb.TRAIN, model_id, "rogue", time.time() + 600)
         rogue.tasks = [

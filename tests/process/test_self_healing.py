@@ -236,7 +236,7 @@ def test_a_combiner_moves_idle_clients_only_and_at_once(tmp_path):
         runner, registry = combiner_runner(tmp_path)
         streams = {c: registry.connect(c) for c in ("c0", "c1", "c2")}
         spec = pb.RoundSpec(
-            round=1, kind=pb.VALIDATE, model_id="m", num_clients=1, seed=3, timeout_seconds=30
+            round=1, kind=pb.VALIDATE, model_id="m", client_ids=["c1"], timeout_seconds=30
         )
         running = asyncio.ensure_future(runner.run(spec))
         for _ in range(1000):  # the model is fetched, then the task pushed
@@ -362,6 +362,7 @@ def test_a_new_controller_shows_no_combiner_online_until_it_registers_again(tmp_
     try:
         before = Discovery(store)
         asyncio.run(before.register("a", "127.0.0.1:1", 10))
+        asyncio.run(before.assign("c0"))
         asyncio.run(before.client_event("a", "c0", connected=True))
         after = Discovery(store)  # the restarted controller, same database
         assert asyncio.run(after.forget_stored("the controller restarted")) == ["a"]

@@ -10,6 +10,8 @@ speaks gRPC and REST to a running `LocalFederation` the way a hostile peer would
   downloads it never reads, ...), keeping every `Ack` it gets back;
 - `start_combiner` and `start_clients` start tiers with options the launcher does not
   expose (e.g. a combiner's transfer limits), the way `LocalFederation` starts its own;
+- `RogueCombiner` is a combiner enrolled with a genuine token whose heartbeats, status and
+  round answers are all made up (invented clients, counts, scores and partial);
 - `fedavg_shift` is the model the honest test clients give (tests/support/federation_apps.py).
 
 Nothing here patches stratafl: every attack goes over real sockets to real processes.
@@ -39,8 +41,9 @@ from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.records import RoundRecord, SessionRecord
 from stratafl.restapi import ControllerClient
-from stratafl.restapi.schema import IssuedRole
+from stratafl.restapi.schema import Assignment, IssuedRole
 from stratafl.security import Role, TokenSigner, certificate_request
+from stratafl.security.receipts import Statement, decode_key, make_receipt
 from stratafl.settings import SessionConfig
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.transport.channels import open_channel
@@ -211,8 +214,11 @@ class HostileClient:
     """A client process's task stream under ``token``, answering tasks with ``respond``.
 
     ``hello_id`` is what it claims to be in its `ClientHello` (its token's subject unless a
-    test says otherwise). Every ack it got and any error of its script are kept for the
-    test to assert on; the `Attacker`'s `close()` ends its stream.
+    test says otherwise). With the ``assignment`` it got from ``/assign`` it signs receipts
+    as an honest client does (the controller counts nothing without), for the combiner
+    named ``combiner_id`` (default: the assigned one). Every ack it got and any error of
+    its script are kept for the test to assert on; the `Attacker`'s `close()` ends its
+    stream.
     """
 
     def __init__(
@@ -222,9 +228,14 @@ class HostileClient:
         token: str,
         hello_id: str,
         respond: Respond | None = None,
+        *,
+        assignment: Assignment | None = None,
+        combiner_id: str | None = None,
     ) -> None:
         self.address = address
         self.hello_id = hello_id
+        self.receipt_key = decode_key(assignment.receipt_key) if assignment else None
+        self.combiner_id = combiner_id or (assignment.combiner_id if assignment else "")
         self.stub = attacker.combiner(address, token)
         self.respond = respond
         self.acks: list[tuple[str, pb.Task, pb.Ack]] = []
@@ -266,8 +277,23 @@ class HostileClient:
         self.acks.append((what, task, ack))
         return ack
 
+    def receipt(self, task: pb.Task, num_examples: int, metrics: dict[str, float]) -> bytes:
+        """Its receipt for what it reports on ``task`` (empty without an assignment)."""
+        if self.receipt_key is None:
+            return b""
+        kind = "train" if task.kind == pb.TRAIN else "validate"
+        said = Statement(
+            task.round_id, kind, self.hello_id, self.combiner_id, num_examples, metrics
+        )
+        return make_receipt(self.receipt_key, said)
+
     def report_validation(self, task: pb.Task, metrics: dict[str, float]) -> pb.Ack:
-        report = pb.ValidationReport(task_id=task.task_id, client_id=self.hello_id, metrics=metrics)
+        report = pb.ValidationReport(
+            task_id=task.task_id,
+            client_id=self.hello_id,
+            metrics=metrics,
+            receipt=self.receipt(task, 0, metrics),
+        )
         return self._ack("validation", task, self.stub.ReportValidation(report, timeout=30))
 
     def report_failure(self, task: pb.Task, reason: str = "hostile client gives up") -> pb.Ack:
@@ -280,6 +306,7 @@ class HostileClient:
             client_id=self.hello_id,
             num_examples=num_examples,
             model=header_to_proto(task.model_id, specs_of(params)),
+            receipt=self.receipt(task, num_examples, {}),
         )
         messages = send_model(pb.UpdateChunk, header, params_chunks(params))
         return self._ack("update", task, self.stub.UploadUpdate(messages, timeout=60))
@@ -301,6 +328,7 @@ class HostileClient:
             client_id=self.hello_id,
             num_examples=num_examples,
             model=header_to_proto(task.model_id, specs_of(params)),
+            receipt=self.receipt(task, num_examples, {}),
         )
         sent = threading.Event()
 
@@ -361,7 +389,7 @@ def read_hog(hog: Any, seconds: float) -> int:
 # -- a combiner of the attacker's own -----------------------------------------------------------
 
 
-class RogueCombiner(pb_grpc.CombinerServicer):
+class TaskForgingCombiner(pb_grpc.CombinerServicer):
     """A combiner the attacker runs itself, enrolled and registered with a genuine combiner
     token: it pushes whatever tasks its test queues to each client that opens a stream,
     heartbeats so it stays online, and records the failures the clients report."""
@@ -385,7 +413,7 @@ class RogueCombiner(pb_grpc.CombinerServicer):
         self._controller = attacker.controller(token)
         self._heartbeats = threading.Thread(target=self._beat, name="rogue-beat", daemon=True)
 
-    def start(self) -> RogueCombiner:
+    def start(self) -> TaskForgingCombiner:
         self._server.start()
         info = pb.CombinerInfo(combiner_id=self.combiner_id, address=self.address, max_clients=10)
         ack = self._controller.RegisterCombiner(info, timeout=30)
@@ -458,3 +486,112 @@ def script_errors(*clients: HostileClient) -> list[BaseException]:
     """What went wrong in the clients' scripts (an RPC error other than their stream's end,
     or a failed assertion); a test asserts this is empty."""
     return [error for client in clients for error in client.errors]
+
+
+# -- a hostile combiner ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Invented:
+    """An outcome a hostile combiner makes up: a client, its examples and its scores."""
+
+    client_id: str
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class RogueCombiner(pb_grpc.CombinerServicer):
+    """A combiner enrolled normally (a genuine combiner token, a certificate from the
+    controller) that lies in everything it says: its heartbeats list ``heartbeat_ids``,
+    its status lists ``status_ids``, and every round it answers with the ``invented``
+    outcomes (ok, a receipt of zeros), their example counts summed as its weight and a
+    partial of ``partial_value`` everywhere. Served from this process (`start`, `stop`);
+    ``specs`` is every RunRound it was asked."""
+
+    def __init__(
+        self,
+        attacker: Attacker,
+        combiner_id: str,
+        *,
+        model: Params,
+        invented: Sequence[Invented],
+        status_ids: Sequence[str],
+        heartbeat_ids: Sequence[str],
+        max_clients: int,
+        partial_value: float = 66.0,
+    ) -> None:
+        self.attacker = attacker
+        self.combiner_id = combiner_id
+        self.partial = {k: np.full_like(v, partial_value) for k, v in model.items()}
+        self.invented = list(invented)
+        self.status_ids = list(status_ids)
+        self.heartbeat_ids = list(heartbeat_ids)
+        self.max_clients = max_clients
+        self.specs: list[pb.RoundSpec] = []
+        self.address = ""
+        self.token = ""
+        self._server: Any = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def start(self) -> RogueCombiner:
+        self.token = self.attacker.token(self.combiner_id, "combiner")
+        csr, key = certificate_request(self.combiner_id, ["127.0.0.1"])
+        with self.attacker.rest(self.token) as rest:
+            signed = rest.request_certificate(csr, ["127.0.0.1"])
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        pb_grpc.add_CombinerServicer_to_server(self, self._server)
+        credentials = grpc.ssl_server_credentials([(key, signed.certificate_pem.encode())])
+        port = self._server.add_secure_port("127.0.0.1:0", credentials)
+        self._server.start()
+        self.address = f"127.0.0.1:{port}"
+        controller = self.attacker.controller(self.token)
+        info = pb.CombinerInfo(
+            combiner_id=self.combiner_id, address=self.address, max_clients=self.max_clients
+        )
+        assert controller.RegisterCombiner(info, timeout=30).ok
+        self._beat = threading.Thread(target=self._heartbeats, args=(controller,), daemon=True)
+        self._beat.start()
+        return self
+
+    def _heartbeats(self, controller: pb_grpc.ControllerStub) -> None:
+        beat = pb.CombinerHeartbeat(combiner_id=self.combiner_id, client_ids=self.heartbeat_ids)
+        while not self._stop.wait(0.5):
+            with suppress(grpc.RpcError):
+                controller.Heartbeat(beat, timeout=5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(10)
+        if self._server is not None:
+            self._server.stop(None)
+
+    def GetStatus(self, request: pb.StatusRequest, context: Any) -> pb.CombinerStatus:  # noqa: N802
+        return pb.CombinerStatus(combiner_id=self.combiner_id, client_ids=self.status_ids)
+
+    def MoveClients(self, request: pb.MoveRequest, context: Any) -> pb.MoveReply:  # noqa: N802
+        return pb.MoveReply()
+
+    def RunRound(self, request: pb.RoundSpec, context: Any) -> Iterator[pb.RoundResultChunk]:  # noqa: N802
+        self.specs.append(request)
+        header = pb.RoundResultHeader(
+            combiner_id=self.combiner_id,
+            contributors=len(self.invented),
+            total_weight=float(sum(i.num_examples for i in self.invented)),
+        )
+        for made_up in self.invented:
+            header.outcomes.append(
+                pb.ClientOutcome(
+                    client_id=made_up.client_id,
+                    status=pb.OUTCOME_OK,
+                    num_examples=made_up.num_examples,
+                    metrics=made_up.metrics,
+                    receipt=bytes(32),
+                )
+            )
+        if request.kind != pb.TRAIN:
+            yield pb.RoundResultChunk(header=header)
+            return
+        header.model.CopyFrom(header_to_proto("", specs_of(self.partial)))
+        yield from send_model(pb.RoundResultChunk, header, params_chunks(self.partial))

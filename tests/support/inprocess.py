@@ -4,7 +4,8 @@ The controller's round and session loop, the reducer, the combiners' round runne
 model streams are the real code; only gRPC is replaced: a `LocalLink` hands the round
 spec to a combiner's `RoundRunner` and reads its answer through the same stream functions
 the gRPC link uses, and each client is a coroutine that answers its tasks the way a
-scripted `Behaviour` says.
+scripted `Behaviour` says. The federation assigns each client to the combiner a test
+puts it on, and each client signs its receipts with its key, as real clients do.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stratafl.modelfile.codec import copy_params_from_file, copy_params_from_str
 from stratafl.observe.watchers import SessionWatcher
 from stratafl.params import TensorSpec, specs_of
 from stratafl.proto import stratafl_pb2 as pb
+from stratafl.security.receipts import ReceiptKeys, Statement, make_receipt
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
 from stratafl.transport.streams import (
@@ -75,17 +77,17 @@ class LocalLink:
     def combiner_id(self) -> str:
         return self._combiner.combiner_id
 
-    async def client_count(self) -> int:
+    async def client_ids(self) -> list[str]:
         if self._combiner.dead:
             raise UnavailableError(f"combiner {self.combiner_id} is gone")
-        return len(self._combiner.registry.ids())
+        return self._combiner.registry.ids()
 
     async def run_round(
-        self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
+        self, task: RoundTask, clients: Sequence[str], staging: Path, expect: Sequence[TensorSpec]
     ) -> CombinerAnswer:
         if self._combiner.dead:
             raise UnavailableError(f"combiner {self.combiner_id} is gone")
-        result = await self._combiner.rounds.run(round_spec(task, quota))
+        result = await self._combiner.rounds.run(round_spec(task, clients))
         return await read_answer(aiter_of(result.messages()), self.combiner_id, staging, expect)
 
 
@@ -99,11 +101,13 @@ class InProcessFederation:
         self.trail = ModelTrail(self.store, self.models, workdir / "staging")
         self.combiners: list[LocalCombiner] = []
         self.offline: dict[str, str] = {}
+        self.receipts = ReceiptKeys.generate()
+        self._assigned: dict[str, set[str]] = {}
         self.sessions = SessionRunner(
             self.store, self.trail, self, workdir / "staging", watch=watch
         )
         self._pending: list[
-            tuple[LocalCombiner, str, asyncio.Queue[pb.Task | None], int, Behaviour]
+            tuple[LocalCombiner, str, asyncio.Queue[pb.Task | None], int, Behaviour, bytes]
         ] = []
 
     # -- the Federation protocol ------------------------------------------------------------
@@ -119,6 +123,9 @@ class InProcessFederation:
 
     async def wait_for_clients(self, count: int, timeout: float) -> int:
         return sum(len(c.registry.ids()) for c in self.combiners)
+
+    def assigned(self, combiner_id: str) -> frozenset[str]:
+        return frozenset(self._assigned.get(combiner_id, ()))
 
     # -- building it ----------------------------------------------------------------------
 
@@ -148,7 +155,9 @@ class InProcessFederation:
     def add_client(self, combiner: LocalCombiner, index: int, behaviour: Behaviour) -> None:
         """Connect a client now; it starts answering tasks inside `run`."""
         client = combiner.registry.connect(f"client-{index}")
-        self._pending.append((combiner, client.client_id, client.tasks, index, behaviour))
+        self._assigned.setdefault(combiner.combiner_id, set()).add(client.client_id)
+        key = self.receipts.key_for(client.client_id)
+        self._pending.append((combiner, client.client_id, client.tasks, index, behaviour, key))
 
     def run(self, work: Coroutine[object, object, T]) -> T:
         """Run ``work`` in a fresh event loop with every client answering its tasks."""
@@ -174,9 +183,18 @@ async def _serve(
     tasks: asyncio.Queue[pb.Task | None],
     index: int,
     behaviour: Behaviour,
+    key: bytes,
 ) -> None:
-    """One client: answer each task the way ``behaviour`` says."""
+    """One client: answer each task the way ``behaviour`` says, with its receipt."""
     rounds = combiner.rounds
+
+    def receipt(task: pb.Task, num_examples: int, metrics: dict[str, float]) -> bytes:
+        kind = "train" if task.kind == pb.TRAIN else "validate"
+        said = Statement(
+            task.round_id, kind, client_id, combiner.combiner_id, num_examples, metrics
+        )
+        return make_receipt(key, said)
+
     while (task := await tasks.get()) is not None:
         if behaviour is Behaviour.SILENT:
             continue
@@ -193,10 +211,13 @@ async def _serve(
         params = copy_params_from_file(path)
         if task.kind == pb.VALIDATE:
             metrics = {"accuracy": index / 4, "num_examples": 10.0 * (index + 1)}
-            rounds.accept_validation(
-                pb.ValidationReport(task_id=task.task_id, client_id=client_id, metrics=metrics),
-                Caller(client_id),
+            report = pb.ValidationReport(
+                task_id=task.task_id,
+                client_id=client_id,
+                metrics=metrics,
+                receipt=receipt(task, 0, metrics),
             )
+            rounds.accept_validation(report, Caller(client_id))
             continue
         value = np.nan if behaviour is Behaviour.NAN else index + 1.0
         trained = {name: (array + value).astype(array.dtype) for name, array in params.items()}
@@ -206,6 +227,7 @@ async def _serve(
             num_examples=10 * (index + 1),
             metrics={"train_loss": 0.5},
             model=header_to_proto(task.model_id, specs_of(trained)),
+            receipt=receipt(task, 10 * (index + 1), {"train_loss": 0.5}),
         )
         messages = send_model(pb.UpdateChunk, header, params_chunks(trained))
         incoming = await receive_model(aiter_of(messages), "an update")  # type: ignore[arg-type]

@@ -9,6 +9,9 @@ its own channel and task stream, and does each task the stream pushes:
   correction, cut the update to the tensors this round's partial-update draw sends, encode
   it with the session's codec (top-k keeps what it did not send), upload it;
 - VALIDATE: score the model without its server state (`model_part`), report the metrics;
+- every update and report carries the client's receipt (`stratafl.security.receipts`),
+  signed with the key of its assignment over the round, its combiner and what it reports:
+  the controller counts nothing its combiner relays without one;
 - an app that raises: report the failure to the combiner instead of vanishing.
 
 When the stream ends the client asks again after a jittered backoff (`Backoff`): ABORTED
@@ -42,6 +45,7 @@ from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.restapi.schema import Assignment
 from stratafl.security.grants import GrantVerifier
+from stratafl.security.receipts import Statement, decode_key, make_receipt
 from stratafl.transport.channels import open_aio_channel
 from stratafl.transport.streams import receive_download
 from stratafl.transport.task_stream import (
@@ -144,6 +148,7 @@ class ClientProtocol:
             call = stub.TaskStream(pb.ClientHello(client_id=client.client_id), metadata=metadata)
             async with self.connecting:  # the TLS handshake is the costly part of a connect
                 opened = stream_opened(await call.initial_metadata())
+            client.receipt_key = decode_key(assignment.receipt_key)
             if opened:
                 client.backoff.reset()
                 self.counters.streams_opened += 1
@@ -175,14 +180,17 @@ class ClientProtocol:
                 result, encoded = await asyncio.to_thread(
                     _train, client, settings, params, task.session_id
                 )
+                num_examples = int(result.num_examples)
+                trained = {k: float(v) for k, v in result.metrics.items()}
                 messages = update_messages(
                     task,
                     client.client_id,
                     encoded,
-                    num_examples=result.num_examples,
-                    metrics=result.metrics,
+                    num_examples=num_examples,
+                    metrics=trained,
                     seconds=time.monotonic() - started,
                     codec=str(settings.compression),
+                    receipt=_receipt(client, task, combiner_id, num_examples, trained),
                 )
                 ack = await stub.UploadUpdate(messages, metadata=metadata)
                 if ack.ok:
@@ -192,8 +200,10 @@ class ClientProtocol:
                     log.warning("%s: update refused: %s", client.client_id, ack.message)
             elif task.kind == pb.VALIDATE:
                 app = client.app
-                metrics = await asyncio.to_thread(app.validate, model_part(params), settings.config)
-                report = validation_report(task, client.client_id, metrics)
+                scored = await asyncio.to_thread(app.validate, model_part(params), settings.config)
+                metrics = {k: float(v) for k, v in scored.items()}
+                receipt = _receipt(client, task, combiner_id, 0, metrics)
+                report = validation_report(task, client.client_id, metrics, receipt)
                 await stub.ReportValidation(report, metadata=metadata)
                 counters.validations += 1
         except grpc.RpcError:
@@ -236,6 +246,22 @@ class ClientProtocol:
         self.shelf.put(task.model_id, params)
         client.last_model = task.model_id
         return params
+
+
+def _receipt(
+    client: ClientState,
+    task: pb.Task,
+    combiner_id: str,
+    num_examples: int,
+    metrics: dict[str, float],
+) -> bytes:
+    """The client's receipt for what it reports on ``task`` (empty without a key: the
+    controller will not count it, and says why)."""
+    if client.receipt_key is None:
+        return b""
+    kind = "train" if task.kind == pb.TRAIN else "validate"
+    statement = Statement(task.round_id, kind, client.client_id, combiner_id, num_examples, metrics)
+    return make_receipt(client.receipt_key, statement)
 
 
 def _train(

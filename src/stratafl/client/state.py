@@ -39,6 +39,7 @@ class ClientState:
         "client_id",
         "last_model",
         "preferred_combiner",
+        "receipt_key",
         "token",
         "workdir",
     )
@@ -68,6 +69,9 @@ class ClientState:
         )
         """The waits between reconnect attempts; reset whenever a task stream opens."""
         self.last_model: str | None = None
+        self.receipt_key: bytes | None = None
+        """The key the controller handed out with the last assignment: the client signs
+        its receipts with it (`stratafl.security.receipts`); None until assigned."""
         self._feedback: ErrorFeedback | None = None
         self._control: ClientControl | None = None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import random
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
@@ -86,9 +85,6 @@ class ClientRegistry:
         self._on_change(client.client_id, False)
         return True
 
-    def sample(self, count: int, seed: int) -> list[ConnectedClient]:
-        """``count`` distinct clients (all of them when count is 0), reproducible for a seed."""
-        ids = self.ids()
-        if 0 < count < len(ids):
-            ids = random.Random(seed).sample(ids, count)
-        return [self._clients[i] for i in ids]
+    def get(self, client_id: str) -> ConnectedClient | None:
+        """``client_id``'s stream, if it is connected."""
+        return self._clients.get(client_id)

@@ -38,6 +38,8 @@ class Outcome:
     seconds: float = 0.0
     left_out: str = ""
     """Why the rule left this (accepted) update out of the partial; empty if it counted."""
+    receipt: bytes = b""
+    """The client's receipt, relayed to the controller unchanged (only it can check it)."""
 
     def add_bytes_up(self, size: int) -> None:
         self.bytes_up += size
@@ -53,6 +55,7 @@ class Outcome:
             bytes_down=self.bytes_down,
             seconds=self.seconds,
             left_out=self.left_out,
+            receipt=self.receipt,
         )
 
 
@@ -131,6 +134,7 @@ class RoundState:
         *,
         num_examples: int = 0,
         metrics: dict[str, float] | None = None,
+        receipt: bytes = b"",
     ) -> None:
         outcome = self.outcomes[task_id]
         if outcome.status != OutcomeStatus.PENDING:
@@ -143,6 +147,7 @@ class RoundState:
         self._answered += 1
         if 0 < self.spec.quorum <= self._answered:
             self.quorum_met.set()
+        outcome.receipt = receipt
         if all(o.status != OutcomeStatus.PENDING for o in self.outcomes.values()):
             self.done.set()
 

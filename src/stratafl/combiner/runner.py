@@ -169,11 +169,18 @@ class CombinerRoundRunner:
         # The client reads the settings in their canonical text (Task's fields stay as
         # they were, so clients of every version read them).
         compression, partial_updates = str(settings.compression), str(settings.partial_updates)
-        chosen = self._registry.sample(spec.num_clients, seed=spec.seed)
-        for client in chosen:
+        # The controller chose the clients (it counts only those): a listed one that is not
+        # connected is dropped at once, and nobody else gets a task.
+        chosen = list(dict.fromkeys(spec.client_ids))
+        absent: list[str] = []  # resolved once every task exists: `done` must not fire early
+        for client_id in chosen:
             task_id = uuid.uuid4().hex
-            state.add_task(task_id, client.client_id)
+            state.add_task(task_id, client_id)
             self._tasks[task_id] = state
+            client = self._registry.get(client_id)
+            if client is None:
+                absent.append(task_id)
+                continue
             client.tasks.put_nowait(
                 pb.Task(
                     task_id=task_id,
@@ -185,8 +192,11 @@ class CombinerRoundRunner:
                     compression=compression,
                     partial_updates=partial_updates,
                     grant=spec.grant,  # the controller's: clients check it is this round's
+                    round_id=spec.round_id,
                 )
             )
+        for task_id in absent:
+            state.resolve(task_id, OutcomeStatus.DROPPED, "not connected")
         at_quorum = False
         try:
             if chosen:
@@ -260,6 +270,7 @@ class CombinerRoundRunner:
                     OutcomeStatus.OK,
                     num_examples=int(header.num_examples),
                     metrics=dict(header.metrics),
+                    receipt=header.receipt,
                 )
                 if cancelled or late:  # counted: now let the client's cancellation go on
                     raise asyncio.CancelledError
@@ -285,7 +296,9 @@ class CombinerRoundRunner:
             self.metrics.refused(RejectReason.METRICS)
             state.resolve(report.task_id, OutcomeStatus.REJECTED, problem)
             return pb.Ack(ok=False, message=problem)
-        state.resolve(report.task_id, OutcomeStatus.OK, metrics=dict(report.metrics))
+        state.resolve(
+            report.task_id, OutcomeStatus.OK, metrics=dict(report.metrics), receipt=report.receipt
+        )
         return pb.Ack(ok=True)
 
     def accept_failure(self, failure: pb.TaskFailure, caller: Caller) -> pb.Ack:

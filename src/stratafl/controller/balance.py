@@ -3,11 +3,12 @@
 A client goes to the least-loaded combiner when it connects, and nothing moved it after
 that: kill a combiner, its clients all move to the others, and when it comes back it
 stays empty. So between rounds the controller compares each online combiner's clients
-with an even share (`plan_moves`, a pure function) and asks the over-loaded ones to let
-some clients go (the combiner's ``MoveClients``). Those clients' task streams end with a
-status that tells them to ask ``/assign`` again, where discovery sends them to the
-emptiest combiner. Clients placed on a combiner they asked for (`Discovery.assign`'s
-``preferred``) are never moved. A combiner never lets a client with a task in flight go,
+(those it assigned there: a combiner's own count could lie) with an even share
+(`plan_moves`, a pure function) and asks the over-loaded ones to let some clients go
+(the combiner's ``MoveClients``). Those clients' task streams end with a status that
+tells them to ask ``/assign`` again, where discovery sends them to the emptiest combiner.
+Clients placed on a combiner they asked for (`Discovery.assign`'s ``preferred``) are
+never moved. A combiner never lets a client with a task in flight go,
 and nothing more is asked while clients are still on their way from an earlier move.
 
 `Rebalancer.before_round` is the round's hook: the round runner asks the federation to
@@ -117,9 +118,11 @@ class Rebalancer:
             if self.in_transit() or not self._discovery.settled():
                 return 0
             online = self._discovery.online()
-            plan = plan_moves(  # placed clients stay: only the others are evened around them
-                {e.combiner_id: e.clients - e.pinned for e in online},
-                {e.combiner_id: e.max_clients - len(e.clients & e.pinned) for e in online},
+            # Loads are the controller's own assignments, never a combiner's report; placed
+            # clients stay: only the others are evened around them.
+            plan = plan_moves(
+                {e.combiner_id: e.assigned - e.pinned for e in online},
+                {e.combiner_id: e.max_clients - len(e.assigned & e.pinned) for e in online},
             )
             count = 0
             for combiner_id, client_ids in plan.items():

@@ -3,9 +3,12 @@
 A client asks for a combiner and gets the least-loaded online one under its
 ``max_clients``, or the one it prefers (a placement) while that one is online and has
 room: a preference never overfills a combiner, and a placed client is *pinned* (the
-rebalancer leaves it where it asked to be). Load counts connected clients plus clients
-just assigned that have not connected yet, so a burst of clients spreads evenly before the
-first heartbeat arrives.
+rebalancer leaves it where it asked to be). A combiner's load is the clients the
+controller assigned to it (its own record, kept in the store and recalled at a restart by
+`recall_assignments`), never what the combiner reports: a combiner that heartbeats an
+empty list keeps its clients counted and attracts no more. A client takes part in rounds
+on the combiner it was assigned to only, and only while that combiner says it is connected
+(`eligible`).
 A new controller process knows no combiner until it registers again (`forget_stored`),
 and the rebalancer (`controller.balance`) moves clients off over-loaded combiners.
 
@@ -58,10 +61,24 @@ class CombinerEntry:
     them be. Never more than its clients and reservations (cleared with them)."""
     seen_written: float = -math.inf
     """When every client's ``last_seen`` was last written to the store."""
+    assigned: set[str] = field(default_factory=set)
+    """Clients the controller assigned here (and not elsewhere since): its load."""
 
-    def load(self, now: float) -> int:
-        pending = {c for c, t in self.reserved.items() if now - t < RESERVATION_SECONDS}
-        return len(self.clients | pending)
+    def load(self, but: str = "") -> int:
+        """The controller's count of this combiner's clients (``but`` that one), whatever
+        the combiner reports."""
+        return len(self.assigned) - (but in self.assigned)
+
+    def eligible(self) -> set[str]:
+        """Clients assigned here that the combiner says are connected."""
+        return self.clients & self.assigned
+
+    def on_the_way(self, now: float) -> bool:
+        """Some client was assigned here lately and has not connected yet."""
+        return any(
+            now - t < RESERVATION_SECONDS and c not in self.clients
+            for c, t in self.reserved.items()
+        )
 
 
 class Discovery:
@@ -71,6 +88,8 @@ class Discovery:
         self._store = store
         self._clock = clock
         self._combiners: dict[str, CombinerEntry] = {}
+        self._assigned: dict[str, str] = {}
+        """client id -> the combiner the controller last assigned it to."""
         self._changed = asyncio.Event()
         self.sent_models = SentModels()
         self._owners: dict[str, str] | None = None
@@ -115,6 +134,7 @@ class Discovery:
         entry = self._combiners.get(combiner_id)
         if entry is None:
             entry = CombinerEntry(combiner_id, address, max_clients)
+            entry.assigned = {c for c, to in self._assigned.items() if to == combiner_id}
             self._combiners[combiner_id] = entry
         entry.address, entry.max_clients, entry.online = address, max_clients, True
         entry.last_heartbeat = self._clock()
@@ -147,13 +167,15 @@ class Discovery:
         if not was_online:
             self._notify()
         write = self._store.off_loop.write
+        # Only clients assigned here are recorded as its own: a combiner's word never
+        # moves another combiner's client in the store (where assignments are recalled).
         if now - entry.seen_written >= SEEN_REFRESH_SECONDS or not was_online:
             entry.seen_written = now
-            await write(self._store.combiner_heartbeat, combiner_id, client_ids)
+            ours = sorted(held & entry.assigned)
+            await write(self._store.combiner_heartbeat, combiner_id, ours, num_clients=len(held))
         else:
-            await write(
-                self._store.combiner_heartbeat, combiner_id, sorted(joined), num_clients=len(held)
-            )
+            ours = sorted(joined & entry.assigned)
+            await write(self._store.combiner_heartbeat, combiner_id, ours, num_clients=len(held))
         return True
 
     async def client_event(self, combiner_id: str, client_id: str, connected: bool) -> None:
@@ -161,9 +183,11 @@ class Discovery:
         if entry is None:
             return
         entry.reserved.pop(client_id, None)
+        ours = client_id in entry.assigned
         if connected:
-            for other in self._combiners.values():
-                other.clients.discard(client_id)
+            if ours:  # another combiner's claim to it is stale (or false)
+                for other in self._combiners.values():
+                    other.clients.discard(client_id)
             entry.clients.add(client_id)
         else:
             entry.clients.discard(client_id)
@@ -173,7 +197,8 @@ class Discovery:
                 return
         status = ClientStatus.CONNECTED if connected else ClientStatus.DISCONNECTED
         self._notify()
-        await self._store.off_loop.write(self._store.set_client, client_id, combiner_id, status)
+        if ours:
+            await self._store.off_loop.write(self._store.set_client, client_id, combiner_id, status)
 
     async def clients_moved(self, combiner_id: str, client_ids: Collection[str]) -> None:
         """``combiner_id`` let ``client_ids`` go to even the load: they no longer count
@@ -192,11 +217,36 @@ class Discovery:
         )
 
     def combiner_of(self, client_id: str) -> str | None:
-        """The online combiner ``client_id`` is connected to, if any."""
-        for entry in self._combiners.values():
-            if entry.online and client_id in entry.clients:
-                return entry.combiner_id
+        """The online combiner ``client_id`` was assigned to and is connected to, if any."""
+        entry = self._combiners.get(self._assigned.get(client_id, ""))
+        if entry is not None and entry.online and client_id in entry.clients:
+            return entry.combiner_id
         return None
+
+    def assigned(self, combiner_id: str) -> frozenset[str]:
+        """The clients the controller assigned to ``combiner_id`` (its own record)."""
+        entry = self._combiners.get(combiner_id)
+        return frozenset(entry.assigned) if entry is not None else frozenset()
+
+    async def recall_assignments(self) -> int:
+        """Load the assignments a previous controller process recorded in the store (each
+        client's last combiner), so loads and round selection survive a restart; returns
+        how many. Call it before combiners register."""
+        stored = await self._store.off_loop.read(self._store.clients)
+        for client in stored:
+            if client.combiner_id is not None:
+                self._place(client.id, client.combiner_id)
+        return len(self._assigned)
+
+    def _place(self, client_id: str, combiner_id: str) -> None:
+        """Record that ``client_id`` is now assigned to ``combiner_id`` only."""
+        before = self._combiners.get(self._assigned.get(client_id, ""))
+        if before is not None:
+            before.assigned.discard(client_id)
+        self._assigned[client_id] = combiner_id
+        entry = self._combiners.get(combiner_id)
+        if entry is not None:
+            entry.assigned.add(client_id)
 
     def settled(self) -> bool:
         """True when nothing is in doubt: no client is on its way to a combiner (assigned,
@@ -204,7 +254,7 @@ class Discovery:
         registered (so its list of clients is known, not merely empty)."""
         now = self._clock()
         return all(
-            e.heard and e.load(now) == len(e.clients) and now - e.last_heartbeat <= FRESH_SECONDS
+            e.heard and not e.on_the_way(now) and now - e.last_heartbeat <= FRESH_SECONDS
             for e in self.online()
         )
 
@@ -268,19 +318,19 @@ class Discovery:
         candidates = [
             e
             for e in self._combiners.values()
-            if e.online and e.load(now) < e.max_clients and e.combiner_id != failed_combiner
-        ] or [e for e in self._combiners.values() if e.online and e.load(now) < e.max_clients]
+            if e.online and e.load(client_id) < e.max_clients and e.combiner_id != failed_combiner
+        ] or [e for e in self._combiners.values() if e.online and e.load(client_id) < e.max_clients]
         if not candidates:
             await asyncio.gather(*offline)
             raise UnavailableError(
                 "no combiner has room for another client; start one with `strata combiner start`"
             )
-        best = min(candidates, key=lambda e: (e.load(now), e.combiner_id))
+        best = min(candidates, key=lambda e: (e.load(client_id), e.combiner_id))
         wanted = self._combiners.get(preferred) if preferred else None
         if (
             wanted is not None
             and wanted.combiner_id != failed_combiner
-            and self._has_room_for(wanted, client_id, now)
+            and self._has_room_for(wanted, client_id)
         ):
             best = wanted
         for entry in self._combiners.values():
@@ -289,6 +339,7 @@ class Discovery:
         if best is wanted:
             best.pinned.add(client_id)
         best.reserved[client_id] = now
+        self._place(client_id, best.combiner_id)
         assigned = self._store.off_loop.write(
             self._store.set_client, client_id, best.combiner_id, ClientStatus.ASSIGNED
         )
@@ -296,11 +347,9 @@ class Discovery:
         return best
 
     @staticmethod
-    def _has_room_for(entry: CombinerEntry, client_id: str, now: float) -> bool:
+    def _has_room_for(entry: CombinerEntry, client_id: str) -> bool:
         """``entry`` is online and has room for ``client_id`` (which may hold a place there)."""
-        pending = {c for c, t in entry.reserved.items() if now - t < RESERVATION_SECONDS}
-        others = (entry.clients | pending) - {client_id}
-        return entry.online and len(others) < entry.max_clients
+        return entry.online and entry.load(client_id) < entry.max_clients
 
     def _counts_as_failure(self, combiner_id: str, client_id: str) -> bool:
         entry = self._combiners.get(combiner_id)
@@ -315,7 +364,8 @@ class Discovery:
         return [e for e in self._combiners.values() if e.online]
 
     def connected_clients(self) -> int:
-        return sum(len(e.clients) for e in self.online())
+        """Clients that can take part in a round: connected where they were assigned."""
+        return sum(len(e.eligible()) for e in self.online())
 
     async def wait_for_clients(self, count: int, timeout: float) -> int:
         """Wait at most ``timeout`` s for ``count`` connected clients; returns how many are."""

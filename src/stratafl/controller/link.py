@@ -33,6 +33,7 @@ from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.records import ClientOutcome
 from stratafl.security import TokenSigner
 from stratafl.security.grants import Grant, sign_grant
+from stratafl.security.receipts import ReceiptKeys
 from stratafl.settings import RoundSettings, quorum_count
 from stratafl.status import TaskKind
 from stratafl.transport.channels import open_aio_channel
@@ -63,9 +64,8 @@ class RoundTask:
     quorum: float = 1.0
     """The session's quorum, a share of each combiner's selected clients (1.0: wait for all;
     `quorum_count`)."""
-    selected: Mapping[str, int] = field(default_factory=dict)
-    """Combiner id -> the clients it was counted with at the round's start: the base of the
-    quorum of a round that asks for all of its clients (quota 0, validation)."""
+    round_id: str = ""
+    """Random per attempt: the clients' receipts name it, so none is replayed."""
 
 
 @dataclass
@@ -79,6 +79,8 @@ class CombinerAnswer:
     """Each tensor of a partial made of partial updates -> its weight sum (the partial holds
     exactly these tensors); empty: the partial holds every tensor, at ``total_weight``."""
     outcomes: list[ClientOutcome] = field(default_factory=list)
+    receipts: list[bytes] = field(default_factory=list)
+    """Each outcome's receipt as the combiner relayed it (same order as ``outcomes``)."""
     error: str = ""
     """Why there is no partial although updates arrived (e.g. too few for the rule)."""
     partial: Path | None = None
@@ -95,15 +97,16 @@ class CombinerLink(Protocol):
     @property
     def combiner_id(self) -> str: ...
 
-    async def client_count(self) -> int:
-        """Clients connected now; raises `UnavailableError`."""
+    async def client_ids(self) -> list[str]:
+        """The clients it says are connected now; raises `UnavailableError`."""
         ...
 
     async def run_round(
-        self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
+        self, task: RoundTask, clients: Sequence[str], staging: Path, expect: Sequence[TensorSpec]
     ) -> CombinerAnswer:
-        """Run ``task`` on ``quota`` clients (0: all); a partial is staged under ``staging``
-        and checked against ``expect``. Raises `UnavailableError` or `ModelFormatError`."""
+        """Run ``task`` on exactly ``clients`` (the controller's selection); a partial is
+        staged under ``staging`` and checked against ``expect``. Raises `UnavailableError`
+        or `ModelFormatError`."""
         ...
 
 
@@ -126,19 +129,19 @@ class GrpcCombinerLink:
     def combiner_id(self) -> str:
         return self._combiner_id
 
-    async def client_count(self) -> int:
+    async def client_ids(self) -> list[str]:
         try:
             reply = await self._stub.GetStatus(pb.StatusRequest(), timeout=STATUS_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             raise self._unavailable("status", exc) from exc
-        return len(reply.client_ids)
+        return list(reply.client_ids)
 
     async def run_round(
-        self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
+        self, task: RoundTask, clients: Sequence[str], staging: Path, expect: Sequence[TensorSpec]
     ) -> CombinerAnswer:
         if self._sent_models is not None:  # before the combiner can ask for it
             self._sent_models.record(self._combiner_id, task.model_id)
-        spec = round_spec(task, quota, self._combiner_id)
+        spec = round_spec(task, clients)
         if self._signer is not None:  # clients do the round's tasks only with this grant
             expires = time.time() + task.timeout + RPC_MARGIN_SECONDS
             spec.grant = sign_grant(self._signer, grant_of(spec, self._combiner_id, expires))
@@ -173,11 +176,14 @@ class CombinerLinks:
     def __init__(
         self,
         discovery: Discovery,
+        receipts: ReceiptKeys,
         *,
         credentials: grpc.ChannelCredentials | None = None,
         signer: TokenSigner | None = None,
     ) -> None:
         self._discovery = discovery
+        self.receipts = receipts
+        """The clients' receipt keys: a round counts only outcomes whose receipt verifies."""
         self._credentials = credentials
         self._signer = signer
         """Signs each round's grant (`security.grants`); None on an insecure federation."""
@@ -205,6 +211,10 @@ class CombinerLinks:
     async def mark_offline(self, combiner_id: str, reason: str) -> None:
         await self._discovery.mark_offline(combiner_id, reason)
 
+    def assigned(self, combiner_id: str) -> frozenset[str]:
+        """The clients the controller assigned to ``combiner_id`` (`Discovery.assigned`)."""
+        return self._discovery.assigned(combiner_id)
+
     async def move_clients(self, combiner_id: str, client_ids: Sequence[str]) -> list[str]:
         """Ask ``combiner_id`` to let ``client_ids`` go (see `GrpcCombinerLink.move_clients`);
         nothing moves off a combiner that is not online."""
@@ -229,17 +239,18 @@ class CombinerLinks:
         self._channels.clear()
 
 
-def round_spec(task: RoundTask, quota: int, combiner_id: str = "") -> pb.RoundSpec:
-    """``task`` as combiner ``combiner_id``'s RunRound receives it, with that combiner's
-    quorum: a share of its quota, or of its clients when it asks for all of them."""
-    selected = quota or task.selected.get(combiner_id, 0)
+def round_spec(task: RoundTask, clients: Sequence[str]) -> pb.RoundSpec:
+    """``task`` as the combiner's RunRound receives it, for exactly ``clients``, with its
+    quorum: a share of those clients."""
     return pb.RoundSpec(
-        quorum=quorum_count(task.quorum, selected),
+        quorum=quorum_count(task.quorum, len(clients)),
         session_id=task.session_id,
         round=task.number,
         kind=_KIND_TO_PROTO[task.kind],
         model_id=task.model_id,
-        num_clients=quota,
+        num_clients=len(clients),
+        client_ids=list(clients),
+        round_id=task.round_id,
         timeout_seconds=task.timeout,
         config_json=json.dumps(dict(task.config)),
         seed=task.seed,
@@ -290,6 +301,7 @@ async def read_answer(
             total_weight=header.total_weight,
             tensor_weights=dict(header.tensor_weights),
             outcomes=[_outcome(o, combiner_id) for o in header.outcomes],
+            receipts=[bytes(o.receipt) for o in header.outcomes],
             error=header.error,
             model_bytes_down=header.model_bytes_down,
         )

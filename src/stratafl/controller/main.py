@@ -23,6 +23,7 @@ from stratafl.controller.wiring import Controller
 from stratafl.observe.mlflow_export import DEFAULT_EXPERIMENT, MlflowExport
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.security.policy import GRPC_ROLES
+from stratafl.security.receipts import ReceiptKeys
 from stratafl.store.state import StateStore
 from stratafl.store.tables import sqlite_url
 from stratafl.transport.addresses import advertised_host, host_port, is_wildcard
@@ -71,6 +72,7 @@ async def serve_controller(options: ControllerOptions) -> None:
     advertised = advertised_host(host, options.advertise_address)
     controller, server, exporter = _build(options, advertised)
     trust = controller.trust
+    await controller.discovery.recall_assignments()  # loads and selection survive a restart
     await controller.discovery.forget_stored(
         "the controller restarted; it waits for it to register"
     )
@@ -147,6 +149,10 @@ def _build(
         interceptors=security.interceptors,
         credentials=security.server_credentials,
     )
+    # The receipt secret lives beside the token key (in the work folder when insecure):
+    # a restarted controller derives the same keys, so its clients' receipts still verify.
+    folder = trust.folder if trust is not None else workdir
+    receipts = ReceiptKeys.load_or_create(folder / "receipt.key")
     controller = Controller(
         workdir,
         store,
@@ -156,6 +162,7 @@ def _build(
         model_store=options.model_store,
         retention=retention,
         watchers=() if exporter is None else (exporter,),
+        receipts=receipts,
     )
     return controller, server, exporter
 

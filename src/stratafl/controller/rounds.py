@@ -1,17 +1,21 @@
 """One round, as the controller runs it, returned as a value.
 
-Wait for enough clients, split the quota over the online combiners, run the round on each
-(their partials are reduced as they arrive), publish the new model to the trail, then ask
-every client to validate it. The round returns a `RoundReport`: the record to store, the
-events worth keeping and the optimiser's next state. It writes nothing to the state store
-itself (the session loop records the report once); it touches only the model trail, and
-discovery when a combiner turns out to be gone. Its start is announced as it happens
-(``announce``: the session loop records it, so a live view shows the round in flight).
+Wait for enough clients, pick the round's clients (the controller's own choice: from the
+clients it assigned to each combiner that the combiner says are connected, reproducibly
+from the session's seed), run the round on each combiner with its list and a fresh
+random round id (their partials are reduced as they arrive, counting only outcomes whose
+receipts verify), publish the new model to the trail, then ask every client to validate
+it. The round returns a `RoundReport`: the record to store, the events worth keeping and
+the optimiser's next state. It writes nothing to the state store itself (the session loop
+records the report once); it touches only the model trail, and discovery when a combiner
+turns out to be gone. Its start is announced as it happens (``announce``: the session loop
+records it, so a live view shows the round in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +26,19 @@ from stratafl.aggregate import Aggregator, ServerOptState
 from stratafl.aggregate.partial_check import MIN_PARTIALS, outlying_partials
 from stratafl.controller.link import CombinerAnswer, CombinerLink, RoundTask
 from stratafl.controller.reducer import Reducer
-from stratafl.controller.tally import check_partial, split_quota, summarize_validation
+from stratafl.controller.tally import (
+    check_partial,
+    select_clients,
+    split_quota,
+    summarize_validation,
+    verify_outcomes,
+)
 from stratafl.controller.trail import ModelTrail
 from stratafl.errors import StrataError, UnavailableError
 from stratafl.modelfile.codec import MappedModelFile
 from stratafl.params import TensorSpec, specs_of, total_bytes
 from stratafl.records import RoundRecord, Traffic, Validation
+from stratafl.security.receipts import ReceiptKeys
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, TaskKind
 
@@ -44,6 +55,15 @@ class Federation(Protocol):
         ...
 
     async def wait_for_clients(self, count: int, timeout: float) -> int: ...
+
+    @property
+    def receipts(self) -> ReceiptKeys:
+        """The clients' receipt keys: only outcomes whose receipts verify count."""
+        ...
+
+    def assigned(self, combiner_id: str) -> frozenset[str]:
+        """The clients the controller assigned to ``combiner_id`` (never its own report)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -154,10 +174,12 @@ class GlobalRoundRunner:
         events: list[Event] = []
         await self._federation.even_load()
         await self._federation.wait_for_clients(config.min_clients, config.wait_for_clients_seconds)
-        counts = await self._client_counts(events)
-        connected = sum(counts.values())
+        eligible = await self._eligible(events)
+        connected = sum(len(ids) for ids in eligible.values())
         wanted = config.clients_wanted(connected)
+        counts = {k: len(ids) for k, ids in eligible.items()}
         quotas = {k: v for k, v in split_quota(wanted, counts).items() if v > 0}
+        selected = select_clients(eligible, quotas, config.round_seed(number))
         if self._announce is not None:
             started_event = Event(
                 "round_started",
@@ -191,13 +213,13 @@ class GlobalRoundRunner:
             seed=config.round_seed(number),
             settings=config.round_settings(weight_cap=weight_cap),
             quorum=config.quorum,
-            selected=counts,
+            round_id=secrets.token_hex(16),
         )
         reducer = Reducer(aggregator, reference)
         try:
             log.trained = await self._fan_out(
                 task,
-                quotas,
+                selected,
                 specs_of(reference),
                 reducer,
                 events,
@@ -242,46 +264,76 @@ class GlobalRoundRunner:
         validation = summarize_validation([o for a in log.validated for o in a.outcomes])
         return log.report(state, model_out=model.id, validation=validation)
 
-    async def _client_counts(self, events: list[Event]) -> dict[str, int]:
-        async def count(link: CombinerLink) -> tuple[str, int | None]:
+    async def _eligible(self, events: list[Event]) -> dict[str, list[str]]:
+        """Each online combiner's clients that may take part: those the controller assigned
+        to it that it says are connected now (a combiner can hide a client, never add one)."""
+
+        async def ask(link: CombinerLink) -> tuple[str, list[str] | None]:
             try:
-                return link.combiner_id, await link.client_count()
+                connected = set(await link.client_ids())
             except UnavailableError as exc:
                 await self._federation.mark_offline(link.combiner_id, str(exc))
                 events.append(Event("combiner_failed", link.combiner_id, str(exc)))
                 return link.combiner_id, None
+            return link.combiner_id, sorted(connected & self._federation.assigned(link.combiner_id))
 
-        results = await asyncio.gather(*(count(link) for link in self._federation.online()))
-        return {cid: n for cid, n in results if n is not None}
+        results = await asyncio.gather(*(ask(link) for link in self._federation.online()))
+        return {cid: ids for cid, ids in results if ids is not None}
 
     async def _fan_out(
         self,
         task: RoundTask,
-        quotas: dict[str, int],
+        selected: dict[str, list[str]],
         expect: list[TensorSpec],
         reducer: Reducer | None,
         events: list[Event],
         *,
         partial_check: float = 0.0,
     ) -> list[CombinerAnswer]:
-        """Ask each combiner in ``quotas``; collect each partial as soon as it arrives, or,
+        """Ask each combiner in ``selected`` to run ``task`` on its selected clients;
+        verify each answer's outcomes, and collect each partial as soon as it arrives, or,
         when the partials are checked against each other (``partial_check``, a ratio:
-        `stratafl.aggregate.partial_check`), once all have arrived and passed."""
+        `stratafl.aggregate.partial_check`), once all have arrived and passed. A partial
+        that verified outcomes do not back, or that the check refuses, is left out (its
+        outcomes are kept, marked rejected)."""
         links = {link.combiner_id: link for link in self._federation.online()}
         self._staging.mkdir(parents=True, exist_ok=True)
-        partial_updates = task.settings.partial_updates.random
+        settings = task.settings
+        counted: set[str] = set()  # each client counts once per round, federation-wide
         # Partials of partial updates hold different tensors: no common median to check.
-        staged = partial_check > 0 and len(quotas) >= MIN_PARTIALS and not partial_updates
+        staged = (
+            partial_check > 0
+            and len(selected) >= MIN_PARTIALS
+            and not settings.partial_updates.random
+        )
 
-        async def one(link: CombinerLink, quota: int) -> CombinerAnswer | None:
+        async def one(link: CombinerLink, clients: list[str]) -> CombinerAnswer | None:
             try:
-                answer = await link.run_round(task, quota, self._staging, expect)
-                if answer.partial is not None and reducer is not None:
+                answer = await link.run_round(task, clients, self._staging, expect)
+                verify_outcomes(
+                    answer,
+                    selected=clients,
+                    round_id=task.round_id,
+                    kind=task.kind,
+                    keys=self._federation.receipts,
+                    counted=counted,
+                )
+                if answer.partial is None:  # no partial: nobody contributed to the model
+                    answer.contributors = 0
+                elif reducer is not None:
                     try:
-                        check_partial(answer, partial_updates=partial_updates)
-                    except StrataError:
+                        check_partial(
+                            answer,
+                            partial_updates=settings.partial_updates.random,
+                            weight_cap=settings.weight_cap,
+                            median_cap_ratio=settings.median_cap_ratio,
+                        )
+                    except StrataError as exc:
                         answer.partial.unlink(missing_ok=True)
-                        raise
+                        answer.partial, answer.contributors = None, 0
+                        events.append(Event("partial_rejected", link.combiner_id, str(exc)))
+                        _left_out(answer, f"its combiner's partial was left out: {exc}")
+                        return answer
                     if not staged:
                         await reducer.add(
                             answer.partial, answer.total_weight, answer.tensor_weights
@@ -295,7 +347,7 @@ class GlobalRoundRunner:
             return None
 
         gathered = await asyncio.gather(
-            *(one(links[cid], quota) for cid, quota in quotas.items() if cid in links)
+            *(one(links[cid], clients) for cid, clients in selected.items() if cid in links)
         )
         answers = [a for a in gathered if a is not None]
         if staged and reducer is not None:
@@ -311,8 +363,8 @@ class GlobalRoundRunner:
         events: list[Event],
     ) -> list[CombinerAnswer]:
         """Refuse the staged partials far from the others, then collect the rest; a refused
-        partial is a ``partial_rejected`` event and its answer is dropped, as for any
-        partial refused on arrival."""
+        partial is a ``partial_rejected`` event and its outcomes are marked left out, as
+        for any partial refused on arrival."""
         staged = [a for a in answers if a.partial is not None]
         refused: dict[str, str] = {}
         try:
@@ -333,9 +385,13 @@ class GlobalRoundRunner:
             for answer in staged:
                 if answer.partial is not None:
                     answer.partial.unlink(missing_ok=True)
-        for combiner_id, why in refused.items():
-            events.append(Event("partial_rejected", combiner_id, why))
-        return [a for a in answers if a.combiner_id not in refused]
+        for answer in answers:
+            why = refused.get(answer.combiner_id)
+            if why is not None:
+                events.append(Event("partial_rejected", answer.combiner_id, why))
+                answer.contributors = 0
+                _left_out(answer, f"its combiner's partial was left out: {why}")
+        return answers
 
     async def _validate(
         self, train: RoundTask, model_id: str, events: list[Event]
@@ -349,7 +405,17 @@ class GlobalRoundRunner:
             timeout=train.timeout,
             config={"round": train.number},
             quorum=train.quorum,
-            selected=train.selected,
+            round_id=secrets.token_hex(16),
         )
-        quotas = {link.combiner_id: 0 for link in self._federation.online()}
-        return await self._fan_out(task, quotas, [], None, events)
+        eligible = {cid: ids for cid, ids in (await self._eligible(events)).items() if ids}
+        return await self._fan_out(task, eligible, [], None, events)
+
+
+def _left_out(answer: CombinerAnswer, reason: str) -> None:
+    """Mark ``answer``'s ok outcomes rejected: their updates reached no model."""
+    answer.outcomes = [
+        o.model_copy(update={"status": OutcomeStatus.REJECTED, "reason": reason[:2000]})
+        if o.status == OutcomeStatus.OK
+        else o
+        for o in answer.outcomes
+    ]

@@ -1,20 +1,28 @@
-"""Tallies of a round: how the quota splits, whether a partial's weight is believable, and
-what the clients' scores add up to. Plain functions of values, tested directly.
+"""Tallies of a round: who takes part, how the quota splits, which outcomes count, whether
+a partial's weight is believable, and what the clients' scores add up to. Plain functions
+of values, tested directly.
+
+The controller picks each round's clients itself (`select_clients`, from the clients it
+assigned to each combiner), and counts an outcome only if the client was picked on that
+combiner and signed a receipt for exactly what the combiner reports (`verify_outcomes`):
+a combiner relays, it cannot make a participant, an example count or a score.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from stratafl.aggregate.scores import scores_problem
-from stratafl.aggregate.weights import median_low
+from stratafl.aggregate.weights import capped_weights, median_low
 from stratafl.controller.link import CombinerAnswer
 from stratafl.errors import UpdateRejected
 from stratafl.records import ClientOutcome, Validation
+from stratafl.security.receipts import ReceiptKeys, Statement
 from stratafl.settings import WEIGHT_CAP_RATIO
-from stratafl.status import OutcomeStatus
+from stratafl.status import OutcomeStatus, TaskKind
 
 MAX_WEIGHT_RATIO = WEIGHT_CAP_RATIO
 """No client's validation weight counts for more than this many times the lower median's:
@@ -35,6 +43,80 @@ def split_quota(total: int, loads: dict[str, int]) -> dict[str, int]:
         if quota[key] < loads[key]:
             quota[key] += 1
     return quota
+
+
+def select_clients(
+    eligible: Mapping[str, Collection[str]], quotas: Mapping[str, int], seed: int
+) -> dict[str, list[str]]:
+    """The clients each combiner in ``quotas`` runs the round on: ``quota`` of its
+    ``eligible`` clients (all of them when the quota is as large), drawn reproducibly from
+    ``seed`` (combiners in id order, clients in id order before the draw)."""
+    rng = random.Random(seed)
+    chosen: dict[str, list[str]] = {}
+    for combiner_id in sorted(quotas):
+        ids = sorted(eligible.get(combiner_id, ()))
+        quota = quotas[combiner_id]
+        chosen[combiner_id] = sorted(rng.sample(ids, quota)) if quota < len(ids) else ids
+    return chosen
+
+
+def verify_outcomes(
+    answer: CombinerAnswer,
+    *,
+    selected: Collection[str],
+    round_id: str,
+    kind: TaskKind,
+    keys: ReceiptKeys,
+    counted: set[str],
+) -> None:
+    """Keep an ok outcome of ``answer`` ok only if its client was ``selected`` on that
+    combiner, is not in ``counted`` (each client counts once per round, federation-wide)
+    and its receipt verifies over what the combiner reports; otherwise rewrite it, in
+    place, as rejected with a reason that names the combiner. Adds the counted clients."""
+    for index, outcome in enumerate(answer.outcomes):
+        if outcome.status != OutcomeStatus.OK:
+            continue
+        receipt = answer.receipts[index] if index < len(answer.receipts) else b""
+        problem = _problem(answer.combiner_id, outcome, receipt, selected, counted)
+        if problem is None:
+            statement = Statement(
+                round_id,
+                str(kind),
+                outcome.client_id,
+                answer.combiner_id,
+                outcome.num_examples,
+                outcome.metrics,
+            )
+            if not keys.verify(statement, receipt):
+                problem = (
+                    f"combiner {answer.combiner_id} reported client {outcome.client_id[:128]} "
+                    "without a valid receipt"
+                )
+        if problem is None:
+            counted.add(outcome.client_id)
+        else:
+            update = {"status": OutcomeStatus.REJECTED, "reason": problem}
+            answer.outcomes[index] = outcome.model_copy(update=update)
+
+
+def _problem(
+    combiner_id: str,
+    outcome: ClientOutcome,
+    receipt: bytes,
+    selected: Collection[str],
+    counted: set[str],
+) -> str | None:
+    client = outcome.client_id[:128]
+    if outcome.client_id not in selected:
+        return (
+            f"combiner {combiner_id} reported client {client}, which the controller did not "
+            "select there this round"
+        )
+    if outcome.client_id in counted:
+        return f"combiner {combiner_id} reported client {client}, counted already this round"
+    if not receipt:
+        return f"combiner {combiner_id} reported client {client} without a valid receipt"
+    return None
 
 
 def summarize_validation(outcomes: Sequence[ClientOutcome]) -> Validation:
@@ -73,26 +155,35 @@ def summarize_validation(outcomes: Sequence[ClientOutcome]) -> Validation:
     return Validation(clients=len(per_client), per_client=per_client, **means)
 
 
-def check_partial(answer: CombinerAnswer, *, partial_updates: bool = False) -> None:
-    """Raise `UpdateRejected` unless a partial's weight is backed by the updates it reports.
+def check_partial(
+    answer: CombinerAnswer,
+    *,
+    partial_updates: bool = False,
+    weight_cap: int = 0,
+    median_cap_ratio: float = 0.0,
+) -> None:
+    """Raise `UpdateRejected` unless a partial's weight is backed by verified updates.
 
     A combiner's partial counts in the merge by its weight; a lying combiner could claim
-    any. Every rule's weight is at most the sum of the accepted updates' example counts
-    (FedAvg: exactly that; count-weighted rules: the number of updates), and its
-    contributor count is the number of outcomes it reports as ok. Per-tensor weights come
-    only in a session with ``partial_updates``, each in (0, total weight].
+    any. Its ok outcomes are the verified ones (`verify_outcomes` ran first): its
+    contributor count must be their number, and every rule's weight is at most the sum of
+    their example counts, each capped as the combiner caps it (`capped_weights`; FedAvg:
+    exactly that sum; count-weighted rules: the number of updates). Per-tensor weights
+    come only in a session with ``partial_updates``, each in (0, total weight].
     """
     accepted = [o for o in answer.outcomes if o.status == OutcomeStatus.OK]
-    examples = sum(o.num_examples for o in accepted)
+    claims = [o.num_examples for o in accepted]
+    weights = capped_weights(claims, weight_cap=weight_cap, median_cap_ratio=median_cap_ratio)
+    backed = math.fsum(weights) * (1 + 1e-9)  # the combiner may add them in another order
     if answer.contributors != len(accepted):
         raise UpdateRejected(
             f"combiner {answer.combiner_id} claims {answer.contributors} contributors but "
-            f"reports {len(accepted)} accepted updates"
+            f"reports {len(accepted)} verified updates"
         )
-    if not (0 < answer.total_weight <= examples):
+    if not (0 < answer.total_weight <= backed):
         raise UpdateRejected(
             f"combiner {answer.combiner_id} weights its partial {answer.total_weight:g}, "
-            f"more than the {examples} examples behind its accepted updates"
+            f"more than the {math.fsum(weights):g} examples behind its verified updates"
         )
     if answer.tensor_weights and not partial_updates:
         raise UpdateRejected(

@@ -24,6 +24,7 @@ from stratafl.controller.trail import ModelTrail
 from stratafl.controller.trust import Trust
 from stratafl.observe.metrics import ControllerMetrics
 from stratafl.observe.watchers import RoundLog, SessionWatcher, Watchers
+from stratafl.security.receipts import ReceiptKeys
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
 
@@ -36,7 +37,9 @@ class Controller:
     ``trust`` is the federation's CA, token signer and verifier (None: the controller runs
     ``--insecure``); ``grpc_address`` is what ``/discovery`` announces to combiners;
     ``combiner_credentials`` secure the links to combiners; ``watchers`` hear of each
-    round and session end besides the log and the metrics (MLflow with ``--mlflow``).
+    round and session end besides the log and the metrics (MLflow with ``--mlflow``);
+    ``receipts`` derive the clients' receipt keys (None: a fresh secret, for a test
+    controller whose clients need not survive its restart).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Controller:
         retention: RetentionPolicy | None = None,
         events: EventFeed | None = None,
         watchers: Sequence[SessionWatcher] = (),
+        receipts: ReceiptKeys | None = None,
     ) -> None:
         self.workdir: Final = workdir
         self.store: Final = store
@@ -61,8 +65,10 @@ class Controller:
         self.models: Final = ModelStore(model_store or workdir / "models")
         self.discovery: Final = Discovery(store)
         self.trail: Final = ModelTrail(store, self.models, workdir / "staging", retention)
+        self.receipts: Final = ReceiptKeys.generate() if receipts is None else receipts
         self.links: Final = CombinerLinks(
             self.discovery,
+            self.receipts,
             credentials=combiner_credentials,
             signer=trust.signer if trust is not None else None,
         )

@@ -57,6 +57,8 @@ class DiscoveryRecords(_OffLoop, Protocol):
 
     def combiners(self) -> list[CombinerRecord]: ...
 
+    def clients(self) -> list[ClientRecord]: ...
+
 
 class FederationReads(_OffLoop, Protocol):
     """What the REST API lists of the federation's members."""

@@ -54,9 +54,11 @@ def update_messages(
     metrics: Mapping[str, float],
     seconds: float,
     codec: str,
+    receipt: bytes = b"",
 ) -> Iterator[pb.UpdateChunk]:
     """The upload of one update: its header (task, example count, metrics, the layout of
-    ``encoded``, the trained params under ``codec``), then the encoded bytes in chunks."""
+    ``encoded``, the trained params under ``codec``, the client's receipt for the
+    controller), then the encoded bytes in chunks."""
     header = pb.UpdateHeader(
         task_id=task.task_id,
         client_id=client_id,
@@ -65,18 +67,20 @@ def update_messages(
         model=header_to_proto(task.model_id, specs_of(encoded)),
         compute_seconds=seconds,
         codec=codec,
+        receipt=receipt,
     )
     return send_model(pb.UpdateChunk, header, params_chunks(encoded))
 
 
 def validation_report(
-    task: pb.Task, client_id: str, metrics: Mapping[str, float]
+    task: pb.Task, client_id: str, metrics: Mapping[str, float], receipt: bytes = b""
 ) -> pb.ValidationReport:
-    """What a client scored the task's model at."""
+    """What a client scored the task's model at, and its receipt for the controller."""
     return pb.ValidationReport(
         task_id=task.task_id,
         client_id=client_id,
         metrics={k: float(v) for k, v in metrics.items()},
+        receipt=receipt,
     )
 
 

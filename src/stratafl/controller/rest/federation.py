@@ -28,6 +28,7 @@ from stratafl.restapi.schema import (
     SignedCertificate,
 )
 from stratafl.security import Claims, Role
+from stratafl.security.receipts import encode_key
 from stratafl.store.protocols import FederationReads
 
 if TYPE_CHECKING:
@@ -71,12 +72,16 @@ def federation_router(controller: Controller, authorize: Authorizer) -> APIRoute
 
     @router.post("/assign", responses=errors_of(413, 503))
     async def assign(body: AssignRequest, caller: Claims = caller_of) -> Assignment:
-        """The combiner the calling client should connect to (its id: its token's subject)."""
+        """The combiner the calling client should connect to (its id: its token's subject),
+        and the key it signs its receipts with (the controller counts no outcome without)."""
         client_id = _client_id(body, caller, secure=controller.trust is not None)
         entry = await controller.discovery.assign(
             client_id, body.failed_combiner, preferred=body.preferred_combiner
         )
-        return Assignment(combiner_id=entry.combiner_id, address=entry.address)
+        key = controller.receipts.key_for(client_id)
+        return Assignment(
+            combiner_id=entry.combiner_id, address=entry.address, receipt_key=encode_key(key)
+        )
 
     @router.post("/certificates", responses=errors_of(400, 413))
     async def certificate(
