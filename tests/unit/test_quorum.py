@@ -99,12 +99,13 @@ def test_a_quorum_outside_0_1_is_refused(bad):
         SessionConfig(quorum=bad)
 
 
-def test_each_combiner_gets_the_quorum_of_its_own_clients():
-    task = RoundTask("s", 1, TaskKind.VALIDATE, "m", 60.0, quorum=0.5, selected={"a": 4, "b": 9})
-    assert round_spec(task, 6, "a").quorum == 3  # a quota: its share
-    assert round_spec(task, 0, "b").quorum == 5  # all of its clients: those it was counted with
-    assert round_spec(task, 0, "unknown").quorum == 0  # nothing known: wait for all
-    assert round_spec(RoundTask("s", 1, TaskKind.TRAIN, "m", 60.0), 10, "a").quorum == 0
+def test_each_combiner_gets_the_quorum_of_the_clients_selected_on_it():
+    task = RoundTask("s", 1, TaskKind.VALIDATE, "m", 60.0, quorum=0.5)
+    assert round_spec(task, [f"c{i}" for i in range(6)]).quorum == 3
+    assert round_spec(task, [f"c{i}" for i in range(9)]).quorum == 5
+    assert round_spec(task, []).quorum == 0  # nobody selected: nothing to wait for
+    everyone = RoundTask("s", 1, TaskKind.TRAIN, "m", 60.0)  # quorum 1.0: wait for all
+    assert round_spec(everyone, [f"c{i}" for i in range(10)]).quorum == 0
 
 
 def test_a_combiner_may_fetch_only_the_models_of_its_recent_rounds():
