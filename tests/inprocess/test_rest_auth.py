@@ -51,7 +51,9 @@ def insecure_api(insecure):
     client.close()
 
 
-def _token(controller: Controller, role: Role, subject: str | None = None) -> str:
+def _token(
+    controller: Controller, role: Role, subject: str | None = None, hosts: tuple[str, ...] = ()
+) -> str:
     assert controller.trust is not None
     token, _ = controller.trust.issue(
         controller.store,
@@ -59,6 +61,7 @@ def _token(controller: Controller, role: Role, subject: str | None = None) -> st
         subject=subject or role.value,
         role=role,
         ttl_seconds=DAY,
+        hosts=hosts,
     )
     return token
 
@@ -232,7 +235,7 @@ def test_tokens_are_shown_once_listed_by_record_and_revoked(api, controller):
         "client",
         500,
     )
-    assert 89 * DAY < record["expires_at"] - record["issued_at"] <= 90 * DAY
+    assert record["expires_at"] - record["issued_at"] == DAY  # a client's default: it renews
     listed = api.get("/api/v1/tokens", headers=admin)
     assert record in listed.json()["items"] and token not in listed.text
     asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
@@ -249,8 +252,9 @@ def _common_name(pem: str) -> str:
 
 def test_a_certificate_is_named_after_the_token_and_only_a_combiner_gets_hosts(api, controller):
     csr, _ = certificate_request("i-claim-to-be-the-controller", ["evil.example.org"])
-    combiner = _bearer(_token(controller, Role.COMBINER, "combiner-1"))
-    body = {"csr_pem": csr.decode(), "hosts": ["127.0.0.1", "combiner-1.example.org"]}
+    allowed = ("127.0.0.1", "combiner-1.example.org")
+    combiner = _bearer(_token(controller, Role.COMBINER, "combiner-1", allowed))
+    body = {"csr_pem": csr.decode(), "hosts": list(allowed)}
     signed = api.post("/api/v1/certificates", json=body, headers=combiner)
     assert signed.status_code == 200, signed.text
     assert _common_name(signed.json()["certificate_pem"]) == "combiner-1"

@@ -56,6 +56,8 @@ def good_body(**changes: Any) -> dict[str, Any]:
         "issued_at": NOW,
         "expires_at": NOW + 60,
         "max_examples": None,
+        "audience": "controller",
+        "hosts": [],
     }
     return body | changes
 

@@ -13,7 +13,7 @@ from types import TracebackType
 import httpx
 
 from stratafl.errors import StrataError
-from stratafl.restapi.schema import Assignment, AssignRequest
+from stratafl.restapi.schema import Assignment, AssignRequest, IssuedToken
 from stratafl.restapi.wire import authorization, error_of, reaching
 
 __all__ = ["ControllerAssigner"]
@@ -82,3 +82,13 @@ class ControllerAssigner:
         if response.is_error:
             raise error_of(response)
         return Assignment.model_validate_json(response.content)
+
+    async def renew(self, token: str) -> str:
+        """A fresh copy of ``token`` (``POST /tokens/renew``); the refusal as its error."""
+        if self._http is None:
+            raise StrataError("the assigner is not open: use it as `async with assigner:`")
+        with reaching(self.controller_url):
+            response = await self._http.post("/tokens/renew", headers=authorization(token))
+        if response.is_error:
+            raise error_of(response)
+        return IssuedToken.model_validate_json(response.content).token

@@ -25,11 +25,12 @@ from typing import cast
 
 import grpc
 
-from stratafl.errors import ConfigError, StrataError, UnavailableError
+from stratafl.errors import AuthError, ConfigError, StrataError, UnavailableError
 from stratafl.restapi import ControllerClient
 from stratafl.restapi.schema import DiscoveryInfo
 from stratafl.security import (
     Claims,
+    Role,
     TlsIdentity,
     TokenVerifier,
     certificate_request,
@@ -193,13 +194,23 @@ class ServingTrust:
         if enrolment.identity is None:
             raise ConfigError("an insecure combiner has no certificate to serve with")
         self._identity = enrolment.identity
+        self._combiner_id = enrolment.combiner_id
         self._verifier = TokenVerifier(enrolment.token_key_pem.encode())
         self._key_pem = enrolment.token_key_pem
         self._revoked: list[str] = []
         self._changed = False
 
     def verify(self, token: str) -> Claims:
-        return self._verifier.verify(token)
+        """The caller's claims; a client must bring its ticket for this very combiner (from
+        ``/assign``), so a client token replayed by another combiner, or the client's own
+        token for the controller, buys nothing here."""
+        claims = self._verifier.verify(token)
+        if claims.role == Role.CLIENT and claims.audience != self._combiner_id:
+            raise AuthError(
+                f"this client token is for {claims.audience!r}, not combiner "
+                f"{self._combiner_id!r}; connect with the ticket POST /api/v1/assign gives"
+            )
+        return claims
 
     @property
     def identity(self) -> TlsIdentity:

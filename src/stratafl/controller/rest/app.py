@@ -77,7 +77,7 @@ def create_api(controller: Controller, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     app.include_router(federation_router(controller, authorize))
     app.include_router(models_router(controller))
     app.include_router(sessions_router(controller, authorize))
-    app.include_router(tokens_router(controller))
+    app.include_router(tokens_router(controller, authorize))
     app.include_router(metrics_router(controller))
     app.include_router(dashboard_router())
     return app
