@@ -159,6 +159,14 @@ def _error(response: httpx.Response, status: int, error: str) -> str:
     return body.detail
 
 
+def test_no_api_browser_pages_load_scripts_from_a_cdn(api):
+    for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        answer = api.get(page)
+        assert answer.status_code == 404, page
+        assert "cdn" not in answer.text.lower()
+    assert api.get("/openapi.json").json()["openapi"]  # the schema itself runs nothing
+
+
 def test_every_kind_of_error_answers_with_an_error_body(api):
     invalid = api.post("/api/v1/sessions", json={"rounds": 0, "roundz": 3})
     assert _error(invalid, 422, "ValidationError") == (
@@ -167,7 +175,7 @@ def test_every_kind_of_error_answers_with_an_error_body(api):
     )
     assert "GET /api/v1/sessions" in _error(api.get("/api/v1/sessions/nope"), 404, "NotFoundError")
     unknown = _error(api.get("/api/v1/nope"), 404, "HTTPError")
-    assert "/api/v1/nope" in unknown and "/docs" in unknown
+    assert "/api/v1/nope" in unknown and "/openapi.json" in unknown
     wrong_method = api.request("DELETE", "/api/v1/sessions")
     assert "DELETE /api/v1/sessions" in _error(wrong_method, 405, "HTTPError")
     assert wrong_method.headers["allow"]  # the exception's headers are kept

@@ -41,7 +41,6 @@ from stratafl.client.counters import ClientCounters
 from stratafl.client.models import ModelShelf
 from stratafl.client.state import ClientState
 from stratafl.client.task_settings import TaskSettings
-from stratafl.client.tickets import renewal_due, seconds_to_renewal
 from stratafl.compression import Codec, encode_update, partial_of
 from stratafl.errors import ConfigError, StrataError
 from stratafl.params import Params
@@ -49,6 +48,7 @@ from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.restapi.schema import Assignment
 from stratafl.security.files import write_private
+from stratafl.security.renewal import renewal_due, seconds_to_renewal
 from stratafl.transport.channels import open_aio_channel
 from stratafl.transport.streams import receive_download
 from stratafl.transport.task_stream import (

@@ -36,6 +36,7 @@ from stratafl.security import (
     certificate_request,
     read_claims_unverified,
 )
+from stratafl.security.files import write_private
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
@@ -126,6 +127,20 @@ class EnrolmentPlan:
             token_key_pem=info.token_public_key_pem,
             ca_pem=info.ca_pem,
         )
+
+    def renew(self, dialing: PeerCredentials) -> PeerCredentials:
+        """``dialing`` with a fresh copy of its token (``POST /tokens/renew``), also written
+        to the token file (mode 0600) so a restart finds the fresh one."""
+        with ControllerClient(
+            self.controller,
+            timeout=REST_TIMEOUT_SECONDS,
+            token=dialing.token,
+            verify=dialing.http_verify(),
+        ) as controller:
+            token = controller.renew_token().token
+        if self.token_file is not None:
+            write_private(self.token_file, f"{token}\n".encode())
+        return dialing.with_token(token)
 
 
 def combiner_id_of(

@@ -133,7 +133,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         detail = f"{exc.detail}: {request.method} {request.url.path}"
         if exc.status_code in (404, 405):  # no such operation
-            detail += "; the operations are listed at /docs and /openapi.json"
+            detail += "; the operations are listed at /openapi.json"
         return error_response(exc.status_code, "HTTPError", detail, headers=exc.headers)
 
     app.add_middleware(_InternalErrors)

@@ -1,9 +1,9 @@
-"""When a client renews what it holds: its own token, and its combiner's ticket.
+"""When a tier renews what it holds: its own token, and a client its combiner's ticket.
 
-Both are short-lived (a day, half an hour): a stolen copy dies soon, so the client must
-renew them itself, halfway through their lives, leaving the other half to ride out a
-controller that is briefly away. Times come from the tokens' own claims (read, not
-verified: the holder only schedules by them).
+Both are short-lived (a day, half an hour): a stolen copy dies soon, so clients and
+combiners renew them themselves, halfway through their lives, leaving the other half to
+ride out a controller that is briefly away. Times come from the tokens' own claims (read,
+not verified: the holder only schedules by them).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from stratafl.errors import AuthError
-from stratafl.security import read_claims_unverified
+from stratafl.security.tokens import read_claims_unverified
 
 __all__ = ["MIN_RENEW_SECONDS", "renewal_due", "seconds_to_renewal"]
 
