@@ -35,10 +35,13 @@ import numpy as np
 import pytest
 from cryptography import x509
 
+from stratafl.client.main import ClientOptions
+from stratafl.combiner.main import CombinerOptions
 from stratafl.errors import AuthError, ConfigError, Conflict, ModelFormatError, PermissionDenied
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.security import Role, certificate_request, read_claims_unverified
+from stratafl.security.files import write_private
 from stratafl.settings import SessionConfig
 from tests.support.hostile import (
     Attacker,
@@ -48,6 +51,7 @@ from tests.support.hostile import (
     drain,
     fedavg_shift,
     run_session_strictly,
+    wait_until,
 )
 from tests.support.paths import TEST_APP
 
@@ -217,6 +221,70 @@ def test_one_identity_flooding_the_api_is_held_to_its_own_rate(fed, attacker):
     assert fed.client.combiners()
     with attacker.rest(attacker.token("combiner-10", Role.COMBINER)) as rest:
         assert rest.discovery().grpc_address == fed.grpc_address
+
+
+SHORT_TOKEN_SECONDS = 10.0
+"""A token a tier must renew within the test: it renews halfway, at 5 s."""
+
+
+def test_a_client_and_a_combiner_renew_their_short_tokens_and_keep_working(fed, tmp_path):
+    # client-2's token (and so its tickets) and combiner-2's token live 10 s; each
+    # renews halfway through, writes the fresh token back to its file (0600), and is
+    # still serving after the tokens it started with expired.
+    files = {}
+    for name, role in (("combiner-2", Role.COMBINER), ("client-2", Role.CLIENT)):
+        hosts = ("127.0.0.1",) if role == Role.COMBINER else ()
+        issued = fed.client.create_token(name, role, ttl_seconds=SHORT_TOKEN_SECONDS, hosts=hosts)
+        files[name] = tmp_path / f"{name}.token"
+        write_private(files[name], issued.token.encode())
+    first = {name: read_claims_unverified(path.read_text()) for name, path in files.items()}
+    combiner = CombinerOptions(
+        controller=fed.url,
+        combiner_id="combiner-2",
+        workdir=fed.workdir / "combiner-2",
+        ready_file=fed.group.ready_file("combiner-2"),
+        token_file=files["combiner-2"],
+        ca_file=fed.ca_file,
+    )
+    fed.group.start("combiner-2", combiner).wait_ready()
+    client = ClientOptions(
+        controller=fed.url,
+        app=fed.spec.app,
+        partition_id=2,
+        num_partitions=3,
+        token_file=files["client-2"],
+        ca_file=fed.ca_file,
+        combiner="combiner-2",
+    )
+    fed.group.start("client-2", client)
+
+    def renewed_and_expired() -> bool:
+        now = time.time()
+        fresh = {n: read_claims_unverified(p.read_text()) for n, p in files.items()}
+        return all(
+            fresh[n].expires_at > first[n].expires_at and now > first[n].expires_at + 6
+            for n in files
+        )
+
+    wait_until(renewed_and_expired, 90, "both tiers to renew and their first tokens to expire")
+    for path in files.values():
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    wait_until(
+        lambda: any(
+            c.id == "client-2" and c.combiner_id == "combiner-2" and c.status == "connected"
+            for c in fed.client.clients()
+        ),
+        30,
+        "client-2 connected to combiner-2",
+    )
+    seed = fed.upload_seed_model()
+    session, rounds = run_session_strictly(
+        fed, SessionConfig(rounds=1, min_clients=3, seed_model_id=seed.id)
+    )
+    assert session.status == "finished", (session.reason, [r.reason for r in rounds])
+    assert sorted(rounds[0].participants) == ["client-0", "client-1", "client-2"]
+    fed.kill("client-2")
+    fed.kill("combiner-2")
 
 
 def test_the_last_admin_token_cannot_be_revoked(fed):
