@@ -159,6 +159,15 @@ def _error(response: httpx.Response, status: int, error: str) -> str:
     return body.detail
 
 
+def test_a_seed_with_a_nan_or_an_infinity_is_refused(api):
+    before = api.get("/api/v1/models").json()["items"]
+    for bad in (np.nan, np.inf):
+        params = {"w": np.ones(4, np.float32), "b": np.array([1.0, bad], np.float32)}
+        refused = api.post("/api/v1/models", content=params_to_bytes(params))
+        assert "tensor 'b' holds NaN or infinite values" in _error(refused, 422, "ModelFormatError")
+    assert api.get("/api/v1/models").json()["items"] == before
+
+
 def test_no_api_browser_pages_load_scripts_from_a_cdn(api):
     for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
         answer = api.get(page)
