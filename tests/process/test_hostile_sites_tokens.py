@@ -145,7 +145,7 @@ def test_a_clients_ticket_works_only_on_its_combiner_and_never_at_the_controller
 
 
 def test_there_is_no_mutual_tls_flag_and_a_stolen_client_token_gets_nothing(fed, attacker):
-    cli = [sys.executable, "-m", "stratafl.cli", "controller", "start", "--mutual-tls"]
+    cli = [sys.executable, "-m", "stratafl.cli", "controller", "start", "--mutual-tls", "--help"]
     refused = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "--mutual-tls" in refused.stderr
     docs = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
