@@ -9,7 +9,8 @@ refused (403), so nothing is open by accident. A listed route with roles needs
 otherwise). Endpoints that need the caller take `Authorizer.caller`: the same verified
 `Claims`, computed once per request. Each request also spends one of its caller's
 `RateLimiter` tokens: the token's identity, or the peer address on public routes and for
-bad tokens (429 beyond them).
+bad tokens (429 beyond them); an ``--insecure`` controller (loopback only) has no
+identities to count by and limits nothing.
 
 A controller started ``--insecure`` has no `Trust`: every caller is an anonymous admin
 (`ANONYMOUS`), and the table still refuses unlisted routes.
@@ -80,10 +81,9 @@ class Authorizer:
                 "; it stays closed until it is listed there"
             )
         trust = self._controller.trust
+        if trust is None:  # loopback only, and no identities: a swarm's clients share one
+            return ANONYMOUS  # address, so a per-address rate would throttle honest runs
         address = f"address {request.client.host if request.client else 'unknown'}"
-        if trust is None:
-            self._limiter.take(address)
-            return ANONYMOUS
         if not roles:
             self._limiter.take(address)
             return None
