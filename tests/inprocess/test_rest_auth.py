@@ -328,3 +328,18 @@ def test_one_identity_is_held_to_its_rate_and_others_are_not(controller):
         assert api.get("/api/v1/discovery", headers=other).status_code == 200
     finally:
         api.close()
+
+
+def test_a_ticket_is_renewed_where_the_client_is_held_and_nowhere_else(api, controller):
+    asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
+    asyncio.run(controller.discovery.register("k2", "127.0.0.1:7002", 10))
+    client = _bearer(_token(controller, Role.CLIENT, "c1"))
+    first = api.post("/api/v1/assign", json={}, headers=client).json()["combiner_id"]
+    stay = api.post("/api/v1/assign", json={"current_combiner": first}, headers=client).json()
+    assert stay["combiner_id"] == first and stay["ticket"]
+    assert "c1" not in controller.discovery._combiners[first].pinned  # still movable
+    # naming a combiner the client is not held at is no way around the controller's choice
+    elsewhere = api.post("/api/v1/assign", json={"current_combiner": "k9"}, headers=client)
+    assert elsewhere.json()["combiner_id"] in {"k1", "k2"}
+    assert controller.trust is not None
+    assert controller.trust.verifier.verify(elsewhere.json()["ticket"]).audience != "k9"

@@ -63,6 +63,7 @@ class ControllerAssigner:
         *,
         failed_combiner: str | None,
         preferred_combiner: str | None,
+        current_combiner: str | None = None,
     ) -> Assignment:
         """The combiner ``client_id`` should connect to, avoiding ``failed_combiner`` and
         preferring ``preferred_combiner``; the controller's refusal as its `StrataError`."""
@@ -72,6 +73,7 @@ class ControllerAssigner:
             client_id=client_id,
             failed_combiner=failed_combiner,
             preferred_combiner=preferred_combiner,
+            current_combiner=current_combiner,
         )
         with reaching(self.controller_url):
             response = await self._http.post(

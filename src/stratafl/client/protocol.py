@@ -127,15 +127,17 @@ class ClientProtocol:
             await self._sleep(client.backoff.next_delay())
 
     async def assign(
-        self, client: ClientState, failed_combiner: str | None, *, preferred: str | None = None
+        self, client: ClientState, failed_combiner: str | None, *, current: str | None = None
     ) -> Assignment:
-        """The combiner ``client`` should connect to, avoiding ``failed_combiner``."""
+        """The combiner ``client`` should connect to, avoiding ``failed_combiner``; with
+        ``current`` (a ticket's renewal) the one it is connected to, while it still is."""
         async with self.connecting:
             return await self.assigner.assign(
                 client.client_id,
                 client.token,
                 failed_combiner=failed_combiner,
-                preferred_combiner=preferred or client.preferred_combiner,
+                preferred_combiner=client.preferred_combiner,
+                current_combiner=current,
             )
 
     async def renew_token(self, client: ClientState) -> None:
@@ -182,8 +184,9 @@ class ClientProtocol:
                 if opened:
                     self.counters.connected -= 1
             for task in (reading, renewing):
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
 
     async def _tasks(
         self, client: ClientState, stub: pb_grpc.CombinerStub, call: grpc.aio.UnaryStreamCall
@@ -201,11 +204,12 @@ class ClientProtocol:
             await asyncio.sleep(seconds_to_renewal(client.ticket))
             await self.renew_token(client)
             try:
-                fresh = await self.assign(client, None, preferred=assignment.combiner_id)
+                fresh = await self.assign(client, None, current=assignment.combiner_id)
             except ConfigError:
                 raise
             except StrataError as exc:  # the rest of the ticket's life rides it out
                 log.warning("%s: cannot renew its ticket yet: %s", client.client_id, exc)
+                await asyncio.sleep(client.backoff.next_delay())  # a swarm must not pound it
                 continue
             if fresh.combiner_id != assignment.combiner_id:
                 log.info("%s: the controller moves it to %s", client.client_id, fresh.combiner_id)

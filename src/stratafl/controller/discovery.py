@@ -267,6 +267,15 @@ class Discovery:
         await asyncio.gather(*offline, assigned)
         return best
 
+    def holding(self, client_id: str, combiner_id: str) -> CombinerEntry | None:
+        """``combiner_id``'s entry if it is online and ``client_id`` is connected to it (or
+        was just assigned there): where a client renewing its ticket may stay."""
+        entry = self._combiners.get(combiner_id)
+        if entry is None or not entry.online:
+            return None
+        held = client_id in entry.clients or client_id in entry.reserved
+        return entry if held else None
+
     @staticmethod
     def _has_room_for(entry: CombinerEntry, client_id: str, now: float) -> bool:
         """``entry`` is online and has room for ``client_id`` (which may hold a place there)."""

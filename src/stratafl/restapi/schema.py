@@ -63,6 +63,11 @@ class AssignRequest(Body):
     client_id: Name | None = None
     failed_combiner: Name | None = None
     preferred_combiner: Name | None = None
+    current_combiner: Name | None = Field(
+        None,
+        description="the combiner the client is connected to, when it only renews its ticket "
+        "there: the controller keeps it there (no new assignment) while it is connected",
+    )
 
 
 class Assignment(Body):

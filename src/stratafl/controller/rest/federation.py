@@ -73,11 +73,16 @@ def federation_router(controller: Controller, authorize: Authorizer) -> APIRoute
     @router.post("/assign", responses=errors_of(413, 503))
     async def assign(body: AssignRequest, caller: Claims = caller_of) -> Assignment:
         """The combiner the calling client should connect to (its id: its token's subject),
-        and its ticket there: a short token that combiner alone accepts."""
+        and its ticket there: a short token that combiner alone accepts. A client renewing
+        its ticket names ``current_combiner`` and stays there while it is connected to it."""
         client_id = _client_id(body, caller, secure=controller.trust is not None)
-        entry = await controller.discovery.assign(
-            client_id, body.failed_combiner, preferred=body.preferred_combiner
-        )
+        entry = None
+        if body.current_combiner is not None:  # a ticket's renewal: stay, unpinned
+            entry = controller.discovery.holding(client_id, body.current_combiner)
+        if entry is None:
+            entry = await controller.discovery.assign(
+                client_id, body.failed_combiner, preferred=body.preferred_combiner
+            )
         trust = controller.trust
         ticket = "" if trust is None else trust.ticket(caller, entry.combiner_id)
         return Assignment(combiner_id=entry.combiner_id, address=entry.address, ticket=ticket)
