@@ -53,7 +53,7 @@ __all__ = [
 
 VERSION = "st1"
 MAX_TOKEN_CHARS = 4096
-"""Longer tokens are refused unread; ours are about 250 characters."""
+"""Longer tokens are refused unread; ours are about 350 characters (400 with hosts)."""
 MAX_VERIFIED_TOKENS = 32_768
 """Verified tokens a verifier remembers (about 1 kB each): a combiner's clients and more."""
 SIGNATURE_BYTES = 64
