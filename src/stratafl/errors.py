@@ -54,3 +54,15 @@ class AuthError(StrataError):
 
 class PermissionDenied(StrataError):
     """The caller is known, but its role (or identity) may not do this."""
+
+
+class Conflict(StrataError):
+    """The federation's state forbids this change (e.g. revoking the last admin token)."""
+
+
+class RateLimited(StrataError):
+    """A caller sent more requests than its share; ``retry_after`` says when to try again."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

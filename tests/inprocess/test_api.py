@@ -159,6 +159,23 @@ def _error(response: httpx.Response, status: int, error: str) -> str:
     return body.detail
 
 
+def test_a_seed_with_a_nan_or_an_infinity_is_refused(api):
+    before = api.get("/api/v1/models").json()["items"]
+    for bad in (np.nan, np.inf):
+        params = {"w": np.ones(4, np.float32), "b": np.array([1.0, bad], np.float32)}
+        refused = api.post("/api/v1/models", content=params_to_bytes(params))
+        assert "tensor 'b' holds NaN or infinite values" in _error(refused, 422, "ModelFormatError")
+    assert api.get("/api/v1/models").json()["items"] == before
+
+
+def test_no_api_browser_pages_load_scripts_from_a_cdn(api):
+    for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        answer = api.get(page)
+        assert answer.status_code == 404, page
+        assert "cdn" not in answer.text.lower()
+    assert api.get("/openapi.json").json()["openapi"]  # the schema itself runs nothing
+
+
 def test_every_kind_of_error_answers_with_an_error_body(api):
     invalid = api.post("/api/v1/sessions", json={"rounds": 0, "roundz": 3})
     assert _error(invalid, 422, "ValidationError") == (
@@ -167,7 +184,7 @@ def test_every_kind_of_error_answers_with_an_error_body(api):
     )
     assert "GET /api/v1/sessions" in _error(api.get("/api/v1/sessions/nope"), 404, "NotFoundError")
     unknown = _error(api.get("/api/v1/nope"), 404, "HTTPError")
-    assert "/api/v1/nope" in unknown and "/docs" in unknown
+    assert "/api/v1/nope" in unknown and "/openapi.json" in unknown
     wrong_method = api.request("DELETE", "/api/v1/sessions")
     assert "DELETE /api/v1/sessions" in _error(wrong_method, 405, "HTTPError")
     assert wrong_method.headers["allow"]  # the exception's headers are kept

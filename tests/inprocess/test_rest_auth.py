@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from stratafl.controller.rest.app import create_api
+from stratafl.controller.rest.rates import RateLimits
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.modelfile.codec import params_to_bytes
@@ -52,7 +53,9 @@ def insecure_api(insecure):
     client.close()
 
 
-def _token(controller: Controller, role: Role, subject: str | None = None) -> str:
+def _token(
+    controller: Controller, role: Role, subject: str | None = None, hosts: tuple[str, ...] = ()
+) -> str:
     assert controller.trust is not None
     token, _ = controller.trust.issue(
         controller.store,
@@ -60,6 +63,7 @@ def _token(controller: Controller, role: Role, subject: str | None = None) -> st
         subject=subject or role.value,
         role=role,
         ttl_seconds=DAY,
+        hosts=hosts,
     )
     return token
 
@@ -239,7 +243,7 @@ def test_tokens_are_shown_once_listed_by_record_and_revoked(api, controller):
         "client",
         500,
     )
-    assert 89 * DAY < record["expires_at"] - record["issued_at"] <= 90 * DAY
+    assert record["expires_at"] - record["issued_at"] == DAY  # a client's default: it renews
     listed = api.get("/api/v1/tokens", headers=admin)
     assert record in listed.json()["items"] and token not in listed.text
     asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
@@ -256,8 +260,9 @@ def _common_name(pem: str) -> str:
 
 def test_a_certificate_is_named_after_the_token_and_only_a_combiner_gets_hosts(api, controller):
     csr, _ = certificate_request("i-claim-to-be-the-controller", ["evil.example.org"])
-    combiner = _bearer(_token(controller, Role.COMBINER, "combiner-1"))
-    body = {"csr_pem": csr.decode(), "hosts": ["127.0.0.1", "combiner-1.example.org"]}
+    allowed = ("127.0.0.1", "combiner-1.example.org")
+    combiner = _bearer(_token(controller, Role.COMBINER, "combiner-1", allowed))
+    body = {"csr_pem": csr.decode(), "hosts": list(allowed)}
     signed = api.post("/api/v1/certificates", json=body, headers=combiner)
     assert signed.status_code == 200, signed.text
     assert _common_name(signed.json()["certificate_pem"]) == "combiner-1"
@@ -283,3 +288,65 @@ def test_stop_and_cancel_record_who_asked(api, controller):
     assert (cancelled["status"], cancelled["reason"]) == ("cancelled", "cancelled by operator-ann")
     again = api.post(f"/api/v1/sessions/{session['id']}/cancel", headers=admin)
     assert "not running" in _error(again, 409, "RoundFailed")
+
+
+def test_assign_hands_out_a_ticket_the_controller_itself_refuses(api, controller):
+    asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
+    token = _token(controller, Role.CLIENT, "c1")
+    assigned = api.post("/api/v1/assign", json={}, headers=_bearer(token))
+    assert assigned.status_code == 200, assigned.text
+    ticket = assigned.json()["ticket"]
+    assert controller.trust is not None
+    claims = controller.trust.verifier.verify(ticket)
+    assert (claims.subject, claims.audience) == ("c1", "k1")
+    for method, path in (("POST", "/api/v1/assign"), ("POST", "/api/v1/tokens/renew")):
+        refused = api.request(method, path, json={}, headers=_bearer(ticket))
+        assert "ticket for combiner 'k1'" in _error(refused, 401, "AuthError")
+
+
+def test_a_tier_renews_its_own_token_and_no_other(api, controller):
+    token = _token(controller, Role.COMBINER, "edge", ("127.0.0.1",))
+    renewed = api.post("/api/v1/tokens/renew", headers=_bearer(token))
+    assert renewed.status_code == 200, renewed.text
+    assert controller.trust is not None
+    before, after = (controller.trust.verify(t) for t in (token, renewed.json()["token"]))
+    assert (after.token_id, after.subject, after.hosts) == (before.token_id, "edge", before.hosts)
+    assert renewed.json()["record"]["expires_at"] == after.expires_at
+
+
+def test_the_last_admin_token_is_not_revoked(api, controller):
+    admin = _token(controller, Role.ADMIN, "ann")
+    assert controller.trust is not None
+    token_id = controller.trust.verify(admin).token_id
+    refused = api.request("DELETE", f"/api/v1/tokens/{token_id}", headers=_bearer(admin))
+    assert "create another first" in _error(refused, 409, "Conflict")
+
+
+def test_one_identity_is_held_to_its_rate_and_others_are_not(controller):
+    api = SyncASGI(create_api(controller, rate_limits=RateLimits(per_second=0.01, burst=3)))
+    try:
+        flood = _bearer(_token(controller, Role.COMBINER, "flood"))
+        for _ in range(3):
+            assert api.get("/api/v1/discovery", headers=flood).status_code == 200
+        held = api.get("/api/v1/discovery", headers=flood)
+        assert "combiner flood sends more than" in _error(held, 429, "RateLimited")
+        assert int(held.headers["retry-after"]) >= 1
+        other = _bearer(_token(controller, Role.COMBINER, "calm"))
+        assert api.get("/api/v1/discovery", headers=other).status_code == 200
+    finally:
+        api.close()
+
+
+def test_a_ticket_is_renewed_where_the_client_is_held_and_nowhere_else(api, controller):
+    asyncio.run(controller.discovery.register("k1", "127.0.0.1:7001", 10))
+    asyncio.run(controller.discovery.register("k2", "127.0.0.1:7002", 10))
+    client = _bearer(_token(controller, Role.CLIENT, "c1"))
+    first = api.post("/api/v1/assign", json={}, headers=client).json()["combiner_id"]
+    stay = api.post("/api/v1/assign", json={"current_combiner": first}, headers=client).json()
+    assert stay["combiner_id"] == first and stay["ticket"]
+    assert "c1" not in controller.discovery._combiners[first].pinned  # still movable
+    # naming a combiner the client is not held at is no way around the controller's choice
+    elsewhere = api.post("/api/v1/assign", json={"current_combiner": "k9"}, headers=client)
+    assert elsewhere.json()["combiner_id"] in {"k1", "k2"}
+    assert controller.trust is not None
+    assert controller.trust.verifier.verify(elsewhere.json()["ticket"]).audience != "k9"

@@ -43,17 +43,18 @@ def _until(predicate, timeout: float, what: str):
 
 
 def _token(role: str, name: str, env: dict[str, str], folder: Path) -> Path:
-    """`strata token create ... > name.token`, as the README shows."""
-    made = subprocess.run(
-        [*STRATA, "token", "create", "--role", role, "--name", name],
+    """`strata token create ... --out name.token`, as the README shows (a combiner's token
+    names the host its certificate may carry)."""
+    path = folder / f"{name}.token"
+    hosts = ["--host", "127.0.0.1"] if role == "combiner" else []
+    subprocess.run(
+        [*STRATA, "token", "create", "--role", role, "--name", name, *hosts, "--out", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
         env=env,
     )
-    path = folder / f"{name}.token"
-    path.write_text(made.stdout)
     return path
 
 

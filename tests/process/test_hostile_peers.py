@@ -87,6 +87,8 @@ def test_impostors_cannot_register_run_rounds_or_take_a_clients_identity(federat
         combiner_0 = (fed.workdir / "tokens" / "combiner-0.token").read_text().strip()
         rogue = attacker.token("rogue", Role.COMBINER)
         client_9 = attacker.token("client-9", Role.CLIENT)
+        ticket_9 = attacker.assigned(client_9).ticket  # for combiner-0, the only one
+        ticket_0 = attacker.assigned(client_token(fed, 0)).ticket
         wrong_roles = {"a client": client_token(fed, 0), "an admin": fed.admin_token}
         not_ours = {
             "no token": NO_TOKEN,
@@ -133,7 +135,9 @@ def test_impostors_cannot_register_run_rounds_or_take_a_clients_identity(federat
         )
         callers = {
             **{what: (token, UNAUTHENTICATED) for what, token in not_ours.items()},
-            **{what: (token, PERMISSION_DENIED) for what, token in wrong_roles.items()},
+            "a client's ticket": (ticket_0, PERMISSION_DENIED),
+            "a client's own token (for the controller)": (client_token(fed, 0), UNAUTHENTICATED),
+            "an admin": (fed.admin_token, PERMISSION_DENIED),
             "a combiner": (rogue, PERMISSION_DENIED),
             "combiner-0 itself": (combiner_0, PERMISSION_DENIED),
             "a forged controller": (
@@ -152,12 +156,12 @@ def test_impostors_cannot_register_run_rounds_or_take_a_clients_identity(federat
 
         # 3. A client is its token's subject: no stream under another's name, no second
         # stream beside its own, no report or assignment in another's name.
-        as_9 = attacker.combiner(address, client_9)
+        as_9 = attacker.combiner(address, ticket_9)
         hijack = as_9.TaskStream(pb.ClientHello(client_id="client-0"), timeout=30)
         assert drain(hijack) == ([], PERMISSION_DENIED)
         forged = attacker.combiner(address, attacker.forged_token("client-0", Role.CLIENT))
         assert drain(forged.TaskStream(pb.ClientHello(), timeout=30)) == ([], UNAUTHENTICATED)
-        twin = attacker.combiner(address, client_token(fed, 0))
+        twin = attacker.combiner(address, ticket_0)
         hello = pb.ClientHello(client_id="client-0")
         assert drain(twin.TaskStream(hello, timeout=30)) == ([], ALREADY_EXISTS)
         report = pb.ValidationReport(task_id="x", client_id="client-0", metrics={"accuracy": 1})
@@ -188,12 +192,11 @@ def test_lying_clients_are_refused_and_a_revoked_token_stops_working(federation,
     with federation(clients=3, combiners=1) as fed, Attacker(fed) as attacker:
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
-        with attacker.rest(token) as rest:
-            assignment = rest.assign()
+        assignment = attacker.assigned(token)
         mallory = HostileClient(
             attacker,
             assignment.address,
-            token,
+            assignment.ticket,
             "client-9",
             _answers_with_the_wrong_kind,
             assignment=assignment,
@@ -242,8 +245,8 @@ def test_lying_clients_are_refused_and_a_revoked_token_stops_working(federation,
         assert script_errors(mallory) == []
 
         # 8: a revoked token is refused by the controller at once, by the combiner after
-        # its next heartbeat.
-        stub = attacker.combiner(assignment.address, token)
+        # its next heartbeat (its ticket carries the token's id: revoked with it).
+        stub = attacker.combiner(assignment.address, assignment.ticket)
         probe = pb.TaskFailure(task_id="none", client_id="client-9", reason="probe")
         assert code_of(lambda: stub.ReportFailure(probe)) == grpc.StatusCode.OK
         fed.client.revoke_token(read_claims_unverified(token).token_id)
@@ -281,11 +284,9 @@ def test_a_client_cannot_blank_the_rounds_validation_with_finite_reports(federat
     with federation(clients=2, combiners=1) as fed, Attacker(fed) as attacker:
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
-        with attacker.rest(token) as rest:
-            assignment = rest.assign()
-        address = assignment.address
+        assignment = attacker.assigned(token)
         mallory = HostileClient(
-            attacker, address, token, "client-9", skew, assignment=assignment
+            attacker, assignment.address, assignment.ticket, "client-9", skew, assignment=assignment
         ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(rounds=2, min_clients=2, seed_model_id=seed.id)
@@ -312,9 +313,7 @@ def test_downloads_opened_and_never_read_do_not_stall_the_honest_clients(tmp_pat
         start_clients(fed, 2)
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
-        with attacker.rest(token) as rest:
-            assignment = rest.assign()
-        address = assignment.address
+        assignment = attacker.assigned(token)
 
         def hog(client: HostileClient, task: pb.Task) -> None:
             if not client.hogs:  # the model is cached now: take every slot it may, read nothing
@@ -328,7 +327,12 @@ def test_downloads_opened_and_never_read_do_not_stall_the_honest_clients(tmp_pat
             client.report_failure(task)
 
         mallory = HostileClient(
-            attacker, address, token, "client-9", hog, assignment=assignment
+            attacker,
+            assignment.address,
+            assignment.ticket,
+            "client-9",
+            hog,
+            assignment=assignment,
         ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(rounds=2, min_clients=2, round_timeout=20, seed_model_id=seed.id)
@@ -367,9 +371,7 @@ def test_an_upload_cancelled_as_it_is_collected_counts_whole_or_not_at_all(tmp_p
         start_clients(fed, 2)
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
-        with attacker.rest(token) as rest:
-            assignment = rest.assign()
-        address = assignment.address
+        assignment = attacker.assigned(token)
         ended: list[grpc.StatusCode] = []
 
         def cancel_later_each_round(client: HostileClient, task: pb.Task) -> None:
@@ -379,7 +381,12 @@ def test_an_upload_cancelled_as_it_is_collected_counts_whole_or_not_at_all(tmp_p
             client.report_failure(task)
 
         mallory = HostileClient(
-            attacker, address, token, "client-9", cancel_later_each_round, assignment=assignment
+            attacker,
+            assignment.address,
+            assignment.ticket,
+            "client-9",
+            cancel_later_each_round,
+            assignment=assignment,
         ).connect()
         fed.wait_for_clients(3)
         config = SessionConfig(

@@ -149,10 +149,12 @@ def test_a_federation_across_several_hosts_over_tls(network: Network, tmp_path: 
         return json.loads(out)
 
     def token(role: str, name: str) -> Path:
-        """`strata token create ... > name.token`, on the controller's host."""
+        """`strata token create ... > name.token`, on the controller's host; a combiner's
+        names the address its certificate may carry."""
+        hosts = ["--host", network[name].address] if role == "combiner" else []
         made = network.run(
             controller,
-            [*strata, "token", "create", "--role", role, "--name", name],
+            [*strata, "token", "create", "--role", role, "--name", name, *hosts],
             timeout=60,
             env=admin_env,
         )

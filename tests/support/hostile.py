@@ -137,21 +137,39 @@ class Attacker:
         assert self.fed.ca_file is not None, "a secured federation has a CA"
         return self.fed.ca_file.read_bytes()
 
-    def token(self, subject: str, role: IssuedRole, *, max_examples: int | None = None) -> str:
+    def token(
+        self,
+        subject: str,
+        role: IssuedRole,
+        *,
+        max_examples: int | None = None,
+        hosts: tuple[str, ...] = (),
+    ) -> str:
         """A genuine token, issued by the federation's admin."""
-        return self.fed.client.create_token(subject, role, max_examples=max_examples).token
+        issued = self.fed.client.create_token(subject, role, max_examples=max_examples, hosts=hosts)
+        return issued.token
+
+    def assigned(self, token: str) -> Assignment:
+        """What ``/assign`` answers the client of ``token``: its combiner and its ticket
+        there (the only token that combiner accepts from it)."""
+        with self.rest(token) as rest:
+            assignment = rest.assign()
+        assert assignment.ticket, "a secured controller hands out a ticket"
+        return assignment
 
     def forged_token(self, subject: str, role: Role) -> str:
         """A well-formed token for any identity and role, signed with the attacker's key."""
         token, _ = TokenSigner.generate().issue(subject, role, 3600)
         return token
 
-    def expired_token(self, subject: str, role: Role) -> str:
-        """A token the federation really signed, which expired an hour ago (far past the
-        verifiers' 30 s leeway). Signed with the controller's key, read from its folder."""
+    def expired_token(self, subject: str, role: Role, *, ago: float = 3600.0) -> str:
+        """A token the federation really signed, which expired ``ago`` seconds ago (past
+        the verifiers' few seconds of leeway). Signed with the controller's key, read from
+        its folder."""
         key = self.fed.workdir / "controller" / "trust" / "token-signing.key"
         assert key.exists(), f"no token-signing key at {key}"
-        token, _ = TokenSigner.load_or_create(key).issue(subject, role, 60, now=time.time() - 3600)
+        signer = TokenSigner.load_or_create(key)
+        token, _ = signer.issue(subject, role, 60, now=time.time() - 60 - ago)
         return token
 
     def credentials(self, token: str | None) -> grpc.ChannelCredentials:

@@ -278,7 +278,8 @@ def test_the_new_operations_go_to_their_paths_and_come_back_typed():
         "name": "hospital-3",
         "role": "client",
         "subject": None,
-        "ttl_seconds": 90 * 24 * 3600.0,
+        "ttl_seconds": None,
         "max_examples": 500,
+        "hosts": [],
     }
     assert json.loads(seen[5][2]) == {"csr_pem": "CSR", "hosts": ["10.0.0.1"]}

@@ -56,6 +56,8 @@ def good_body(**changes: Any) -> dict[str, Any]:
         "issued_at": NOW,
         "expires_at": NOW + 60,
         "max_examples": None,
+        "audience": "controller",
+        "hosts": [],
     }
     return body | changes
 
@@ -94,6 +96,8 @@ def test_the_wire_format_is_st1_claims_signature():
         "issued_at": NOW,
         "expires_at": NOW + 60,
         "max_examples": None,
+        "audience": "controller",
+        "hosts": [],
     }
 
 

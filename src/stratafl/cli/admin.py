@@ -25,7 +25,7 @@ from stratafl.client.app import ClientContext, load_app
 from stratafl.errors import ConfigError, UnavailableError
 from stratafl.restapi import ControllerClient
 from stratafl.security import Role
-from stratafl.security.files import read_token
+from stratafl.security.files import read_token, write_private
 
 ControllerUrl = Annotated[
     str | None,
@@ -132,26 +132,47 @@ def token_create(
     name: Annotated[str, typer.Option(help="a label, e.g. hospital-3; also the identity")],
     controller: ControllerUrl = None,
     subject: Annotated[str | None, typer.Option(help="the identity (default: the name)")] = None,
-    days: Annotated[float, typer.Option(help="how long the token is valid")] = 90.0,
+    days: Annotated[
+        float | None,
+        typer.Option(help="how long it is valid (default: 1 for clients and combiners, 30 admin)"),
+    ] = None,
     max_examples: Annotated[
         int | None, typer.Option(help="a client's cap on the examples it may claim")
+    ] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a name or address the combiner serves under: the only hosts its "
+            "certificate may name (repeat; no wildcards)"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write the token to this file, readable by you only (mode 0600)"),
     ] = None,
     token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
 ) -> None:
-    """Print a new token on stdout (its only copy: `> name.token`); its id on stderr."""
+    """Print a new token on stdout, or write it to --out FILE (mode 0600): its only copy.
+    Its id goes to stderr."""
     if role is Role.CONTROLLER:
         raise ConfigError("the controller issues its own token; choose admin, combiner or client")
+    if host and role is not Role.COMBINER:
+        raise ConfigError("only a combiner serves: --host goes with --role combiner")
     with connect(controller, token, token_file, ca_file) as api:
         issued = api.create_token(
             name,
             role,
             subject=subject,
-            ttl_seconds=days * 86400.0,
+            ttl_seconds=None if days is None else days * 86400.0,
             max_examples=max_examples,
+            hosts=host or (),
         )
-    print(issued.token)
+    if out is None:
+        print(issued.token)
+    else:
+        write_private(out, issued.token.encode() + b"\n")
     expires = datetime.fromtimestamp(issued.record.expires_at, UTC).isoformat(timespec="minutes")
     print(
         f"token {issued.record.token_id} for {role} {issued.record.subject}, valid until {expires}",

@@ -97,9 +97,6 @@ def controller_start(
     insecure: Annotated[
         bool, typer.Option(help="no TLS and no tokens: allowed on a loopback --host only")
     ] = False,
-    mutual_tls: Annotated[
-        bool, typer.Option(help="gRPC callers must also present a certificate of the CA")
-    ] = False,
     tls_host: Annotated[
         list[str] | None,
         typer.Option(help="another name or address the controller is reached at (repeat)"),
@@ -134,7 +131,6 @@ def controller_start(
         model_store=model_store,
         ready_file=ready_file,
         insecure=insecure,
-        mutual_tls=mutual_tls,
         tls_hosts=tuple(tls_host or ()),
         keep_last=keep_last,
         keep_every=keep_every,

@@ -13,7 +13,7 @@ from types import TracebackType
 import httpx
 
 from stratafl.errors import StrataError
-from stratafl.restapi.schema import Assignment, AssignRequest, DiscoveryInfo
+from stratafl.restapi.schema import Assignment, AssignRequest, DiscoveryInfo, IssuedToken
 from stratafl.restapi.wire import authorization, error_of, reaching
 
 __all__ = ["ControllerAssigner"]
@@ -63,6 +63,7 @@ class ControllerAssigner:
         *,
         failed_combiner: str | None,
         preferred_combiner: str | None,
+        current_combiner: str | None = None,
     ) -> Assignment:
         """The combiner ``client_id`` should connect to, avoiding ``failed_combiner`` and
         preferring ``preferred_combiner``; the controller's refusal as its `StrataError`."""
@@ -72,6 +73,7 @@ class ControllerAssigner:
             client_id=client_id,
             failed_combiner=failed_combiner,
             preferred_combiner=preferred_combiner,
+            current_combiner=current_combiner,
         )
         with reaching(self.controller_url):
             response = await self._http.post(
@@ -93,3 +95,13 @@ class ControllerAssigner:
         if response.is_error:
             raise error_of(response)
         return DiscoveryInfo.model_validate_json(response.content).token_public_key_pem.encode()
+
+    async def renew(self, token: str) -> str:
+        """A fresh copy of ``token`` (``POST /tokens/renew``); the refusal as its error."""
+        if self._http is None:
+            raise StrataError("the assigner is not open: use it as `async with assigner:`")
+        with reaching(self.controller_url):
+            response = await self._http.post("/tokens/renew", headers=authorization(token))
+        if response.is_error:
+            raise error_of(response)
+        return IssuedToken.model_validate_json(response.content).token

@@ -66,6 +66,7 @@ def run_client(options: ClientOptions) -> None:
         credentials=credentials,
         preferred_combiner=options.combiner,
         workdir=options.workdir,
+        token_file=None if options.insecure else options.token_file,
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: runtime.stop())

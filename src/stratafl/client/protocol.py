@@ -14,6 +14,12 @@ its own channel and task stream, and does each task the stream pushes:
   the controller counts nothing its combiner relays without one;
 - an app that raises: report the failure to the combiner instead of vanishing.
 
+The controller's answer carries a ticket: a short token only that combiner accepts, which
+every call to it carries. Halfway through the ticket's life the client asks ``/assign``
+again for the same combiner and uses the new ticket (if the controller names another
+combiner, the client leaves for it); halfway through its own token's life it exchanges
+that for a fresh copy (``POST /tokens/renew``), written back to its token file.
+
 When the stream ends the client asks again after a jittered backoff (`Backoff`): ABORTED
 means the controller moved it to even the load; UNAVAILABLE means the combiner is gone,
 and the next assignment names it as failed. The user's ``train`` and ``validate`` are
@@ -44,11 +50,14 @@ from stratafl.params import Params
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.restapi.schema import Assignment
+from stratafl.security.files import write_private
 from stratafl.security.grants import GrantVerifier
 from stratafl.security.receipts import Statement, decode_key, make_receipt
+from stratafl.security.renewal import renewal_due, seconds_to_renewal
 from stratafl.transport.channels import open_aio_channel
 from stratafl.transport.streams import receive_download
 from stratafl.transport.task_stream import (
+    Metadata,
     bearer_metadata,
     stream_opened,
     task_failure,
@@ -96,6 +105,7 @@ class ClientProtocol:
         counters, failed = self.counters, None
         while True:
             try:
+                await self.renew_token(client)
                 assignment = await self.assign(client, failed)
             except ConfigError:
                 raise
@@ -124,28 +134,50 @@ class ClientProtocol:
                 )
             await self._sleep(client.backoff.next_delay())
 
-    async def assign(self, client: ClientState, failed_combiner: str | None) -> Assignment:
-        """The combiner ``client`` should connect to, avoiding ``failed_combiner``."""
+    async def assign(
+        self, client: ClientState, failed_combiner: str | None, *, current: str | None = None
+    ) -> Assignment:
+        """The combiner ``client`` should connect to, avoiding ``failed_combiner``; with
+        ``current`` (a ticket's renewal) the one it is connected to, while it still is."""
         async with self.connecting:
             assignment = await self.assigner.assign(
                 client.client_id,
                 client.token,
                 failed_combiner=failed_combiner,
                 preferred_combiner=client.preferred_combiner,
+                current_combiner=current,
             )
             if self.channel_credentials is not None and self._grants is None:
                 key = await self.assigner.token_key(client.token)
                 self._grants = GrantVerifier(key) if key else None
             return assignment
 
+    async def renew_token(self, client: ClientState) -> None:
+        """Exchange the client's token for a fresh copy once it is past half its life, and
+        write it back to its file; a refusal leaves the old one (still valid) in use."""
+        if client.token is None or not renewal_due(client.token):
+            return
+        try:
+            token = await self.assigner.renew(client.token)
+        except StrataError as exc:
+            log.warning("%s: cannot renew its token yet: %s", client.client_id, exc)
+            return
+        client.token = token
+        if client.token_file is not None:
+            await asyncio.to_thread(write_private, client.token_file, f"{token}\n".encode())
+        log.info("%s: renewed its token", client.client_id)
+
     async def serve(self, client: ClientState, assignment: Assignment) -> None:
-        """Do the tasks of ``assignment``'s stream until it ends, on a channel of the
-        client's own; the client's backoff resets once the combiner accepted the stream."""
-        metadata = bearer_metadata(client.token)
+        """Do the tasks of ``assignment``'s stream until it ends (or the controller sends the
+        client elsewhere when it renews the ticket), on a channel of the client's own; the
+        client's backoff resets once the combiner accepted the stream."""
+        client.ticket = assignment.ticket or None
         channel = open_aio_channel(assignment.address, credentials=self.channel_credentials)
         async with channel:
             stub = pb_grpc.CombinerStub(channel)
-            call = stub.TaskStream(pb.ClientHello(client_id=client.client_id), metadata=metadata)
+            call = stub.TaskStream(
+                pb.ClientHello(client_id=client.client_id), metadata=_combiner_metadata(client)
+            )
             async with self.connecting:  # the TLS handshake is the costly part of a connect
                 opened = stream_opened(await call.initial_metadata())
             client.receipt_key = decode_key(assignment.receipt_key)
@@ -153,24 +185,65 @@ class ClientProtocol:
                 client.backoff.reset()
                 self.counters.streams_opened += 1
                 self.counters.connected += 1
+            reading = asyncio.ensure_future(self._tasks(client, stub, call, assignment.combiner_id))
+            renewing = asyncio.ensure_future(self._keep_ticket(client, assignment))
             try:
-                async for task in call:
-                    await self._handle(client, stub, task, assignment.combiner_id)
+                await asyncio.wait((reading, renewing), return_when=asyncio.FIRST_COMPLETED)
             finally:
+                for task in (reading, renewing):
+                    task.cancel()
+                call.cancel()
+                await asyncio.gather(reading, renewing, return_exceptions=True)
                 if opened:
                     self.counters.connected -= 1
+            for task in (reading, renewing):
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
+
+    async def _tasks(
+        self,
+        client: ClientState,
+        stub: pb_grpc.CombinerStub,
+        call: grpc.aio.UnaryStreamCall,
+        combiner_id: str,
+    ) -> None:
+        async for task in call:
+            await self._handle(client, stub, task, combiner_id)
+
+    async def _keep_ticket(self, client: ClientState, assignment: Assignment) -> None:
+        """Renew the ticket halfway through its life by asking ``/assign`` for the same
+        combiner; returns when the controller names another one (the client moves)."""
+        if not assignment.ticket:  # an insecure federation: nothing expires
+            await asyncio.Future()
+        while True:
+            assert client.ticket is not None
+            await asyncio.sleep(seconds_to_renewal(client.ticket))
+            await self.renew_token(client)
+            try:
+                fresh = await self.assign(client, None, current=assignment.combiner_id)
+            except ConfigError:
+                raise
+            except StrataError as exc:  # the rest of the ticket's life rides it out
+                log.warning("%s: cannot renew its ticket yet: %s", client.client_id, exc)
+                await asyncio.sleep(client.backoff.next_delay())  # a swarm must not pound it
+                continue
+            if fresh.combiner_id != assignment.combiner_id:
+                log.info("%s: the controller moves it to %s", client.client_id, fresh.combiner_id)
+                return
+            client.ticket = fresh.ticket
 
     async def _handle(
         self, client: ClientState, stub: pb_grpc.CombinerStub, task: pb.Task, combiner_id: str
     ) -> None:
-        counters, metadata = self.counters, bearer_metadata(client.token)
+        counters = self.counters  # each call reads the ticket anew: it is renewed meanwhile
         counters.tasks += 1
         refusal = self._ungranted(task, combiner_id)
         if refusal:  # a combiner acting outside the controller's rounds: do nothing for it
             counters.ungranted += 1
             log.warning("%s: task %s refused: %s", client.client_id, task.task_id, refusal)
             failure = task_failure(task, client.client_id, f"task refused: {refusal}")
-            await stub.ReportFailure(failure, metadata=metadata)
+            await stub.ReportFailure(failure, metadata=_combiner_metadata(client))
             return
         try:
             settings = TaskSettings.of(task)
@@ -192,7 +265,7 @@ class ClientProtocol:
                     codec=str(settings.compression),
                     receipt=_receipt(client, task, combiner_id, num_examples, trained),
                 )
-                ack = await stub.UploadUpdate(messages, metadata=metadata)
+                ack = await stub.UploadUpdate(messages, metadata=_combiner_metadata(client))
                 if ack.ok:
                     counters.updates_accepted += 1
                 else:
@@ -204,7 +277,7 @@ class ClientProtocol:
                 metrics = {k: float(v) for k, v in scored.items()}
                 receipt = _receipt(client, task, combiner_id, 0, metrics)
                 report = validation_report(task, client.client_id, metrics, receipt)
-                await stub.ReportValidation(report, metadata=metadata)
+                await stub.ReportValidation(report, metadata=_combiner_metadata(client))
                 counters.validations += 1
         except grpc.RpcError:
             raise
@@ -213,7 +286,7 @@ class ClientProtocol:
             log.warning("%s: task %s failed: %s", client.client_id, task.task_id, exc)
             reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
             failure = task_failure(task, client.client_id, reason)
-            await stub.ReportFailure(failure, metadata=metadata)
+            await stub.ReportFailure(failure, metadata=_combiner_metadata(client))
 
     def _ungranted(self, task: pb.Task, combiner_id: str) -> str:
         """Why ``task`` is not one of the controller's rounds on ``combiner_id`` (empty: it
@@ -240,7 +313,7 @@ class ClientProtocol:
                 return shelved
         messages = stub.DownloadModel(
             pb.ModelRequest(model_id=task.model_id, task_id=task.task_id),
-            metadata=bearer_metadata(client.token),
+            metadata=_combiner_metadata(client),
         )
         params = await receive_download(messages, f"model {task.model_id} from the combiner")
         self.shelf.put(task.model_id, params)
@@ -262,6 +335,12 @@ def _receipt(
     kind = "train" if task.kind == pb.TRAIN else "validate"
     statement = Statement(task.round_id, kind, client.client_id, combiner_id, num_examples, metrics)
     return make_receipt(client.receipt_key, statement)
+
+
+def _combiner_metadata(client: ClientState) -> Metadata | None:
+    """What a call to the client's combiner carries: its ticket (its token when the
+    controller gave none, as an ``--insecure`` one does)."""
+    return bearer_metadata(client.ticket or client.token)
 
 
 def _train(

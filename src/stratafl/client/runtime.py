@@ -42,6 +42,7 @@ class ClientRuntime:
         rng: random.Random | None = None,
         preferred_combiner: str | None = None,
         workdir: Path | None = None,
+        token_file: Path | None = None,
     ) -> None:
         self.client_id = client_id
         self.state = ClientState(
@@ -51,6 +52,7 @@ class ClientRuntime:
             rng=rng,
             preferred_combiner=preferred_combiner,
             workdir=workdir,
+            token_file=token_file,
         )
         """What this client keeps: its backoff, its model, top-k's and drift correction's
         state (in ``workdir``)."""

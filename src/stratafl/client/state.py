@@ -40,7 +40,9 @@ class ClientState:
         "last_model",
         "preferred_combiner",
         "receipt_key",
+        "ticket",
         "token",
+        "token_file",
         "workdir",
     )
 
@@ -53,11 +55,16 @@ class ClientState:
         rng: random.Random | None = None,
         preferred_combiner: str | None = None,
         workdir: Path | None = None,
+        token_file: Path | None = None,
     ) -> None:
         self.client_id = client_id
         self.app = app
         self.token = token
-        """Sent with every request (REST and gRPC); None on an insecure federation."""
+        """Sent to the controller; None on an insecure federation. Renewed by the protocol
+        halfway through its life (and written back to ``token_file``, if it came from one)."""
+        self.token_file = token_file
+        self.ticket: str | None = None
+        """The current combiner's ticket (from ``/assign``): what every gRPC call carries."""
         self.preferred_combiner = preferred_combiner
         """The combiner this client asks for at every assignment (a placement); the
         controller honours it while that combiner is online and has room."""

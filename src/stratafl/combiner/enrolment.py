@@ -25,16 +25,18 @@ from typing import cast
 
 import grpc
 
-from stratafl.errors import ConfigError, StrataError, UnavailableError
+from stratafl.errors import AuthError, ConfigError, StrataError, UnavailableError
 from stratafl.restapi import ControllerClient
 from stratafl.restapi.schema import DiscoveryInfo
 from stratafl.security import (
     Claims,
+    Role,
     TlsIdentity,
     TokenVerifier,
     certificate_request,
     read_claims_unverified,
 )
+from stratafl.security.files import write_private
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
@@ -126,6 +128,20 @@ class EnrolmentPlan:
             ca_pem=info.ca_pem,
         )
 
+    def renew(self, dialing: PeerCredentials) -> PeerCredentials:
+        """``dialing`` with a fresh copy of its token (``POST /tokens/renew``), also written
+        to the token file (mode 0600) so a restart finds the fresh one."""
+        with ControllerClient(
+            self.controller,
+            timeout=REST_TIMEOUT_SECONDS,
+            token=dialing.token,
+            verify=dialing.http_verify(),
+        ) as controller:
+            token = controller.renew_token().token
+        if self.token_file is not None:
+            write_private(self.token_file, f"{token}\n".encode())
+        return dialing.with_token(token)
+
 
 def combiner_id_of(
     *, insecure: bool, combiner_id: str | None, token_file: Path | None, ca_file: Path | None
@@ -193,13 +209,23 @@ class ServingTrust:
         if enrolment.identity is None:
             raise ConfigError("an insecure combiner has no certificate to serve with")
         self._identity = enrolment.identity
+        self._combiner_id = enrolment.combiner_id
         self._verifier = TokenVerifier(enrolment.token_key_pem.encode())
         self._key_pem = enrolment.token_key_pem
         self._revoked: list[str] = []
         self._changed = False
 
     def verify(self, token: str) -> Claims:
-        return self._verifier.verify(token)
+        """The caller's claims; a client must bring its ticket for this very combiner (from
+        ``/assign``), so a client token replayed by another combiner, or the client's own
+        token for the controller, buys nothing here."""
+        claims = self._verifier.verify(token)
+        if claims.role == Role.CLIENT and claims.audience != self._combiner_id:
+            raise AuthError(
+                f"this client token is for {claims.audience!r}, not combiner "
+                f"{self._combiner_id!r}; connect with the ticket POST /api/v1/assign gives"
+            )
+        return claims
 
     @property
     def identity(self) -> TlsIdentity:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 
 import grpc
 import grpc.aio
@@ -25,8 +26,10 @@ from stratafl.combiner.enrolment import (
     wait_or_stop,
 )
 from stratafl.combiner.registry import ClientRegistry
+from stratafl.errors import StrataError
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.security.renewal import renewal_due
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.channels import open_aio_channel
 
@@ -120,6 +123,7 @@ class ControllerUplink:
                 continue
             self._backoff.reset()
             self._revoke(ack.revoked_token_ids, registry)
+            await self._renew_token()
             if not ack.ok:  # a restarted controller: it does not know us yet
                 log.info("the controller does not know this combiner; registering again")
                 if not await self.start(self.address, stop):
@@ -176,6 +180,25 @@ class ControllerUplink:
         self._channel, self._stub = None, None
         if old is not None:
             await old.close()
+
+    async def _renew_token(self) -> None:
+        """Past half its life, exchange this combiner's token for a fresh copy and dial
+        with it from now on; a refusal keeps the old one (still valid) and is retried at
+        the next heartbeat."""
+        dialing = self.enrolment.dialing
+        if dialing.token is None or not renewal_due(dialing.token):
+            return
+        try:
+            renewed = await asyncio.to_thread(self._plan.renew, dialing)
+        except StrataError as exc:
+            log.warning("cannot renew this combiner's token yet (%s)", exc)
+            return
+        log.info("renewed this combiner's token")
+        self.enrolment = replace(self.enrolment, dialing=renewed)
+        old = self._channel
+        self._channel, self._stub = None, None
+        if old is not None:
+            await old.close(grace=HEARTBEAT_TIMEOUT_SECONDS)
 
     def _revoke(self, token_ids: Iterable[str], registry: ClientRegistry) -> None:
         """Refuse revoked tokens from now on, and end the streams opened with them."""

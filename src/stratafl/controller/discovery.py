@@ -346,6 +346,15 @@ class Discovery:
         await asyncio.gather(*offline, assigned)
         return best
 
+    def holding(self, client_id: str, combiner_id: str) -> CombinerEntry | None:
+        """``combiner_id``'s entry if it is online and ``client_id`` is connected to it (or
+        was just assigned there): where a client renewing its ticket may stay. The
+        controller's own assignment decides, never the combiner's report."""
+        entry = self._combiners.get(combiner_id)
+        if entry is None or not entry.online or self._assigned.get(client_id) != combiner_id:
+            return None
+        return entry
+
     @staticmethod
     def _has_room_for(entry: CombinerEntry, client_id: str) -> bool:
         """``entry`` is online and has room for ``client_id`` (which may hold a place there)."""

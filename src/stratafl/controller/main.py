@@ -58,7 +58,6 @@ class ControllerOptions:
     model_store: str | None = None  # a folder or an fsspec URL; default: workdir/models
     ready_file: Path | None = None  # gets {"url", "grpc_address", ...} as JSON once serving
     insecure: bool = False  # no TLS and no tokens: refused unless host is a loopback address
-    mutual_tls: bool = False  # also require a certificate from the federation's CA of callers
     tls_hosts: tuple[str, ...] = ()  # more names or addresses the controller is reached at
     keep_last: int = 10  # the running session's last models kept (0: keep every model)
     keep_every: int = 10  # every N-th round's model kept (0: keep every model)
@@ -196,12 +195,6 @@ def _secure(
         hosts.add(options.host)
     trust = Trust.load_or_create(options.workdir / "trust", sorted(hosts))
     controller_token = trust.start(store)
-    dialing = PeerCredentials(
-        token=controller_token,
-        ca_pem=trust.authority.ca_pem,
-        client_identity=trust.identity if options.mutual_tls else None,
-    )
-    security = serving_security(
-        trust.identity, trust.verify, GRPC_ROLES, dialing, mutual_tls=options.mutual_tls
-    )
+    dialing = PeerCredentials(token=controller_token, ca_pem=trust.authority.ca_pem)
+    security = serving_security(trust.identity, trust.verify, GRPC_ROLES, dialing)
     return trust, security

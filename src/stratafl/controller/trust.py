@@ -10,11 +10,12 @@ bootstrap from which every other identity is issued (`strata token create`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stratafl.errors import ConfigError
+from stratafl.errors import AuthError, ConfigError, Conflict, PermissionDenied
 from stratafl.records import TokenRecord
 from stratafl.security import (
     CertificateAuthority,
@@ -25,13 +26,27 @@ from stratafl.security import (
     TokenSigner,
     TokenVerifier,
 )
+from stratafl.security.certs import host_name, is_loopback_host
+from stratafl.security.claims import CONTROLLER_AUDIENCE
 from stratafl.security.files import create_private
 from stratafl.store.state import StateStore
 
-CONTROLLER_TOKEN_SECONDS = 30 * 24 * 3600.0
+DAY = 24 * 3600.0
+CONTROLLER_TOKEN_SECONDS = 30 * DAY
 """The controller's own token (it calls combiners with it): re-issued at every start."""
-ADMIN_TOKEN_SECONDS = 365 * 24 * 3600.0
+ADMIN_TOKEN_SECONDS = 30 * DAY
+MEMBER_TOKEN_SECONDS = 1 * DAY
+"""A client's or combiner's token: short, because the tier renews it itself
+(``POST /tokens/renew``) well before it expires; a stolen copy dies within a day."""
+TICKET_SECONDS = 30 * 60.0
+"""A client's ticket for its combiner; the client asks ``/assign`` again halfway through."""
 MAX_TOKEN_SECONDS = 5 * 365 * 24 * 3600.0
+DEFAULT_TOKEN_SECONDS = {
+    Role.ADMIN: ADMIN_TOKEN_SECONDS,
+    Role.COMBINER: MEMBER_TOKEN_SECONDS,
+    Role.CLIENT: MEMBER_TOKEN_SECONDS,
+}
+RENEWABLE = frozenset({Role.CLIENT, Role.COMBINER, Role.ADMIN})
 
 
 @dataclass
@@ -43,6 +58,9 @@ class Trust:
     """The controller's own certificate and key, for its REST API and its gRPC service."""
     paths: TlsPaths
     folder: Path
+    own_hosts: frozenset[str] = frozenset()
+    """The controller's names and addresses off loopback: no other certificate names them
+    (loopback is every local process's own, so a certificate for it impersonates no one)."""
     revoked: list[str] = field(default_factory=list)
     """Revoked, unexpired token ids: what combiners get with every heartbeat."""
 
@@ -54,7 +72,8 @@ class Trust:
         signer = TokenSigner.load_or_create(folder / "token-signing.key")
         identity = authority.issue("stratafl controller", sorted(set(hosts)))
         paths = identity.write(folder, "controller")
-        return cls(authority, signer, signer.verifier(), identity, paths, folder)
+        own = frozenset(host_name(host) for host in hosts if not is_loopback_host(host))
+        return cls(authority, signer, signer.verifier(), identity, paths, folder, own_hosts=own)
 
     @property
     def ca_path(self) -> Path:
@@ -93,19 +112,74 @@ class Trust:
         name: str,
         subject: str,
         role: Role,
-        ttl_seconds: float,
+        ttl_seconds: float | None = None,
         max_examples: int | None = None,
+        hosts: Sequence[str] = (),
     ) -> tuple[str, TokenRecord]:
-        """Sign a token and keep its claims (never the token) so it can be listed and revoked."""
+        """Sign a token and keep its claims (never the token) so it can be listed and revoked.
+
+        ``ttl_seconds`` defaults by role (`DEFAULT_TOKEN_SECONDS`); ``hosts`` are the only
+        certificate hosts a combiner's token may ask for."""
+        if ttl_seconds is None:
+            ttl_seconds = DEFAULT_TOKEN_SECONDS.get(role, MEMBER_TOKEN_SECONDS)
         if not 0 < ttl_seconds <= MAX_TOKEN_SECONDS:
             raise ConfigError(
                 f"a token's lifetime must be between 1 s and {MAX_TOKEN_SECONDS:.0f} s "
                 f"(5 years), got {ttl_seconds}"
             )
-        token, claims = self.signer.issue(subject, role, ttl_seconds, max_examples=max_examples)
+        if hosts and role != Role.COMBINER:
+            raise ConfigError(f"only a combiner serves, so a {role} token names no hosts")
+        token, claims = self.signer.issue(
+            subject,
+            role,
+            ttl_seconds,
+            max_examples=max_examples,
+            hosts=[self._allowed_host(host) for host in hosts],
+        )
         return token, store.add_token(claims, name)
 
+    def ticket(self, caller: Claims, combiner_id: str) -> str:
+        """A client's short token for ``combiner_id`` alone (same subject and cap, and the
+        same id as the client's token, so revoking that token revokes its tickets too)."""
+        ttl = min(TICKET_SECONDS, caller.expires_at - time.time())
+        if ttl <= 0:
+            raise AuthError(f"token {caller.token_id} expired; renew it or ask for a new one")
+        token, _ = self.signer.issue(
+            caller.subject,
+            Role.CLIENT,
+            ttl,
+            max_examples=caller.max_examples,
+            audience=combiner_id,
+            token_id=caller.token_id,
+        )
+        return token
+
+    def renew(self, store: StateStore, caller: Claims) -> tuple[str, TokenRecord]:
+        """A fresh copy of the caller's still-valid token: same id, subject, role, cap and
+        hosts, and its original lifetime from now. Its record's expiry moves with it, so
+        revoking the id still refuses every copy."""
+        if caller.role not in RENEWABLE:
+            raise PermissionDenied(f"a {caller.role} token is not renewed; it is issued anew")
+        lifetime = caller.expires_at - caller.issued_at
+        token, claims = self.signer.issue(
+            caller.subject,
+            caller.role,
+            lifetime,
+            max_examples=caller.max_examples,
+            hosts=caller.hosts,
+            token_id=caller.token_id,
+        )
+        return token, store.extend_token(claims.token_id, claims.expires_at)
+
     def revoke(self, store: StateStore, token_id: str) -> TokenRecord:
+        """Revoke a token, unless it is the last live admin token (no one could then issue
+        or revoke anything again)."""
+        if store.live_admin_tokens() == [token_id]:
+            raise Conflict(
+                f"token {token_id} is the last admin token that is neither revoked nor "
+                "expired; create another first (strata token create --role admin), then "
+                "revoke this one"
+            )
         record = store.revoke_token(token_id)
         self.refresh(store)
         return record
@@ -118,8 +192,37 @@ class Trust:
         return self.revoked
 
     def verify(self, token: str) -> Claims:
-        return self.verifier.verify(token)
+        """The claims of a token meant for the controller: a client's ticket is refused
+        here (it is for its combiner alone), so a combiner cannot replay one at us."""
+        claims = self.verifier.verify(token)
+        if claims.audience != CONTROLLER_AUDIENCE:
+            raise AuthError(
+                f"this is a ticket for combiner {claims.audience!r}, which only that combiner "
+                "accepts; call the controller with the client's own token"
+            )
+        return claims
 
     def sign_certificate(self, csr_pem: bytes, caller: Claims, hosts: Sequence[str]) -> bytes:
-        """A certificate for ``caller`` (its name is the token's subject, never the CSR's)."""
+        """A certificate for ``caller`` (its name is the token's subject, never the CSR's)
+        naming only hosts its token allows (`issue`'s ``hosts``)."""
+        allowed = {host_name(host) for host in caller.hosts}
+        refused = sorted({host for host in hosts if host_name(host) not in allowed})
+        if refused:
+            granted = ", ".join(caller.hosts) or "none"
+            raise PermissionDenied(
+                f"the token of {caller.subject} allows certificate hosts {granted}, not "
+                f"{', '.join(refused)}; ask the admin for a token with them "
+                "(strata token create --role combiner --host H)"
+            )
         return self.authority.sign_request(csr_pem, hosts, common_name=caller.subject)
+
+    def _allowed_host(self, host: str) -> str:
+        """``host`` if a combiner may be issued a certificate for it (no wildcard, not one
+        of the controller's own names)."""
+        name = host_name(host)
+        if name in self.own_hosts:
+            raise ConfigError(
+                f"{host} is one of the controller's own names; a combiner's certificate "
+                "must not name it (pick the combiner's own name or address)"
+            )
+        return name

@@ -30,6 +30,8 @@ Progress = Callable[[SessionRecord, list[RoundRecord]], None]
 """Called with the session and its rounds so far, whenever a round was recorded."""
 
 REST_TIMEOUT_SECONDS = 60.0
+COMBINER_HOSTS = ("127.0.0.1",)
+"""Where local combiners serve: the only host their tokens let them name in a certificate."""
 
 
 @dataclass
@@ -181,7 +183,8 @@ class LocalFederation:
         admin would hand it over; None for an insecure federation."""
         if self.spec.insecure:
             return None
-        issued = self.client.create_token(name, role, max_examples=max_examples)
+        hosts = COMBINER_HOSTS if role == Role.COMBINER else ()
+        issued = self.client.create_token(name, role, max_examples=max_examples, hosts=hosts)
         path = self.workdir / "tokens" / f"{name}.token"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)

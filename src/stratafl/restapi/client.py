@@ -38,7 +38,6 @@ from stratafl.records import (
 from stratafl.restapi.events import EventFollower
 from stratafl.restapi.pages import Listings
 from stratafl.restapi.schema import (
-    DEFAULT_TOKEN_TTL_SECONDS,
     Assignment,
     AssignRequest,
     CertificateRequest,
@@ -254,18 +253,26 @@ class ControllerClient(Listings):
         role: IssuedRole,
         *,
         subject: str | None = None,
-        ttl_seconds: float = DEFAULT_TOKEN_TTL_SECONDS,
+        ttl_seconds: float | None = None,
         max_examples: int | None = None,
+        hosts: Sequence[str] = (),
     ) -> IssuedToken:
-        """A new token for ``subject`` (default: ``name``); the answer is its only copy."""
+        """A new token for ``subject`` (default: ``name``); the answer is its only copy.
+        ``ttl_seconds`` defaults by role on the controller; ``hosts`` are a combiner's
+        certificate hosts."""
         body = TokenRequest(
             name=name,
             role=role,
             subject=subject,
             ttl_seconds=ttl_seconds,
             max_examples=max_examples,
+            hosts=list(hosts),
         )
         return self._call(_ISSUED, "POST", "/tokens", json=body.model_dump(mode="json"))
+
+    def renew_token(self) -> IssuedToken:
+        """A fresh copy of this client's own token (same id and claims, a new expiry)."""
+        return self._call(_ISSUED, "POST", "/tokens/renew")
 
     def revoke_token(self, token_id: str) -> TokenRecord:
         """Revoke a token by its id (``TokenRecord.token_id``)."""

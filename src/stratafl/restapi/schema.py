@@ -22,7 +22,6 @@ MAX_CSR_CHARS = 16 * 1024
 MAX_HOSTS = 8
 MAX_TOKEN_TTL_SECONDS = 5 * 365 * 24 * 3600.0
 """The longest lifetime the controller signs (``controller.trust.MAX_TOKEN_SECONDS``)."""
-DEFAULT_TOKEN_TTL_SECONDS = 90 * 24 * 3600.0
 MAX_EXAMPLES = 2**53
 """Example counts weight averages as float64, which counts exactly up to 2**53."""
 
@@ -64,6 +63,11 @@ class AssignRequest(Body):
     client_id: Name | None = None
     failed_combiner: Name | None = None
     preferred_combiner: Name | None = None
+    current_combiner: Name | None = Field(
+        None,
+        description="the combiner the client is connected to, when it only renews its ticket "
+        "there: the controller keeps it there (no new assignment) while it is connected",
+    )
 
 
 class Assignment(Body):
@@ -86,9 +90,20 @@ class TokenRequest(Body):
     subject: Name | None = Field(
         None, description="the identity (a client or combiner id); defaults to name"
     )
-    ttl_seconds: float = Field(DEFAULT_TOKEN_TTL_SECONDS, gt=0, le=MAX_TOKEN_TTL_SECONDS)
+    ttl_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_TOKEN_TTL_SECONDS,
+        description="default: 1 day for clients and combiners (they renew it), 30 for admins",
+    )
     max_examples: int | None = Field(
         None, ge=1, le=MAX_EXAMPLES, description="a client's cap on num_examples per update"
+    )
+    hosts: list[Host] = Field(
+        default_factory=list,
+        max_length=MAX_HOSTS,
+        description="a combiner's certificate hosts: the only ones it may ask a certificate "
+        "for (no wildcards, none of the controller's names)",
     )
 
 

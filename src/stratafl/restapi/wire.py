@@ -99,4 +99,10 @@ def error_of(response: httpx.Response) -> errors.StrataError:
         if response.status_code in (502, 503, 504):  # a proxy in front of a stopped controller
             return errors.UnavailableError(detail)
         return errors.StrataError(detail)
-    return ERRORS.get(body.error, errors.StrataError)(body.detail)
+    error = ERRORS.get(body.error, errors.StrataError)(body.detail)
+    if isinstance(error, errors.RateLimited):
+        try:
+            error.retry_after = float(response.headers.get("retry-after", "1"))
+        except ValueError:
+            pass
+    return error

@@ -33,14 +33,22 @@ from stratafl.errors import ConfigError
 from stratafl.security.files import MAX_PEM_BYTES, create_private, read_pem, write_public
 from stratafl.security.identity import TlsIdentity, TlsPaths, load_pair
 
-__all__ = ["CertificateAuthority", "TlsIdentity", "TlsPaths", "certificate_request"]
+__all__ = [
+    "CertificateAuthority",
+    "TlsIdentity",
+    "TlsPaths",
+    "certificate_request",
+    "host_name",
+    "is_loopback_host",
+]
 
 CA_DAYS = 3650
 MAX_DAYS = 3650
 MAX_HOSTS = 100
 CLOCK_SKEW = timedelta(minutes=5)  # a peer whose clock is a little behind still accepts it
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
+_DNS_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+"""No wildcards: a certificate names each host it serves, so no name can stand for others."""
 _CURVES = (ec.SECP256R1, ec.SECP384R1)
 
 
@@ -69,6 +77,10 @@ def _names(hosts: Sequence[str]) -> list[x509.GeneralName]:
         try:
             name = x509.IPAddress(ipaddress.ip_address(text.removeprefix("[").removesuffix("]")))
         except ValueError:
+            if "*" in text:
+                raise ConfigError(
+                    f"host {host!r} is a wildcard; certificates name each host itself"
+                ) from None
             if len(text) > 253 or not _DNS_NAME.fullmatch(text):
                 raise ConfigError(
                     f"host {host!r} is neither an IP address nor a DNS name; pass e.g. "
@@ -78,6 +90,24 @@ def _names(hosts: Sequence[str]) -> list[x509.GeneralName]:
         if name not in names:
             names.append(name)
     return names
+
+
+def host_name(host: str) -> str:
+    """``host`` as a certificate names it (an IP address in its short form, a DNS name in
+    lower case); `ConfigError` for a wildcard or anything that is neither."""
+    name = _names([host])[0]
+    return str(name.value).lower()
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: names every machine gives its own processes."""
+    text = host.strip().removeprefix("[").removesuffix("]").lower()
+    if text == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
 
 
 def _common_name(common_name: str) -> x509.Name:

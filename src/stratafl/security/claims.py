@@ -19,6 +19,7 @@ from stratafl.errors import AuthError
 from stratafl.security.roles import Role
 
 __all__ = [
+    "CONTROLLER_AUDIENCE",
     "MAX_SUBJECT_CHARS",
     "NEW_TOKEN",
     "ROLES",
@@ -29,6 +30,7 @@ __all__ = [
     "encode_claims",
     "iso",
     "timestamp",
+    "valid_host",
     "valid_subject",
 ]
 
@@ -39,6 +41,12 @@ ROLES = frozenset(role.value for role in Role)
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _FIELDS = frozenset({"token_id", "subject", "role", "issued_at", "expires_at", "max_examples"})
+_OPTIONAL = frozenset({"audience", "hosts"})
+"""Fields added after the first release: a token issued before them lacks them and reads
+as a token for the controller with no certificate hosts (`Claims`' defaults)."""
+CONTROLLER_AUDIENCE = "controller"
+MAX_HOSTS = 100
+MAX_HOST_CHARS = 253
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,12 @@ class Claims:
     expires_at: float
     max_examples: int | None = None
     """A client's enrolment cap on the ``num_examples`` it may claim for an update."""
+    audience: str = CONTROLLER_AUDIENCE
+    """Who accepts it: ``"controller"`` (every token an admin issues), or a combiner's id
+    (a client's ticket from ``/assign``, accepted by that combiner alone)."""
+    hosts: tuple[str, ...] = ()
+    """A combiner token's certificate hosts: the only names and addresses the controller
+    signs a certificate for, as the admin listed them when issuing it."""
 
 
 def b64encode(data: bytes) -> str:
@@ -77,6 +91,11 @@ def valid_subject(subject: object) -> bool:
     return (
         isinstance(subject, str) and 0 < len(subject) <= MAX_SUBJECT_CHARS and subject.isprintable()
     )
+
+
+def valid_host(host: object) -> bool:
+    """A certificate host as a token may carry it (`security.certs` checks its syntax)."""
+    return isinstance(host, str) and 0 < len(host) <= MAX_HOST_CHARS and host.isprintable()
 
 
 def timestamp(value: object) -> float | None:
@@ -116,7 +135,7 @@ def decode_claims(payload: bytes) -> Claims:
         )
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise _malformed("not a JSON object") from exc
-    if not isinstance(data, dict) or data.keys() != _FIELDS:
+    if not isinstance(data, dict) or not _FIELDS <= data.keys() <= _FIELDS | _OPTIONAL:
         raise _malformed("unexpected fields")
     token_id, subject = data["token_id"], data["subject"]
     if not isinstance(token_id, str) or not _TOKEN_ID.fullmatch(token_id):
@@ -131,4 +150,19 @@ def decode_claims(payload: bytes) -> Claims:
     max_examples = data["max_examples"]
     if max_examples is not None and (type(max_examples) is not int or max_examples < 1):
         raise _malformed("max_examples")
-    return Claims(token_id, subject, Role(data["role"]), issued_at, expires_at, max_examples)
+    audience = data.get("audience", CONTROLLER_AUDIENCE)
+    if not valid_subject(audience):  # a combiner's id is a token subject
+        raise _malformed("audience")
+    hosts = data.get("hosts", [])
+    if not (isinstance(hosts, list) and len(hosts) <= MAX_HOSTS and all(map(valid_host, hosts))):
+        raise _malformed("hosts")
+    return Claims(
+        token_id,
+        subject,
+        Role(data["role"]),
+        issued_at,
+        expires_at,
+        max_examples,
+        audience=audience,
+        hosts=tuple(hosts),
+    )

@@ -68,6 +68,8 @@ REST_ROLES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/v1/tokens"): _ADMIN,
     ("GET", "/api/v1/tokens"): _ADMIN,
     ("DELETE", "/api/v1/tokens/{token_id}"): _ADMIN,
+    # every tier renews its own token before it expires (a ticket is refused: audience)
+    ("POST", "/api/v1/tokens/renew"): frozenset({Role.CLIENT, Role.COMBINER, Role.ADMIN}),
     # Prometheus scrapes with an admin token; a combiner's own /metrics checks this row too
     ("GET", "/metrics"): _ADMIN,
 }

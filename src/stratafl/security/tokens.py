@@ -16,7 +16,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from stratafl.errors import AuthError, ConfigError
 from stratafl.security.claims import (
+    CONTROLLER_AUDIENCE,
     MAX_SUBJECT_CHARS,
     NEW_TOKEN,
     ROLES,
@@ -35,12 +36,14 @@ from stratafl.security.claims import (
     encode_claims,
     iso,
     timestamp,
+    valid_host,
     valid_subject,
 )
 from stratafl.security.files import create_private, read_pem
 from stratafl.security.roles import Role
 
 __all__ = [
+    "LEEWAY_SECONDS",
     "MAX_TOKEN_CHARS",
     "SIGNATURE_BYTES",
     "Claims",
@@ -51,10 +54,13 @@ __all__ = [
 
 VERSION = "st1"
 MAX_TOKEN_CHARS = 4096
-"""Longer tokens are refused unread; ours are about 250 characters."""
+"""Longer tokens are refused unread; ours are about 350 characters (400 with hosts)."""
 MAX_VERIFIED_TOKENS = 32_768
 """Verified tokens a verifier remembers (about 1 kB each): a combiner's clients and more."""
 SIGNATURE_BYTES = 64
+LEEWAY_SECONDS = 5.0
+"""How far two machines' clocks may disagree: an expired token is accepted this long (and
+one issued this far in the future), enough for NTP-synchronised hosts and no more."""
 AS_PRINTED = "pass the token exactly as `strata token create` printed it"
 
 
@@ -72,7 +78,7 @@ class TokenVerifier:
         *,
         revoked: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
-        leeway_seconds: float = 30.0,
+        leeway_seconds: float = LEEWAY_SECONDS,
     ) -> None:
         try:
             key = serialization.load_pem_public_key(public_key_pem)
@@ -205,8 +211,14 @@ class TokenSigner:
         *,
         max_examples: int | None = None,
         now: float | None = None,
+        audience: str = CONTROLLER_AUDIENCE,
+        hosts: Sequence[str] = (),
+        token_id: str | None = None,
     ) -> tuple[str, Claims]:
-        """A new token and its claims. Keep the claims (the store does); hand out the token."""
+        """A new token and its claims. Keep the claims (the store does); hand out the token.
+
+        ``token_id`` is new and random unless given: a renewed token and a client's ticket
+        keep their parent's id, so revoking the parent revokes them too."""
         if not valid_subject(subject):
             raise ConfigError(
                 f"subject {subject!r} must be 1 to {MAX_SUBJECT_CHARS} printable characters"
@@ -217,12 +229,26 @@ class TokenSigner:
             raise ConfigError(f"ttl_seconds must be a positive number, got {ttl_seconds}")
         if max_examples is not None and (type(max_examples) is not int or max_examples < 1):
             raise ConfigError(f"max_examples must be a positive integer, got {max_examples!r}")
+        if not valid_subject(audience):
+            raise ConfigError(f"audience {audience!r} must be a controller's or combiner's id")
+        if isinstance(hosts, str) or not all(valid_host(host) for host in hosts):
+            raise ConfigError(f"hosts must be a list of names or addresses, got {hosts!r}")
         issued_at = float(time.time() if now is None else now)
         expires_at = issued_at + float(ttl_seconds)
         if timestamp(issued_at) is None or timestamp(expires_at) is None:
             raise ConfigError(f"now={now} and ttl_seconds={ttl_seconds} leave 1970 to 5000 AD")
-        token_id = secrets.token_urlsafe(16)  # 128 random bits
-        claims = Claims(token_id, subject, Role(role), issued_at, expires_at, max_examples)
+        if token_id is None:
+            token_id = secrets.token_urlsafe(16)  # 128 random bits
+        claims = Claims(
+            token_id,
+            subject,
+            Role(role),
+            issued_at,
+            expires_at,
+            max_examples,
+            audience=audience,
+            hosts=tuple(hosts),
+        )
         signed = f"{VERSION}.{encode_claims(claims)}"
         signature = self._key.sign(signed.encode("ascii"))
         return f"{signed}.{b64encode(signature)}", claims

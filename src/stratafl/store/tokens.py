@@ -15,7 +15,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from stratafl.errors import ConfigError, NotFoundError
+from stratafl.errors import AuthError, ConfigError, NotFoundError
 from stratafl.records import TokenRecord
 from stratafl.security.tokens import Claims
 from stratafl.store.tables import TokenRow
@@ -25,7 +25,7 @@ __all__ = ["REVOCATION_GRACE_SECONDS", "TokenTable"]
 MAX_NAME_CHARS = 256
 REVOCATION_GRACE_SECONDS = 300.0
 """How long a revoked token stays on the revocation list after it expires: verifiers
-accept a token for a short leeway past its expiry (30 s by default) and their clocks may
+accept a token for a short leeway past its expiry (a few seconds) and their clocks may
 be a little ahead of ours, so it must stay listed until no verifier would take it."""
 
 
@@ -74,6 +74,26 @@ class TokenTable:
             if row.revoked_at is None:
                 row.revoked_at = time.time()
             return TokenRecord.model_validate(row)
+
+    def extend_token(self, token_id: str, expires_at: float) -> TokenRecord:
+        """Move an unrevoked token's expiry to ``expires_at`` (a renewal keeps the token's
+        id, so the revocation list still names it until its last copy expires)."""
+        with self._session() as db, db.begin():
+            row = self._token_row(db, token_id)
+            if row.revoked_at is not None:
+                raise AuthError(f"token {token_id} was revoked; ask the admin for a new one")
+            row.expires_at = max(row.expires_at, expires_at)
+            return TokenRecord.model_validate(row)
+
+    def live_admin_tokens(self, *, now: float | None = None) -> list[str]:
+        """Ids of the admin tokens neither revoked nor expired: who can still run things."""
+        query = select(TokenRow.token_id).where(
+            TokenRow.role == "admin",
+            TokenRow.revoked_at.is_(None),
+            TokenRow.expires_at > (time.time() if now is None else now),
+        )
+        with self._session() as db:
+            return list(db.scalars(query))
 
     def revoked_token_ids(
         self, *, now: float | None = None, grace_seconds: float = REVOCATION_GRACE_SECONDS

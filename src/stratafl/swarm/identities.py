@@ -21,7 +21,6 @@ from pathlib import Path
 
 from stratafl.errors import AuthError, ConfigError
 from stratafl.restapi import ControllerClient
-from stratafl.restapi.schema import DEFAULT_TOKEN_TTL_SECONDS
 from stratafl.security import Role, read_claims_unverified
 from stratafl.security.files import write_private
 from stratafl.security.tokens import MAX_TOKEN_CHARS
@@ -98,7 +97,7 @@ def mint_tokens(
     prefix: str,
     count: int,
     *,
-    ttl_seconds: float = DEFAULT_TOKEN_TTL_SECONDS,
+    ttl_seconds: float | None = None,
 ) -> list[Identity]:
     """One new client token per client, named and subject ``PREFIX-i``; ``controller``
     must carry an admin token. Raises the first refusal (e.g. a non-admin token)."""

@@ -1,7 +1,7 @@
 """What a process presents on its links, built once from its files.
 
 A secured process dials out with the federation's CA (to check whom it reaches) and its
-bearer token (to say who it is), and, with mutual TLS, its own certificate; a secured
+bearer token (to say who it is); a secured
 server presents its certificate and checks every call with `AuthInterceptor`. An insecure
 process (``--insecure``: loopback only) has none of these.
 """
@@ -114,8 +114,6 @@ def serving_security(
     verify: Callable[[str], Claims] | None,
     roles: Mapping[str, frozenset[Role]],
     dialing: PeerCredentials,
-    *,
-    mutual_tls: bool = False,
 ) -> LinkSecurity:
     """A server's TLS and token check, with how the same process dials out."""
     if identity is None or verify is None:
@@ -123,7 +121,7 @@ def serving_security(
     server = grpc.ssl_server_credentials(
         [(identity.key_pem, identity.cert_pem)],
         root_certificates=identity.ca_pem,
-        require_client_auth=mutual_tls,
+        require_client_auth=False,  # a caller proves who it is with its token (docs/security.md)
     )
     return LinkSecurity(
         server_credentials=server,

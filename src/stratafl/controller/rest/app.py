@@ -36,6 +36,7 @@ from stratafl.controller.rest.errors import HTTP_STATUS, errors_of, install_erro
 from stratafl.controller.rest.federation import federation_router
 from stratafl.controller.rest.metrics import metrics_router
 from stratafl.controller.rest.models import UPLOAD_PATH, models_router
+from stratafl.controller.rest.rates import DEFAULT_RATE_LIMITS, RateLimiter, RateLimits
 from stratafl.controller.rest.sessions import sessions_router
 from stratafl.controller.rest.tokens import tokens_router
 from stratafl.errors import ConfigError
@@ -55,20 +56,33 @@ class _DeclaredAPI(FastAPI):
         return self.openapi_schema
 
 
-def create_api(controller: Controller, *, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+def create_api(
+    controller: Controller,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    rate_limits: RateLimits = DEFAULT_RATE_LIMITS,
+) -> FastAPI:
     """The REST app over a built `Controller`; model uploads are refused over
     ``max_upload_bytes``. Its security is the controller's: ``controller.trust`` None means
-    the controller runs ``--insecure`` (callers are anonymous admins)."""
+    the controller runs ``--insecure`` (callers are anonymous admins). Each caller may
+    send ``rate_limits`` (`RateLimits`), counted per identity (per address when it has
+    no token).
+
+    No /docs or /redoc: those pages load scripts from a CDN onto the dashboard's origin,
+    where the admin token lives. The schema itself (/openapi.json) is plain JSON that runs
+    nothing, so it stays: docs/api.md says how to browse it offline."""
     if not 1 <= max_upload_bytes <= MAX_UPLOAD_BYTES:
         raise ConfigError(
             f"max_upload_bytes={max_upload_bytes} must be from 1 to {MAX_UPLOAD_BYTES} (8 GiB)"
         )
-    authorize = Authorizer(controller)
+    authorize = Authorizer(controller, RateLimiter(rate_limits))
     app = _DeclaredAPI(
         title="stratafl controller",
         version="0.1.0",
         responses=errors_of(422, 500),
         dependencies=[Depends(authorize)],  # every route, including any added later
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -77,7 +91,7 @@ def create_api(controller: Controller, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     app.include_router(federation_router(controller, authorize))
     app.include_router(models_router(controller))
     app.include_router(sessions_router(controller, authorize))
-    app.include_router(tokens_router(controller))
+    app.include_router(tokens_router(controller, authorize))
     app.include_router(metrics_router(controller))
     app.include_router(dashboard_router())
     return app

@@ -7,7 +7,10 @@ refused (403), so nothing is open by accident. A listed route with roles needs
 ``Authorization: Bearer <token>``; the token is verified by the controller's `Trust`
 (signature, expiry, revocation: 401 otherwise) and its role must be listed (403
 otherwise). Endpoints that need the caller take `Authorizer.caller`: the same verified
-`Claims`, computed once per request.
+`Claims`, computed once per request. Each request also spends one of its caller's
+`RateLimiter` tokens: the token's identity, or the peer address on public routes and for
+bad tokens (429 beyond them); an ``--insecure`` controller (loopback only) has no
+identities to count by and limits nothing.
 
 A controller started ``--insecure`` has no `Trust`: every caller is an anonymous admin
 (`ANONYMOUS`), and the table still refuses unlisted routes.
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, Request
 
 from stratafl.controller.rest.errors import ERROR_TEXT
+from stratafl.controller.rest.rates import RateLimiter
 from stratafl.errors import AuthError, PermissionDenied
 from stratafl.security import Claims, Role
 from stratafl.security.policy import REST_ROLES
@@ -51,8 +55,9 @@ HOW_TO_GET_ONE = (
 class Authorizer:
     """The app-wide dependency: the caller's `Claims`, or None on a public route."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, limiter: RateLimiter | None = None) -> None:
         self._controller = controller
+        self._limiter = limiter or RateLimiter()
         itself = Depends(self)  # FastAPI solves it once per request: one verification
 
         async def caller(claims: Claims | None = itself) -> Claims:
@@ -76,11 +81,18 @@ class Authorizer:
                 "; it stays closed until it is listed there"
             )
         trust = self._controller.trust
-        if trust is None:
-            return ANONYMOUS
+        if trust is None:  # loopback only, and no identities: a swarm's clients share one
+            return ANONYMOUS  # address, so a per-address rate would throttle honest runs
+        address = f"address {request.client.host if request.client else 'unknown'}"
         if not roles:
+            self._limiter.take(address)
             return None
-        claims = trust.verify(_bearer_token(request, where))
+        try:
+            claims = trust.verify(_bearer_token(request, where))
+        except AuthError:
+            self._limiter.take(address)  # bad tokens cost a signature check: bounded too
+            raise
+        self._limiter.take(f"{claims.role} {claims.subject}")
         if claims.role not in roles:
             allowed = " or ".join(sorted(roles))
             raise PermissionDenied(

@@ -14,6 +14,7 @@ detail naming the fix), whichever layer raised it; `install_error_handlers` maps
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,9 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stratafl.errors import (
     AuthError,
     ConfigError,
+    Conflict,
     ModelFormatError,
     NotFoundError,
     PermissionDenied,
+    RateLimited,
     RoundFailed,
     StrataError,
     UnavailableError,
@@ -54,6 +57,8 @@ HTTP_STATUS: dict[type[StrataError], int] = {
     NotFoundError: 404,
     UnavailableError: 503,
     RoundFailed: 409,
+    Conflict: 409,
+    RateLimited: 429,
     AuthError: 401,
     PermissionDenied: 403,
     StrataError: 400,
@@ -65,8 +70,9 @@ ERROR_TEXT = {
     401: "No valid token: send `Authorization: Bearer <token>`",
     403: "The token's role (or identity) may not do this",
     404: "No such model, session or token",
-    409: "The session is not in a state that allows this",
+    409: "The federation's state does not allow this now",
     413: "The request body is over the controller's limit",
+    429: "Too many requests from this caller: wait Retry-After seconds",
     422: "The request or the uploaded model is malformed",
     500: "An unexpected error; the controller's log has the traceback",
     503: "No combiner can take the client",
@@ -106,6 +112,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(_: Request, exc: StrataError) -> JSONResponse:
         status = next(code for cls, code in HTTP_STATUS.items() if isinstance(exc, cls))
         headers = BEARER_CHALLENGE if status == 401 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         return error_response(status, type(exc).__name__, str(exc), headers)
 
     @app.exception_handler(RequestValidationError)
@@ -125,7 +133,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         detail = f"{exc.detail}: {request.method} {request.url.path}"
         if exc.status_code in (404, 405):  # no such operation
-            detail += "; the operations are listed at /docs and /openapi.json"
+            detail += "; the operations are listed at /openapi.json"
         return error_response(exc.status_code, "HTTPError", detail, headers=exc.headers)
 
     app.add_middleware(_InternalErrors)

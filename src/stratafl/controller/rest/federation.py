@@ -3,7 +3,8 @@ and the lists of combiners and clients.
 
 Identities come from tokens, never from bodies: a client is assigned under its token's
 subject, and a certificate is named after the caller's subject (the CSR's own name is
-ignored). Only a combiner's certificate may name hosts: a client serves nothing.
+ignored). Only a combiner's certificate may name hosts, and only those the admin put in
+its token (`strata token create --host`): a client serves nothing.
 """
 
 from __future__ import annotations
@@ -73,21 +74,30 @@ def federation_router(controller: Controller, authorize: Authorizer) -> APIRoute
     @router.post("/assign", responses=errors_of(413, 503))
     async def assign(body: AssignRequest, caller: Claims = caller_of) -> Assignment:
         """The combiner the calling client should connect to (its id: its token's subject),
-        and the key it signs its receipts with (the controller counts no outcome without)."""
+        and the key it signs its receipts with (the controller counts no outcome without),
+        and its ticket there: a short token that combiner alone accepts. A client renewing
+        its ticket names ``current_combiner`` and stays there while it is connected to it."""
         client_id = _client_id(body, caller, secure=controller.trust is not None)
-        entry = await controller.discovery.assign(
-            client_id, body.failed_combiner, preferred=body.preferred_combiner
-        )
-        key = controller.receipts.key_for(client_id)
+        entry = None
+        if body.current_combiner is not None:  # a ticket's renewal: stay, unpinned
+            entry = controller.discovery.holding(client_id, body.current_combiner)
+        if entry is None:
+            entry = await controller.discovery.assign(
+                client_id, body.failed_combiner, preferred=body.preferred_combiner
+            )
+        trust = controller.trust
+        ticket = "" if trust is None else trust.ticket(caller, entry.combiner_id)
+        key = encode_key(controller.receipts.key_for(client_id))
         return Assignment(
-            combiner_id=entry.combiner_id, address=entry.address, receipt_key=encode_key(key)
+            combiner_id=entry.combiner_id, address=entry.address, ticket=ticket, receipt_key=key
         )
 
     @router.post("/certificates", responses=errors_of(400, 413))
     async def certificate(
         body: CertificateRequest, caller: Claims = caller_of
     ) -> SignedCertificate:
-        """A TLS certificate for the key in a CSR, named after the caller's token subject."""
+        """A TLS certificate for the key in a CSR, named after the caller's token subject,
+        for hosts the caller's token allows (403 for any other)."""
         trust = trust_of(controller, "sign certificates")
         if body.hosts and caller.role != Role.COMBINER:
             raise PermissionDenied(

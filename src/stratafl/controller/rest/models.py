@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from stratafl.controller.rest.bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest.errors import binary, error_response, errors_of
-from stratafl.modelfile.codec import check_model_file
+from stratafl.errors import ModelFormatError
+from stratafl.modelfile.codec import MappedModelFile, check_model_file
 from stratafl.records import ModelRecord, Page
 from stratafl.restapi.schema import ErrorBody
 from stratafl.store.protocols import ModelReads
@@ -54,6 +56,7 @@ def models_router(controller: Controller) -> APIRouter:
         try:
             await _stream_to_file(request, staged)
             specs = await asyncio.to_thread(check_model_file, staged)
+            await asyncio.to_thread(refuse_non_finite, staged)
             parameters = sum(spec.size for spec in specs)
             return await asyncio.to_thread(
                 controller.trail.publish_file, staged, parameters=parameters
@@ -102,6 +105,26 @@ def models_router(controller: Controller) -> APIRouter:
         )
 
     return router
+
+
+FINITE_CHECK_ELEMENTS = 1 << 20
+"""Elements checked at once: a large model is scanned in slices, not copied whole."""
+
+
+def refuse_non_finite(path: Path) -> None:
+    """`ModelFormatError` if any value of the model file is NaN or infinite: such a seed
+    would poison every round after it (and any mean it enters)."""
+    model = MappedModelFile(path)
+    for name in model:
+        flat = model[name].reshape(-1)
+        if not np.issubdtype(flat.dtype, np.floating):
+            continue
+        for start in range(0, flat.size, FINITE_CHECK_ELEMENTS):
+            if not np.isfinite(flat[start : start + FINITE_CHECK_ELEMENTS]).all():
+                raise ModelFormatError(
+                    f"tensor {name!r} holds NaN or infinite values; a seed model must be "
+                    "finite everywhere: upload a freshly initialised one (strata model seed)"
+                )
 
 
 def _pieces(stream: BinaryIO) -> Iterator[bytes]:

@@ -3,20 +3,22 @@
 A new token is answered once, with its record; the controller keeps only the record (the
 claims and a label), so it can be listed and revoked but never shown again. A revoked
 token is refused by the REST API at once and by combiners from their next heartbeat.
+A renewed token keeps its id, so revoking the id refuses every copy and every ticket.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from stratafl.controller.rest.auth import Authorizer
 from stratafl.controller.rest.bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest.errors import errors_of
 from stratafl.controller.rest.federation import trust_of
 from stratafl.records import Page, TokenRecord
 from stratafl.restapi.schema import IssuedToken, TokenRequest
-from stratafl.security import Role
+from stratafl.security import Claims, Role
 
 if TYPE_CHECKING:
     from stratafl.controller.wiring import Controller
@@ -24,9 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["tokens_router"]
 
 
-def tokens_router(controller: Controller) -> APIRouter:
+def tokens_router(controller: Controller, authorize: Authorizer) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     store = controller.store
+    caller_of = Depends(authorize.caller)
 
     @router.post("/tokens", status_code=201, responses=errors_of(400, 413))
     async def create_token(body: TokenRequest) -> IssuedToken:
@@ -40,7 +43,16 @@ def tokens_router(controller: Controller) -> APIRouter:
             role=Role(body.role),
             ttl_seconds=body.ttl_seconds,
             max_examples=body.max_examples,
+            hosts=body.hosts,
         )
+        return IssuedToken(token=token, record=record)
+
+    @router.post("/tokens/renew", responses=errors_of(400))
+    async def renew_token(caller: Claims = caller_of) -> IssuedToken:
+        """A fresh copy of the caller's own still-valid token, its lifetime counted from
+        now; tiers call it well before their token expires and use the new one."""
+        renew = trust_of(controller, "renew tokens").renew
+        token, record = await store.off_loop.write(renew, store, caller)
         return IssuedToken(token=token, record=record)
 
     @router.get("/tokens", responses=errors_of(400))
@@ -48,9 +60,10 @@ def tokens_router(controller: Controller) -> APIRouter:
         """Every token issued (never the tokens themselves), oldest first."""
         return await store.off_loop.read(store.tokens_page, after, limit)
 
-    @router.delete("/tokens/{token_id}", responses=errors_of(400, 404))
+    @router.delete("/tokens/{token_id}", responses=errors_of(400, 404, 409))
     async def revoke_token(token_id: str) -> TokenRecord:
-        """Revoke a token by its id; revoking it again changes nothing."""
+        """Revoke a token by its id; revoking it again changes nothing. The last admin
+        token that is neither revoked nor expired cannot be revoked (409)."""
         revoke = trust_of(controller, "revoke tokens").revoke
         return await store.off_loop.write(revoke, store, token_id)
 
