@@ -88,7 +88,10 @@ def _partial_rejected(fed: LocalFederation, session_id: str) -> list[str]:
 def test_a_combiner_cannot_invent_clients_counts_or_scores(rogue_federation):
     fed, rogue, seed_id = rogue_federation
     # min_clients 5: met only if the invented or the rogue's hidden clients counted
-    config = SessionConfig(rounds=1, min_clients=5, seed_model_id=seed_id)
+    # (every client is connected already: the round need not wait for more)
+    config = SessionConfig(
+        rounds=1, min_clients=5, wait_for_clients_seconds=1, seed_model_id=seed_id
+    )
     session, rounds = run_session_strictly(fed, config)
     assert [r.status for r in rounds] == ["failed"], [r.reason for r in rounds]
     assert "min_clients is 5" in rounds[0].reason
@@ -174,7 +177,9 @@ def test_a_client_on_two_combiners_counts_once(two_combiners):
         ]
         fed.wait_for_clients(3)
         # Three identities: min_clients 4 is met only if client-9 counts twice.
-        config = SessionConfig(rounds=1, min_clients=4, seed_model_id=seed.id)
+        config = SessionConfig(
+            rounds=1, min_clients=4, wait_for_clients_seconds=1, seed_model_id=seed.id
+        )
         _, rounds = run_session_strictly(fed, config)
         assert [r.status for r in rounds] == ["failed"], [r.reason for r in rounds]
         assert "min_clients is 4" in rounds[0].reason
