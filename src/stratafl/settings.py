@@ -34,7 +34,10 @@ combiner's weight is at most 3m / (k m + 3m) = 3 / (k + 3) (a quarter with 9 hon
 clients), while an honest site with up to three times the median's data keeps its full
 weight: real partitions are skewed, and a ratio of 2 would clamp more honest sites."""
 PARTIAL_CHECK_RATIO = 4.0
-"""The default ``partial_check_ratio`` (`stratafl.aggregate.partial_check`)."""
+"""The ``partial_check_ratio`` we suggest with three or more combiners whose clients' data
+are alike (`stratafl.aggregate.partial_check`). The check is off by default: with non-IID
+data across combiners an honest partial can sit far from the others, refusing it drops
+all its clients, and how often that happens is not measured yet."""
 
 
 @dataclass(frozen=True)
@@ -163,12 +166,12 @@ class SessionConfig(BaseModel):
         "for sites you trust, see docs/security.md",
     )
     partial_check_ratio: float = Field(
-        PARTIAL_CHECK_RATIO,
+        0.0,
         ge=0,
         le=1e6,
         description="with 3 or more partials, the reducer refuses a partial farther from "
         "the partials' coordinate-wise median than this many times their median distance; "
-        "0 turns the check off, see docs/security.md",
+        "0 (the default) turns the check off; 4 is a sensible value, see docs/security.md",
     )
     max_model_bytes: int = Field(
         8 * 2**30,

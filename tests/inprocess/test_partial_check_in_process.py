@@ -13,7 +13,7 @@ import numpy as np
 from stratafl.aggregate import ServerOptState, parse_aggregator
 from stratafl.controller.link import CombinerAnswer, RoundTask, read_answer, round_spec
 from stratafl.params import TensorSpec
-from stratafl.settings import SessionConfig
+from stratafl.settings import PARTIAL_CHECK_RATIO, SessionConfig
 from stratafl.status import RoundStatus
 from tests.support.inprocess import (
     Behaviour,
@@ -69,7 +69,7 @@ def _round(tmp_path: Path, combiners: int, **settings: object):
 
 
 def test_an_altered_partial_among_three_is_refused_and_the_round_goes_on(tmp_path):
-    report, params = _round(tmp_path, 3)
+    report, params = _round(tmp_path, 3, partial_check_ratio=PARTIAL_CHECK_RATIO)
     refused = [e for e in report.events if e.kind == "partial_rejected"]
     assert [e.source for e in refused] == ["combiner-2"]
     assert "coordinate-wise median" in refused[0].message

@@ -22,7 +22,7 @@ from stratafl.aggregate.weights import capped_weights
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.records import ClientOutcome
 from stratafl.security import Role
-from stratafl.settings import WEIGHT_CAP_RATIO, SessionConfig
+from stratafl.settings import PARTIAL_CHECK_RATIO, WEIGHT_CAP_RATIO, SessionConfig
 from tests.support.hostile import (
     Attacker,
     HostileClient,
@@ -140,7 +140,11 @@ def test_a_partial_altered_by_its_combiner_is_refused_by_the_reducer(federation)
         start_clients(fed, 6)
         fed.wait_for_clients(6)
         config = SessionConfig(
-            rounds=1, min_clients=2, seed_model_id=seed.id, validate_each_round=False
+            rounds=1,
+            min_clients=2,
+            seed_model_id=seed.id,
+            validate_each_round=False,
+            partial_check_ratio=PARTIAL_CHECK_RATIO,
         )
         session, rounds = run_session_strictly(fed, config)
         assert session.status == "finished", (session.reason, [r.reason for r in rounds])
