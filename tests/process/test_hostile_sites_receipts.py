@@ -10,12 +10,15 @@ token, and a client holding task streams on two combiners. The rows of the issue
         -> test_a_combiner_hiding_its_clients_attracts_no_more
     (c) a client with task streams on two combiners
         -> test_a_client_on_two_combiners_counts_once
+    (d) a client that signs its receipts with a key of its own making, on an honest combiner
+        -> test_a_bad_receipt_costs_its_client_not_the_partial
 
 Each honest round's model is the exact FedAvg of the honest clients (`fedavg_shift`).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stratafl.combiner.receipts import REPORT_RECEIPT_FAILS, UPDATE_RECEIPT_FAILS
 from stratafl.controller.discovery import RESERVATION_SECONDS
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.proto import stratafl_pb2 as pb
@@ -195,3 +199,52 @@ def test_a_client_on_two_combiners_counts_once(two_combiners):
         params = fed.client.download_params(session.final_model_id)
         np.testing.assert_allclose(params["w"], fedavg_shift([0, 1, 9]), rtol=1e-6)
         assert script_errors(*twins) == []
+
+
+def test_a_bad_receipt_costs_its_client_not_the_partial(two_combiners):
+    """The combiner verifies each receipt with the public key the controller sent in the
+    round's spec, and folds nothing whose receipt fails: its partial still verifies at the
+    controller, and the round is the exact FedAvg of the honest clients."""
+    fed = two_combiners
+    seed = fed.upload_seed_model()
+    fed.wait_for_clients(2)
+    size = fed.client.download_params(seed.id)["w"].size
+    with Attacker(fed) as attacker:
+        token = attacker.token("client-7", Role.CLIENT)
+        with attacker.rest(token) as rest:
+            assignment = rest.assign(preferred_combiner="combiner-0")
+        assert assignment.combiner_id == "combiner-0"
+
+        def answer(client: HostileClient, task: pb.Task) -> None:
+            """Client i = 7's honest numbers, under a receipt no key of its verifies."""
+            if task.kind == pb.TRAIN:
+                client.upload(task, shifted(size, 8.0), num_examples=80)
+            else:
+                client.report_validation(task, {"accuracy": 0.5})
+
+        forger = HostileClient(
+            attacker,
+            combiner_address(fed, "combiner-0"),
+            token,
+            "client-7",
+            answer,
+            assignment=assignment,
+        )
+        forger.receipt_key = secrets.token_bytes(32)  # not the key /assign gave it
+        forger.connect()
+        fed.wait_for_clients(3)
+        config = SessionConfig(rounds=1, min_clients=2, seed_model_id=seed.id)
+        session, rounds = run_session_strictly(fed, config)
+        assert session.status == "finished", (session.reason, [r.reason for r in rounds])
+        (record,) = rounds
+        assert sorted(record.participants) == ["client-0", "client-1"]
+        (forged,) = [o for o in record.outcomes if o.client_id == "client-7"]
+        assert (forged.status, forged.reason) == ("rejected", UPDATE_RECEIPT_FAILS)
+        assert _partial_rejected(fed, session.id) == []
+        assert session.final_model_id is not None
+        params = fed.client.download_params(session.final_model_id)
+        np.testing.assert_allclose(params["w"], fedavg_shift([0, 1]), rtol=1e-6)
+        assert set(record.validation.per_client) == {"client-0", "client-1"}
+        refused = {(what, ack.message) for what, _, ack in forger.acks if not ack.ok}
+        assert refused == {("update", UPDATE_RECEIPT_FAILS), ("validation", REPORT_RECEIPT_FAILS)}
+        assert script_errors(forger) == []

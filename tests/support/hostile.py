@@ -605,7 +605,7 @@ class RogueCombiner(pb_grpc.CombinerServicer):
                     status=pb.OUTCOME_OK,
                     num_examples=made_up.num_examples,
                     metrics=made_up.metrics,
-                    receipt=bytes(32),
+                    receipt=bytes(64),
                 )
             )
         if request.kind != pb.TRAIN:
