@@ -34,7 +34,7 @@ class AlteringLink(LocalLink):
     async def run_round(
         self, task: RoundTask, quota: int, staging: Path, expect: Sequence[TensorSpec]
     ) -> CombinerAnswer:
-        result = await self._combiner.rounds.run(round_spec(task, quota))
+        result = await self._combiner.rounds.run(round_spec(task, quota, self._receipts))
         if result.partial is not None:
             result.partial = {name: v + ALTERATION for name, v in result.partial.items()}
         return await read_answer(aiter_of(result.messages()), self.combiner_id, staging, expect)
@@ -50,7 +50,8 @@ def _round(tmp_path: Path, combiners: int, **settings: object):
         combiner = federation.add_combiner(f"combiner-{index}")
         federation.add_client(combiner, index, Behaviour.HONEST)
     federation.online = lambda: [  # type: ignore[method-assign]
-        (AlteringLink if c.combiner_id == hostile else LocalLink)(c) for c in federation.combiners
+        (AlteringLink if c.combiner_id == hostile else LocalLink)(c, federation.receipts)
+        for c in federation.combiners
     ]
     config = SessionConfig(round_timeout=5.0, wait_for_clients_seconds=0.0, **settings)
     try:

@@ -1,6 +1,7 @@
-"""A combiner that adds to what its clients said, in one event loop: the controller's round
-runner, the reducer and the combiners' round runners are the real code; one combiner's
-answer is doctored on its way back, as a hostile combiner would send it."""
+"""Receipts in one event loop: the controller's round runner, the reducer and the
+combiners' round runners are the real code. A combiner that adds to what its clients said
+(its answer doctored on its way back, as a hostile combiner would send it) loses its
+partial; a client that signs badly on an honest combiner loses only its own update."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from stratafl.aggregate import ServerOptState, parse_aggregator
+from stratafl.combiner.receipts import UPDATE_RECEIPT_FAILS
 from stratafl.controller.link import CombinerAnswer, RoundTask
 from stratafl.params import TensorSpec
 from stratafl.records import ClientOutcome
@@ -40,7 +42,7 @@ class InventingLink(LocalLink):
                 metrics={} if train else {"accuracy": 0.99, "num_examples": 1e15},
             )
         )
-        answer.receipts.append(bytes(32))
+        answer.receipts.append(bytes(64))
         if train:
             answer.contributors += 1
             answer.total_weight += 10**15
@@ -50,7 +52,7 @@ class InventingLink(LocalLink):
 class Federation(InProcessFederation):
     def online(self) -> list[LocalLink]:
         return [
-            InventingLink(link._combiner) if link.combiner_id == "liar" else link
+            InventingLink(link._combiner, self.receipts) if link.combiner_id == "liar" else link
             for link in super().online()
         ]
 
@@ -83,3 +85,40 @@ def test_an_invented_client_is_rejected_and_its_combiner_partial_left_out(tmp_pa
     # validation: the ghost's 0.99 is not a score; client i scores i, weighted 10(i+1)
     assert set(record.validation.per_client) == {"client-0", "client-1", "client-2"}
     assert record.validation.mean("accuracy") == pytest.approx((0 * 10 + 0.25 * 20 + 0.5 * 30) / 60)
+
+
+def test_a_bad_receipt_is_rejected_at_its_honest_combiner_and_the_round_goes_on(tmp_path):
+    """One combiner, three clients, one of them signing with another client's key: the
+    combiner folds nothing of it, so its partial verifies and the round is the exact
+    FedAvg of the other two (before, the whole partial failed at the controller)."""
+    federation = InProcessFederation(tmp_path)
+    combiner = federation.add_combiner("only")
+    federation.add_client(combiner, 0, H)
+    federation.add_client(combiner, 1, Behaviour.BAD_RECEIPT)
+    federation.add_client(combiner, 2, H)
+    try:
+        seed = federation.seed(MODEL)
+        config = SessionConfig(round_timeout=5.0, wait_for_clients_seconds=0.0, min_clients=2)
+        report = federation.run(
+            federation.sessions._rounds.run(
+                "s", config, parse_aggregator("fedavg"), 1, seed, ServerOptState()
+            )
+        )
+        new = stored_params(federation.models, report.record.model_out)
+    finally:
+        federation.close()
+    record = report.record
+    assert record.status == RoundStatus.FINISHED, record.reason
+    assert not report.events, "no partial is rejected"
+    bad = next(o for o in record.outcomes if o.client_id == "client-1")
+    assert bad.status == OutcomeStatus.REJECTED
+    assert bad.reason == UPDATE_RECEIPT_FAILS
+    assert {o.client_id for o in record.outcomes if o.status == OutcomeStatus.OK} == {
+        "client-0",
+        "client-2",
+    }
+    # FedAvg of clients 0 and 2 alone, exactly: (1*10 + 3*30) / 40
+    np.testing.assert_allclose(new["w"], 100 / 40, rtol=1e-6)
+    np.testing.assert_allclose(new["b"], 100 / 40, rtol=1e-6)
+    # its validation report is refused at the combiner too: not a score
+    assert set(record.validation.per_client) == {"client-0", "client-2"}

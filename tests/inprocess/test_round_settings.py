@@ -21,6 +21,7 @@ from stratafl.controller.link import RoundTask, round_spec
 from stratafl.errors import ConfigError
 from stratafl.modelfile.codec import MappedModelFile, save_params
 from stratafl.proto import stratafl_pb2 as pb
+from stratafl.security.receipts import ReceiptKeys
 from stratafl.settings import RoundSettings, SessionConfig
 from stratafl.status import TaskKind
 from stratafl.transport.streams import file_chunks, header_to_proto, send_model
@@ -48,7 +49,7 @@ def _over_the_wire(config: SessionConfig) -> pb.RoundSpec:
         timeout=1.0,
         settings=config.round_settings(),
     )
-    return pb.RoundSpec.FromString(round_spec(task, []).SerializeToString())
+    return pb.RoundSpec.FromString(round_spec(task, [], ReceiptKeys.generate()).SerializeToString())
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["robust-topk", "partial", "int8", "defaults"])

@@ -8,21 +8,26 @@ token, and a client holding task streams on two combiners. The rows of the issue
         of 66.0 -> test_a_combiner_cannot_invent_clients_counts_or_scores
     (b) a combiner heartbeats an empty list and a huge capacity
         -> test_a_combiner_hiding_its_clients_attracts_no_more
-    (c) a client with task streams on two combiners
+    (c) a client with task streams on two combiners (its ticket admits it on one only)
         -> test_a_client_on_two_combiners_counts_once
+    (d) a client that signs its receipts with a key of its own making, on an honest combiner
+        -> test_a_bad_receipt_costs_its_client_not_the_partial
 
 Each honest round's model is the exact FedAvg of the honest clients (`fedavg_shift`).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
+from stratafl.combiner.receipts import REPORT_RECEIPT_FAILS, UPDATE_RECEIPT_FAILS
 from stratafl.controller.discovery import RESERVATION_SECONDS
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.proto import stratafl_pb2 as pb
@@ -109,7 +114,7 @@ def test_a_combiner_cannot_invent_clients_counts_or_scores(rogue_federation):
     np.testing.assert_allclose(params["b"], fedavg_shift([0, 1, 2]), rtol=1e-6)
     validation = record.validation
     assert set(validation.per_client) == {"client-0", "client-1", "client-2"}
-    assert validation.mean("accuracy") == pytest.approx(fedavg_shift([0, 1, 2]), rel=1e-5)
+    assert validation.mean("mean_w") == pytest.approx(fedavg_shift([0, 1, 2]), rel=1e-5)
     # the controller chose the rogue's clients: only the two it assigned there
     assert {tuple(s.client_ids) for s in rogue.specs} == {tuple(HIDDEN)}
     assert all(s.round_id for s in rogue.specs)
@@ -167,7 +172,7 @@ def test_a_client_on_two_combiners_counts_once(two_combiners):
             HostileClient(
                 attacker,
                 combiner_address(fed, combiner_id),
-                token,
+                assignment.ticket,
                 "client-9",
                 train_as_client_9,
                 assignment=assignment,
@@ -176,6 +181,8 @@ def test_a_client_on_two_combiners_counts_once(two_combiners):
             for combiner_id in ("combiner-0", "combiner-1")
         ]
         fed.wait_for_clients(3)
+        # The ticket names combiner-0: the twin on combiner-1 is refused at its door.
+        assert twins[1].stream_code() == grpc.StatusCode.UNAUTHENTICATED
         # Three identities: min_clients 4 is met only if client-9 counts twice.
         config = SessionConfig(
             rounds=1, min_clients=4, wait_for_clients_seconds=1, seed_model_id=seed.id
@@ -193,5 +200,57 @@ def test_a_client_on_two_combiners_counts_once(two_combiners):
         ]
         assert session.final_model_id is not None
         params = fed.client.download_params(session.final_model_id)
-        np.testing.assert_allclose(params["w"], fedavg_shift([0, 1, 9]), rtol=1e-6)
-        assert script_errors(*twins) == []
+        # Round 1 caps each claim at 3x its combiner's lower median (weight caps): next to
+        # client-0's 10 examples on combiner-0, client-9's 100 weigh 30.
+        expected = (10 * 1 + 30 * 10 + 20 * 2) / (10 + 30 + 20)
+        np.testing.assert_allclose(params["w"], expected, rtol=1e-6)
+        assert script_errors(twins[0]) == []
+
+
+def test_a_bad_receipt_costs_its_client_not_the_partial(two_combiners):
+    """The combiner verifies each receipt with the public key the controller sent in the
+    round's spec, and folds nothing whose receipt fails: its partial still verifies at the
+    controller, and the round is the exact FedAvg of the honest clients."""
+    fed = two_combiners
+    seed = fed.upload_seed_model()
+    fed.wait_for_clients(2)
+    size = fed.client.download_params(seed.id)["w"].size
+    with Attacker(fed) as attacker:
+        token = attacker.token("client-7", Role.CLIENT)
+        with attacker.rest(token) as rest:
+            assignment = rest.assign(preferred_combiner="combiner-0")
+        assert assignment.combiner_id == "combiner-0"
+
+        def answer(client: HostileClient, task: pb.Task) -> None:
+            """Client i = 7's honest numbers, under a receipt no key of its verifies."""
+            if task.kind == pb.TRAIN:
+                client.upload(task, shifted(size, 8.0), num_examples=80)
+            else:
+                client.report_validation(task, {"accuracy": 0.5})
+
+        forger = HostileClient(
+            attacker,
+            combiner_address(fed, "combiner-0"),
+            assignment.ticket,  # the combiner takes its own audience's ticket only
+            "client-7",
+            answer,
+            assignment=assignment,
+        )
+        forger.receipt_key = secrets.token_bytes(32)  # not the key /assign gave it
+        forger.connect()
+        fed.wait_for_clients(3)
+        config = SessionConfig(rounds=1, min_clients=2, seed_model_id=seed.id)
+        session, rounds = run_session_strictly(fed, config)
+        assert session.status == "finished", (session.reason, [r.reason for r in rounds])
+        (record,) = rounds
+        assert sorted(record.participants) == ["client-0", "client-1"]
+        (forged,) = [o for o in record.outcomes if o.client_id == "client-7"]
+        assert (forged.status, forged.reason) == ("rejected", UPDATE_RECEIPT_FAILS)
+        assert _partial_rejected(fed, session.id) == []
+        assert session.final_model_id is not None
+        params = fed.client.download_params(session.final_model_id)
+        np.testing.assert_allclose(params["w"], fedavg_shift([0, 1]), rtol=1e-6)
+        assert set(record.validation.per_client) == {"client-0", "client-1"}
+        refused = {(what, ack.message) for what, _, ack in forger.acks if not ack.ok}
+        assert refused == {("update", UPDATE_RECEIPT_FAILS), ("validation", REPORT_RECEIPT_FAILS)}
+        assert script_errors(forger) == []

@@ -419,7 +419,7 @@ class TaskForgingCombiner(pb_grpc.CombinerServicer):
         """(client_id, task_id, reason) of every ReportFailure."""
         self.clients: list[str] = []
         self._stop = threading.Event()
-        token = attacker.token(combiner_id, Role.COMBINER)
+        token = attacker.token(combiner_id, Role.COMBINER, hosts=("127.0.0.1",))
         csr, key = certificate_request(combiner_id, ["127.0.0.1"])
         with attacker.rest(token) as rest:
             signed = rest.request_certificate(csr, ["127.0.0.1"])
@@ -553,7 +553,7 @@ class RogueCombiner(pb_grpc.CombinerServicer):
         self._beat: threading.Thread | None = None
 
     def start(self) -> RogueCombiner:
-        self.token = self.attacker.token(self.combiner_id, "combiner")
+        self.token = self.attacker.token(self.combiner_id, "combiner", hosts=("127.0.0.1",))
         csr, key = certificate_request(self.combiner_id, ["127.0.0.1"])
         with self.attacker.rest(self.token) as rest:
             signed = rest.request_certificate(csr, ["127.0.0.1"])
@@ -605,7 +605,7 @@ class RogueCombiner(pb_grpc.CombinerServicer):
                     status=pb.OUTCOME_OK,
                     num_examples=made_up.num_examples,
                     metrics=made_up.metrics,
-                    receipt=bytes(32),
+                    receipt=bytes(64),
                 )
             )
         if request.kind != pb.TRAIN:

@@ -51,6 +51,7 @@ class Behaviour(enum.Enum):
     SILENT = "silent"  # never answers: timeout
     FAILS = "fails"  # its own code fails and says so
     DROPS = "drops"  # its stream breaks as soon as it gets a task
+    BAD_RECEIPT = "bad receipt"  # an honest update, signed with another client's key
 
 
 async def aiter_of(messages: Iterable[object]) -> AsyncIterator[object]:
@@ -70,8 +71,9 @@ class LocalCombiner:
 class LocalLink:
     """A `CombinerLink` to an in-process combiner: the stream without the socket."""
 
-    def __init__(self, combiner: LocalCombiner) -> None:
+    def __init__(self, combiner: LocalCombiner, receipts: ReceiptKeys) -> None:
         self._combiner = combiner
+        self._receipts = receipts
 
     @property
     def combiner_id(self) -> str:
@@ -87,7 +89,7 @@ class LocalLink:
     ) -> CombinerAnswer:
         if self._combiner.dead:
             raise UnavailableError(f"combiner {self.combiner_id} is gone")
-        result = await self._combiner.rounds.run(round_spec(task, clients))
+        result = await self._combiner.rounds.run(round_spec(task, clients, self._receipts))
         return await read_answer(aiter_of(result.messages()), self.combiner_id, staging, expect)
 
 
@@ -113,7 +115,9 @@ class InProcessFederation:
     # -- the Federation protocol ------------------------------------------------------------
 
     def online(self) -> list[LocalLink]:
-        return [LocalLink(c) for c in self.combiners if c.combiner_id not in self.offline]
+        return [
+            LocalLink(c, self.receipts) for c in self.combiners if c.combiner_id not in self.offline
+        ]
 
     async def mark_offline(self, combiner_id: str, reason: str) -> None:
         self.offline[combiner_id] = reason
@@ -156,7 +160,8 @@ class InProcessFederation:
         """Connect a client now; it starts answering tasks inside `run`."""
         client = combiner.registry.connect(f"client-{index}")
         self._assigned.setdefault(combiner.combiner_id, set()).add(client.client_id)
-        key = self.receipts.key_for(client.client_id)
+        signer = "another client" if behaviour is Behaviour.BAD_RECEIPT else client.client_id
+        key = self.receipts.key_for(signer)
         self._pending.append((combiner, client.client_id, client.tasks, index, behaviour, key))
 
     def run(self, work: Coroutine[object, object, T]) -> T:

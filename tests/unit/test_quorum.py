@@ -11,6 +11,7 @@ from stratafl.combiner.rounds import CLOSED_AT_QUORUM, RoundState, wait_for_quor
 from stratafl.controller.link import RoundTask, round_spec
 from stratafl.controller.sent_models import SentModels
 from stratafl.proto import stratafl_pb2 as pb
+from stratafl.security.receipts import ReceiptKeys
 from stratafl.settings import RoundSettings, SessionConfig, quorum_count
 from stratafl.status import OutcomeStatus, TaskKind
 
@@ -101,11 +102,12 @@ def test_a_quorum_outside_0_1_is_refused(bad):
 
 def test_each_combiner_gets_the_quorum_of_the_clients_selected_on_it():
     task = RoundTask("s", 1, TaskKind.VALIDATE, "m", 60.0, quorum=0.5)
-    assert round_spec(task, [f"c{i}" for i in range(6)]).quorum == 3
-    assert round_spec(task, [f"c{i}" for i in range(9)]).quorum == 5
-    assert round_spec(task, []).quorum == 0  # nobody selected: nothing to wait for
+    keys = ReceiptKeys.generate()
+    assert round_spec(task, [f"c{i}" for i in range(6)], keys).quorum == 3
+    assert round_spec(task, [f"c{i}" for i in range(9)], keys).quorum == 5
+    assert round_spec(task, [], keys).quorum == 0  # nobody selected: nothing to wait for
     everyone = RoundTask("s", 1, TaskKind.TRAIN, "m", 60.0)  # quorum 1.0: wait for all
-    assert round_spec(everyone, [f"c{i}" for i in range(10)]).quorum == 0
+    assert round_spec(everyone, [f"c{i}" for i in range(10)], keys).quorum == 0
 
 
 def test_a_combiner_may_fetch_only_the_models_of_its_recent_rounds():

@@ -1,4 +1,5 @@
-"""Receipts: a client's key signs exactly what it reported, and nothing else verifies."""
+"""Receipts: a client's key signs exactly what it reported, and nothing else verifies;
+its public key verifies without being able to sign."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from stratafl.security.receipts import (
     decode_key,
     encode_key,
     make_receipt,
+    public_key_of,
     verify_receipt,
 )
 
@@ -38,11 +40,42 @@ statements = st.builds(
 
 def test_a_receipt_verifies_under_its_clients_key_only() -> None:
     receipt = make_receipt(KEYS.key_for("client-1"), HONEST)
+    assert len(receipt) == 64
     assert KEYS.verify(HONEST, receipt)
-    assert not verify_receipt(KEYS.key_for("client-2"), HONEST, receipt)
+    assert verify_receipt(KEYS.public_key_for("client-1"), HONEST, receipt)
+    assert not verify_receipt(KEYS.public_key_for("client-2"), HONEST, receipt)
     assert not KEYS.verify(dataclasses.replace(HONEST, client_id="client-2"), receipt)
     assert not KEYS.verify(HONEST, b"")
     assert not KEYS.verify(HONEST, receipt[:-1])
+    assert not KEYS.verify(HONEST, receipt[:-1] + bytes([receipt[-1] ^ 1]))
+
+
+def test_the_public_key_is_the_seeds_and_is_not_the_seed() -> None:
+    """What the controller sends a combiner verifies, but is not what signs."""
+    seed = KEYS.key_for("client-1")
+    public = KEYS.public_key_for("client-1")
+    assert public == public_key_of(seed) and len(public) == 32 and public != seed
+    assert KEYS.public_keys(["client-1", "client-2"]) == {
+        "client-1": public,
+        "client-2": KEYS.public_key_for("client-2"),
+    }
+    assert ReceiptKeys(b"\x07" * 32).public_key_for("client-1") == public  # derived, not stored
+
+
+def test_a_malformed_public_key_verifies_nothing() -> None:
+    receipt = make_receipt(KEYS.key_for("client-1"), HONEST)
+    assert not verify_receipt(b"", HONEST, receipt)
+    assert not verify_receipt(KEYS.public_key_for("client-1")[:31], HONEST, receipt)
+    assert not verify_receipt(b"\xff" * 32, HONEST, receipt)
+
+
+@given(statements, texts)
+def test_another_clients_key_never_verifies(signed: Statement, other: str) -> None:
+    """A signature made with another client's key fails, whatever the statement."""
+    if other == signed.client_id:
+        other += "x"
+    forged = make_receipt(KEYS.key_for(other), signed)
+    assert not KEYS.verify(signed, forged)
 
 
 def test_keys_differ_per_client_and_per_secret() -> None:
@@ -71,8 +104,10 @@ def test_a_statement_out_of_range_verifies_nothing() -> None:
     bad = dataclasses.replace(HONEST, kind="aggregate")
     with pytest.raises(ValueError, match="kind"):
         bad.encode()
-    assert not KEYS.verify(bad, b"\x00" * 32)
-    assert not KEYS.verify(dataclasses.replace(HONEST, num_examples=-1), b"\x00" * 32)
+    assert not KEYS.verify(bad, b"\x00" * 64)
+    assert not KEYS.verify(dataclasses.replace(HONEST, num_examples=-1), b"\x00" * 64)
+    with pytest.raises(ValueError):
+        make_receipt(KEYS.key_for("client-1"), bad)
 
 
 @given(statements, statements)

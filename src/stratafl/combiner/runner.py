@@ -17,6 +17,12 @@ from pathlib import Path
 from stratafl.combiner.claims import Caller, check_claim, metrics_problem
 from stratafl.combiner.limits import TRANSFERS_PER_CLIENT, TransferLimits
 from stratafl.combiner.model_cache import ModelCache
+from stratafl.combiner.receipts import (
+    REPORT_RECEIPT_FAILS,
+    UPDATE_RECEIPT_FAILS,
+    check_receipt_keys,
+    receipt_verifies,
+)
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.rounds import (
     CLOSED_AT_QUORUM,
@@ -129,7 +135,8 @@ class CombinerRoundRunner:
 
     async def run(self, spec: pb.RoundSpec) -> RoundResult:
         """One round: raises `ConfigError` (its settings) or `UnavailableError` (model
-        unreachable)."""
+        unreachable): a spec without a public receipt key for each client is refused."""
+        check_receipt_keys(spec)
         settings = settings_of(spec)
         started = time.monotonic()
         cached, fetched = await self._cache.get(spec.model_id)
@@ -241,6 +248,11 @@ class CombinerRoundRunner:
         assert state.collector is not None
         count = self.metrics.counting(Link.CLIENT, outcome.add_bytes_up)
         count(incoming.wire_bytes)  # the header's
+        num_examples, metrics = int(header.num_examples), dict(header.metrics)
+        if not receipt_verifies(
+            state.spec, self.combiner_id, outcome.client_id, num_examples, metrics, header.receipt
+        ):  # before a byte is staged: the controller would refuse a partial that holds it
+            return self._refuse(state, header.task_id, UPDATE_RECEIPT_FAILS)
         path = self._updates / f"{header.task_id}-{uuid.uuid4().hex[:8]}.safetensors"
         collected = False  # from then on the collector owns the file (fold or spool)
         try:
@@ -268,8 +280,8 @@ class CombinerRoundRunner:
                 state.resolve(
                     header.task_id,
                     OutcomeStatus.OK,
-                    num_examples=int(header.num_examples),
-                    metrics=dict(header.metrics),
+                    num_examples=num_examples,
+                    metrics=metrics,
                     receipt=header.receipt,
                 )
                 if cancelled or late:  # counted: now let the client's cancellation go on
@@ -290,16 +302,25 @@ class CombinerRoundRunner:
         found = self._open_task(report.task_id, caller, pb.VALIDATE)
         if isinstance(found, pb.Ack):
             return found
-        state, _ = found
-        problem = metrics_problem(report.metrics)
+        state, outcome = found
+        metrics = dict(report.metrics)
+        problem = metrics_problem(metrics)
         if problem:
             self.metrics.refused(RejectReason.METRICS)
             state.resolve(report.task_id, OutcomeStatus.REJECTED, problem)
             return pb.Ack(ok=False, message=problem)
-        state.resolve(
-            report.task_id, OutcomeStatus.OK, metrics=dict(report.metrics), receipt=report.receipt
-        )
+        if not receipt_verifies(
+            state.spec, self.combiner_id, outcome.client_id, 0, metrics, report.receipt
+        ):
+            return self._refuse(state, report.task_id, REPORT_RECEIPT_FAILS)
+        state.resolve(report.task_id, OutcomeStatus.OK, metrics=metrics, receipt=report.receipt)
         return pb.Ack(ok=True)
+
+    def _refuse(self, state: RoundState, task_id: str, reason: str) -> pb.Ack:
+        """Reject a task's answer whose receipt fails: the round goes on without it."""
+        self.metrics.refused(RejectReason.RECEIPT)
+        state.resolve(task_id, OutcomeStatus.REJECTED, reason)
+        return pb.Ack(ok=False, message=reason)
 
     def accept_failure(self, failure: pb.TaskFailure, caller: Caller) -> pb.Ack:
         found = self._open_task(failure.task_id, caller, None)

@@ -117,11 +117,14 @@ class GrpcCombinerLink:
         self,
         combiner_id: str,
         channel: grpc.aio.Channel,
+        receipts: ReceiptKeys,
         sent_models: SentModels | None = None,
         signer: TokenSigner | None = None,
     ) -> None:
         self._combiner_id = combiner_id
         self._stub = pb_grpc.CombinerStub(channel)
+        self._receipts = receipts
+        """Gives each round's spec its clients' public keys (the combiner checks receipts)."""
         self._sent_models = sent_models
         self._signer = signer
 
@@ -141,7 +144,7 @@ class GrpcCombinerLink:
     ) -> CombinerAnswer:
         if self._sent_models is not None:  # before the combiner can ask for it
             self._sent_models.record(self._combiner_id, task.model_id)
-        spec = round_spec(task, clients)
+        spec = round_spec(task, clients, self._receipts)
         if self._signer is not None:  # clients do the round's tasks only with this grant
             expires = time.time() + task.timeout + RPC_MARGIN_SECONDS
             spec.grant = sign_grant(self._signer, grant_of(spec, self._combiner_id, expires))
@@ -203,7 +206,11 @@ class CombinerLinks:
                 self._channels[entry.combiner_id] = cached
             links.append(
                 GrpcCombinerLink(
-                    entry.combiner_id, cached[1], self._discovery.sent_models, self._signer
+                    entry.combiner_id,
+                    cached[1],
+                    self.receipts,
+                    self._discovery.sent_models,
+                    self._signer,
                 )
             )
         return links
@@ -239,9 +246,10 @@ class CombinerLinks:
         self._channels.clear()
 
 
-def round_spec(task: RoundTask, clients: Sequence[str]) -> pb.RoundSpec:
+def round_spec(task: RoundTask, clients: Sequence[str], receipts: ReceiptKeys) -> pb.RoundSpec:
     """``task`` as the combiner's RunRound receives it, for exactly ``clients``, with its
-    quorum: a share of those clients."""
+    quorum (a share of those clients) and their public receipt keys from ``receipts``: the
+    combiner folds no update whose receipt fails to verify."""
     return pb.RoundSpec(
         quorum=quorum_count(task.quorum, len(clients)),
         session_id=task.session_id,
@@ -255,6 +263,7 @@ def round_spec(task: RoundTask, clients: Sequence[str]) -> pb.RoundSpec:
         config_json=json.dumps(dict(task.config)),
         seed=task.seed,
         settings=settings_to_proto(task.settings),
+        receipt_keys=receipts.public_keys(clients),
     )
 
 

@@ -5,7 +5,10 @@ of values, tested directly.
 The controller picks each round's clients itself (`select_clients`, from the clients it
 assigned to each combiner), and counts an outcome only if the client was picked on that
 combiner and signed a receipt for exactly what the combiner reports (`verify_outcomes`):
-a combiner relays, it cannot make a participant, an example count or a score.
+a combiner relays, it cannot make a participant, an example count or a score. An honest
+combiner has already checked each receipt with the client's public key (sent in the
+round's spec) and folded no update whose receipt fails, so its partial never holds an
+unverified update; the controller checks again because a hostile combiner may lie.
 """
 
 from __future__ import annotations
@@ -72,7 +75,9 @@ def verify_outcomes(
     """Keep an ok outcome of ``answer`` ok only if its client was ``selected`` on that
     combiner, is not in ``counted`` (each client counts once per round, federation-wide)
     and its receipt verifies over what the combiner reports; otherwise rewrite it, in
-    place, as rejected with a reason that names the combiner. Adds the counted clients."""
+    place, as rejected with a reason that names the combiner. Adds the counted clients.
+    An honest combiner rejected bad receipts before folding, so a rewrite here means a
+    combiner that lies (and `check_partial` then refuses its partial)."""
     for index, outcome in enumerate(answer.outcomes):
         if outcome.status != OutcomeStatus.OK:
             continue
@@ -169,7 +174,9 @@ def check_partial(
     contributor count must be their number, and every rule's weight is at most the sum of
     their example counts, each capped as the combiner caps it (`capped_weights`; FedAvg:
     exactly that sum; count-weighted rules: the number of updates). Per-tensor weights
-    come only in a session with ``partial_updates``, each in (0, total weight].
+    come only in a session with ``partial_updates``, each in (0, total weight]. An honest
+    combiner folds only updates whose receipts it verified, so only a lying combiner
+    fails here, never because of one hostile client.
     """
     accepted = [o for o in answer.outcomes if o.status == OutcomeStatus.OK]
     claims = [o.num_examples for o in accepted]

@@ -35,6 +35,7 @@ class RejectReason(StrEnum):
     CHECKS = "checks"  # UpdateRejected: NaN/Inf values, example count or metrics out of bounds
     SLOW = "slow"  # the upload gave up its transfer slot
     METRICS = "metrics"  # a validation report's metrics out of bounds
+    RECEIPT = "receipt"  # the client's receipt does not verify with its public key
 
     @classmethod
     def of(cls, exc: BaseException) -> RejectReason:

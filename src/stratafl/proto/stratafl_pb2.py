@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstratafl/proto/stratafl.proto\x12\x0bstratafl.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"I\n\x0bModelHeader\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12(\n\x07tensors\x18\x02 \x03(\x0b\x32\x17.stratafl.v1.TensorSpec\"P\n\nModelChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.stratafl.v1.ModelHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"1\n\x0cModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\" \n\x0b\x43lientHello\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\xd5\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.stratafl.v1.TaskKind\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\r\n\x05round\x18\x05 \x01(\x05\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\x12\x13\n\x0b\x63ompression\x18\x07 \x01(\t\x12\x17\n\x0fpartial_updates\x18\x08 \x01(\t\x12\x10\n\x08round_id\x18\t \x01(\t\x12\r\n\x05grant\x18\n \x01(\x0c\"\x93\x02\n\x0cUpdateHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12\x37\n\x07metrics\x18\x04 \x03(\x0b\x32&.stratafl.v1.UpdateHeader.MetricsEntry\x12\'\n\x05model\x18\x05 \x01(\x0b\x32\x18.stratafl.v1.ModelHeader\x12\x17\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01\x12\r\n\x05\x63odec\x18\x07 \x01(\t\x12\x0f\n\x07receipt\x18\x08 \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"R\n\x0bUpdateChunk\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.stratafl.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xb4\x01\n\x10ValidationReport\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12;\n\x07metrics\x18\x03 \x03(\x0b\x32*.stratafl.v1.ValidationReport.MetricsEntry\x12\x0f\n\x07receipt\x18\x04 \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x0bTaskFailure\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa0\x01\n\rRoundSettings\x12\x12\n\naggregator\x18\x01 \x01(\t\x12\x1f\n\x17max_examples_per_client\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ompression\x18\x03 \x01(\t\x12\x17\n\x0fpartial_updates\x18\x04 \x01(\t\x12\x12\n\nweight_cap\x18\x05 \x01(\x03\x12\x18\n\x10median_cap_ratio\x18\x06 \x01(\x01\"\x84\x03\n\tRoundSpec\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.stratafl.v1.TaskKind\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bnum_clients\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\t \x01(\x03\x12,\n\x08settings\x18\r \x01(\x0b\x32\x1a.stratafl.v1.RoundSettings\x12\x12\n\nclient_ids\x18\x0e \x03(\t\x12\x10\n\x08round_id\x18\x0f \x01(\t\x12\x0e\n\x06quorum\x18\x10 \x01(\x05\x12\r\n\x05grant\x18\x11 \x01(\x0cJ\x04\x08\x08\x10\tJ\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0cJ\x04\x08\x0c\x10\rR\naggregatorR\x17max_examples_per_clientR\x0b\x63ompressionR\x0fpartial_updates\"\xb8\x02\n\rClientOutcome\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.stratafl.v1.OutcomeStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12\x38\n\x07metrics\x18\x05 \x03(\x0b\x32\'.stratafl.v1.ClientOutcome.MetricsEntry\x12\x10\n\x08\x62ytes_up\x18\x06 \x01(\x03\x12\x12\n\nbytes_down\x18\x07 \x01(\x03\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x10\n\x08left_out\x18\t \x01(\t\x12\x0f\n\x07receipt\x18\n \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe6\x02\n\x11RoundResultHeader\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_weight\x18\x03 \x01(\x01\x12,\n\x08outcomes\x18\x04 \x03(\x0b\x32\x1a.stratafl.v1.ClientOutcome\x12\'\n\x05model\x18\x05 \x01(\x0b\x32\x18.stratafl.v1.ModelHeader\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x18\n\x10model_bytes_down\x18\x08 \x01(\x03\x12I\n\x0etensor_weights\x18\t \x03(\x0b\x32\x31.stratafl.v1.RoundResultHeader.TensorWeightsEntry\x1a\x34\n\x12TensorWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\\\n\x10RoundResultChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.stratafl.v1.RoundResultHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x0f\n\rStatusRequest\"9\n\x0e\x43ombinerStatus\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"!\n\x0bMoveRequest\x12\x12\n\nclient_ids\x18\x01 \x03(\t\"\x1a\n\tMoveReply\x12\r\n\x05moved\x18\x01 \x03(\t\"I\n\x0c\x43ombinerInfo\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bmax_clients\x18\x03 \x01(\x05\"<\n\x11\x43ombinerHeartbeat\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"H\n\x0b\x43lientEvent\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\"H\n\x0eHeartbeatReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11revoked_token_ids\x18\x03 \x03(\t*>\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08VALIDATE\x10\x02*\xa8\x01\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_PENDING\x10\x01\x12\x0e\n\nOUTCOME_OK\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x12\n\x0eOUTCOME_FAILED\x10\x04\x12\x13\n\x0fOUTCOME_DROPPED\x10\x05\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x06\x32\x9a\x04\n\x08\x43ombiner\x12;\n\nTaskStream\x12\x18.stratafl.v1.ClientHello\x1a\x11.stratafl.v1.Task0\x01\x12\x45\n\rDownloadModel\x12\x19.stratafl.v1.ModelRequest\x1a\x17.stratafl.v1.ModelChunk0\x01\x12<\n\x0cUploadUpdate\x12\x18.stratafl.v1.UpdateChunk\x1a\x10.stratafl.v1.Ack(\x01\x12\x43\n\x10ReportValidation\x12\x1d.stratafl.v1.ValidationReport\x1a\x10.stratafl.v1.Ack\x12;\n\rReportFailure\x12\x18.stratafl.v1.TaskFailure\x1a\x10.stratafl.v1.Ack\x12\x43\n\x08RunRound\x12\x16.stratafl.v1.RoundSpec\x1a\x1d.stratafl.v1.RoundResultChunk0\x01\x12\x44\n\tGetStatus\x12\x1a.stratafl.v1.StatusRequest\x1a\x1b.stratafl.v1.CombinerStatus\x12?\n\x0bMoveClients\x12\x18.stratafl.v1.MoveRequest\x1a\x16.stratafl.v1.MoveReply2\x9f\x02\n\nController\x12?\n\x10RegisterCombiner\x12\x19.stratafl.v1.CombinerInfo\x1a\x10.stratafl.v1.Ack\x12H\n\tHeartbeat\x12\x1e.stratafl.v1.CombinerHeartbeat\x1a\x1b.stratafl.v1.HeartbeatReply\x12?\n\x11ReportClientEvent\x12\x18.stratafl.v1.ClientEvent\x1a\x10.stratafl.v1.Ack\x12\x45\n\rDownloadModel\x12\x19.stratafl.v1.ModelRequest\x1a\x17.stratafl.v1.ModelChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstratafl/proto/stratafl.proto\x12\x0bstratafl.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"I\n\x0bModelHeader\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12(\n\x07tensors\x18\x02 \x03(\x0b\x32\x17.stratafl.v1.TensorSpec\"P\n\nModelChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.stratafl.v1.ModelHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"1\n\x0cModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\" \n\x0b\x43lientHello\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\xd5\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.stratafl.v1.TaskKind\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\r\n\x05round\x18\x05 \x01(\x05\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\x12\x13\n\x0b\x63ompression\x18\x07 \x01(\t\x12\x17\n\x0fpartial_updates\x18\x08 \x01(\t\x12\x10\n\x08round_id\x18\t \x01(\t\x12\r\n\x05grant\x18\n \x01(\x0c\"\x93\x02\n\x0cUpdateHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12\x37\n\x07metrics\x18\x04 \x03(\x0b\x32&.stratafl.v1.UpdateHeader.MetricsEntry\x12\'\n\x05model\x18\x05 \x01(\x0b\x32\x18.stratafl.v1.ModelHeader\x12\x17\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01\x12\r\n\x05\x63odec\x18\x07 \x01(\t\x12\x0f\n\x07receipt\x18\x08 \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"R\n\x0bUpdateChunk\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.stratafl.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xb4\x01\n\x10ValidationReport\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12;\n\x07metrics\x18\x03 \x03(\x0b\x32*.stratafl.v1.ValidationReport.MetricsEntry\x12\x0f\n\x07receipt\x18\x04 \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x0bTaskFailure\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa0\x01\n\rRoundSettings\x12\x12\n\naggregator\x18\x01 \x01(\t\x12\x1f\n\x17max_examples_per_client\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ompression\x18\x03 \x01(\t\x12\x17\n\x0fpartial_updates\x18\x04 \x01(\t\x12\x12\n\nweight_cap\x18\x05 \x01(\x03\x12\x18\n\x10median_cap_ratio\x18\x06 \x01(\x01\"\xf7\x03\n\tRoundSpec\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.stratafl.v1.TaskKind\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bnum_clients\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\t \x01(\x03\x12,\n\x08settings\x18\r \x01(\x0b\x32\x1a.stratafl.v1.RoundSettings\x12\x12\n\nclient_ids\x18\x0e \x03(\t\x12\x10\n\x08round_id\x18\x0f \x01(\t\x12\x0e\n\x06quorum\x18\x10 \x01(\x05\x12\r\n\x05grant\x18\x11 \x01(\x0c\x12=\n\x0creceipt_keys\x18\x12 \x03(\x0b\x32\'.stratafl.v1.RoundSpec.ReceiptKeysEntry\x1a\x32\n\x10ReceiptKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01J\x04\x08\x08\x10\tJ\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0cJ\x04\x08\x0c\x10\rR\naggregatorR\x17max_examples_per_clientR\x0b\x63ompressionR\x0fpartial_updates\"\xb8\x02\n\rClientOutcome\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.stratafl.v1.OutcomeStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12\x38\n\x07metrics\x18\x05 \x03(\x0b\x32\'.stratafl.v1.ClientOutcome.MetricsEntry\x12\x10\n\x08\x62ytes_up\x18\x06 \x01(\x03\x12\x12\n\nbytes_down\x18\x07 \x01(\x03\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x10\n\x08left_out\x18\t \x01(\t\x12\x0f\n\x07receipt\x18\n \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe6\x02\n\x11RoundResultHeader\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_weight\x18\x03 \x01(\x01\x12,\n\x08outcomes\x18\x04 \x03(\x0b\x32\x1a.stratafl.v1.ClientOutcome\x12\'\n\x05model\x18\x05 \x01(\x0b\x32\x18.stratafl.v1.ModelHeader\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x18\n\x10model_bytes_down\x18\x08 \x01(\x03\x12I\n\x0etensor_weights\x18\t \x03(\x0b\x32\x31.stratafl.v1.RoundResultHeader.TensorWeightsEntry\x1a\x34\n\x12TensorWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\\\n\x10RoundResultChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.stratafl.v1.RoundResultHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x0f\n\rStatusRequest\"9\n\x0e\x43ombinerStatus\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"!\n\x0bMoveRequest\x12\x12\n\nclient_ids\x18\x01 \x03(\t\"\x1a\n\tMoveReply\x12\r\n\x05moved\x18\x01 \x03(\t\"I\n\x0c\x43ombinerInfo\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bmax_clients\x18\x03 \x01(\x05\"<\n\x11\x43ombinerHeartbeat\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x12\n\nclient_ids\x18\x02 \x03(\t\"H\n\x0b\x43lientEvent\x12\x13\n\x0b\x63ombiner_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\"H\n\x0eHeartbeatReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11revoked_token_ids\x18\x03 \x03(\t*>\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08VALIDATE\x10\x02*\xa8\x01\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_PENDING\x10\x01\x12\x0e\n\nOUTCOME_OK\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x12\n\x0eOUTCOME_FAILED\x10\x04\x12\x13\n\x0fOUTCOME_DROPPED\x10\x05\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x06\x32\x9a\x04\n\x08\x43ombiner\x12;\n\nTaskStream\x12\x18.stratafl.v1.ClientHello\x1a\x11.stratafl.v1.Task0\x01\x12\x45\n\rDownloadModel\x12\x19.stratafl.v1.ModelRequest\x1a\x17.stratafl.v1.ModelChunk0\x01\x12<\n\x0cUploadUpdate\x12\x18.stratafl.v1.UpdateChunk\x1a\x10.stratafl.v1.Ack(\x01\x12\x43\n\x10ReportValidation\x12\x1d.stratafl.v1.ValidationReport\x1a\x10.stratafl.v1.Ack\x12;\n\rReportFailure\x12\x18.stratafl.v1.TaskFailure\x1a\x10.stratafl.v1.Ack\x12\x43\n\x08RunRound\x12\x16.stratafl.v1.RoundSpec\x1a\x1d.stratafl.v1.RoundResultChunk0\x01\x12\x44\n\tGetStatus\x12\x1a.stratafl.v1.StatusRequest\x1a\x1b.stratafl.v1.CombinerStatus\x12?\n\x0bMoveClients\x12\x18.stratafl.v1.MoveRequest\x1a\x16.stratafl.v1.MoveReply2\x9f\x02\n\nController\x12?\n\x10RegisterCombiner\x12\x19.stratafl.v1.CombinerInfo\x1a\x10.stratafl.v1.Ack\x12H\n\tHeartbeat\x12\x1e.stratafl.v1.CombinerHeartbeat\x1a\x1b.stratafl.v1.HeartbeatReply\x12?\n\x11ReportClientEvent\x12\x18.stratafl.v1.ClientEvent\x1a\x10.stratafl.v1.Ack\x12\x45\n\rDownloadModel\x12\x19.stratafl.v1.ModelRequest\x1a\x17.stratafl.v1.ModelChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEHEADER_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_VALIDATIONREPORT_METRICSENTRY']._loaded_options = None
   _globals['_VALIDATIONREPORT_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_ROUNDSPEC_RECEIPTKEYSENTRY']._loaded_options = None
+  _globals['_ROUNDSPEC_RECEIPTKEYSENTRY']._serialized_options = b'8\001'
   _globals['_CLIENTOUTCOME_METRICSENTRY']._loaded_options = None
   _globals['_CLIENTOUTCOME_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_ROUNDRESULTHEADER_TENSORWEIGHTSENTRY']._loaded_options = None
   _globals['_ROUNDRESULTHEADER_TENSORWEIGHTSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKKIND']._serialized_start=2958
-  _globals['_TASKKIND']._serialized_end=3020
-  _globals['_OUTCOMESTATUS']._serialized_start=3023
-  _globals['_OUTCOMESTATUS']._serialized_end=3191
+  _globals['_TASKKIND']._serialized_start=3073
+  _globals['_TASKKIND']._serialized_end=3135
+  _globals['_OUTCOMESTATUS']._serialized_start=3138
+  _globals['_OUTCOMESTATUS']._serialized_end=3306
   _globals['_TENSORSPEC']._serialized_start=46
   _globals['_TENSORSPEC']._serialized_end=102
   _globals['_MODELHEADER']._serialized_start=104
@@ -72,35 +74,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUNDSETTINGS']._serialized_start=1211
   _globals['_ROUNDSETTINGS']._serialized_end=1371
   _globals['_ROUNDSPEC']._serialized_start=1374
-  _globals['_ROUNDSPEC']._serialized_end=1762
-  _globals['_CLIENTOUTCOME']._serialized_start=1765
-  _globals['_CLIENTOUTCOME']._serialized_end=2077
+  _globals['_ROUNDSPEC']._serialized_end=1877
+  _globals['_ROUNDSPEC_RECEIPTKEYSENTRY']._serialized_start=1736
+  _globals['_ROUNDSPEC_RECEIPTKEYSENTRY']._serialized_end=1786
+  _globals['_CLIENTOUTCOME']._serialized_start=1880
+  _globals['_CLIENTOUTCOME']._serialized_end=2192
   _globals['_CLIENTOUTCOME_METRICSENTRY']._serialized_start=828
   _globals['_CLIENTOUTCOME_METRICSENTRY']._serialized_end=874
-  _globals['_ROUNDRESULTHEADER']._serialized_start=2080
-  _globals['_ROUNDRESULTHEADER']._serialized_end=2438
-  _globals['_ROUNDRESULTHEADER_TENSORWEIGHTSENTRY']._serialized_start=2386
-  _globals['_ROUNDRESULTHEADER_TENSORWEIGHTSENTRY']._serialized_end=2438
-  _globals['_ROUNDRESULTCHUNK']._serialized_start=2440
-  _globals['_ROUNDRESULTCHUNK']._serialized_end=2532
-  _globals['_STATUSREQUEST']._serialized_start=2534
-  _globals['_STATUSREQUEST']._serialized_end=2549
-  _globals['_COMBINERSTATUS']._serialized_start=2551
-  _globals['_COMBINERSTATUS']._serialized_end=2608
-  _globals['_MOVEREQUEST']._serialized_start=2610
-  _globals['_MOVEREQUEST']._serialized_end=2643
-  _globals['_MOVEREPLY']._serialized_start=2645
-  _globals['_MOVEREPLY']._serialized_end=2671
-  _globals['_COMBINERINFO']._serialized_start=2673
-  _globals['_COMBINERINFO']._serialized_end=2746
-  _globals['_COMBINERHEARTBEAT']._serialized_start=2748
-  _globals['_COMBINERHEARTBEAT']._serialized_end=2808
-  _globals['_CLIENTEVENT']._serialized_start=2810
-  _globals['_CLIENTEVENT']._serialized_end=2882
-  _globals['_HEARTBEATREPLY']._serialized_start=2884
-  _globals['_HEARTBEATREPLY']._serialized_end=2956
-  _globals['_COMBINER']._serialized_start=3194
-  _globals['_COMBINER']._serialized_end=3732
-  _globals['_CONTROLLER']._serialized_start=3735
-  _globals['_CONTROLLER']._serialized_end=4022
+  _globals['_ROUNDRESULTHEADER']._serialized_start=2195
+  _globals['_ROUNDRESULTHEADER']._serialized_end=2553
+  _globals['_ROUNDRESULTHEADER_TENSORWEIGHTSENTRY']._serialized_start=2501
+  _globals['_ROUNDRESULTHEADER_TENSORWEIGHTSENTRY']._serialized_end=2553
+  _globals['_ROUNDRESULTCHUNK']._serialized_start=2555
+  _globals['_ROUNDRESULTCHUNK']._serialized_end=2647
+  _globals['_STATUSREQUEST']._serialized_start=2649
+  _globals['_STATUSREQUEST']._serialized_end=2664
+  _globals['_COMBINERSTATUS']._serialized_start=2666
+  _globals['_COMBINERSTATUS']._serialized_end=2723
+  _globals['_MOVEREQUEST']._serialized_start=2725
+  _globals['_MOVEREQUEST']._serialized_end=2758
+  _globals['_MOVEREPLY']._serialized_start=2760
+  _globals['_MOVEREPLY']._serialized_end=2786
+  _globals['_COMBINERINFO']._serialized_start=2788
+  _globals['_COMBINERINFO']._serialized_end=2861
+  _globals['_COMBINERHEARTBEAT']._serialized_start=2863
+  _globals['_COMBINERHEARTBEAT']._serialized_end=2923
+  _globals['_CLIENTEVENT']._serialized_start=2925
+  _globals['_CLIENTEVENT']._serialized_end=2997
+  _globals['_HEARTBEATREPLY']._serialized_start=2999
+  _globals['_HEARTBEATREPLY']._serialized_end=3071
+  _globals['_COMBINER']._serialized_start=3309
+  _globals['_COMBINER']._serialized_end=3847
+  _globals['_CONTROLLER']._serialized_start=3850
+  _globals['_CONTROLLER']._serialized_end=4137
 # @@protoc_insertion_point(module_scope)

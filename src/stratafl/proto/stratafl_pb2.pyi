@@ -186,7 +186,14 @@ class RoundSettings(_message.Message):
     def __init__(self, aggregator: _Optional[str] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ..., weight_cap: _Optional[int] = ..., median_cap_ratio: _Optional[float] = ...) -> None: ...
 
 class RoundSpec(_message.Message):
-    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "seed", "settings", "client_ids", "round_id", "quorum", "grant")
+    __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "seed", "settings", "client_ids", "round_id", "quorum", "grant", "receipt_keys")
+    class ReceiptKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +207,7 @@ class RoundSpec(_message.Message):
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     QUORUM_FIELD_NUMBER: _ClassVar[int]
     GRANT_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_KEYS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     kind: TaskKind
@@ -213,7 +221,8 @@ class RoundSpec(_message.Message):
     round_id: str
     quorum: int
     grant: bytes
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., seed: _Optional[int] = ..., settings: _Optional[_Union[RoundSettings, _Mapping]] = ..., client_ids: _Optional[_Iterable[str]] = ..., round_id: _Optional[str] = ..., quorum: _Optional[int] = ..., grant: _Optional[bytes] = ...) -> None: ...
+    receipt_keys: _containers.ScalarMap[str, bytes]
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., num_clients: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., config_json: _Optional[str] = ..., seed: _Optional[int] = ..., settings: _Optional[_Union[RoundSettings, _Mapping]] = ..., client_ids: _Optional[_Iterable[str]] = ..., round_id: _Optional[str] = ..., quorum: _Optional[int] = ..., grant: _Optional[bytes] = ..., receipt_keys: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class ClientOutcome(_message.Message):
     __slots__ = ("client_id", "status", "reason", "num_examples", "metrics", "bytes_up", "bytes_down", "seconds", "left_out", "receipt")

@@ -2,30 +2,42 @@
 
 A combiner reports each client's outcome to the controller, and a hostile combiner could
 invent a client, an example count or a score. So each client signs what it reports with a
-key only it and the controller hold, and the controller counts an outcome only if its
-receipt verifies: a combiner can drop or relay a receipt, never make one.
+private key only it (and the controller, which derives it) holds, and the controller counts
+an outcome only if its receipt verifies: a combiner can drop or relay a receipt, never make
+one. A hostile client can sign badly; so its combiner checks the receipt too, with the
+client's public key the controller sends in the round's spec, and folds no update whose
+receipt fails (else one client could make its combiner's whole partial fail every round).
 
-- The key of a client is derived (HKDF-SHA256) from one controller secret and the client's
-  id, so the controller stores no key per client and a key names one client only. The
-  controller hands it to the client with its assignment (``POST /assign``).
-- A receipt is HMAC-SHA256 over an unambiguous encoding of (round id, task kind, client,
-  combiner, example count, metrics by name): every field is length-prefixed or of fixed
-  size, so no two different tuples encode to the same bytes.
+- A receipt is an Ed25519 signature, not a MAC: the combiner must verify it without being
+  able to make one, which a shared MAC key cannot give.
+- The private key of a client is an Ed25519 seed derived (HKDF-SHA256) from one controller
+  secret and the client's id, so the controller stores no key per client, derives any
+  client's public key on demand, and a key names one client only. The controller hands the
+  seed to the client with its assignment (``POST /assign``).
+- The signed bytes are an unambiguous encoding of (round id, task kind, client, combiner,
+  example count, metrics by name): every field is length-prefixed or of fixed size, so no
+  two different tuples encode to the same bytes.
 
-No transport here: the client signs, the controller verifies, both with these functions.
+No transport here: the client signs, the combiner and the controller verify, all with these
+functions.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import struct
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from stratafl.errors import ConfigError
@@ -40,17 +52,23 @@ __all__ = [
     "decode_key",
     "encode_key",
     "make_receipt",
+    "public_key_of",
     "verify_receipt",
 ]
 
 KEY_BYTES = 32
+"""An Ed25519 private seed and an Ed25519 public key are both this long."""
 SECRET_BYTES = 32
-RECEIPT_BYTES = 32
-_DOMAIN = b"stratafl receipt v1"
-_KEY_INFO = b"stratafl receipt key v1\x00"
+RECEIPT_BYTES = 64
+"""An Ed25519 signature."""
+_DOMAIN = b"stratafl receipt v2"
+_KEY_INFO = b"stratafl receipt ed25519 seed v2\x00"
 KINDS = ("train", "validate")
 MAX_CACHED_KEYS = 100_000
-"""Derived keys kept (about 100 bytes each); deriving one again costs microseconds."""
+"""Public keys the controller keeps derived (a few hundred bytes each); deriving one again
+costs tens of microseconds (HKDF and a scalar multiplication)."""
+CACHED_VERIFIERS = 4096
+"""Parsed public keys a combiner keeps: at least a round's clients on one combiner."""
 
 
 @dataclass(frozen=True)
@@ -88,42 +106,66 @@ def _text(text: str) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def make_receipt(key: bytes, statement: Statement) -> bytes:
-    """The receipt for ``statement`` under a client's ``key``."""
-    return hmac.new(key, statement.encode(), hashlib.sha256).digest()
+def make_receipt(seed: bytes, statement: Statement) -> bytes:
+    """The receipt for ``statement`` under a client's private ``seed`` (its Ed25519
+    signature of the statement's encoding). Raises `ValueError` for a statement that
+    cannot be encoded or a seed that is not `KEY_BYTES` long."""
+    return _private_key(seed).sign(statement.encode())
 
 
-def verify_receipt(key: bytes, statement: Statement, receipt: bytes) -> bool:
-    """Whether ``receipt`` is ``key``'s receipt for exactly ``statement`` (compared in
-    constant time); a statement that cannot be encoded verifies nothing."""
-    if len(receipt) != RECEIPT_BYTES:
+def public_key_of(seed: bytes) -> bytes:
+    """The raw public key (`KEY_BYTES`) that verifies receipts made with ``seed``."""
+    return _private_key(seed).public_key().public_bytes_raw()
+
+
+def verify_receipt(public_key: bytes, statement: Statement, receipt: bytes) -> bool:
+    """Whether ``receipt`` is the signature of exactly ``statement`` by the private key
+    of ``public_key``; a malformed key or receipt, or a statement that cannot be encoded,
+    verifies nothing."""
+    if len(receipt) != RECEIPT_BYTES or len(public_key) != KEY_BYTES:
         return False
     try:
-        expected = make_receipt(key, statement)
-    except ValueError:
+        _verifier(public_key).verify(receipt, statement.encode())
+    except (InvalidSignature, ValueError):
         return False
-    return hmac.compare_digest(expected, receipt)
+    return True
+
+
+@lru_cache(maxsize=64)
+def _private_key(seed: bytes) -> Ed25519PrivateKey:
+    """A client signs every update with one seed: parse (and expand) it once."""
+    if len(seed) != KEY_BYTES:
+        raise ValueError(f"a receipt key is {KEY_BYTES} bytes, got {len(seed)}")
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+@lru_cache(maxsize=CACHED_VERIFIERS)
+def _verifier(public_key: bytes) -> Ed25519PublicKey:
+    """Raises `ValueError` for bytes that are no Ed25519 public key."""
+    return Ed25519PublicKey.from_public_bytes(public_key)
 
 
 def encode_key(key: bytes) -> str:
-    """A key as the assignment carries it (base64url, unpadded)."""
+    """A private seed as the assignment carries it (base64url, unpadded)."""
     return b64encode(key)
 
 
 def decode_key(text: str) -> bytes | None:
-    """A key from its base64url text; None unless it decodes to `KEY_BYTES` bytes."""
+    """A private seed from its base64url text; None unless it decodes to `KEY_BYTES`
+    bytes."""
     key = b64decode(text) if text else None
     return key if key is not None and len(key) == KEY_BYTES else None
 
 
 class ReceiptKeys:
-    """The controller's side: every client's receipt key, derived from one secret."""
+    """The controller's side: every client's receipt key pair, derived from one secret."""
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) != SECRET_BYTES:
             raise ConfigError(f"a receipt secret is {SECRET_BYTES} bytes, got {len(secret)}")
         self._secret = secret
-        self._keys: dict[str, bytes] = {}
+        self._public: OrderedDict[str, bytes] = OrderedDict()
+        """Least recently used last out: a round verifies one receipt per outcome."""
 
     @classmethod
     def generate(cls) -> ReceiptKeys:
@@ -150,17 +192,28 @@ class ReceiptKeys:
         return cls(data)
 
     def key_for(self, client_id: str) -> bytes:
-        """``client_id``'s key (HKDF-SHA256 of the secret, the info naming the client)."""
-        key = self._keys.get(client_id)
+        """``client_id``'s private seed (HKDF-SHA256 of the secret, the info naming the
+        client): only the client, by its assignment, gets it."""
+        info = _KEY_INFO + client_id.encode("utf-8", "surrogatepass")
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info)
+        return hkdf.derive(self._secret)
+
+    def public_key_for(self, client_id: str) -> bytes:
+        """``client_id``'s raw public key: what verifies its receipts, fit for anyone."""
+        key = self._public.get(client_id)
         if key is None:
-            info = _KEY_INFO + client_id.encode("utf-8", "surrogatepass")
-            hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info)
-            key = hkdf.derive(self._secret)
-            if len(self._keys) >= MAX_CACHED_KEYS:
-                self._keys.clear()
-            self._keys[client_id] = key
+            key = public_key_of(self.key_for(client_id))
+            if len(self._public) >= MAX_CACHED_KEYS:
+                self._public.popitem(last=False)
+            self._public[client_id] = key
+        else:
+            self._public.move_to_end(client_id)
         return key
+
+    def public_keys(self, client_ids: Iterable[str]) -> dict[str, bytes]:
+        """The public keys of ``client_ids``, by id (what a round's spec carries)."""
+        return {client_id: self.public_key_for(client_id) for client_id in client_ids}
 
     def verify(self, statement: Statement, receipt: bytes) -> bool:
         """Whether ``receipt`` is the receipt of ``statement.client_id`` for it."""
-        return verify_receipt(self.key_for(statement.client_id), statement, receipt)
+        return verify_receipt(self.public_key_for(statement.client_id), statement, receipt)
