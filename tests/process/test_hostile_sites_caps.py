@@ -73,9 +73,15 @@ def test_a_client_claiming_1e9_examples_weighs_at_most_three_median_clients(fede
     with federation(clients=3, combiners=1) as fed, Attacker(fed) as attacker:
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
-        with attacker.rest(token) as rest:
-            address = rest.assign().address
-        mallory = HostileClient(attacker, address, token, "client-9", inflate).connect()
+        assignment = attacker.assigned(token)
+        mallory = HostileClient(
+            attacker,
+            assignment.address,
+            assignment.ticket,
+            "client-9",
+            inflate,
+            assignment=assignment,
+        ).connect()
         fed.wait_for_clients(4)
         config = SessionConfig(
             rounds=2, min_clients=4, seed_model_id=seed.id, validate_each_round=False
@@ -111,9 +117,15 @@ def test_a_validation_report_of_accuracy_1e12_is_refused(federation):
     with federation(clients=3, combiners=1) as fed, Attacker(fed) as attacker:
         seed = fed.upload_seed_model()
         token = attacker.token("client-9", Role.CLIENT)
-        with attacker.rest(token) as rest:
-            address = rest.assign().address
-        mallory = HostileClient(attacker, address, token, "client-9", boast).connect()
+        assignment = attacker.assigned(token)
+        mallory = HostileClient(
+            attacker,
+            assignment.address,
+            assignment.ticket,
+            "client-9",
+            boast,
+            assignment=assignment,
+        ).connect()
         fed.wait_for_clients(4)
         config = SessionConfig(rounds=1, min_clients=3, seed_model_id=seed.id)
         session, rounds = run_session_strictly(fed, config)

@@ -126,9 +126,15 @@ def _join(site: Site, attacker: Attacker, name: str, respond) -> HostileClient:
     """A hostile client ``name`` with a token of its own, connected beside the honest ones."""
     wait_until(lambda: _connected(site.fed) == HONEST, 60, "only the honest clients")
     token = attacker.token(name, Role.CLIENT)
-    with attacker.rest(token) as rest:
-        address = rest.assign().address
-    client = HostileClient(attacker, address, token, name, respond).connect()
+    assignment = attacker.assigned(token)
+    client = HostileClient(
+        attacker,
+        assignment.address,
+        assignment.ticket,
+        name,
+        respond,
+        assignment=assignment,
+    ).connect()
     wait_until(lambda: name in _connected(site.fed), 60, f"{name} to connect")
     return client
 
@@ -219,6 +225,11 @@ def test_a_client_does_no_task_without_the_controllers_grant_for_its_combiner(si
         assert "does not verify" in reasons["forged"]
     # the honest clients' grants verify: the next round is theirs as always
     wait_until(lambda: "client-2" not in _connected(fed), 60, "client-2 to be gone")
+    wait_until(
+        lambda: all(c.status != "online" for c in fed.client.combiners() if c.id == "rogue"),
+        60,
+        "the stopped rogue combiner to be marked offline",
+    )
     _honest_round(site)
 
 
