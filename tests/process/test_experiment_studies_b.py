@@ -211,14 +211,11 @@ def _rebalance(discovery: Discovery) -> list[tuple[str, list[str]]]:
 
 def test_the_rebalancer_moves_unplaced_clients_and_leaves_placed_ones(discovery):
     asyncio.run(discovery.register("a", "127.0.0.1:1", 10))
+    for client_id in ("u8", "u9"):  # assigned while a was alone, asking for no combiner
+        assert _connect(discovery, client_id, None) == "a"
     asyncio.run(discovery.register("b", "127.0.0.1:2", 10))
     for i in range(4):
-        _connect(discovery, f"p{i}", "a")
-    assert _rebalance(discovery) == []  # 4 placed on a, none on b: nobody moves
-    for i in range(2):
-        _connect(discovery, f"u{i}", "a")  # honoured too: a has room
-    for client_id in ("u8", "u9"):  # connected without asking for a: unplaced
-        asyncio.run(discovery.client_event("a", client_id, connected=True))
+        _connect(discovery, f"p{i}", "a")  # placed: honoured, a has room
     assert _rebalance(discovery) == [("a", ["u9"])]  # only the unplaced are evened
 
 

@@ -45,7 +45,6 @@ from tests.support.hostile import (
     drain,
     ended_with,
     fedavg_shift,
-    read_hog,
     run_session_strictly,
     script_errors,
     start_clients,
@@ -162,10 +161,10 @@ def test_downloads_need_the_callers_open_task_and_a_combiner_gets_only_its_round
         mallory = _join(site, attacker, "client-9", hog)
         _honest_round(site)
         assert script_errors(mallory) == []
-        # The two it was granted were cut, not refused: two transfers at once, no more.
+        # Two transfers at once, no more: the two it was granted did not stall the round
+        # above (when they are cut depends on the machine's speed, so it is not asserted
+        # here; test_hostile_peers' never-read downloads test shows the cut).
         assert ended_with(hogs["its task"], RESOURCE_EXHAUSTED) == HOGS - 2
-        for held in mallory.hogs:
-            assert read_hog(held, seconds=1.0) < MODEL_PARAMS * 4
         # A combiner fetches at the controller only the models of the rounds it was sent.
         rogue = attacker.controller(attacker.token("rogue-combiner", Role.COMBINER))
         request = pb.ModelRequest(model_id=site.seed_id)
