@@ -20,12 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.exceptions import InvalidSignature
 
-from stratafl.errors import AuthError, ConfigError
-from stratafl.security.tokens import SIGNATURE_BYTES, TokenSigner
+from stratafl.errors import AuthError
+from stratafl.security.tokens import SIGNATURE_BYTES, TokenSigner, load_public_key
 
 __all__ = ["GRANT_DOMAIN", "Grant", "GrantVerifier", "sign_grant"]
 
@@ -82,16 +80,11 @@ class GrantVerifier:
     """Checks grants against the controller's token public key and a clock."""
 
     def __init__(self, public_key_pem: bytes, clock: Callable[[], float] = time.time) -> None:
-        try:
-            key = serialization.load_pem_public_key(public_key_pem)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise ConfigError(
-                "the controller's token public key is not a PEM public key; ask the "
-                "controller's /discovery again"
-            ) from exc
-        if not isinstance(key, Ed25519PublicKey):
-            raise ConfigError(f"the controller's token key is {type(key).__name__}, not Ed25519")
-        self._key = key
+        self._key = load_public_key(
+            public_key_pem,
+            "the controller's token public key",
+            "ask the controller's /discovery again",
+        )
         self._clock = clock
 
     def verify(self, blob: bytes, combiner_id: str) -> Grant:

@@ -64,6 +64,18 @@ one issued this far in the future), enough for NTP-synchronised hosts and no mor
 AS_PRINTED = "pass the token exactly as `strata token create` printed it"
 
 
+def load_public_key(pem: bytes, what: str, fix: str) -> Ed25519PublicKey:
+    """The controller's Ed25519 public key from ``pem`` (tokens and round grants verify
+    with it); a `ConfigError` that names ``what`` it is and the ``fix``."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{what} is not a PEM public key; {fix}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{what} is {type(key).__name__}, not Ed25519; {fix}")
+    return key
+
+
 class TokenVerifier:
     """Checks tokens against the controller's public key, a revocation list and a clock.
 
@@ -80,18 +92,11 @@ class TokenVerifier:
         clock: Callable[[], float] = time.time,
         leeway_seconds: float = LEEWAY_SECONDS,
     ) -> None:
-        try:
-            key = serialization.load_pem_public_key(public_key_pem)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise ConfigError(
-                "the token public key is not a PEM public key; copy the controller's token "
-                "public key again"
-            ) from exc
-        if not isinstance(key, Ed25519PublicKey):
-            raise ConfigError(
-                f"the token public key is {type(key).__name__}, not Ed25519; copy the "
-                "controller's token public key again"
-            )
+        key = load_public_key(
+            public_key_pem,
+            "the token public key",
+            "copy the controller's token public key again",
+        )
         if not (math.isfinite(leeway_seconds) and leeway_seconds >= 0):
             raise ConfigError(f"leeway_seconds must be >= 0, got {leeway_seconds}")
         self._key = key
