@@ -21,11 +21,11 @@ import pytest
 from stratafl.aggregate.weights import capped_weights
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.records import ClientOutcome
-from stratafl.security import Role
 from stratafl.settings import PARTIAL_CHECK_RATIO, WEIGHT_CAP_RATIO, SessionConfig
 from tests.support.hostile import (
     Attacker,
     HostileClient,
+    enrolled_client,
     fedavg_shift,
     run_session_strictly,
     script_errors,
@@ -72,16 +72,7 @@ def test_a_client_claiming_1e9_examples_weighs_at_most_three_median_clients(fede
 
     with federation(clients=3, combiners=1) as fed, Attacker(fed) as attacker:
         seed = fed.upload_seed_model()
-        token = attacker.token("client-9", Role.CLIENT)
-        assignment = attacker.assigned(token)
-        mallory = HostileClient(
-            attacker,
-            assignment.address,
-            assignment.ticket,
-            "client-9",
-            inflate,
-            assignment=assignment,
-        ).connect()
+        mallory = enrolled_client(attacker, "client-9", inflate)
         fed.wait_for_clients(4)
         config = SessionConfig(
             rounds=2, min_clients=4, seed_model_id=seed.id, validate_each_round=False
@@ -116,16 +107,7 @@ def test_a_validation_report_of_accuracy_1e12_is_refused(federation):
 
     with federation(clients=3, combiners=1) as fed, Attacker(fed) as attacker:
         seed = fed.upload_seed_model()
-        token = attacker.token("client-9", Role.CLIENT)
-        assignment = attacker.assigned(token)
-        mallory = HostileClient(
-            attacker,
-            assignment.address,
-            assignment.ticket,
-            "client-9",
-            boast,
-            assignment=assignment,
-        ).connect()
+        mallory = enrolled_client(attacker, "client-9", boast)
         fed.wait_for_clients(4)
         config = SessionConfig(rounds=1, min_clients=3, seed_model_id=seed.id)
         session, rounds = run_session_strictly(fed, config)

@@ -44,6 +44,7 @@ from tests.support.hostile import (
     combiner_address,
     drain,
     ended_with,
+    enrolled_client,
     fedavg_shift,
     run_session_strictly,
     script_errors,
@@ -124,16 +125,7 @@ def _honest_round(site: Site, **settings: object) -> RoundRecord:
 def _join(site: Site, attacker: Attacker, name: str, respond) -> HostileClient:
     """A hostile client ``name`` with a token of its own, connected beside the honest ones."""
     wait_until(lambda: _connected(site.fed) == HONEST, 60, "only the honest clients")
-    token = attacker.token(name, Role.CLIENT)
-    assignment = attacker.assigned(token)
-    client = HostileClient(
-        attacker,
-        assignment.address,
-        assignment.ticket,
-        name,
-        respond,
-        assignment=assignment,
-    ).connect()
+    client = enrolled_client(attacker, name, respond)
     wait_until(lambda: name in _connected(site.fed), 60, f"{name} to connect")
     return client
 

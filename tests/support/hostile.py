@@ -384,6 +384,22 @@ def ended_with(calls: Iterable[Any], code: grpc.StatusCode) -> int:
     return sum(1 for call in calls if call.done() and call.code() == code)
 
 
+def enrolled_client(
+    attacker: Attacker, name: str, respond: Callable[[HostileClient, pb.Task], None]
+) -> HostileClient:
+    """A hostile client enrolled as any site is (a client token of its own, an assignment,
+    a ticket for its combiner, receipts signed with its key), its task stream open."""
+    assignment = attacker.assigned(attacker.token(name, Role.CLIENT))
+    return HostileClient(
+        attacker,
+        assignment.address,
+        assignment.ticket,
+        name,
+        respond,
+        assignment=assignment,
+    ).connect()
+
+
 def read_hog(hog: Any, seconds: float) -> int:
     """Read what a hogged download still delivers within ``seconds``, then cancel it;
     returns the data bytes received. (A combiner that cuts a transfer by cancelling its
