@@ -423,6 +423,23 @@ def read_hog(hog: Any, seconds: float) -> int:
 # -- a combiner of the attacker's own -----------------------------------------------------------
 
 
+def enrolled_combiner_server(
+    attacker: Attacker, combiner_id: str, servicer: pb_grpc.CombinerServicer
+) -> tuple[str, Any, str]:
+    """A combiner server the attacker runs, enrolled as any combiner is: a combiner token
+    the admin issued for host 127.0.0.1, a certificate bought with it, ``servicer`` bound
+    to a TLS port. Returns (token, server, address); the caller starts the server."""
+    token = attacker.token(combiner_id, Role.COMBINER, hosts=("127.0.0.1",))
+    csr, key = certificate_request(combiner_id, ["127.0.0.1"])
+    with attacker.rest(token) as rest:
+        signed = rest.request_certificate(csr, ["127.0.0.1"])
+    server = grpc.server(ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_CombinerServicer_to_server(servicer, server)
+    credentials = grpc.ssl_server_credentials([(key, signed.certificate_pem.encode())])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    return token, server, f"127.0.0.1:{port}"
+
+
 class TaskForgingCombiner(pb_grpc.CombinerServicer):
     """A combiner the attacker runs itself, enrolled and registered with a genuine combiner
     token: it pushes whatever tasks its test queues to each client that opens a stream,
@@ -435,15 +452,7 @@ class TaskForgingCombiner(pb_grpc.CombinerServicer):
         """(client_id, task_id, reason) of every ReportFailure."""
         self.clients: list[str] = []
         self._stop = threading.Event()
-        token = attacker.token(combiner_id, Role.COMBINER, hosts=("127.0.0.1",))
-        csr, key = certificate_request(combiner_id, ["127.0.0.1"])
-        with attacker.rest(token) as rest:
-            signed = rest.request_certificate(csr, ["127.0.0.1"])
-        credentials = grpc.ssl_server_credentials([(key, signed.certificate_pem.encode())])
-        self._server = grpc.server(ThreadPoolExecutor(max_workers=8))
-        pb_grpc.add_CombinerServicer_to_server(self, self._server)
-        port = self._server.add_secure_port("127.0.0.1:0", credentials)
-        self.address = f"127.0.0.1:{port}"
+        token, self._server, self.address = enrolled_combiner_server(attacker, combiner_id, self)
         self._controller = attacker.controller(token)
         self._heartbeats = threading.Thread(target=self._beat, name="rogue-beat", daemon=True)
 
@@ -569,16 +578,10 @@ class RogueCombiner(pb_grpc.CombinerServicer):
         self._beat: threading.Thread | None = None
 
     def start(self) -> RogueCombiner:
-        self.token = self.attacker.token(self.combiner_id, "combiner", hosts=("127.0.0.1",))
-        csr, key = certificate_request(self.combiner_id, ["127.0.0.1"])
-        with self.attacker.rest(self.token) as rest:
-            signed = rest.request_certificate(csr, ["127.0.0.1"])
-        self._server = grpc.server(ThreadPoolExecutor(max_workers=8))
-        pb_grpc.add_CombinerServicer_to_server(self, self._server)
-        credentials = grpc.ssl_server_credentials([(key, signed.certificate_pem.encode())])
-        port = self._server.add_secure_port("127.0.0.1:0", credentials)
+        self.token, self._server, self.address = enrolled_combiner_server(
+            self.attacker, self.combiner_id, self
+        )
         self._server.start()
-        self.address = f"127.0.0.1:{port}"
         controller = self.attacker.controller(self.token)
         info = pb.CombinerInfo(
             combiner_id=self.combiner_id, address=self.address, max_clients=self.max_clients
