@@ -100,6 +100,12 @@ class SessionRecord(Record):
     created_at: float
     finished_at: float | None = None
     promise: PromiseRecord | None = None
+    best_model_id: str | None = Field(
+        None,
+        description="the finished round's model that scored best by the session's "
+        "best_model_by (the first to reach that score); the retention policy keeps it",
+    )
+    best_score: float | None = Field(None, description="its score by best_model_by")
 
 
 class ClientOutcome(Record):

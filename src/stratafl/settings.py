@@ -41,6 +41,20 @@ all its clients, and how often that happens is not measured yet."""
 
 
 @dataclass(frozen=True)
+class BestModel:
+    """A finished round's model scored by its session's ``best_model_by``: whether it beats
+    the session's best so far (strictly, so the first model to reach a score keeps it)."""
+
+    score: float
+    lowest: bool = False
+
+    def beats(self, best: float | None) -> bool:
+        if best is None:
+            return True
+        return self.score < best if self.lowest else self.score > best
+
+
+@dataclass(frozen=True)
 class RoundSettings:
     """The session's settings that every training round carries unchanged, typed.
 
@@ -209,6 +223,15 @@ class SessionConfig(BaseModel):
         "(the paper's values are 0.001-0.1); used only with drift_correction 'feddyn'",
     )
 
+    best_model_by: str = Field(
+        "accuracy",
+        max_length=64,
+        pattern=r"^(min:|max:)?[A-Za-z0-9_.-]{1,60}$",
+        description="the validation metric that names the session's best model, which the "
+        "retention policy keeps: METRIC or max:METRIC (the highest wins) or min:METRIC (the "
+        "lowest wins, e.g. min:loss); the clients' examples-weighted mean of each round",
+    )
+
     @field_validator("compression")
     @classmethod
     def _compression_is_known(cls, value: str) -> str:
@@ -265,6 +288,11 @@ class SessionConfig(BaseModel):
                 "use a fraction <= 1.0 or a whole count"
             )
         return self
+
+    def best_metric(self) -> tuple[str, bool]:
+        """The metric ``best_model_by`` names, and whether its lowest value is the best."""
+        goal, _, metric = self.best_model_by.rpartition(":")
+        return metric, goal == "min"
 
     def round_settings(self, *, weight_cap: int = 0) -> RoundSettings:
         """What every training round of this session carries, typed (see `RoundSettings`).

@@ -30,13 +30,16 @@ def _model(model_id: str, session: str | None, number: int | None, **changes) ->
     )
 
 
-def _session(session_id: str, status: SessionStatus, seed: str, final: str) -> SessionRecord:
+def _session(
+    session_id: str, status: SessionStatus, seed: str, final: str, best: str | None = None
+) -> SessionRecord:
     return SessionRecord(
         id=session_id,
         config={},
         status=status,
         seed_model_id=seed,
         final_model_id=final,
+        best_model_id=best,
         created_at=0.0,
     )
 
@@ -45,14 +48,24 @@ def _trail(session: str, rounds: int) -> list[ModelRecord]:
     return [_model(f"{session}{n}", session, n) for n in range(1, rounds + 1)]
 
 
-def test_a_running_session_keeps_its_last_models_an_ended_one_does_not():
+@pytest.mark.parametrize("status", list(SessionStatus))
+def test_a_session_keeps_its_last_models_running_or_ended(status):
     models = [_model("up", None, None), *_trail("a", 6)]
     policy = RetentionPolicy(keep_last=3, keep_every=4)
-    running = [_session("a", SessionStatus.RUNNING, "up", "a6")]
-    assert policy.prunable(models, running) == ["a1", "a2", "a3"]
-    for ended in (SessionStatus.FINISHED, SessionStatus.STOPPED, SessionStatus.FAILED):
-        sessions = [_session("a", ended, "up", "a6")]
-        assert policy.prunable(models, sessions) == ["a1", "a2", "a3", "a5"]
+    assert policy.prunable(models, [_session("a", status, "up", "a6")]) == ["a1", "a2", "a3"]
+
+
+@pytest.mark.parametrize("status", [SessionStatus.RUNNING, SessionStatus.FINISHED])
+def test_a_session_keeps_its_best_model_when_it_is_not_among_its_last(status):
+    # A session of 5 whose round 2 scored best: the policy used to delete rounds 1-4 once
+    # it ended, the best model with them.
+    models = _trail("a", 5)
+    sessions = [_session("a", status, "up", "a5", best="a2")]
+    assert RetentionPolicy(keep_last=1, keep_every=100).prunable(models, sessions) == [
+        "a1",
+        "a3",
+        "a4",
+    ]
 
 
 def test_seeds_finals_uploads_unknown_sessions_and_pruned_models_are_left_alone():
@@ -99,7 +112,7 @@ def test_a_pruned_models_download_is_gone_and_names_the_policy(tmp_path):
         answer = asyncio.run(download())
     assert answer.status_code == 410 and answer.json()["error"] == "Gone"
     assert answer.json()["detail"] == (
-        f"model {seed} was pruned: the retention policy keeps the last 4 models of the "
-        "running session, every 7th round's model, every model a session started or ended "
-        "on, and every upload (--keep-last, --keep-every)"
+        f"model {seed} was pruned: the retention policy keeps the last 4 models and the best "
+        "model of every session, every 7th round's model, every model a session started or "
+        "ended on, and every upload (--keep-last, --keep-every)"
     )

@@ -10,6 +10,7 @@ The in-process clients add (index + 1) to every tensor, control variates include
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,10 +144,10 @@ def test_c_survives_a_controller_crash(tmp_path, crash_at):
     first = _federation(tmp_path / "crashed")
     finish_round = first.store.finish_round
 
-    def crashing(record: RoundRecord, *, final_model_id: str | None) -> None:
+    def crashing(record: RoundRecord, **progress: Any) -> None:
         if record.number == crash_at:
             raise Crash
-        finish_round(record, final_model_id=final_model_id)
+        finish_round(record, **progress)
 
     first.store.finish_round = crashing  # type: ignore[method-assign]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,10 +175,10 @@ def _crash_when_recording(federation: InProcessFederation, number: int) -> None:
     """Stop the controller after round ``number`` listed its model, before it is recorded."""
     finish_round = federation.store.finish_round
 
-    def crashing(record: RoundRecord, *, final_model_id: str | None) -> None:
+    def crashing(record: RoundRecord, **progress: Any) -> None:
         if record.number == number:
             raise Crash
-        finish_round(record, final_model_id=final_model_id)
+        finish_round(record, **progress)
 
     federation.store.finish_round = crashing  # type: ignore[method-assign]
 
@@ -322,15 +323,20 @@ def test_retention_deletes_files_and_keeps_rows_seeds_finals_and_every_nth(tmp_p
             federation.run(federation.sessions.start(_config(seed_model_id=pruned)))
     finally:
         federation.close()
-    # a running session keeps its last 2; every 3rd round stays; a session's end is kept
-    assert pruned_rounds == [[], [], [1], [2], [], [4], [5], []] + [[], [], [1], [2], [], [4]]
+    # a session keeps its last 2, running or ended, and its best (every round scores the
+    # same here, so round 1, the first to reach it); every 3rd round stays
+    assert pruned_rounds == [[], [], [], [2], [], [4], [5], []] + [[], [], [], [2], [], []]
+    assert (first.best_model_id, second.best_model_id) == (trail[11].id, trail[4].id)
     kept = {m.id for m in models.values() if m.pruned_at is None}
     assert sorted(
         (m.session_id == first.id, m.round or 0) for m in models.values() if m.id in kept
     ) == [
         (False, 0),  # the upload, first's seed
+        (False, 1),  # second's best
         (False, 3),
+        (False, 4),
         (False, 5),  # second's end
+        (True, 1),  # first's best
         (True, 3),
         (True, 6),
         (True, 7),  # first's end, second's seed

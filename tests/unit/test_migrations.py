@@ -21,7 +21,7 @@ from stratafl.store.migrations.versions.v0001_initial_schema import schema as in
 from stratafl.store.state import StateStore
 from stratafl.store.tables import Base
 
-HEAD = "0003"
+HEAD = "0004"
 OURS = {"combiners", "clients", "sessions", "rounds", "models", "events", "tokens"}
 
 LEGACY_DDL = """

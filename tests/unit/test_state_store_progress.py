@@ -7,6 +7,7 @@ import pytest
 
 from stratafl.errors import NotFoundError, StrataError
 from stratafl.records import RoundRecord
+from stratafl.settings import BestModel
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.store.state import StateStore
 
@@ -44,6 +45,22 @@ def test_a_finished_round_moves_its_session_on_and_a_failed_one_does_not(store):
     session = store.session("s")
     assert (session.rounds_done, session.final_model_id) == (1, "m1")
     assert [(r.number, r.status) for r in store.rounds("s")] == [(1, "failed"), (1, "finished")]
+
+
+@pytest.mark.parametrize(
+    ("lowest", "best"), [(False, ("m2", 0.9)), (True, ("m1", 0.5))], ids=["max", "min"]
+)
+def test_the_session_names_its_best_model_by_its_score_the_first_to_reach_it(store, lowest, best):
+    _model(store, "seed", None, None)
+    store.create_session("s", {}, "seed")
+    for number, score in enumerate([0.5, 0.9, 0.9, 0.7], start=1):
+        _model(store, f"m{number}", "seed", number)
+        record = _round(number, RoundStatus.FINISHED, f"m{number}")
+        store.finish_round(record, final_model_id=f"m{number}", best=BestModel(score, lowest))
+    store.finish_round(_round(5, RoundStatus.FAILED, None), final_model_id=None)
+    session = store.session("s")
+    assert (session.best_model_id, session.best_score) == best
+    assert session.final_model_id == "m4"
 
 
 def test_a_round_is_recorded_with_its_progress_or_not_at_all(store):

@@ -102,7 +102,7 @@ def controller_start(
         typer.Option(help="another name or address the controller is reached at (repeat)"),
     ] = None,
     keep_last: Annotated[
-        int, typer.Option(min=0, help="keep the running session's last N models (0: keep all)")
+        int, typer.Option(min=0, help="keep each session's last N models (0: keep all)")
     ] = 10,
     keep_every: Annotated[
         int, typer.Option(min=0, help="keep every N-th round's model (0: keep all)")

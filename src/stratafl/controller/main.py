@@ -59,7 +59,7 @@ class ControllerOptions:
     ready_file: Path | None = None  # gets {"url", "grpc_address", ...} as JSON once serving
     insecure: bool = False  # no TLS and no tokens: refused unless host is a loopback address
     tls_hosts: tuple[str, ...] = ()  # more names or addresses the controller is reached at
-    keep_last: int = 10  # the running session's last models kept (0: keep every model)
+    keep_last: int = 10  # each session's last models kept, with its best (0: keep every model)
     keep_every: int = 10  # every N-th round's model kept (0: keep every model)
     mlflow: str | None = None  # an MLflow tracking URI: each session becomes a run
     mlflow_experiment: str = DEFAULT_EXPERIMENT  # the MLflow experiment the runs go to

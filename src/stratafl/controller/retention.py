@@ -7,8 +7,11 @@ and their rows are marked pruned (a pruned model's download answers 410 Gone).
 
 A model keeps its file if it is any of:
 
-- one of the last ``keep_last`` models of the running session (what an operator rolls
-  back to);
+- one of the last ``keep_last`` models of a session, running or ended (what an operator
+  rolls back to);
+- the best model of a session (``SessionRecord.best_model_id``: the finished round's model
+  that scored best by the session's ``best_model_by``, accuracy unless it says otherwise),
+  which is often not among the last ones;
 - the model of every ``keep_every``-th round of any session (a sparse history);
 - a model a session started from (its seed) or ended on, or that the running session
   stands on now (every session's ``final_model_id``);
@@ -20,19 +23,19 @@ records, so it is tested without files.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stratafl.errors import ConfigError
 from stratafl.records import ModelRecord, SessionRecord
-from stratafl.status import SessionStatus
 
 __all__ = ["RetentionPolicy"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class RetentionPolicy:
-    """Keep the last ``keep_last`` models of the running session and every
+    """Keep the last ``keep_last`` models and the best model of every session, and every
     ``keep_every``-th round's model (0 for either keeps every model)."""
 
     keep_last: int = 10
@@ -53,9 +56,9 @@ class RetentionPolicy:
         if self.keeps_all:
             return "the retention policy keeps every model (--keep-last 0 or --keep-every 0)"
         return (
-            f"the retention policy keeps the last {self.keep_last} models of the running "
-            f"session, every {self.keep_every}th round's model, every model a session "
-            "started or ended on, and every upload (--keep-last, --keep-every)"
+            f"the retention policy keeps the last {self.keep_last} models and the best model "
+            f"of every session, every {self.keep_every}th round's model, every model a "
+            "session started or ended on, and every upload (--keep-last, --keep-every)"
         )
 
     def prunable(
@@ -65,14 +68,19 @@ class RetentionPolicy:
         if self.keeps_all:
             return []
         kept = {s.seed_model_id for s in sessions} | {
-            s.final_model_id for s in sessions if s.final_model_id
+            model_id
+            for s in sessions
+            for model_id in (s.final_model_id, s.best_model_id)
+            if model_id
         }
         known = {s.id for s in sessions}
-        for session in sessions:
-            if session.status == SessionStatus.RUNNING:
-                own = [m for m in models if m.session_id == session.id and m.round is not None]
-                own.sort(key=lambda m: (m.round or 0, m.created_at))
-                kept.update(m.id for m in own[-self.keep_last :])
+        by_session: dict[str, list[ModelRecord]] = defaultdict(list)
+        for model in models:
+            if model.session_id in known and model.round is not None:
+                by_session[model.session_id].append(model)
+        for own in by_session.values():
+            own.sort(key=lambda m: (m.round or 0, m.created_at))
+            kept.update(m.id for m in own[-self.keep_last :])
         return [
             m.id
             for m in models

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +34,7 @@ from stratafl.controller.trail import ModelTrail
 from stratafl.errors import ConfigError, RoundFailed, StrataError
 from stratafl.observe.watchers import RoundLog, SessionWatcher
 from stratafl.records import RoundProgress, SessionRecord
-from stratafl.settings import SessionConfig
+from stratafl.settings import BestModel, SessionConfig
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.store.state import StateStore
 
@@ -227,7 +228,7 @@ class SessionRunner:
                 )
                 record = report.record
                 if record.status != RoundStatus.FINISHED:
-                    self._record(report, final_model_id=None)
+                    self._record(report, final_model_id=None, config=config)
                     failures += 1
                     if failures > config.max_failed_rounds:
                         raise RoundFailed(
@@ -236,7 +237,7 @@ class SessionRunner:
                         )
                     continue  # the same round again, once it has its clients
                 assert record.model_out is not None
-                self._record(report, final_model_id=record.model_out)
+                self._record(report, final_model_id=record.model_out, config=config)
                 model_id, state = record.model_out, report.state
                 weight_cap = next_weight_cap(record.outcomes, config.weight_cap_ratio)
                 await asyncio.to_thread(self._prune)
@@ -313,12 +314,19 @@ class SessionRunner:
                 "models_pruned", "controller", f"{len(pruned)} models pruned", models=pruned
             )
 
-    def _record(self, report: RoundReport, *, final_model_id: str | None) -> None:
-        """The round's events, then its row and the session's progress in one transaction."""
+    def _record(
+        self, report: RoundReport, *, final_model_id: str | None, config: SessionConfig
+    ) -> None:
+        """The round's events, then its row, the session's progress and, if its model
+        scored best so far by ``best_model_by``, the session's best model, in one
+        transaction."""
         record = report.record
         for event in report.events:
             self._announce(record.session_id, event)
-        self._store.finish_round(record, final_model_id=final_model_id)
+        metric, lowest = config.best_metric()
+        score = record.validation.mean(metric)
+        best = None if score is None or not math.isfinite(score) else BestModel(score, lowest)
+        self._store.finish_round(record, final_model_id=final_model_id, best=best)
         self._watch.round_recorded(record)
         self._store.add_event(
             f"round_{record.status}",

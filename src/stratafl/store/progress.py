@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from stratafl.errors import NotFoundError, StrataError
 from stratafl.records import RoundRecord, SessionRecord
+from stratafl.settings import BestModel
 from stratafl.status import RoundStatus, SessionStatus
 from stratafl.store.tables import ModelRow, RoundRow, SessionRow
 
@@ -32,9 +33,18 @@ class ProgressTable:
     def _session(self) -> Session:  # StateStore's own opens a session on its engine
         raise NotImplementedError
 
-    def finish_round(self, record: RoundRecord, *, final_model_id: str | None) -> None:
+    def finish_round(
+        self,
+        record: RoundRecord,
+        *,
+        final_model_id: str | None,
+        best: BestModel | None = None,
+    ) -> None:
         """Record a round and, with ``final_model_id`` (a finished round's new model), move
-        its session on to that model and round in the same transaction."""
+        its session on to that model and round in the same transaction; with ``best``
+        (that model's score by the session's ``best_model_by``), name it the session's best
+        model if it beats the best so far, in the same transaction, so that a resumed
+        session compares with what was recorded."""
         if final_model_id is not None and (
             record.status != RoundStatus.FINISHED or record.model_out != final_model_id
         ):
@@ -53,6 +63,8 @@ class ProgressTable:
             db.add(RoundRow(**record.model_dump(mode="json")))
             if final_model_id is not None:
                 session.rounds_done, session.final_model_id = record.number, final_model_id
+                if best is not None and best.beats(session.best_score):
+                    session.best_model_id, session.best_score = final_model_id, best.score
 
     def running_sessions(self) -> list[SessionRecord]:
         """Sessions marked running, newest first (after a crash: the ones to resume)."""

@@ -55,6 +55,8 @@ class SessionRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     promise: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # PromiseRecord
+    best_model_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    best_score: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class RoundRow(Base):
