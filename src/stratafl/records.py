@@ -70,6 +70,14 @@ class ModelRecord(Record):
     )
 
 
+class AppRecord(Record):
+    """An app package the controller holds (`strata app publish`), named by its digest."""
+
+    sha256: str = Field(description="the SHA-256 of the package's bytes: what a session names")
+    filename: str = Field(description="the wheel's or source archive's file name")
+    size_bytes: int
+
+
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,6 +39,39 @@ PARTIAL_CHECK_RATIO = 4.0
 are alike (`stratafl.aggregate.partial_check`). The check is off by default: with non-IID
 data across combiners an honest partial can sit far from the others, refusing it drops
 all its clients, and how often that happens is not measured yet."""
+
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+"""An app package's digest as every part of stratafl writes it: 64 lowercase hex digits."""
+APP_FILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.(whl|tar\.gz|zip)$"
+"""An app package's file name: a wheel or a source archive, no folder, no hidden file."""
+ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]{0,199}:[A-Za-z_][A-Za-z0-9_]{0,99}$"
+"""An app's entry point inside its package: ``module:attr``."""
+
+
+@dataclass(frozen=True)
+class AppRef:
+    """The app package a session runs (`docs/apps.md`): its SHA-256 and the ``module:attr``
+    of its `ClientApp` (or factory) inside it. Empty: each client runs its own ``--app``."""
+
+    sha256: str = ""
+    entry: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sha256 and not self.entry:
+            return
+        if not re.fullmatch(SHA256_PATTERN, self.sha256):
+            raise ConfigError(
+                f"app_sha256 {self.sha256!r} is not a SHA-256: give the 64 lowercase hex digits "
+                "strata app publish printed"
+            )
+        if not re.fullmatch(ENTRY_PATTERN, self.entry):
+            raise ConfigError(
+                f"app_entry {self.entry!r} must name the app inside the package as module:attr"
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.sha256)
 
 
 @dataclass(frozen=True)
@@ -76,6 +110,8 @@ class RoundSettings:
     median_cap_ratio: float = 0.0
     """With no ``weight_cap``: cap weights at this ratio times the lower median of the
     round's claims at each combiner (0: no cap)."""
+    app: AppRef = AppRef()
+    """The session's app package, which every task names (training and validation)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_examples_per_client <= MAX_EXAMPLES:
@@ -102,6 +138,8 @@ class RoundSettings:
         max_examples_per_client: int = 0,
         weight_cap: int = 0,
         median_cap_ratio: float = 0.0,
+        app_sha256: str = "",
+        app_entry: str = "",
     ) -> RoundSettings:
         """The settings from their text forms (``""`` is each one's default, as on the
         wire); a `ConfigError` naming the bad value and the fix."""
@@ -112,6 +150,7 @@ class RoundSettings:
             max_examples_per_client=max_examples_per_client,
             weight_cap=weight_cap,
             median_cap_ratio=median_cap_ratio,
+            app=AppRef(app_sha256, app_entry),
         )
 
 
@@ -223,6 +262,18 @@ class SessionConfig(BaseModel):
         "(the paper's values are 0.001-0.1); used only with drift_correction 'feddyn'",
     )
 
+    app_sha256: str = Field(
+        "",
+        pattern=r"^([0-9a-f]{64})?$",
+        description="the app package every client runs in this session, by its SHA-256 "
+        "(strata app publish prints it; empty: each client runs its own --app); a client "
+        "runs it only if its site allows the digest (docs/apps.md)",
+    )
+    app_entry: str = Field(
+        "",
+        max_length=301,
+        description="the package's ClientApp (or factory) as module:attr; needed with app_sha256",
+    )
     best_model_by: str = Field(
         "accuracy",
         max_length=64,
@@ -256,6 +307,10 @@ class SessionConfig(BaseModel):
         needs more updates than min_clients, partial updates with a rule other than FedAvg
         or with drift correction, drift correction with a rule other than FedAvg."""
         settings = self.round_settings()  # a ConfigError is a ValueError: pydantic reports it
+        if self.app_entry and not self.app_sha256:
+            raise ValueError(
+                f"app_entry {self.app_entry!r} names no package: set app_sha256 as well"
+            )
         rule = settings.aggregator.rule
         if settings.partial_updates.random and self.drift_correction != "none":
             # Only FedAvg weighs each tensor by the updates that sent it; SCAFFOLD's control
@@ -309,6 +364,8 @@ class SessionConfig(BaseModel):
             max_examples_per_client=self.max_examples_per_client,
             weight_cap=weight_cap if capped else 0,
             median_cap_ratio=self.weight_cap_ratio,
+            app_sha256=self.app_sha256,
+            app_entry=self.app_entry,
         )
 
     def clients_wanted(self, connected: int) -> int:

@@ -219,6 +219,45 @@ def token_revoke(
     console.print(f"revoked {record.token_id} ({record.role} {record.subject})")
 
 
+app_cli = typer.Typer(help="App packages the controller ships to the clients of a session.")
+
+
+@app_cli.command("publish")
+def app_publish(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="the app's wheel, .tar.gz or .zip"),
+    ],
+    controller: ControllerUrl = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Publish an app package; prints its SHA-256, which a session names as app_sha256
+    and each site allows with `strata client start --allow-app SHA256`."""
+    with connect(controller, token, token_file, ca_file) as api:
+        record = api.publish_app(file)
+    console.print(record.sha256)
+
+
+@app_cli.command("list")
+def app_list(
+    controller: ControllerUrl = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Every app package the controller holds: digest, file name, size."""
+    with connect(controller, token, token_file, ca_file) as api:
+        records = api.apps()
+    table = Table()
+    for column in ("sha256", "file", "bytes"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(record.sha256, record.filename, str(record.size_bytes))
+    console.print(table)
+
+
 db_cli = typer.Typer(help="The controller's state database.")
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from stratafl import __version__
-from stratafl.cli.admin import db_cli, model_seed, token_cli
+from stratafl.cli.admin import app_cli, db_cli, model_seed, token_cli
 from stratafl.cli.config import CONFIG_ENV, PROFILE_ENV, GlobalOptions, use_global_options
 from stratafl.cli.errors import run as run_cli
 from stratafl.cli.experiment import experiment_cli
@@ -41,6 +41,7 @@ app.add_typer(token_cli, name="token")
 app.add_typer(session_cli, name="session")
 app.add_typer(model_cli, name="model")
 app.add_typer(db_cli, name="db")
+app.add_typer(app_cli, name="app")
 app.add_typer(experiment_cli, name="experiment")
 combiner_cli.command("list")(combiner_list)
 client_cli.command("list")(client_list)

@@ -222,6 +222,13 @@ def client_start(
         Path | None,
         typer.Option(help="keeps what must survive a restart (top-k's residuals); none: memory"),
     ] = None,
+    allow_app: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="the SHA-256 of an app package this site runs when a session names it "
+            "(repeat; docs/apps.md)"
+        ),
+    ] = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
     insecure: Annotated[bool, typer.Option(help="for a controller started --insecure")] = False,
@@ -246,6 +253,7 @@ def client_start(
         seed=seed,
         attack=attack,
         workdir=workdir,
+        allowed_apps=tuple(allow_app or ()),
         token_file=peer.token_file,
         ca_file=peer.ca_file,
         insecure=insecure,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import uuid
@@ -10,9 +11,11 @@ from pathlib import Path
 
 from stratafl.attacks import attacked
 from stratafl.client.app import ClientContext, load_app
+from stratafl.client.packages import AppPackages, app_fetcher
 from stratafl.client.runtime import ClientRuntime
 from stratafl.errors import ConfigError
 from stratafl.security import read_claims_unverified
+from stratafl.settings import SHA256_PATTERN
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
 
@@ -33,6 +36,15 @@ class ClientOptions:
     attack: str | None = None  # an attack this client runs, e.g. "sign_flip" (stratafl.attacks)
     combiner: str | None = None  # the combiner id to ask for; honoured while it has room
     workdir: Path | None = None  # keeps what must survive a restart (top-k, SCAFFOLD's c_i)
+    allowed_apps: tuple[str, ...] = ()  # SHA-256 of app packages this site runs (--allow-app)
+
+    def __post_init__(self) -> None:
+        for digest in self.allowed_apps:
+            if not re.fullmatch(SHA256_PATTERN, digest):
+                raise ConfigError(
+                    f"--allow-app {digest!r} is not a SHA-256: give the 64 lowercase hex "
+                    "digits strata app publish printed"
+                )
 
 
 def run_client(options: ClientOptions) -> None:
@@ -67,6 +79,12 @@ def run_client(options: ClientOptions) -> None:
         preferred_combiner=options.combiner,
         workdir=options.workdir,
         token_file=None if options.insecure else options.token_file,
+        packages=AppPackages(
+            options.allowed_apps,
+            context=context,
+            fetch=app_fetcher(options.controller, credentials),
+            workdir=options.workdir,
+        ),
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: runtime.stop())

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import grpc
 import grpc.aio
@@ -42,6 +42,7 @@ from stratafl.client.app import TrainResult
 from stratafl.client.assigner import ControllerAssigner
 from stratafl.client.counters import ClientCounters
 from stratafl.client.models import ModelShelf
+from stratafl.client.packages import AppRefused
 from stratafl.client.state import ClientState
 from stratafl.client.task_settings import TaskSettings
 from stratafl.compression import Codec, encode_update, partial_of
@@ -272,8 +273,7 @@ class ClientProtocol:
                     counters.updates_refused += 1
                     log.warning("%s: update refused: %s", client.client_id, ack.message)
             elif task.kind == pb.VALIDATE:
-                app = client.app
-                scored = await asyncio.to_thread(app.validate, model_part(params), settings.config)
+                scored = await asyncio.to_thread(_validate, client, settings, params)
                 metrics = {k: float(v) for k, v in scored.items()}
                 receipt = _receipt(client, task, combiner_id, 0, metrics)
                 report = validation_report(task, client.client_id, metrics, receipt)
@@ -281,6 +281,11 @@ class ClientProtocol:
                 counters.validations += 1
         except grpc.RpcError:
             raise
+        except AppRefused as exc:  # the session's app package: not for this site
+            counters.app_failures += 1
+            log.warning("%s: task %s refused: %s", client.client_id, task.task_id, exc)
+            failure = task_failure(task, client.client_id, str(exc))
+            await stub.ReportFailure(failure, metadata=_combiner_metadata(client))
         except Exception as exc:  # user code failed: tell the combiner instead of vanishing
             counters.app_failures += 1
             log.warning("%s: task %s failed: %s", client.client_id, task.task_id, exc)
@@ -341,6 +346,11 @@ def _combiner_metadata(client: ClientState) -> Metadata | None:
     """What a call to the client's combiner carries: its ticket (its token when the
     controller gave none, as an ``--insecure`` one does)."""
     return bearer_metadata(client.ticket or client.token)
+
+
+def _validate(client: ClientState, settings: TaskSettings, params: Params) -> Mapping[str, float]:
+    """Score the model's part the app sees (user code, in a worker thread)."""
+    return client.app_of(settings).validate(model_part(params), settings.config)
 
 
 def _train(

@@ -18,6 +18,7 @@ from stratafl.client.app import ClientApp
 from stratafl.client.assigner import ControllerAssigner
 from stratafl.client.counters import ClientCounters
 from stratafl.client.models import ModelShelf
+from stratafl.client.packages import AppPackages
 from stratafl.client.protocol import ClientProtocol
 from stratafl.client.state import ClientState
 from stratafl.transport.backoff import Backoff
@@ -43,6 +44,7 @@ class ClientRuntime:
         preferred_combiner: str | None = None,
         workdir: Path | None = None,
         token_file: Path | None = None,
+        packages: AppPackages | None = None,
     ) -> None:
         self.client_id = client_id
         self.state = ClientState(
@@ -53,6 +55,7 @@ class ClientRuntime:
             preferred_combiner=preferred_combiner,
             workdir=workdir,
             token_file=token_file,
+            packages=packages,
         )
         """What this client keeps: its backoff, its model, top-k's and drift correction's
         state (in ``workdir``)."""

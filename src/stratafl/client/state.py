@@ -15,6 +15,7 @@ from pathlib import Path
 from stratafl.client.app import ClientApp
 from stratafl.client.drift import drift_corrected_app
 from stratafl.client.feedback import load_feedback, save_feedback
+from stratafl.client.packages import AppPackages, AppRefused
 from stratafl.client.scaffold import ClientControl
 from stratafl.client.task_settings import TaskSettings
 from stratafl.compression import ErrorFeedback
@@ -38,6 +39,7 @@ class ClientState:
         "backoff",
         "client_id",
         "last_model",
+        "packages",
         "preferred_combiner",
         "receipt_key",
         "ticket",
@@ -56,9 +58,12 @@ class ClientState:
         preferred_combiner: str | None = None,
         workdir: Path | None = None,
         token_file: Path | None = None,
+        packages: AppPackages | None = None,
     ) -> None:
         self.client_id = client_id
         self.app = app
+        self.packages = packages
+        """The app packages this client may run when a task names one; None: none."""
         self.token = token
         """Sent to the controller; None on an insecure federation. Renewed by the protocol
         halfway through its life (and written back to ``token_file``, if it came from one)."""
@@ -89,12 +94,26 @@ class ClientState:
             self._control = ClientControl(self.workdir)
         return self._control
 
-    def app_for(self, settings: TaskSettings, session_id: str) -> ClientApp:
-        """The app as the task trains it: itself, or wrapped in the session's drift
-        correction, whose state this client keeps."""
-        if settings.drift_correction == "none":
+    def app_of(self, settings: TaskSettings) -> ClientApp:
+        """The app the task names: the session's package (`stratafl.client.packages`;
+        blocking: installs it on first use), else this client's own. A package this
+        client may not run is an `AppRefused` naming the fix."""
+        if not settings.app:
             return self.app
-        return drift_corrected_app(self.app, self.control, settings.config, session_id)
+        if self.packages is None:
+            raise AppRefused(
+                f"app package {settings.app.sha256} is not allowed at this site: this client "
+                "runs no app packages"
+            )
+        return self.packages.app(settings.app, self.token)
+
+    def app_for(self, settings: TaskSettings, session_id: str) -> ClientApp:
+        """The app as the task trains it: the task's app, or that app wrapped in the
+        session's drift correction, whose state this client keeps."""
+        app = self.app_of(settings)
+        if settings.drift_correction == "none":
+            return app
+        return drift_corrected_app(app, self.control, settings.config, session_id)
 
     def feedback_for(self, session_id: str) -> ErrorFeedback:
         """Top-k's residuals in ``session_id``: what earlier updates did not send."""

@@ -23,6 +23,7 @@ from stratafl.compression import (
 )
 from stratafl.errors import ConfigError
 from stratafl.proto import stratafl_pb2 as pb
+from stratafl.settings import AppRef
 
 __all__ = ["TaskSettings"]
 
@@ -41,6 +42,8 @@ class TaskSettings:
     """none, scaffold or feddyn (`stratafl.client.drift`)."""
     seed: int
     """The round's seed: it draws the tensors a partial update carries."""
+    app: AppRef = AppRef()
+    """The session's app package (empty: the client's own app)."""
 
     @classmethod
     def of(cls, task: pb.Task) -> TaskSettings:
@@ -57,6 +60,7 @@ class TaskSettings:
             partial=parse_partial_updates(task.partial_updates),
             drift_correction=drift_correction_of(config),
             seed=seed,
+            app=AppRef(task.app.sha256, task.app.entry),
         )
 
 

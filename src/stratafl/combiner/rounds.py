@@ -225,6 +225,8 @@ def settings_of(spec: pb.RoundSpec) -> RoundSettings:
         max_examples_per_client=wire.max_examples_per_client,
         weight_cap=wire.weight_cap,
         median_cap_ratio=wire.median_cap_ratio,
+        app_sha256=wire.app.sha256,
+        app_entry=wire.app.entry,
     )
 
 

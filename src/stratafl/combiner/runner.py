@@ -176,6 +176,7 @@ class CombinerRoundRunner:
         # The client reads the settings in their canonical text (Task's fields stay as
         # they were, so clients of every version read them).
         compression, partial_updates = str(settings.compression), str(settings.partial_updates)
+        app = pb.AppRef(sha256=settings.app.sha256, entry=settings.app.entry)
         # The controller chose the clients (it counts only those): a listed one that is not
         # connected is dropped at once, and nobody else gets a task.
         chosen = list(dict.fromkeys(spec.client_ids))
@@ -200,6 +201,7 @@ class CombinerRoundRunner:
                     partial_updates=partial_updates,
                     grant=spec.grant,  # the controller's: clients check it is this round's
                     round_id=spec.round_id,
+                    app=app,
                 )
             )
         for task_id in absent:

@@ -290,6 +290,7 @@ def settings_to_proto(settings: RoundSettings) -> pb.RoundSettings:
         partial_updates=str(settings.partial_updates),
         weight_cap=settings.weight_cap,
         median_cap_ratio=settings.median_cap_ratio,
+        app=pb.AppRef(sha256=settings.app.sha256, entry=settings.app.entry),
     )
 
 

@@ -39,7 +39,7 @@ from stratafl.modelfile.codec import MappedModelFile
 from stratafl.params import TensorSpec, specs_of, total_bytes
 from stratafl.records import RoundRecord, Traffic, Validation
 from stratafl.security.receipts import ReceiptKeys
-from stratafl.settings import SessionConfig
+from stratafl.settings import RoundSettings, SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, TaskKind
 
 
@@ -404,6 +404,7 @@ class GlobalRoundRunner:
             model_id=model_id,
             timeout=train.timeout,
             config={"round": train.number},
+            settings=RoundSettings(app=train.settings.app),  # clients score with the same app
             quorum=train.quorum,
             round_id=secrets.token_hex(16),
         )

@@ -60,9 +60,15 @@ class SessionRunner:
         self._watch = RoundLog() if watch is None else watch
         self.current: asyncio.Task[None] | None = None
         self._current_id: str | None = None
+        self._current_app = ""
         self._stop_by: str | None = None
         self._cancel_by: str | None = None
         self._starting = False
+
+    def running_app(self) -> str:
+        """The SHA-256 of the running session's app package ("" for none, or no session):
+        the one package the controller serves to clients."""
+        return self._current_app if self.busy() else ""
 
     def busy(self) -> bool:
         """A session runs, or one is being started."""
@@ -159,6 +165,7 @@ class SessionRunner:
     ) -> None:
         """Run the session in the background from round ``first`` on ``model_id``."""
         self._current_id, self._stop_by, self._cancel_by = session_id, None, None
+        self._current_app = config.app_sha256
         self.current = asyncio.ensure_future(
             self._run(session_id, config, aggregator, model_id, state, first, failures)
         )

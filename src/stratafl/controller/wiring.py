@@ -25,6 +25,7 @@ from stratafl.controller.trust import Trust
 from stratafl.observe.metrics import ControllerMetrics
 from stratafl.observe.watchers import RoundLog, SessionWatcher, Watchers
 from stratafl.security.receipts import ReceiptKeys
+from stratafl.store.apps import AppStore
 from stratafl.store.models import ModelStore
 from stratafl.store.state import StateStore
 
@@ -63,6 +64,7 @@ class Controller:
         self.events: Final = EventFeed() if events is None else events  # /events/stream
         store.listen(self.events.publish)
         self.models: Final = ModelStore(model_store or workdir / "models")
+        self.apps: Final = AppStore(model_store or workdir / "models")  # packages, by digest
         self.discovery: Final = Discovery(store)
         self.trail: Final = ModelTrail(store, self.models, workdir / "staging", retention)
         self.receipts: Final = ReceiptKeys.generate() if receipts is None else receipts

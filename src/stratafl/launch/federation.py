@@ -53,6 +53,9 @@ class FederationSpec:
     attacks: Mapping[int, str] = field(default_factory=dict)
     """Partition id -> the attack spec that client runs (`stratafl.attacks`), e.g.
     ``{0: "sign_flip"}``; the other clients are honest."""
+    allowed_apps: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    """Partition id -> the SHA-256 of the app packages that client's site runs
+    (`ClientOptions.allowed_apps`); the other clients run none."""
     placement: Mapping[int, int] = field(default_factory=dict)
     """Partition id -> the index of the combiner that client asks for (``combiner-<i>``),
     e.g. to put every attacker on one combiner. The controller honours it while that
@@ -229,6 +232,7 @@ class LocalFederation:
             attack=spec.attacks.get(index),
             combiner=f"combiner-{spec.placement[index]}" if index in spec.placement else None,
             workdir=self.workdir / f"client-{index}",
+            allowed_apps=tuple(spec.allowed_apps.get(index, ())),
         )
         self.group.start(f"client-{index}", options)
 

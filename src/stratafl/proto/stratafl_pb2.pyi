@@ -82,7 +82,7 @@ class ClientHello(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json", "compression", "partial_updates", "round_id", "grant")
+    __slots__ = ("task_id", "kind", "model_id", "session_id", "round", "config_json", "compression", "partial_updates", "round_id", "grant", "app")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Task(_message.Message):
     PARTIAL_UPDATES_FIELD_NUMBER: _ClassVar[int]
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     GRANT_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     model_id: str
@@ -103,7 +104,16 @@ class Task(_message.Message):
     partial_updates: str
     round_id: str
     grant: bytes
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ..., round_id: _Optional[str] = ..., grant: _Optional[bytes] = ...) -> None: ...
+    app: AppRef
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., model_id: _Optional[str] = ..., session_id: _Optional[str] = ..., round: _Optional[int] = ..., config_json: _Optional[str] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ..., round_id: _Optional[str] = ..., grant: _Optional[bytes] = ..., app: _Optional[_Union[AppRef, _Mapping]] = ...) -> None: ...
+
+class AppRef(_message.Message):
+    __slots__ = ("sha256", "entry")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    entry: str
+    def __init__(self, sha256: _Optional[str] = ..., entry: _Optional[str] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
     __slots__ = ("task_id", "client_id", "num_examples", "metrics", "model", "compute_seconds", "codec", "receipt")
@@ -170,20 +180,22 @@ class TaskFailure(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RoundSettings(_message.Message):
-    __slots__ = ("aggregator", "max_examples_per_client", "compression", "partial_updates", "weight_cap", "median_cap_ratio")
+    __slots__ = ("aggregator", "max_examples_per_client", "compression", "partial_updates", "weight_cap", "median_cap_ratio", "app")
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     MAX_EXAMPLES_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_UPDATES_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_CAP_FIELD_NUMBER: _ClassVar[int]
     MEDIAN_CAP_RATIO_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
     aggregator: str
     max_examples_per_client: int
     compression: str
     partial_updates: str
     weight_cap: int
     median_cap_ratio: float
-    def __init__(self, aggregator: _Optional[str] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ..., weight_cap: _Optional[int] = ..., median_cap_ratio: _Optional[float] = ...) -> None: ...
+    app: AppRef
+    def __init__(self, aggregator: _Optional[str] = ..., max_examples_per_client: _Optional[int] = ..., compression: _Optional[str] = ..., partial_updates: _Optional[str] = ..., weight_cap: _Optional[int] = ..., median_cap_ratio: _Optional[float] = ..., app: _Optional[_Union[AppRef, _Mapping]] = ...) -> None: ...
 
 class RoundSpec(_message.Message):
     __slots__ = ("session_id", "round", "kind", "model_id", "num_clients", "timeout_seconds", "config_json", "seed", "settings", "client_ids", "round_id", "quorum", "grant", "receipt_keys")

@@ -12,6 +12,7 @@ transport (``httpx.MockTransport``) passed as ``transport`` tests code without a
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from stratafl.modelfile.codec import copy_params_from_file, params_to_bytes
 from stratafl.params import Params
 from stratafl.records import (
     SESSION_END_KINDS,
+    AppRecord,
     EventRecord,
     ModelRecord,
     PromiseRecord,
@@ -49,7 +51,7 @@ from stratafl.restapi.schema import (
     TokenRequest,
 )
 from stratafl.restapi.wire import ERRORS, Verify, authorization, error_of, reaching, segment, tls
-from stratafl.settings import SessionConfig
+from stratafl.settings import APP_FILE_PATTERN, SessionConfig
 from stratafl.status import SessionStatus
 
 __all__ = ["ERRORS", "ControllerClient", "Verify"]
@@ -62,6 +64,8 @@ _HEALTH = TypeAdapter(Health)
 _DISCOVERY = TypeAdapter(DiscoveryInfo)
 _ASSIGNMENT = TypeAdapter(Assignment)
 _MODEL = TypeAdapter(ModelRecord)
+_APP = TypeAdapter(AppRecord)
+_APPS = TypeAdapter(list[AppRecord])
 _SESSION = TypeAdapter(SessionRecord)
 _ISSUED = TypeAdapter(IssuedToken)
 _TOKEN = TypeAdapter(TokenRecord)
@@ -177,17 +181,46 @@ class ControllerClient(Listings):
         The bytes go to a temporary name beside ``path`` that is renamed once complete, so
         ``path`` never holds half a model.
         """
+        return self._download(f"/models/{segment(model_id)}/download", path)
+
+    def publish_app(self, path: Path) -> AppRecord:
+        """Publish an app package (a wheel, ``.tar.gz`` or ``.zip``), streamed from disk;
+        the answer names its SHA-256, which a session's ``app_sha256`` takes."""
+        with open(path, "rb") as stream:
+            params = {"filename": path.name}
+            return self._call(_APP, "POST", "/apps", content=stream, params=params)
+
+    def apps(self) -> list[AppRecord]:
+        """Every app package the controller holds."""
+        return self._call(_APPS, "GET", "/apps")
+
+    def download_app(self, sha256: str, folder: Path, *, limit: int) -> Path:
+        """Stream an app package into ``folder`` under the file name the controller gives
+        (pip reads a wheel's from it), complete or not at all, refusing more than ``limit``
+        bytes; returns its path. A client gets only the running session's package; the
+        caller checks the bytes against the digest."""
+        url = f"/apps/{segment(sha256)}/download"
+        return self._download(url, folder / f"{sha256}.download", limit=limit, named=True)
+
+    def _download(
+        self, url: str, path: Path, *, limit: int | None = None, named: bool = False
+    ) -> Path:
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with (
-                reaching(self.url),
-                self._http.stream("GET", f"/models/{segment(model_id)}/download") as response,
-            ):
+            with reaching(self.url), self._http.stream("GET", url) as response:
                 if response.is_error:
                     response.read()
                     raise error_of(response)
+                if named:
+                    path = path.with_name(_attachment_name(response, url))
+                received = 0
                 with open(partial, "wb") as out:
                     for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                        received += len(chunk)
+                        if limit is not None and received > limit:
+                            raise errors.PermissionDenied(
+                                f"{url} sent more than {limit} bytes; the limit is {limit}"
+                            )
                         out.write(chunk)
             os.replace(partial, path)
         finally:
@@ -293,3 +326,15 @@ class ControllerClient(Listings):
                 f"cannot read ({exc.error_count()} errors, first: {exc.errors()[0]['msg']}); "
                 "are the controller and this client the same stratafl version?"
             ) from exc
+
+
+def _attachment_name(response: httpx.Response, url: str) -> str:
+    """The file name of a ``Content-Disposition: attachment; filename="..."`` answer, if
+    it is a package's name (no folder, a wheel or an archive)."""
+    disposition = response.headers.get("content-disposition", "")
+    name = disposition.partition('filename="')[2].rstrip('"')
+    if not re.fullmatch(APP_FILE_PATTERN, name):
+        raise errors.ModelFormatError(
+            f"{url} names no package file ({disposition!r}); is the controller a stratafl one?"
+        )
+    return name

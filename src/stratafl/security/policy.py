@@ -55,6 +55,10 @@ REST_ROLES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/v1/models/{model_id}"): _ADMIN,
     ("GET", "/api/v1/models/{model_id}/trail"): _ADMIN,
     ("GET", "/api/v1/models/{model_id}/download"): _ADMIN,
+    ("POST", "/api/v1/apps"): _ADMIN,
+    ("GET", "/api/v1/apps"): _ADMIN,
+    # a client fetches the running session's package only (controller/rest/apps.py)
+    ("GET", "/api/v1/apps/{sha256}/download"): frozenset({Role.CLIENT, Role.ADMIN}),
     ("POST", "/api/v1/sessions"): _ADMIN,
     ("GET", "/api/v1/sessions"): _ADMIN,
     ("GET", "/api/v1/sessions/{session_id}"): _ADMIN,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 
+from stratafl.controller.rest.apps import APPS_PATH, MAX_APP_BYTES, apps_router
 from stratafl.controller.rest.auth import Authorizer, declare_security
 from stratafl.controller.rest.bounds import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, BoundedBodies
 from stratafl.controller.rest.dashboard import dashboard_router
@@ -86,10 +87,13 @@ def create_api(
     )
     install_error_handlers(app)
     app.add_middleware(
-        BoundedBodies, limits={("POST", UPLOAD_PATH): max_upload_bytes}, default=MAX_JSON_BYTES
+        BoundedBodies,
+        limits={("POST", UPLOAD_PATH): max_upload_bytes, ("POST", APPS_PATH): MAX_APP_BYTES},
+        default=MAX_JSON_BYTES,
     )
     app.include_router(federation_router(controller, authorize))
     app.include_router(models_router(controller))
+    app.include_router(apps_router(controller, authorize))
     app.include_router(sessions_router(controller, authorize))
     app.include_router(tokens_router(controller, authorize))
     app.include_router(metrics_router(controller))

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from stratafl.controller.rest.bodies import pieces, stream_to_file
 from stratafl.controller.rest.bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest.errors import binary, error_response, errors_of
 from stratafl.errors import ModelFormatError
@@ -27,7 +27,6 @@ from stratafl.modelfile.codec import MappedModelFile, check_model_file
 from stratafl.records import ModelRecord, Page
 from stratafl.restapi.schema import ErrorBody
 from stratafl.store.protocols import ModelReads
-from stratafl.transport.streams import CHUNK_BYTES
 
 if TYPE_CHECKING:
     from stratafl.controller.wiring import Controller
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["UPLOAD_PATH", "models_router"]
 
 UPLOAD_PATH = "/api/v1/models"
-UPLOAD_BUFFER_BYTES = 1 << 20
-"""Upload chunks are gathered up to this size before each write, to bound thread hops."""
 
 
 def models_router(controller: Controller) -> APIRouter:
@@ -54,7 +51,7 @@ def models_router(controller: Controller) -> APIRouter:
         name = f"upload-{uuid.uuid4().hex}"
         staged = await asyncio.to_thread(controller.trail.staging_path, name)
         try:
-            await _stream_to_file(request, staged)
+            await stream_to_file(request, staged)
             specs = await asyncio.to_thread(check_model_file, staged)
             await asyncio.to_thread(refuse_non_finite, staged)
             parameters = sum(spec.size for spec in specs)
@@ -99,7 +96,7 @@ def models_router(controller: Controller) -> APIRouter:
             return error_response(410, "Gone", detail)
         stream = await asyncio.to_thread(controller.models.open, model_id)
         return StreamingResponse(
-            _pieces(stream),
+            pieces(stream),
             media_type="application/octet-stream",
             headers={"content-length": str(record.size_bytes)},
         )
@@ -125,27 +122,3 @@ def refuse_non_finite(path: Path) -> None:
                     f"tensor {name!r} holds NaN or infinite values; a seed model must be "
                     "finite everywhere: upload a freshly initialised one (strata model seed)"
                 )
-
-
-def _pieces(stream: BinaryIO) -> Iterator[bytes]:
-    """The stream's bytes, 1 MiB at a time, so a model is never held whole; Starlette reads
-    a plain iterator in a worker thread, off the event loop. Closes the stream at the end."""
-    with stream:
-        while piece := stream.read(CHUNK_BYTES):
-            yield piece
-
-
-async def _stream_to_file(request: Request, path: Path) -> None:
-    """Write the request body to ``path`` with every file operation off the event loop."""
-    out = await asyncio.to_thread(path.open, "wb")
-    try:
-        buffer = bytearray()
-        async for chunk in request.stream():
-            buffer += chunk
-            if len(buffer) >= UPLOAD_BUFFER_BYTES:
-                await asyncio.to_thread(out.write, bytes(buffer))
-                buffer.clear()
-        if buffer:
-            await asyncio.to_thread(out.write, bytes(buffer))
-    finally:
-        await asyncio.to_thread(out.close)

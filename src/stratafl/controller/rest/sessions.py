@@ -38,7 +38,10 @@ def sessions_router(controller: Controller, authorize: Authorizer) -> APIRouter:
 
     @router.post("/sessions", status_code=201, responses=errors_of(400, 404, 413))
     async def start_session(config: SessionConfig) -> SessionRecord:
-        """Start a session (400 while another one runs: one runs at a time)."""
+        """Start a session (400 while another one runs: one runs at a time; 404 if it
+        names an app package the controller does not hold)."""
+        if config.app_sha256:
+            await asyncio.to_thread(controller.apps.record, config.app_sha256)
         return await read(store.session, await controller.sessions.start(config))
 
     @router.get("/sessions", responses=errors_of(400))
