@@ -20,6 +20,11 @@ again for the same combiner and uses the new ticket (if the controller names ano
 combiner, the client leaves for it); halfway through its own token's life it exchanges
 that for a fresh copy (``POST /tokens/renew``), written back to its token file.
 
+A refusal no retry can mend ends `run` with its error (`FINAL_ERRORS`): a setting to fix
+(a CA that does not verify the controller, the wrong URL scheme), a token that is revoked,
+expired, forged or of another role. What may pass is retried: a controller that is down
+or restarting (refused, reset, timed out, 503), rate limits, other failures it answers.
+
 When the stream ends the client asks again after a jittered backoff (`Backoff`): ABORTED
 means the controller moved it to even the load; UNAVAILABLE means the combiner is gone,
 and the next assignment names it as failed. The user's ``train`` and ``validate`` are
@@ -45,7 +50,7 @@ from stratafl.client.models import ModelShelf
 from stratafl.client.state import ClientState
 from stratafl.client.task_settings import TaskSettings
 from stratafl.compression import Codec, encode_update, partial_of
-from stratafl.errors import AuthError, ConfigError, StrataError
+from stratafl.errors import AuthError, ConfigError, PermissionDenied, StrataError
 from stratafl.params import Params
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
@@ -65,11 +70,14 @@ from stratafl.transport.task_stream import (
     validation_report,
 )
 
-__all__ = ["ClientProtocol"]
+__all__ = ["FINAL_ERRORS", "ClientProtocol"]
 
 log = logging.getLogger("stratafl.client")
 
 Sleep = Callable[[float], Awaitable[None]]
+
+FINAL_ERRORS: tuple[type[StrataError], ...] = (ConfigError, AuthError, PermissionDenied)
+"""The controller's answers that no retry changes: the client stops with the reason."""
 
 
 class ClientProtocol:
@@ -86,6 +94,7 @@ class ClientProtocol:
         counters: ClientCounters,
         connecting: asyncio.Semaphore,
         sleep: Sleep = asyncio.sleep,
+        final_errors: tuple[type[StrataError], ...] = FINAL_ERRORS,
     ) -> None:
         self.assigner = assigner
         self.channel_credentials = channel_credentials
@@ -95,22 +104,24 @@ class ClientProtocol:
         self.connecting = connecting
         """Clients asking for a combiner and opening a stream at the same time."""
         self._sleep = sleep
+        self.final_errors = final_errors
+        """The errors that end `run` instead of a retry (`FINAL_ERRORS` by default)."""
         self._grants: GrantVerifier | None = None
         """Checks each task's round grant; None until a secured client first has a
         combiner (it asks the controller for the key then), and on an insecure link."""
 
     async def run(self, client: ClientState) -> None:
-        """Ask for a combiner, serve its task stream, and again whenever it ends; a
-        `ConfigError` (a bad URL or id: no retry helps) ends it."""
+        """Ask for a combiner, serve its task stream, and again whenever it ends; one of
+        `final_errors` (no retry helps) ends it."""
         counters, failed = self.counters, None
         while True:
             try:
                 await self.renew_token(client)
                 assignment = await self.assign(client, failed)
-            except ConfigError:
-                raise
             except StrataError as exc:  # unreachable or refused: the controller may recover
                 counters.assign_errors += 1
+                if isinstance(exc, self.final_errors):
+                    raise
                 level = logging.INFO if client.backoff.failures == 0 else logging.DEBUG
                 log.log(level, "%s: no combiner: %s", client.client_id, exc)
                 await self._sleep(client.backoff.next_delay())
@@ -154,11 +165,14 @@ class ClientProtocol:
 
     async def renew_token(self, client: ClientState) -> None:
         """Exchange the client's token for a fresh copy once it is past half its life, and
-        write it back to its file; a refusal leaves the old one (still valid) in use."""
+        write it back to its file; a passing failure leaves the old one (still valid) in
+        use, a final one (`final_errors`) is raised."""
         if client.token is None or not renewal_due(client.token):
             return
         try:
             token = await self.assigner.renew(client.token)
+        except self.final_errors:  # revoked or expired: the assignment would fail alike
+            raise
         except StrataError as exc:
             log.warning("%s: cannot renew its token yet: %s", client.client_id, exc)
             return
@@ -222,7 +236,7 @@ class ClientProtocol:
             await self.renew_token(client)
             try:
                 fresh = await self.assign(client, None, current=assignment.combiner_id)
-            except ConfigError:
+            except self.final_errors:
                 raise
             except StrataError as exc:  # the rest of the ticket's life rides it out
                 log.warning("%s: cannot renew its ticket yet: %s", client.client_id, exc)

@@ -99,7 +99,9 @@ class ClientRuntime:
 
     def run(self) -> None:
         """Serve tasks until stopped, reconnecting whenever the combiner goes away; a
-        `ConfigError` (a bad URL or client id) ends it, as no retry would help."""
+        refusal no retry would mend (`stratafl.client.protocol.FINAL_ERRORS`: a CA that
+        does not verify the controller, the wrong URL scheme, a revoked, expired or
+        wrong-role token) ends it with that error."""
         asyncio.run(self._run())
 
     async def _run(self) -> None:
