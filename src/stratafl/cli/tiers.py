@@ -77,6 +77,12 @@ def _peer(
 
 ADVERTISE_HELP = "the name or IP other hosts reach this one at (needed with --host 0.0.0.0)"
 VERBOSE_HELP = "log at debug level (the same as strata --log-level debug)"
+TLS_CERT_HELP = "serve this PEM certificate (chain after it), an organisation's own"
+TLS_KEY_HELP = "the private key of --tls-cert (PEM, unencrypted)"
+CA_BUNDLE_HELP = "trust these PEM CA certificates too when dialling (an organisation's CAs)"
+TlsCert = Annotated[Path | None, typer.Option(help=TLS_CERT_HELP)]
+TlsKey = Annotated[Path | None, typer.Option(help=TLS_KEY_HELP)]
+CaBundle = Annotated[Path | None, typer.Option(help=CA_BUNDLE_HELP)]
 READY_HELP = "write the tier's address here once it serves (for scripts)"
 
 
@@ -114,6 +120,9 @@ def controller_start(
     mlflow_experiment: Annotated[
         str, typer.Option(help="the MLflow experiment sessions are logged to")
     ] = "stratafl",
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    ca_bundle: CaBundle = None,
     verbose: Annotated[bool, typer.Option(help=VERBOSE_HELP)] = False,
 ) -> None:
     """Serve the REST API and the combiners' gRPC service, TLS and tokens by default."""
@@ -136,6 +145,9 @@ def controller_start(
         keep_every=keep_every,
         mlflow=mlflow,
         mlflow_experiment=mlflow_experiment,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        ca_bundle=ca_bundle,
     )
     _start_tier(options, verbose)
 
@@ -163,6 +175,9 @@ def combiner_start(
     metrics_port: Annotated[int, typer.Option(help="port of /metrics (0 picks a free one)")] = 0,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
+    ca_bundle: CaBundle = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     insecure: Annotated[bool, typer.Option(help="for a controller started --insecure")] = False,
     verbose: Annotated[bool, typer.Option(help=VERBOSE_HELP)] = False,
 ) -> None:
@@ -186,6 +201,9 @@ def combiner_start(
         insecure=insecure,
         metrics=metrics,
         metrics_port=metrics_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        ca_bundle=ca_bundle,
     )
     _start_tier(options, verbose)
 
@@ -224,6 +242,7 @@ def client_start(
     ] = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
+    ca_bundle: CaBundle = None,
     insecure: Annotated[bool, typer.Option(help="for a controller started --insecure")] = False,
     verbose: Annotated[bool, typer.Option(help=VERBOSE_HELP)] = False,
 ) -> None:
@@ -248,6 +267,7 @@ def client_start(
         workdir=workdir,
         token_file=peer.token_file,
         ca_file=peer.ca_file,
+        ca_bundle=ca_bundle,
         insecure=insecure,
     )
     _start_tier(options, verbose)

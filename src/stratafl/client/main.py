@@ -29,6 +29,7 @@ class ClientOptions:
     seed: int = 0
     token_file: Path | None = None  # this client's token (its id is the token's subject)
     ca_file: Path | None = None  # the federation's CA certificate
+    ca_bundle: Path | None = None  # an organisation's CAs, trusted beside (or instead of) it
     insecure: bool = False  # no TLS, no token: for a controller started --insecure
     attack: str | None = None  # an attack this client runs, e.g. "sign_flip" (stratafl.attacks)
     combiner: str | None = None  # the combiner id to ask for; honoured while it has room
@@ -40,7 +41,9 @@ def run_client(options: ClientOptions) -> None:
     credentials = INSECURE
     client_id = options.client_id or f"client-{uuid.uuid4().hex[:8]}"
     if not options.insecure:
-        credentials = PeerCredentials.from_files(options.token_file, options.ca_file, "client")
+        credentials = PeerCredentials.from_files(
+            options.token_file, options.ca_file, "client", ca_bundle=options.ca_bundle
+        )
         assert credentials.token is not None
         subject = read_claims_unverified(credentials.token).subject
         if options.client_id and options.client_id != subject:
