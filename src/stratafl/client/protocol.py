@@ -25,6 +25,11 @@ A refusal no retry can mend ends `run` with its error (`FINAL_ERRORS`): a settin
 expired, forged or of another role. What may pass is retried: a controller that is down
 or restarting (refused, reset, timed out, 503), rate limits, other failures it answers.
 
+A site may accept only some combiners (`ClientState.accepted_combiners`): a combiner sees
+its clients' updates. The client then asks for one of them, and an assignment to any
+other is refused before it connects: it asks again, for the next one it accepts, after
+a backoff.
+
 When the stream ends the client asks again after a jittered backoff (`Backoff`): ABORTED
 means the controller moved it to even the load; UNAVAILABLE means the combiner is gone,
 and the next assignment names it as failed. The user's ``train`` and ``validate`` are
@@ -45,7 +50,7 @@ import grpc.aio
 from stratafl.aggregate.server_state import model_part
 from stratafl.client.app import TrainResult
 from stratafl.client.assigner import ControllerAssigner
-from stratafl.client.counters import ClientCounters
+from stratafl.client.counters import ClientCounters, TaskDone
 from stratafl.client.models import ModelShelf
 from stratafl.client.state import ClientState
 from stratafl.client.task_settings import TaskSettings
@@ -55,6 +60,7 @@ from stratafl.params import Params
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.restapi.schema import Assignment
+from stratafl.security import TokenVerifier
 from stratafl.security.files import write_private
 from stratafl.security.grants import GrantVerifier
 from stratafl.security.receipts import Statement, decode_key, make_receipt
@@ -95,6 +101,7 @@ class ClientProtocol:
         connecting: asyncio.Semaphore,
         sleep: Sleep = asyncio.sleep,
         final_errors: tuple[type[StrataError], ...] = FINAL_ERRORS,
+        on_task: Callable[[TaskDone], None] | None = None,
     ) -> None:
         self.assigner = assigner
         self.channel_credentials = channel_credentials
@@ -106,6 +113,12 @@ class ClientProtocol:
         self._sleep = sleep
         self.final_errors = final_errors
         """The errors that end `run` instead of a retry (`FINAL_ERRORS` by default)."""
+        self.on_task = on_task
+        """Told of every task answered (a client runtime logs a line and counts it; a
+        swarm of thousands does not)."""
+        self.token_verifier: TokenVerifier | None = None
+        """Checks the controller's tokens (an admin's, at this client's ``/metrics``); None
+        until the key is known, as ``_grants``."""
         self._grants: GrantVerifier | None = None
         """Checks each task's round grant; None until a secured client first has a
         combiner (it asks the controller for the key then), and on an insecure link."""
@@ -127,6 +140,21 @@ class ClientProtocol:
                 await self._sleep(client.backoff.next_delay())
                 continue
             failed = None
+            if not client.accepts(assignment.combiner_id):
+                counters.assign_errors += 1
+                level = logging.INFO if client.backoff.failures == 0 else logging.DEBUG
+                client.prefer_next_accepted()
+                log.log(
+                    level,
+                    "%s: assigned to %s, which this site does not accept (combiners: %s); "
+                    "asking for %s",
+                    client.client_id,
+                    assignment.combiner_id,
+                    ", ".join(client.accepted_combiners),
+                    client.preferred_combiner,
+                )
+                await self._sleep(client.backoff.next_delay())
+                continue
             try:
                 await self.serve(client, assignment)
                 log.info("%s: %s ended the stream", client.client_id, assignment.combiner_id)
@@ -161,6 +189,7 @@ class ClientProtocol:
             if self.channel_credentials is not None and self._grants is None:
                 key = await self.assigner.token_key(client.token)
                 self._grants = GrantVerifier(key) if key else None
+                self.token_verifier = TokenVerifier(key) if key else None
             return assignment
 
     async def renew_token(self, client: ClientState) -> None:
@@ -259,6 +288,7 @@ class ClientProtocol:
             failure = task_failure(task, client.client_id, f"task refused: {refusal}")
             await stub.ReportFailure(failure, metadata=_combiner_metadata(client))
             return
+        arrived = time.monotonic()
         try:
             settings = TaskSettings.of(task)
             params = await self._download(client, stub, task)
@@ -285,6 +315,7 @@ class ClientProtocol:
                 else:
                     counters.updates_refused += 1
                     log.warning("%s: update refused: %s", client.client_id, ack.message)
+                self._done(task, "train", num_examples, arrived, trained)
             elif task.kind == pb.VALIDATE:
                 app = client.app
                 scored = await asyncio.to_thread(app.validate, model_part(params), settings.config)
@@ -293,6 +324,7 @@ class ClientProtocol:
                 report = validation_report(task, client.client_id, metrics, receipt)
                 await stub.ReportValidation(report, metadata=_combiner_metadata(client))
                 counters.validations += 1
+                self._done(task, "validate", 0, arrived, metrics)
         except grpc.RpcError:
             raise
         except Exception as exc:  # user code failed: tell the combiner instead of vanishing
@@ -301,6 +333,13 @@ class ClientProtocol:
             reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
             failure = task_failure(task, client.client_id, reason)
             await stub.ReportFailure(failure, metadata=_combiner_metadata(client))
+
+    def _done(
+        self, task: pb.Task, kind: str, examples: int, arrived: float, metrics: dict[str, float]
+    ) -> None:
+        if self.on_task is not None:
+            seconds = time.monotonic() - arrived
+            self.on_task(TaskDone(task.session_id, task.round, kind, examples, seconds, metrics))
 
     def _ungranted(self, task: pb.Task, combiner_id: str) -> str:
         """Why ``task`` is not one of the controller's rounds on ``combiner_id`` (empty: it

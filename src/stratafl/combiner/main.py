@@ -22,7 +22,6 @@ from stratafl.combiner.enrolment import (
     combiner_id_of,
     enrol_when_reachable,
 )
-from stratafl.combiner.metrics_server import MetricsServer
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.runner import (
@@ -35,6 +34,7 @@ from stratafl.combiner.uplink import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, 
 from stratafl.combiner.workdir import WorkdirClaim
 from stratafl.errors import ConfigError
 from stratafl.observe.combiner_metrics import CombinerMetrics
+from stratafl.observe.metrics_server import MetricsServer
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.security.own import OwnCertificate

@@ -115,10 +115,10 @@ class OwnCertificate:
         """Fail now, naming the file and the fix, if `identity` would fail for ``host``."""
         self.identity(b"", host=host)
 
-    def identity(self, trusted: bytes, *, host: str) -> TlsIdentity:
+    def identity(self, trusted: bytes, *, host: str | None) -> TlsIdentity:
         """The identity to serve with, checked: the key fits, the certificate is valid now
-        and names ``host`` (what peers dial). ``trusted`` becomes its CA (what the server
-        checks client certificates with, and what the process dials with)."""
+        and names ``host`` (what peers dial; None: any name it carries will do). ``trusted``
+        becomes its CA (what the server checks client certificates with)."""
         cert_pem = read_pem(self.cert, "a TLS certificate")
         key_pem = read_pem(self.key, "a TLS private key")
         certificate, _ = load_pair(cert_pem, key_pem, f"--tls-cert {self.cert} and --tls-key")
@@ -129,7 +129,7 @@ class OwnCertificate:
                 f"to {certificate.not_valid_after_utc:%Y-%m-%d}, not now; renew it"
             )
         hosts = certificate_hosts(certificate)
-        if not _names_host(hosts, host):
+        if host is not None and not _names_host(hosts, host):
             named = ", ".join(hosts) or "no host"
             raise ConfigError(
                 f"--tls-cert {self.cert} names {named}, not {host}, the host peers dial; pass "
