@@ -9,6 +9,7 @@ import socket
 import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 
@@ -48,6 +49,7 @@ def test_a_federation_on_an_organisations_certificates(tmp_path):
     edge_cert, edge_key = org.issue(tmp_path, "edge-org", ["127.0.0.1"])
     elsewhere_cert, elsewhere_key = org.issue(tmp_path, "elsewhere", ["edge.example.org"])
     local_cert, local_key = org.issue(tmp_path, "local", ["localhost"])
+    site_cert, site_key = org.issue(tmp_path, "site-1", ["127.0.0.1"])
     own = ("--tls-cert", str(ctl_cert), "--tls-key", str(ctl_key), "--ca-bundle", str(bundle))
     with running_controller(tmp_path, *own, verify=bundle) as ctl:
         api = ctl.api
@@ -130,6 +132,12 @@ def test_a_federation_on_an_organisations_certificates(tmp_path):
                     str(tokens["site-1"]),
                     "--ca-bundle",
                     str(bundle),
+                    "--metrics-port",
+                    "0",
+                    "--tls-cert",
+                    str(site_cert),
+                    "--tls-key",
+                    str(site_key),
                     log=client_log,
                 )
             )
@@ -148,6 +156,19 @@ def test_a_federation_on_an_organisations_certificates(tmp_path):
             )
             assert done.status == SessionStatus.FINISHED, done.reason
             assert api.rounds(session.id)[0].outcomes[0].client_id == "site-1"
+
+            # The client serves /metrics over TLS with its organisation's certificate.
+            said = next(
+                line for line in client_log.read_text().splitlines() if "client metrics at" in line
+            )
+            url = said.rsplit(" ", 1)[1]
+            assert url.startswith("https://127.0.0.1:")
+            admin = {"Authorization": f"Bearer {ctl.admin_token_file.read_text().strip()}"}
+            scraped = httpx.get(
+                url, headers=admin, verify=ssl.create_default_context(cafile=bundle)
+            )
+            assert scraped.status_code == 200
+            assert 'stratafl_client_tasks_total{kind="train"} 1.0' in scraped.text
 
             # A client that trusts only the federation's CA cannot verify the controller.
             ours = tmp_path / "ours-only.log"
