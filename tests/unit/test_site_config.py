@@ -92,3 +92,10 @@ def test_app_setting_flags_are_typed_as_toml_values():
     assert app_setting('quoted="1"') == ("quoted", "1")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         app_setting("nothing")
+
+
+def test_the_example_site_file_is_valid():
+    example = Path(__file__).resolve().parents[2] / "examples" / "site.toml"
+    site = load_site_config(example)
+    assert site.combiners == ("edge-hospital",) and site.metrics_port == 9464
+    assert site.settings["max_epochs"] == 5 and site.settings["use_augmentation"] is True
