@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from stratafl.aggregate import Aggregator, parse_aggregator
 from stratafl.aggregate.fedavg import require_partial_updates
@@ -86,6 +97,45 @@ class BestModel:
         if best is None:
             return True
         return self.score < best if self.lowest else self.score > best
+
+
+AppSetting: TypeAlias = StrictBool | StrictInt | StrictFloat | StrictStr
+"""One value an app is given: a string, an integer, a float or a boolean, kept as typed
+(never coerced: ``1`` stays an int, ``"1"`` a string, ``true`` a bool)."""
+AppSettingValue: TypeAlias = bool | int | float | str
+MAX_APP_SETTINGS = 64
+MAX_APP_SETTING_KEY_CHARS = 64
+MAX_APP_SETTING_CHARS = 1024
+_APP_SETTING_KEY = re.compile(rf"[A-Za-z_][A-Za-z0-9_.-]{{0,{MAX_APP_SETTING_KEY_CHARS - 1}}}")
+RUNTIME_CONFIG_KEYS = frozenset(
+    {"round", "epochs", "batch_size", "lr", "proximal_mu", "seed"}
+    | {"drift_correction", "participation", "feddyn_alpha"}
+)
+"""What the runtime puts in a task's config itself: no app setting may take these names."""
+
+
+def check_app_settings(values: Mapping[str, AppSettingValue], where: str) -> None:
+    """Refuse app settings that could not travel with every task: too many, a key that is
+    not a plain name, a string too long, a float that is not finite. ``where`` names them
+    in the message (``app_settings``, ``[settings]``)."""
+    if len(values) > MAX_APP_SETTINGS:
+        raise ConfigError(
+            f"{where} holds {len(values)} settings; at most {MAX_APP_SETTINGS}: pass the rest "
+            "in a file the app reads (its path as one setting)"
+        )
+    for key, value in values.items():
+        if not _APP_SETTING_KEY.fullmatch(key):
+            raise ConfigError(
+                f"{where}: key {key[:80]!r} must be a letter or _ then up to "
+                f"{MAX_APP_SETTING_KEY_CHARS - 1} letters, digits, _, . or -"
+            )
+        if isinstance(value, str) and len(value) > MAX_APP_SETTING_CHARS:
+            raise ConfigError(
+                f"{where}: {key} is {len(value)} characters; at most {MAX_APP_SETTING_CHARS} "
+                "(pass a path to a file for more)"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} = {value} must be a finite number")
 
 
 @dataclass(frozen=True)
@@ -283,6 +333,30 @@ class SessionConfig(BaseModel):
         "lowest wins, e.g. min:loss); the clients' examples-weighted mean of each round",
     )
 
+    app_settings: dict[str, AppSetting] = Field(
+        default_factory=dict,
+        description="the app's own settings, sent with every task in the config its train "
+        f"and validate get: at most {MAX_APP_SETTINGS} keys, each a string (at most "
+        f"{MAX_APP_SETTING_CHARS} characters), an integer, a float or a boolean, kept as "
+        "typed; no key may take a name the runtime sends (round, epochs, lr, ...)",
+    )
+
+    @field_validator("app_settings")
+    @classmethod
+    def _app_settings_fit(cls, value: dict[str, AppSettingValue]) -> dict[str, AppSettingValue]:
+        """Bounded, and never shadowing what the runtime sends."""
+        try:
+            check_app_settings(value, "app_settings")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        taken = sorted(RUNTIME_CONFIG_KEYS & set(value))
+        if taken:
+            raise ValueError(
+                f"app_settings {', '.join(taken)}: the runtime sends these itself; rename "
+                "them (or use the session setting of that name, e.g. local_epochs)"
+            )
+        return value
+
     @field_validator("compression")
     @classmethod
     def _compression_is_known(cls, value: str) -> str:
@@ -383,11 +457,13 @@ class SessionConfig(BaseModel):
 
     def task_config(
         self, round_number: int, *, participation: float = 1.0
-    ) -> dict[str, float | int | str]:
-        """What a client's ``train`` receives as its config. With drift correction it also
-        gets ``drift_correction`` and ``participation``, the share of the connected clients
-        asked this round (|S|/N), and with FedDyn ``feddyn_alpha``."""
-        config: dict[str, float | int | str] = {
+    ) -> dict[str, AppSettingValue]:
+        """What a client's ``train`` receives as its config: the app's settings, the
+        round's. With drift correction it also gets ``drift_correction`` and
+        ``participation``, the share of the connected clients asked this round (|S|/N),
+        and with FedDyn ``feddyn_alpha``."""
+        config: dict[str, AppSettingValue] = {
+            **self.app_settings,
             "round": round_number,
             "epochs": self.local_epochs,
             "batch_size": self.batch_size,
@@ -400,6 +476,11 @@ class SessionConfig(BaseModel):
         if self.drift_correction == "feddyn":
             config.update(feddyn_alpha=self.feddyn_alpha)
         return config
+
+    def validation_config(self, round_number: int) -> dict[str, AppSettingValue]:
+        """What a client's ``validate`` receives as its config: the app's settings and the
+        round."""
+        return {**self.app_settings, "round": round_number}
 
     def drift_state_prefix(self) -> str | None:
         """Where the session's drift correction keeps its server state in the global model

@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from stratafl.combiner.metrics_server import MetricsServer
 from stratafl.controller.rest.app import create_api
 from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.observe.combiner_metrics import CombinerMetrics, CountingSemaphore
 from stratafl.observe.metrics import Link
+from stratafl.observe.metrics_server import MetricsServer
 from stratafl.records import RoundRecord, Traffic
 from stratafl.security import Role, TokenVerifier
 from stratafl.settings import SessionConfig

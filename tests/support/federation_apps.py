@@ -13,6 +13,7 @@ processes it starts:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -67,3 +68,38 @@ class ShiftApp:
 
 def make_app(context: ClientContext) -> ShiftApp:
     return ShiftApp(context)
+
+
+class RecordingApp:
+    """`ShiftApp` that also writes what it was given to ``<data_path>/seen.json``: the
+    site's settings and data path from its context, and each task's config (the session's
+    app settings arrive there), so a test sees what reached the app and with which types."""
+
+    def __init__(self, context: ClientContext) -> None:
+        if context.data_path is None:
+            raise ValueError("RecordingApp needs a data path (data_path in the site file)")
+        self.inner = ShiftApp(context)
+        self.record = context.data_path / "seen.json"
+        self.seen: dict[str, object] = {
+            "data_path": str(context.data_path),
+            "settings": dict(context.settings),
+        }
+
+    def initial_params(self, seed: int) -> Params:
+        return self.inner.initial_params(seed)
+
+    def _keep(self, kind: str, config: Config) -> None:
+        self.seen[kind] = dict(config)
+        self.record.write_text(json.dumps(self.seen))
+
+    def train(self, params: Params, config: Config) -> TrainResult:
+        self._keep("train", config)
+        return self.inner.train(params, config)
+
+    def validate(self, params: Params, config: Config) -> Mapping[str, float]:
+        self._keep("validate", config)
+        return self.inner.validate(params, config)
+
+
+def make_recording_app(context: ClientContext) -> RecordingApp:
+    return RecordingApp(context)

@@ -61,6 +61,9 @@ class GlobalOptions:
     debug: bool = False
     config: Path | None = None
     profile: str | None = None
+    log_level: str | None = None
+    """``--log-level`` when given (a site file's ``log_level`` yields to it)."""
+    log_format: str | None = None
 
 
 _GLOBAL_OPTIONS: ContextVar[GlobalOptions | None] = ContextVar("strata_options", default=None)

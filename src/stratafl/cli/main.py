@@ -98,6 +98,7 @@ def _options(
     """stratafl: three-tier federated learning."""
     options = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
     options.debug, options.config, options.profile = debug, config, profile
+    options.log_level, options.log_format = log_level, log_format
     ctx.obj = options
     use_global_options(options)
     if log_level is not None or log_format is not None:

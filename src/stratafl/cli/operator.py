@@ -9,6 +9,7 @@ variables), and every list prints a table or, with ``--format json``, the record
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,8 +23,9 @@ from rich.table import Table
 from stratafl.cli.admin import CaFile, ControllerUrl, Token, TokenFile, connect
 from stratafl.cli.console import console
 from stratafl.cli.session_watch import watch_events, watch_json
+from stratafl.errors import ConfigError
 from stratafl.records import SessionRecord
-from stratafl.settings import SessionConfig
+from stratafl.settings import AppSettingValue, SessionConfig
 
 
 class Format(StrEnum):
@@ -87,6 +89,21 @@ def session_settings(file_settings: dict[str, object], flags: dict[str, object])
     return SessionConfig.model_validate({**file_settings, **given})
 
 
+def app_setting(text: str) -> tuple[str, AppSettingValue]:
+    """``KEY=VALUE`` from ``--app-setting``: the value read as a TOML value when it is one
+    (``1`` an int, ``0.5`` a float, ``true`` a bool, ``"x"`` a string), else as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--app-setting {text!r} must look like KEY=VALUE, e.g. cohort=a")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    if not isinstance(value, bool | int | float | str):
+        value = raw
+    return key.strip(), value
+
+
 @session_cli.command("start")
 def session_start(
     controller: ControllerUrl = None,
@@ -108,19 +125,30 @@ def session_start(
     settings: Annotated[
         Path | None, typer.Option(help="a JSON file of session settings (docs/configuration.md)")
     ] = None,
+    app_settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--app-setting",
+            help="KEY=VALUE the app gets in every task's config (repeat; VALUE typed as TOML: "
+            "1, 0.5, true, or text)",
+        ),
+    ] = None,
     output: FormatOption = Format.TABLE,
     token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
 ) -> None:
     """Start a session; the flags given override the settings file."""
+    from_file = json.loads(settings.read_text()) if settings is not None else {}
+    given = dict(app_setting(text) for text in app_settings or ())
     config = session_settings(
-        json.loads(settings.read_text()) if settings is not None else {},
+        from_file,
         {
             "rounds": rounds,
             "min_clients": min_clients,
             "aggregator": aggregator,
             "seed_model_id": seed_model,
+            "app_settings": {**from_file.get("app_settings", {}), **given} if given else None,
         },
     )
     with connect(controller, token, token_file, ca_file) as api:

@@ -25,11 +25,14 @@ combiner_cli = typer.Typer(help="Tier 2: serves clients and aggregates their upd
 client_cli = typer.Typer(help="Tier 1: trains on private data.")
 
 
-def _start_tier(options: TierOptions, verbose: bool) -> None:
+def _start_tier(
+    options: TierOptions, verbose: bool, *, level: str | None = None, fmt: str | None = None
+) -> None:
+    """Run the tier, logging at ``--verbose``'s, ``level``'s or the environment's level."""
     from stratafl.launch.tier import run_tier
     from stratafl.logs import configure_logging
 
-    configure_logging("debug" if verbose else None)
+    configure_logging("debug" if verbose else level, fmt)
     run_tier(options)
 
 
@@ -77,6 +80,12 @@ def _peer(
 
 ADVERTISE_HELP = "the name or IP other hosts reach this one at (needed with --host 0.0.0.0)"
 VERBOSE_HELP = "log at debug level (the same as strata --log-level debug)"
+TLS_CERT_HELP = "serve this PEM certificate (chain after it), an organisation's own"
+TLS_KEY_HELP = "the private key of --tls-cert (PEM, unencrypted)"
+CA_BUNDLE_HELP = "trust these PEM CA certificates too when dialling (an organisation's CAs)"
+TlsCert = Annotated[Path | None, typer.Option(help=TLS_CERT_HELP)]
+TlsKey = Annotated[Path | None, typer.Option(help=TLS_KEY_HELP)]
+CaBundle = Annotated[Path | None, typer.Option(help=CA_BUNDLE_HELP)]
 READY_HELP = "write the tier's address here once it serves (for scripts)"
 
 
@@ -114,6 +123,9 @@ def controller_start(
     mlflow_experiment: Annotated[
         str, typer.Option(help="the MLflow experiment sessions are logged to")
     ] = "stratafl",
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    ca_bundle: CaBundle = None,
     verbose: Annotated[bool, typer.Option(help=VERBOSE_HELP)] = False,
 ) -> None:
     """Serve the REST API and the combiners' gRPC service, TLS and tokens by default."""
@@ -136,6 +148,9 @@ def controller_start(
         keep_every=keep_every,
         mlflow=mlflow,
         mlflow_experiment=mlflow_experiment,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        ca_bundle=ca_bundle,
     )
     _start_tier(options, verbose)
 
@@ -163,6 +178,9 @@ def combiner_start(
     metrics_port: Annotated[int, typer.Option(help="port of /metrics (0 picks a free one)")] = 0,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
+    ca_bundle: CaBundle = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     insecure: Annotated[bool, typer.Option(help="for a controller started --insecure")] = False,
     verbose: Annotated[bool, typer.Option(help=VERBOSE_HELP)] = False,
 ) -> None:
@@ -186,18 +204,37 @@ def combiner_start(
         insecure=insecure,
         metrics=metrics,
         metrics_port=metrics_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        ca_bundle=ca_bundle,
     )
     _start_tier(options, verbose)
+
+
+SITE_HELP = "the site's own TOML file (docs/configuration.md); the flags given override it"
 
 
 @client_cli.command("start")
 def client_start(
     app_spec: Annotated[
-        str, typer.Option("--app", help="the client app: module:attr or file.py:attr")
-    ],
+        str | None,
+        typer.Option("--app", help="the client app: module:attr or file.py:attr"),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help=SITE_HELP)] = None,
     controller: ControllerUrl = None,
     id: Annotated[  # noqa: A002
         str | None, typer.Option("--id", help="its id (default: its token's subject)")
+    ] = None,
+    data_path: Annotated[
+        Path | None, typer.Option(help="where this site's data is (the app's context.data_path)")
+    ] = None,
+    combiner: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--combiner",
+            help="accept only this combiner (repeat for several; the first is asked for); "
+            "an assignment elsewhere is refused",
+        ),
     ] = None,
     partition_id: Annotated[int, typer.Option(help="which share of the data is this client's")] = 0,
     num_partitions: Annotated[int, typer.Option(help="how many shares the data is split in")] = 1,
@@ -222,6 +259,16 @@ def client_start(
         Path | None,
         typer.Option(help="keeps what must survive a restart (top-k's residuals); none: memory"),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve GET /metrics on this port (0: a free one; default: not at all)"),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(help="address /metrics binds [default: 127.0.0.1; others need --tls-cert]"),
+    ] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     allow_app: Annotated[
         list[str] | None,
         typer.Option(
@@ -231,15 +278,27 @@ def client_start(
     ] = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
+    ca_bundle: CaBundle = None,
     insecure: Annotated[bool, typer.Option(help="for a controller started --insecure")] = False,
     verbose: Annotated[bool, typer.Option(help=VERBOSE_HELP)] = False,
 ) -> None:
     """Train and validate on this client's data; its id is its token's subject."""
     from stratafl.attacks import parse_attack
     from stratafl.client.main import ClientOptions
+    from stratafl.client.site import SiteConfig, load_site_config
     from stratafl.data import parse_partitioner
 
-    peer = _peer("client", controller, token_file, ca_file, insecure=insecure)
+    site = load_site_config(config) if config is not None else SiteConfig()
+    app_spec = app_spec or site.app
+    if app_spec is None:
+        raise ConfigError("pass --app module:attr (or app in the site file of --config)")
+    peer = _peer(
+        "client",
+        controller or site.controller,
+        token_file or site.token_file,
+        ca_file or site.ca_file,
+        insecure=insecure,
+    )
     parse_partitioner(partitioner or partition)
     if attack is not None:
         parse_attack(attack)
@@ -252,10 +311,20 @@ def client_start(
         partitioner=partitioner or partition,
         seed=seed,
         attack=attack,
-        workdir=workdir,
-        allowed_apps=tuple(allow_app or ()),
+        workdir=workdir or site.workdir,
+        allowed_apps=tuple(allow_app) if allow_app else site.allow_apps,
         token_file=peer.token_file,
         ca_file=peer.ca_file,
+        ca_bundle=ca_bundle or site.ca_bundle,
         insecure=insecure,
+        accepted_combiners=tuple(combiner) if combiner else site.combiners,
+        data_path=data_path or site.data_path,
+        settings=site.settings,
+        metrics_port=metrics_port if metrics_port is not None else site.metrics_port,
+        metrics_host=metrics_host or site.metrics_host or "127.0.0.1",
+        tls_cert=tls_cert or site.tls_cert,
+        tls_key=tls_key or site.tls_key,
     )
-    _start_tier(options, verbose)
+    given = global_options()
+    level, fmt = given.log_level or site.log_level, given.log_format or site.log_format
+    _start_tier(options, verbose, level=level, fmt=fmt)

@@ -3,6 +3,12 @@
 User code never sees gRPC, chunks or the controller: it gets parameters as named numpy
 arrays and a plain config mapping, and returns arrays, an example count and metrics.
 
+An app has two places for settings of its own, both typed (str, int, float or bool, as
+written): the site's, fixed for the process (``ClientContext.settings``, from the
+``[settings]`` table of ``strata client start --config site.toml``, with
+``ClientContext.data_path``), and the session's, the same at every site (the session
+setting ``app_settings``), which arrive in every task's config beside the keys below.
+
 Config keys the runtime sends (all optional for the app to honour):
     ``round`` (int), ``epochs`` (int), ``batch_size`` (int), ``lr`` (float),
     ``seed`` (int), ``proximal_mu`` (float, 0 = plain FedAvg); with SCAFFOLD also
@@ -18,10 +24,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from stratafl.errors import ConfigError
 from stratafl.params import Params
+from stratafl.settings import AppSettingValue
 
 Config = Mapping[str, Any]
 
@@ -39,6 +47,12 @@ class ClientContext:
     num_partitions: int = 1
     partitioner: str = "iid"
     seed: int = 0
+    data_path: Path | None = None
+    """Where this site keeps its data (``data_path`` of its site file, or ``--data-path``);
+    None when not configured, for apps that find their data themselves."""
+    settings: Mapping[str, AppSettingValue] = field(default_factory=lambda: MappingProxyType({}))
+    """The site's own settings for the app (its site file's ``[settings]`` table), typed
+    as written and read-only."""
 
 
 @dataclass(frozen=True)

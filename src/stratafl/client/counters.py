@@ -3,9 +3,25 @@ clients add to one `ClientCounters`, which `stratafl.swarm.stats.SwarmStats` ext
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-__all__ = ["ClientCounters"]
+__all__ = ["ClientCounters", "TaskDone"]
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """One task a client finished, as its log line and its metrics tell it."""
+
+    session_id: str
+    round: int
+    kind: str
+    """train or validate."""
+    examples: int
+    """What the app trained on (0 for a validation)."""
+    seconds: float
+    """From the task's arrival to its answer: download, the app's work, upload."""
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -20,9 +36,9 @@ class ClientCounters:
     updates_refused: int = 0
     validations: int = 0
     app_failures: int = 0
+    """Tasks whose app code raised (reported to the combiner as failures)."""
     ungranted: int = 0
     """Tasks refused because their round grant did not verify (`security.grants`)."""
-    """Tasks whose app code raised (reported to the combiner as failures)."""
     stream_errors: int = 0
     """Task streams that ended with an error (combiner gone, refused, moved...)."""
     assign_errors: int = 0

@@ -6,17 +6,24 @@ import re
 import signal
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from stratafl.attacks import attacked
 from stratafl.client.app import ClientContext, load_app
 from stratafl.client.packages import AppPackages, app_fetcher
-from stratafl.client.runtime import ClientRuntime
+from stratafl.client.runtime import ClientMetricsServing, ClientRuntime
 from stratafl.errors import ConfigError
 from stratafl.security import read_claims_unverified
+from stratafl.security.own import OwnCertificate
 from stratafl.settings import SHA256_PATTERN
-from stratafl.transport.credentials import INSECURE, PeerCredentials
+from stratafl.transport.addresses import is_wildcard
+from stratafl.transport.credentials import (
+    INSECURE,
+    PeerCredentials,
+    refuse_certificates_when_insecure,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,10 +39,19 @@ class ClientOptions:
     seed: int = 0
     token_file: Path | None = None  # this client's token (its id is the token's subject)
     ca_file: Path | None = None  # the federation's CA certificate
+    ca_bundle: Path | None = None  # an organisation's CAs, trusted beside (or instead of) it
     insecure: bool = False  # no TLS, no token: for a controller started --insecure
     attack: str | None = None  # an attack this client runs, e.g. "sign_flip" (stratafl.attacks)
     combiner: str | None = None  # the combiner id to ask for; honoured while it has room
     workdir: Path | None = None  # keeps what must survive a restart (top-k, SCAFFOLD's c_i)
+    accepted_combiners: tuple[str, ...] = ()  # the only combiners it connects to (empty: any)
+    data_path: Path | None = None  # where this site's data is: ClientContext.data_path
+    settings: dict[str, bool | int | float | str] = field(default_factory=dict)
+    """The site's settings for the app, typed: ClientContext.settings."""
+    metrics_port: int | None = None  # serve GET /metrics here (0: a free port); None: off
+    metrics_host: str = "127.0.0.1"  # off loopback only with tls_cert and tls_key
+    tls_cert: Path | None = None  # the organisation's certificate /metrics is served with
+    tls_key: Path | None = None
     allowed_apps: tuple[str, ...] = ()  # SHA-256 of app packages this site runs (--allow-app)
 
     def __post_init__(self) -> None:
@@ -47,12 +63,30 @@ class ClientOptions:
                 )
 
 
+def metrics_serving(options: ClientOptions) -> ClientMetricsServing | None:
+    """Where and how the client serves ``/metrics`` (None: it does not): with its
+    organisation's certificate if it has one, which must name ``metrics_host`` (any name
+    will do on a wildcard bind)."""
+    own = OwnCertificate.of(options.tls_cert, options.tls_key)
+    if options.insecure:
+        refuse_certificates_when_insecure(options.tls_cert, options.tls_key)
+    if options.metrics_port is None:
+        if own is not None:
+            raise ConfigError("--tls-cert serves a client's /metrics: pass --metrics-port too")
+        return None
+    host = None if is_wildcard(options.metrics_host) else options.metrics_host
+    identity = own.identity(b"", host=host) if own is not None else None
+    return ClientMetricsServing(options.metrics_host, options.metrics_port, identity)
+
+
 def run_client(options: ClientOptions) -> None:
     """Serve tasks until stopped; from the main thread, SIGTERM stops the client cleanly."""
     credentials = INSECURE
     client_id = options.client_id or f"client-{uuid.uuid4().hex[:8]}"
     if not options.insecure:
-        credentials = PeerCredentials.from_files(options.token_file, options.ca_file, "client")
+        credentials = PeerCredentials.from_files(
+            options.token_file, options.ca_file, "client", ca_bundle=options.ca_bundle
+        )
         assert credentials.token is not None
         subject = read_claims_unverified(credentials.token).subject
         if options.client_id and options.client_id != subject:
@@ -67,6 +101,8 @@ def run_client(options: ClientOptions) -> None:
         num_partitions=options.num_partitions,
         partitioner=options.partitioner,
         seed=options.seed,
+        data_path=options.data_path,
+        settings=MappingProxyType(dict(options.settings)),
     )
     app = load_app(options.app, context)
     if options.attack is not None:
@@ -77,6 +113,8 @@ def run_client(options: ClientOptions) -> None:
         app,
         credentials=credentials,
         preferred_combiner=options.combiner,
+        accepted_combiners=options.accepted_combiners,
+        metrics=metrics_serving(options),
         workdir=options.workdir,
         token_file=None if options.insecure else options.token_file,
         packages=AppPackages(

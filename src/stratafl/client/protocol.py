@@ -20,6 +20,16 @@ again for the same combiner and uses the new ticket (if the controller names ano
 combiner, the client leaves for it); halfway through its own token's life it exchanges
 that for a fresh copy (``POST /tokens/renew``), written back to its token file.
 
+A refusal no retry can mend ends `run` with its error (`FINAL_ERRORS`): a setting to fix
+(a CA that does not verify the controller, the wrong URL scheme), a token that is revoked,
+expired, forged or of another role. What may pass is retried: a controller that is down
+or restarting (refused, reset, timed out, 503), rate limits, other failures it answers.
+
+A site may accept only some combiners (`ClientState.accepted_combiners`): a combiner sees
+its clients' updates. The client then asks for one of them, and an assignment to any
+other is refused before it connects: it asks again, for the next one it accepts, after
+a backoff.
+
 When the stream ends the client asks again after a jittered backoff (`Backoff`): ABORTED
 means the controller moved it to even the load; UNAVAILABLE means the combiner is gone,
 and the next assignment names it as failed. The user's ``train`` and ``validate`` are
@@ -40,17 +50,18 @@ import grpc.aio
 from stratafl.aggregate.server_state import model_part
 from stratafl.client.app import TrainResult
 from stratafl.client.assigner import ControllerAssigner
-from stratafl.client.counters import ClientCounters
+from stratafl.client.counters import ClientCounters, TaskDone
 from stratafl.client.models import ModelShelf
 from stratafl.client.packages import AppRefused
 from stratafl.client.state import ClientState
 from stratafl.client.task_settings import TaskSettings
 from stratafl.compression import Codec, encode_update, partial_of
-from stratafl.errors import AuthError, ConfigError, StrataError
+from stratafl.errors import AuthError, ConfigError, PermissionDenied, StrataError
 from stratafl.params import Params
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.restapi.schema import Assignment
+from stratafl.security import TokenVerifier
 from stratafl.security.files import write_private
 from stratafl.security.grants import GrantVerifier
 from stratafl.security.receipts import Statement, decode_key, make_receipt
@@ -66,11 +77,14 @@ from stratafl.transport.task_stream import (
     validation_report,
 )
 
-__all__ = ["ClientProtocol"]
+__all__ = ["FINAL_ERRORS", "ClientProtocol"]
 
 log = logging.getLogger("stratafl.client")
 
 Sleep = Callable[[float], Awaitable[None]]
+
+FINAL_ERRORS: tuple[type[StrataError], ...] = (ConfigError, AuthError, PermissionDenied)
+"""The controller's answers that no retry changes: the client stops with the reason."""
 
 
 class ClientProtocol:
@@ -87,6 +101,8 @@ class ClientProtocol:
         counters: ClientCounters,
         connecting: asyncio.Semaphore,
         sleep: Sleep = asyncio.sleep,
+        final_errors: tuple[type[StrataError], ...] = FINAL_ERRORS,
+        on_task: Callable[[TaskDone], None] | None = None,
     ) -> None:
         self.assigner = assigner
         self.channel_credentials = channel_credentials
@@ -96,27 +112,50 @@ class ClientProtocol:
         self.connecting = connecting
         """Clients asking for a combiner and opening a stream at the same time."""
         self._sleep = sleep
+        self.final_errors = final_errors
+        """The errors that end `run` instead of a retry (`FINAL_ERRORS` by default)."""
+        self.on_task = on_task
+        """Told of every task answered (a client runtime logs a line and counts it; a
+        swarm of thousands does not)."""
+        self.token_verifier: TokenVerifier | None = None
+        """Checks the controller's tokens (an admin's, at this client's ``/metrics``); None
+        until the key is known, as ``_grants``."""
         self._grants: GrantVerifier | None = None
         """Checks each task's round grant; None until a secured client first has a
         combiner (it asks the controller for the key then), and on an insecure link."""
 
     async def run(self, client: ClientState) -> None:
-        """Ask for a combiner, serve its task stream, and again whenever it ends; a
-        `ConfigError` (a bad URL or id: no retry helps) ends it."""
+        """Ask for a combiner, serve its task stream, and again whenever it ends; one of
+        `final_errors` (no retry helps) ends it."""
         counters, failed = self.counters, None
         while True:
             try:
                 await self.renew_token(client)
                 assignment = await self.assign(client, failed)
-            except ConfigError:
-                raise
             except StrataError as exc:  # unreachable or refused: the controller may recover
                 counters.assign_errors += 1
+                if isinstance(exc, self.final_errors):
+                    raise
                 level = logging.INFO if client.backoff.failures == 0 else logging.DEBUG
                 log.log(level, "%s: no combiner: %s", client.client_id, exc)
                 await self._sleep(client.backoff.next_delay())
                 continue
             failed = None
+            if not client.accepts(assignment.combiner_id):
+                counters.assign_errors += 1
+                level = logging.INFO if client.backoff.failures == 0 else logging.DEBUG
+                client.prefer_next_accepted()
+                log.log(
+                    level,
+                    "%s: assigned to %s, which this site does not accept (combiners: %s); "
+                    "asking for %s",
+                    client.client_id,
+                    assignment.combiner_id,
+                    ", ".join(client.accepted_combiners),
+                    client.preferred_combiner,
+                )
+                await self._sleep(client.backoff.next_delay())
+                continue
             try:
                 await self.serve(client, assignment)
                 log.info("%s: %s ended the stream", client.client_id, assignment.combiner_id)
@@ -151,15 +190,19 @@ class ClientProtocol:
             if self.channel_credentials is not None and self._grants is None:
                 key = await self.assigner.token_key(client.token)
                 self._grants = GrantVerifier(key) if key else None
+                self.token_verifier = TokenVerifier(key) if key else None
             return assignment
 
     async def renew_token(self, client: ClientState) -> None:
         """Exchange the client's token for a fresh copy once it is past half its life, and
-        write it back to its file; a refusal leaves the old one (still valid) in use."""
+        write it back to its file; a passing failure leaves the old one (still valid) in
+        use, a final one (`final_errors`) is raised."""
         if client.token is None or not renewal_due(client.token):
             return
         try:
             token = await self.assigner.renew(client.token)
+        except self.final_errors:  # revoked or expired: the assignment would fail alike
+            raise
         except StrataError as exc:
             log.warning("%s: cannot renew its token yet: %s", client.client_id, exc)
             return
@@ -223,7 +266,7 @@ class ClientProtocol:
             await self.renew_token(client)
             try:
                 fresh = await self.assign(client, None, current=assignment.combiner_id)
-            except ConfigError:
+            except self.final_errors:
                 raise
             except StrataError as exc:  # the rest of the ticket's life rides it out
                 log.warning("%s: cannot renew its ticket yet: %s", client.client_id, exc)
@@ -246,6 +289,7 @@ class ClientProtocol:
             failure = task_failure(task, client.client_id, f"task refused: {refusal}")
             await stub.ReportFailure(failure, metadata=_combiner_metadata(client))
             return
+        arrived = time.monotonic()
         try:
             settings = TaskSettings.of(task)
             params = await self._download(client, stub, task)
@@ -272,6 +316,7 @@ class ClientProtocol:
                 else:
                     counters.updates_refused += 1
                     log.warning("%s: update refused: %s", client.client_id, ack.message)
+                self._done(task, "train", num_examples, arrived, trained)
             elif task.kind == pb.VALIDATE:
                 scored = await asyncio.to_thread(_validate, client, settings, params)
                 metrics = {k: float(v) for k, v in scored.items()}
@@ -279,6 +324,7 @@ class ClientProtocol:
                 report = validation_report(task, client.client_id, metrics, receipt)
                 await stub.ReportValidation(report, metadata=_combiner_metadata(client))
                 counters.validations += 1
+                self._done(task, "validate", 0, arrived, metrics)
         except grpc.RpcError:
             raise
         except AppRefused as exc:  # the session's app package: not for this site
@@ -292,6 +338,13 @@ class ClientProtocol:
             reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
             failure = task_failure(task, client.client_id, reason)
             await stub.ReportFailure(failure, metadata=_combiner_metadata(client))
+
+    def _done(
+        self, task: pb.Task, kind: str, examples: int, arrived: float, metrics: dict[str, float]
+    ) -> None:
+        if self.on_task is not None:
+            seconds = time.monotonic() - arrived
+            self.on_task(TaskDone(task.session_id, task.round, kind, examples, seconds, metrics))
 
     def _ungranted(self, task: pb.Task, combiner_id: str) -> str:
         """Why ``task`` is not one of the controller's rounds on ``combiner_id`` (empty: it

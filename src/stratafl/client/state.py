@@ -35,6 +35,7 @@ class ClientState:
     __slots__ = (
         "_control",
         "_feedback",
+        "accepted_combiners",
         "app",
         "backoff",
         "client_id",
@@ -59,6 +60,7 @@ class ClientState:
         workdir: Path | None = None,
         token_file: Path | None = None,
         packages: AppPackages | None = None,
+        accepted_combiners: tuple[str, ...] = (),
     ) -> None:
         self.client_id = client_id
         self.app = app
@@ -70,7 +72,11 @@ class ClientState:
         self.token_file = token_file
         self.ticket: str | None = None
         """The current combiner's ticket (from ``/assign``): what every gRPC call carries."""
-        self.preferred_combiner = preferred_combiner
+        self.accepted_combiners = accepted_combiners
+        """The only combiners this client connects to (empty: any): a combiner sees its
+        clients' updates, so a site may keep them within its own organisation. An
+        assignment elsewhere is refused and the client asks again for one of these."""
+        self.preferred_combiner = preferred_combiner or next(iter(accepted_combiners), None)
         """The combiner this client asks for at every assignment (a placement); the
         controller honours it while that combiner is online and has room."""
         self.workdir = workdir
@@ -86,6 +92,22 @@ class ClientState:
         its receipts with it (`stratafl.security.receipts`); None until assigned."""
         self._feedback: ErrorFeedback | None = None
         self._control: ClientControl | None = None
+
+    def accepts(self, combiner_id: str) -> bool:
+        """True if this client may connect to ``combiner_id``."""
+        return not self.accepted_combiners or combiner_id in self.accepted_combiners
+
+    def prefer_next_accepted(self) -> None:
+        """Ask for the next accepted combiner (in order, round and round): the one asked
+        for last had no room or was away."""
+        accepted = self.accepted_combiners
+        if not accepted:
+            return
+        if self.preferred_combiner in accepted:
+            at = accepted.index(self.preferred_combiner)
+            self.preferred_combiner = accepted[(at + 1) % len(accepted)]
+        else:
+            self.preferred_combiner = accepted[0]
 
     @property
     def control(self) -> ClientControl:

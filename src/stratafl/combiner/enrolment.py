@@ -10,7 +10,9 @@ server checks callers with (`ServingTrust`) can be swapped while it serves: the 
 handshake and the next call use the new certificate and key, and no client is dropped.
 
 The token and CA files are read at every attempt, so an operator who hands a combiner a
-new token or CA file does not have to restart it.
+new token or CA file does not have to restart it. A combiner that brings its
+organisation's certificate (`OwnCertificate`) asks for none: it serves that one, read
+anew at each enrolment (a renewed pair is served from the next handshake on).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from stratafl.security import (
     read_claims_unverified,
 )
 from stratafl.security.files import write_private
+from stratafl.security.own import OwnCertificate
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
@@ -76,13 +79,20 @@ class EnrolmentPlan:
     """The names its certificate carries: the advertised one first."""
     token_file: Path | None = None
     ca_file: Path | None = None
+    ca_bundle: Path | None = None
+    """An organisation's CA bundle, trusted beside (or instead of) ``ca_file``."""
+    own: OwnCertificate | None = None
+    """The organisation's certificate this combiner serves, instead of one the
+    controller signs."""
     insecure: bool = False
 
     def credentials(self) -> PeerCredentials:
         """The token and CA files, read now; the token must still name this combiner."""
         if self.insecure:
             return INSECURE
-        dialing = PeerCredentials.from_files(self.token_file, self.ca_file, "combiner")
+        dialing = PeerCredentials.from_files(
+            self.token_file, self.ca_file, "combiner", ca_bundle=self.ca_bundle
+        )
         assert dialing.token is not None
         subject = read_claims_unverified(dialing.token).subject
         if subject != self.combiner_id:
@@ -110,15 +120,19 @@ class EnrolmentPlan:
                 return Enrolment(
                     combiner_id=self.combiner_id, grpc_address=info.grpc_address, dialing=dialing
                 )
-            if current is not None and current.identity is not None and current.matches(info):
+            if self.own is not None:
+                assert dialing.ca_pem is not None
+                identity = self.own.identity(dialing.ca_pem, host=self.hosts[0])
+            elif current is not None and current.identity is not None and current.matches(info):
                 return replace(
                     current,
                     grpc_address=info.grpc_address,
                     dialing=dialing.with_identity(current.identity),
                 )
-            csr, key = certificate_request(self.combiner_id, self.hosts)
-            signed = controller.request_certificate(csr, self.hosts)
-        identity = TlsIdentity(signed.certificate_pem.encode(), key, signed.ca_pem.encode())
+            else:
+                csr, key = certificate_request(self.combiner_id, self.hosts)
+                signed = controller.request_certificate(csr, self.hosts)
+                identity = TlsIdentity(signed.certificate_pem.encode(), key, signed.ca_pem.encode())
         return Enrolment(
             combiner_id=self.combiner_id,
             grpc_address=info.grpc_address,
@@ -144,13 +158,18 @@ class EnrolmentPlan:
 
 
 def combiner_id_of(
-    *, insecure: bool, combiner_id: str | None, token_file: Path | None, ca_file: Path | None
+    *,
+    insecure: bool,
+    combiner_id: str | None,
+    token_file: Path | None,
+    ca_file: Path | None,
+    ca_bundle: Path | None = None,
 ) -> str:
     """The combiner's id for its whole life: its token's subject (``--id`` must match),
     or on an insecure federation ``--id`` or a random one."""
     if insecure:
         return combiner_id or f"combiner-{uuid.uuid4().hex[:8]}"
-    dialing = PeerCredentials.from_files(token_file, ca_file, "combiner")
+    dialing = PeerCredentials.from_files(token_file, ca_file, "combiner", ca_bundle=ca_bundle)
     assert dialing.token is not None
     subject = read_claims_unverified(dialing.token).subject
     if combiner_id and combiner_id != subject:

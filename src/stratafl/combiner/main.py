@@ -22,7 +22,6 @@ from stratafl.combiner.enrolment import (
     combiner_id_of,
     enrol_when_reachable,
 )
-from stratafl.combiner.metrics_server import MetricsServer
 from stratafl.combiner.model_cache import ModelCache
 from stratafl.combiner.registry import ClientRegistry
 from stratafl.combiner.runner import (
@@ -35,14 +34,19 @@ from stratafl.combiner.uplink import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, 
 from stratafl.combiner.workdir import WorkdirClaim
 from stratafl.errors import ConfigError
 from stratafl.observe.combiner_metrics import CombinerMetrics
+from stratafl.observe.metrics_server import MetricsServer
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.security.own import OwnCertificate
 from stratafl.security.policy import GRPC_ROLES
 from stratafl.transport.addresses import advertised_host, host_port, is_wildcard
 from stratafl.transport.auth import AuthInterceptor
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.channels import LinkSecurity, create_aio_server
-from stratafl.transport.credentials import refuse_insecure_off_loopback
+from stratafl.transport.credentials import (
+    refuse_certificates_when_insecure,
+    refuse_insecure_off_loopback,
+)
 
 log = logging.getLogger("stratafl.combiner")
 
@@ -66,13 +70,20 @@ class CombinerOptions:
     min_transfer_rate: float = MIN_TRANSFER_BYTES_PER_SECOND  # this long plus size / rate
     metrics: bool = True  # serve GET /metrics (HTTPS and an admin token unless insecure)
     metrics_port: int = 0  # 0 picks a free port, logged and written to the ready file
+    tls_cert: Path | None = None  # an organisation's certificate for the advertised name
+    tls_key: Path | None = None  # its private key; with both, no certificate is requested
+    ca_bundle: Path | None = None  # CAs trusted beside (or instead of) ca_file when dialling
 
 
 def enrolment_plan(options: CombinerOptions) -> EnrolmentPlan:
     """What each enrolment asks for; raises `ConfigError` before anything starts."""
     advertised = advertised_host(options.host, options.advertise_address)
+    own = OwnCertificate.of(options.tls_cert, options.tls_key)
     if options.insecure:
         refuse_insecure_off_loopback(options.host, "combiner")
+        refuse_certificates_when_insecure(options.tls_cert, options.tls_key, options.ca_bundle)
+    elif own is not None:
+        own.check(advertised)  # a certificate peers would refuse stops it before it starts
     hosts = [advertised]
     if not is_wildcard(options.host) and options.host != advertised:
         hosts.append(options.host)
@@ -83,10 +94,13 @@ def enrolment_plan(options: CombinerOptions) -> EnrolmentPlan:
             combiner_id=options.combiner_id,
             token_file=options.token_file,
             ca_file=options.ca_file,
+            ca_bundle=options.ca_bundle,
         ),
         hosts=hosts,
         token_file=options.token_file,
         ca_file=options.ca_file,
+        ca_bundle=options.ca_bundle,
+        own=own,
         insecure=options.insecure,
     )
 

@@ -22,6 +22,7 @@ from stratafl.controller.trust import Trust
 from stratafl.controller.wiring import Controller
 from stratafl.observe.mlflow_export import DEFAULT_EXPERIMENT, MlflowExport
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.security.own import OwnCertificate, read_ca_bundle
 from stratafl.security.policy import GRPC_ROLES
 from stratafl.security.receipts import ReceiptKeys
 from stratafl.store.state import StateStore
@@ -30,6 +31,7 @@ from stratafl.transport.addresses import advertised_host, host_port, is_wildcard
 from stratafl.transport.channels import LinkSecurity, create_aio_server
 from stratafl.transport.credentials import (
     PeerCredentials,
+    refuse_certificates_when_insecure,
     refuse_insecure_off_loopback,
     serving_security,
 )
@@ -63,6 +65,9 @@ class ControllerOptions:
     keep_every: int = 10  # every N-th round's model kept (0: keep every model)
     mlflow: str | None = None  # an MLflow tracking URI: each session becomes a run
     mlflow_experiment: str = DEFAULT_EXPERIMENT  # the MLflow experiment the runs go to
+    tls_cert: Path | None = None  # an organisation's server certificate (PEM, chain after it)
+    tls_key: Path | None = None  # its private key (PEM, unencrypted)
+    ca_bundle: Path | None = None  # CAs trusted beside the federation's when dialling combiners
 
 
 async def serve_controller(options: ControllerOptions) -> None:
@@ -188,13 +193,17 @@ def _secure(
     are secured with it; no trust root and plain links when insecure."""
     if options.insecure:
         refuse_insecure_off_loopback(options.host, "controller")
+        refuse_certificates_when_insecure(options.tls_cert, options.tls_key, options.ca_bundle)
         return None, LinkSecurity()
     hosts = {"127.0.0.1", "localhost", *options.tls_hosts}
     hosts.add(advertised)
     if not is_wildcard(options.host):
         hosts.add(options.host)
+    own = OwnCertificate.of(options.tls_cert, options.tls_key)
+    bundle = read_ca_bundle(options.ca_bundle) if options.ca_bundle is not None else b""
     trust = Trust.load_or_create(options.workdir / "trust", sorted(hosts))
+    trust = trust.with_organisation(own, host=advertised, bundle_pem=bundle)
     controller_token = trust.start(store)
-    dialing = PeerCredentials(token=controller_token, ca_pem=trust.authority.ca_pem)
+    dialing = PeerCredentials(token=controller_token, ca_pem=trust.dialing_pem)
     security = serving_security(trust.identity, trust.verify, GRPC_ROLES, dialing)
     return trust, security

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +39,7 @@ from stratafl.modelfile.codec import MappedModelFile
 from stratafl.params import TensorSpec, specs_of, total_bytes
 from stratafl.records import RoundRecord, Traffic, Validation
 from stratafl.security.receipts import ReceiptKeys
-from stratafl.settings import RoundSettings, SessionConfig
+from stratafl.settings import AppSettingValue, RoundSettings, SessionConfig
 from stratafl.status import OutcomeStatus, RoundStatus, TaskKind
 
 
@@ -260,7 +260,8 @@ class GlobalRoundRunner:
         log.timings["store"] = time.monotonic() - merged_at
         if not config.validate_each_round:
             return log.report(state, model_out=model.id)
-        log.validated = await self._validate(task, model.id, events)
+        validating = config.validation_config(number)
+        log.validated = await self._validate(task, model.id, validating, events)
         validation = summarize_validation([o for a in log.validated for o in a.outcomes])
         return log.report(state, model_out=model.id, validation=validation)
 
@@ -394,7 +395,11 @@ class GlobalRoundRunner:
         return answers
 
     async def _validate(
-        self, train: RoundTask, model_id: str, events: list[Event]
+        self,
+        train: RoundTask,
+        model_id: str,
+        config: Mapping[str, AppSettingValue],
+        events: list[Event],
     ) -> list[CombinerAnswer]:
         """Ask every connected client to score ``model_id``; their outcomes carry the metrics."""
         task = RoundTask(
@@ -403,7 +408,7 @@ class GlobalRoundRunner:
             kind=TaskKind.VALIDATE,
             model_id=model_id,
             timeout=train.timeout,
-            config={"round": train.number},
+            config=config,
             settings=RoundSettings(app=train.settings.app),  # clients score with the same app
             quorum=train.quorum,
             round_id=secrets.token_hex(16),

@@ -1,7 +1,9 @@
 """The controller's gRPC servicer: combiners register, heartbeat and fetch models here.
 
 On a secured link the caller is a verified combiner identity (`current_caller()`): the
-combiner id it registers, heartbeats and reports for must be its token's subject, and no
+combiner id it registers, heartbeats and reports for must be its token's subject, the host
+it registers at one its token names (also when it serves an organisation's own
+certificate, which the controller did not sign), and no
 combiner can take an address another combiner registered (online or not). Every handler awaits what
 discovery records in the state store, which runs off the event loop (`store.offloop`).
 """
@@ -15,10 +17,11 @@ import grpc
 import grpc.aio
 
 from stratafl.controller.discovery import Discovery
-from stratafl.errors import NotFoundError
+from stratafl.errors import ConfigError, NotFoundError
 from stratafl.params import TensorSpec
 from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
+from stratafl.security.certs import host_name
 from stratafl.store.models import ModelStore
 from stratafl.transport.auth import current_caller
 from stratafl.transport.error_codes import status_of
@@ -27,6 +30,26 @@ from stratafl.transport.streams import header_to_proto, send_model, stream_chunk
 MAX_ADDRESS_CHARS = 256
 MAX_CLIENTS_PER_COMBINER = 100_000
 MAX_CLIENT_IDS = 200_000
+
+
+def _unallowed_host(address: str) -> str:
+    """Why a secured caller may not register at ``address`` (empty: it may): its host
+    must be one its token names, as a certificate the controller signs would."""
+    caller = current_caller()
+    if caller is None:
+        return ""
+    host = address.rsplit(":", 1)[0].removeprefix("[").removesuffix("]")
+    try:
+        allowed = {host_name(name) for name in caller.hosts}
+        if host_name(host) in allowed:
+            return ""
+    except ConfigError:
+        pass
+    return (
+        f"address {address}: host {host!r} is not one the token of {caller.subject} names "
+        f"({', '.join(caller.hosts) or 'none'}); advertise one of them, or ask the admin for "
+        "a token with it (strata token create --role combiner --host H)"
+    )
 
 
 class ControllerServicer(pb_grpc.ControllerServicer):
@@ -73,6 +96,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                 f"address {request.address} belongs to combiner {owner!r} (online or "
                 "restarting); advertise this combiner's own address",
             )
+        refusal = _unallowed_host(request.address)
+        if refusal:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         await self._discovery.register(
             request.combiner_id, request.address, request.max_clients or 1000
         )

@@ -6,13 +6,19 @@ Everything lives in one folder of the controller's work folder (``trust/``): the
 (re-issued at every start for the names it serves under) and, made at the first start,
 an admin token (``admin.token``, mode 0600) for whoever runs the controller: the
 bootstrap from which every other identity is issued (`strata token create`).
+
+An organisation may bring its own server certificate and CA bundle instead
+(`serving_own`): the controller then serves that certificate on REST and gRPC, and
+trusts the bundle beside its CA when it dials combiners (which may serve the
+organisation's certificates too). Its CA still signs the certificates of combiners that
+bring none, and its key still signs every token.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stratafl.errors import AuthError, ConfigError, Conflict, PermissionDenied
@@ -29,6 +35,7 @@ from stratafl.security import (
 from stratafl.security.certs import host_name, is_loopback_host
 from stratafl.security.claims import CONTROLLER_AUDIENCE
 from stratafl.security.files import create_private
+from stratafl.security.own import OwnCertificate
 from stratafl.store.state import StateStore
 
 DAY = 24 * 3600.0
@@ -63,6 +70,8 @@ class Trust:
     (loopback is every local process's own, so a certificate for it impersonates no one)."""
     revoked: list[str] = field(default_factory=list)
     """Revoked, unexpired token ids: what combiners get with every heartbeat."""
+    bundle_pem: bytes = b""
+    """An organisation's CA bundle, trusted beside the federation's CA when dialling."""
 
     @classmethod
     def load_or_create(cls, folder: Path, hosts: Sequence[str]) -> Trust:
@@ -74,6 +83,25 @@ class Trust:
         paths = identity.write(folder, "controller")
         own = frozenset(host_name(host) for host in hosts if not is_loopback_host(host))
         return cls(authority, signer, signer.verifier(), identity, paths, folder, own_hosts=own)
+
+    def with_organisation(
+        self, own: OwnCertificate | None, *, host: str, bundle_pem: bytes = b""
+    ) -> Trust:
+        """This trust, trusting ``bundle_pem`` beside the CA when dialling and, with
+        ``own``, serving the organisation's certificate (it must name ``host``, the
+        advertised name) instead of one the CA issued."""
+        trust = replace(self, bundle_pem=bundle_pem)
+        if own is None:
+            return trust
+        identity = own.identity(trust.dialing_pem, host=host)
+        return replace(trust, identity=identity, paths=TlsPaths(own.cert, own.key, self.ca_path))
+
+    @property
+    def dialing_pem(self) -> bytes:
+        """What the controller trusts when it dials a combiner: its CA and the bundle."""
+        if not self.bundle_pem:
+            return self.authority.ca_pem
+        return self.authority.ca_pem.strip() + b"\n" + self.bundle_pem.strip() + b"\n"
 
     @property
     def ca_path(self) -> Path:

@@ -3,7 +3,7 @@
 Counted where the combiner already measures things: each stream's bytes as they move (so
 the counters agree with the round records' traffic), each task's outcome once when its
 round closes, the collector's own byte and time counts. Served by
-`stratafl.combiner.metrics_server`.
+`stratafl.observe.metrics_server`.
 """
 
 from __future__ import annotations

@@ -3,13 +3,18 @@ to a domain error once.
 
 - an error the controller answers with (an `ErrorBody`) becomes the `StrataError` subclass
   it names, with the server's one-line detail as its message (`ERRORS`);
-- a connection error or a timeout becomes `UnavailableError`, raised ``from`` the httpx error.
+- a connection error or a timeout becomes `UnavailableError`, raised ``from`` the httpx error;
+- a link that can never work as configured becomes `ConfigError`, so no caller retries it:
+  a certificate the trusted CAs do not verify, ``https://`` to a plain-HTTP controller, or
+  ``http://`` to one that speaks TLS (told apart from a dropped connection by one TLS
+  handshake with the same address).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Iterator
@@ -26,6 +31,7 @@ __all__ = [
     "Verify",
     "authorization",
     "error_of",
+    "misconfigured",
     "reaching",
     "segment",
     "tls",
@@ -76,14 +82,76 @@ def segment(value: str) -> str:
 
 @contextlib.contextmanager
 def reaching(url: str) -> Iterator[None]:
-    """Turns httpx's transport errors (refused, reset, timed out) into UnavailableError."""
+    """Turns httpx's transport errors (refused, reset, timed out) into UnavailableError,
+    and those no retry can mend into ConfigError (`misconfigured`)."""
     try:
         yield
     except httpx.TransportError as exc:
+        wrong = misconfigured(url, exc)
+        if wrong is not None:
+            raise wrong from exc
         raise errors.UnavailableError(
             f"cannot reach the controller at {url}: {str(exc) or type(exc).__name__}; "
             "is `strata controller start` running?"
         ) from exc
+
+
+TLS_PROBE_SECONDS = 3.0
+
+
+def misconfigured(url: str, exc: httpx.TransportError) -> errors.ConfigError | None:
+    """The setting to fix when ``exc`` shows the link cannot work as configured (the CA,
+    or the URL's scheme); None for what may pass (refused, reset, timed out)."""
+    parsed = urllib.parse.urlsplit(url)
+    where = parsed.netloc
+    for link in _chain(exc):
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return errors.ConfigError(
+                f"the controller at {url} presented a certificate that the CAs this process "
+                f"trusts do not verify ({link.verify_message or link.reason}); pass the CA "
+                "that signed it: --ca-file (the federation's trust/ca.crt) or --ca-bundle "
+                "(an organisation's CA bundle), or fix the host name in the URL"
+            )
+        if isinstance(link, ssl.SSLError) and link.reason == "WRONG_VERSION_NUMBER":
+            return errors.ConfigError(
+                f"the controller at {url} does not speak TLS (it runs --insecure); use "
+                f"http://{where}, or start the controller without --insecure"
+            )
+    dropped = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)
+    if dropped and parsed.scheme == "http" and _speaks_tls(parsed.hostname, parsed.port):
+        return errors.ConfigError(
+            f"the controller at {url} speaks HTTPS; use https://{where} (with --ca-file or "
+            "--ca-bundle for its certificate)"
+        )
+    return None
+
+
+def _speaks_tls(host: str | None, port: int | None) -> bool:
+    """True if ``host:port`` completes a TLS handshake (its certificate unchecked: this
+    only tells which protocol the server speaks)."""
+    if host is None:
+        return False
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port or 80), timeout=TLS_PROBE_SECONDS) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except OSError:  # ssl.SSLError too: it is an OSError
+        return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, once each."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def error_of(response: httpx.Response) -> errors.StrataError:

@@ -18,6 +18,7 @@ from stratafl.client.app import ClientApp
 from stratafl.client.assigner import ControllerAssigner
 from stratafl.client.models import ModelShelf
 from stratafl.client.protocol import ClientProtocol
+from stratafl.errors import ConfigError
 from stratafl.swarm.stats import SwarmStats
 
 __all__ = ["ASSIGN_TIMEOUT_SECONDS", "HTTP_POOL", "SHELF_MODELS", "app_table", "process_protocol"]
@@ -51,6 +52,7 @@ def process_protocol(
         shelf=ModelShelf(SHELF_MODELS, shared=True),
         counters=stats,
         connecting=asyncio.Semaphore(connecting),
+        final_errors=(ConfigError,),  # a refused device keeps knocking, as a fleet's would
     )
 
 

@@ -18,7 +18,8 @@ import grpc
 
 from stratafl.errors import ConfigError
 from stratafl.security import Claims, Role, TlsIdentity
-from stratafl.security.files import read_pem, read_token
+from stratafl.security.files import read_token
+from stratafl.security.own import trusted_pem
 from stratafl.transport.auth import AuthInterceptor, TokenAuth
 from stratafl.transport.channels import LinkSecurity
 
@@ -41,6 +42,15 @@ def refuse_insecure_off_loopback(host: str, tier: str) -> None:
         )
 
 
+def refuse_certificates_when_insecure(*files: Path | None) -> None:
+    """``--insecure`` serves no TLS: a certificate or CA bundle given with it is a mistake."""
+    if any(file is not None for file in files):
+        raise ConfigError(
+            "--insecure serves without TLS, so --tls-cert, --tls-key and --ca-bundle mean "
+            "nothing with it; drop --insecure (to serve TLS) or drop them"
+        )
+
+
 @dataclass(frozen=True)
 class PeerCredentials:
     """How a process dials out: its token, the CA it trusts, its certificate for mTLS."""
@@ -56,19 +66,23 @@ class PeerCredentials:
 
     @classmethod
     def from_files(
-        cls, token_file: Path | None, ca_file: Path | None, tier: str
+        cls,
+        token_file: Path | None,
+        ca_file: Path | None,
+        tier: str,
+        *,
+        ca_bundle: Path | None = None,
     ) -> PeerCredentials:
-        """Read a token file and a CA certificate; both are needed unless insecure."""
-        if token_file is None or ca_file is None:
+        """Read a token file and what to trust: the federation's CA, an organisation's CA
+        bundle, or both; a token and one of them are needed unless insecure."""
+        if token_file is None or (ca_file is None and ca_bundle is None):
             raise ConfigError(
                 f"a {tier} needs --token-file and --ca-file (from the federation's admin: "
-                "`strata token create` and the controller's trust/ca.crt), or --insecure on "
-                "loopback"
+                "`strata token create` and the controller's trust/ca.crt) or --ca-bundle (an "
+                "organisation's CA bundle), or --insecure on loopback"
             )
-        return cls(
-            token=read_token(token_file),
-            ca_pem=read_pem(ca_file, "the federation's CA certificate"),
-        )
+        trusted = trusted_pem(ca_file, ca_bundle)
+        return cls(token=read_token(token_file), ca_pem=trusted)
 
     def with_token(self, token: str) -> PeerCredentials:
         return PeerCredentials(token, self.ca_pem, self.client_identity)

@@ -1,13 +1,15 @@
-"""The combiner's ``GET /metrics``: its Prometheus metrics on a port of its own.
+"""``GET /metrics`` for a tier with no HTTP API (a combiner, a client): its Prometheus
+metrics on a port of its own.
 
-A combiner has no HTTP API, so this is a small HTTP/1.1 server on asyncio streams in the
-combiner's event loop (where the registry's gauges read the client registry and the
-transfer slots): one request per connection, answered and closed. On a secured
-federation it speaks TLS with the combiner's own certificate (the one its gRPC server
-presents, swapped after a re-enrolment from the next connection on) and admits the
-roles `REST_ROLES` lists for ``GET /metrics`` (admins), their tokens checked with the
-token key and the revocations the combiner already holds. An ``--insecure`` combiner
-(loopback only) serves plain HTTP to anyone, as the controller's REST API does then.
+A small HTTP/1.1 server on asyncio streams in the tier's event loop (where the registry's
+gauges read the tier's live state): one request per connection, answered and closed. On
+a secured federation it admits the roles `REST_ROLES` lists for ``GET /metrics``
+(admins), their tokens checked with the token key (and, at a combiner, the revocations)
+the tier already holds, and it speaks TLS with the tier's certificate: a combiner's own
+(the one its gRPC server presents, swapped after a re-enrolment from the next
+connection on), a client's organisation certificate if it has one. A client without a
+certificate serves plain HTTP on loopback only, tokens still checked. An ``--insecure``
+tier (loopback only) serves plain HTTP to anyone, as the controller's REST API does then.
 
 Every request is bounded (headers, time, connections at once) and every refusal is an
 `ErrorBody` JSON, never a traceback.
@@ -31,10 +33,11 @@ from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Claims, TlsIdentity
 from stratafl.security.policy import REST_ROLES
 from stratafl.transport.auth import check_caller
+from stratafl.transport.credentials import is_loopback
 
 __all__ = ["MAX_CONNECTIONS", "MAX_HEADER_BYTES", "MetricsServer"]
 
-log = logging.getLogger("stratafl.combiner")
+log = logging.getLogger("stratafl.observe")
 
 PATH = "/metrics"
 MAX_HEADER_BYTES = 16 * 1024
@@ -56,7 +59,8 @@ class MetricsServer:
     """Serves ``registry``; constructing it starts nothing.
 
     ``verify`` checks a bearer token and ``identity`` gives the certificate to present:
-    both None for an insecure (loopback) combiner.
+    both None for an insecure tier; ``verify`` alone serves plain HTTP with tokens, on
+    loopback only (`start` refuses any other host).
     """
 
     def __init__(
@@ -66,8 +70,8 @@ class MetricsServer:
         verify: Callable[[str], Claims] | None = None,
         identity: Callable[[], TlsIdentity] | None = None,
     ) -> None:
-        if (verify is None) != (identity is None):
-            raise ConfigError("a metrics server checks tokens if and only if it speaks TLS")
+        if identity is not None and verify is None:
+            raise ConfigError("a metrics server that speaks TLS checks tokens too")
         self._registry = registry
         self._verify = verify
         self._identity = identity
@@ -82,6 +86,11 @@ class MetricsServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0: a free port); returns the port."""
+        if self._identity is None and self._verify is not None and not is_loopback(host):
+            raise ConfigError(
+                f"metrics without a certificate are served on loopback only, not {host}: "
+                "give this tier a certificate (--tls-cert, --tls-key) to serve them elsewhere"
+            )
         if self._identity is not None:
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -104,7 +113,7 @@ class MetricsServer:
                 await asyncio.wait_for(self._server.wait_closed(), IO_SECONDS)
 
     def _present_current(self) -> None:
-        """Load the combiner's current certificate into the TLS context if it changed
+        """Load the tier's current certificate into the TLS context if it changed
         (Python loads a key only from a file: it lives a moment in a private folder)."""
         assert self._identity is not None and self._tls is not None
         identity = self._identity()
