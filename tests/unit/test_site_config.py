@@ -43,7 +43,7 @@ def test_a_site_file_is_read_typed_with_paths_beside_it(tmp_path):
 @pytest.mark.parametrize(
     ("text", "said"),
     [
-        ('colour = "blue"\n', "unknown key 'colour'; the keys are app, ca_bundle"),
+        ('colour = "blue"\n', "unknown key 'colour'; the keys are allow_apps, app, ca_bundle"),
         ('metrics_port = "9100"\n', "metrics_port = '9100' is not valid"),
         (
             'combiners = "edge-1"\n',

@@ -15,6 +15,7 @@ import typer
 
 from stratafl.cli.admin import CaFile, ControllerUrl, TokenFile
 from stratafl.cli.config import Connection, global_options, resolve_connection
+from stratafl.controller.rest.rates import DEFAULT_RATE_LIMITS
 from stratafl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -126,6 +127,13 @@ def controller_start(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     ca_bundle: CaBundle = None,
+    rest_rate: Annotated[
+        float,
+        typer.Option(min=0.001, help="REST requests per second one caller may send on average"),
+    ] = DEFAULT_RATE_LIMITS.per_second,
+    rest_burst: Annotated[
+        float, typer.Option(min=1, help="REST requests one caller may send at once")
+    ] = DEFAULT_RATE_LIMITS.burst,
     verbose: Annotated[bool, typer.Option(help=VERBOSE_HELP)] = False,
 ) -> None:
     """Serve the REST API and the combiners' gRPC service, TLS and tokens by default."""
@@ -151,6 +159,8 @@ def controller_start(
         tls_cert=tls_cert,
         tls_key=tls_key,
         ca_bundle=ca_bundle,
+        rest_rate=rest_rate,
+        rest_burst=rest_burst,
     )
     _start_tier(options, verbose)
 

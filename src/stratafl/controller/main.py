@@ -16,6 +16,7 @@ import uvicorn
 
 from stratafl.controller.recovery import recover
 from stratafl.controller.rest.app import create_api
+from stratafl.controller.rest.rates import DEFAULT_RATE_LIMITS, RateLimits
 from stratafl.controller.retention import RetentionPolicy
 from stratafl.controller.servicer import ControllerServicer
 from stratafl.controller.trust import Trust
@@ -68,6 +69,8 @@ class ControllerOptions:
     tls_cert: Path | None = None  # an organisation's server certificate (PEM, chain after it)
     tls_key: Path | None = None  # its private key (PEM, unencrypted)
     ca_bundle: Path | None = None  # CAs trusted beside the federation's when dialling combiners
+    rest_rate: float = DEFAULT_RATE_LIMITS.per_second  # REST requests per second per caller
+    rest_burst: float = DEFAULT_RATE_LIMITS.burst  # REST requests one caller may send at once
 
 
 async def serve_controller(options: ControllerOptions) -> None:
@@ -89,7 +92,7 @@ async def serve_controller(options: ControllerOptions) -> None:
     )
     await server.start()
     config = uvicorn.Config(
-        create_api(controller),
+        create_api(controller, rate_limits=RateLimits(options.rest_rate, options.rest_burst)),
         host=host,
         port=options.http_port,
         log_level="warning",
