@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stratafl.client.app import ClientContext
+from stratafl.data import client_split, partition
 from stratafl.data.fashion_mnist import (
     FILES,
     NPZ_NAME,
@@ -38,6 +40,17 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def dataset(cache: Path) -> Dataset:
     return load_fashion_mnist(cache)
+
+
+def test_a_client_converts_only_its_own_share_to_floats(cache: Path) -> None:
+    fresh = load_fashion_mnist(cache)
+    context = ClientContext(partition_id=3, num_partitions=7, partitioner="iid", seed=0)
+    split = client_split(fresh, context)
+    assert split.x_train.dtype == np.float32 and len(split.x_train) == 60_000 // 7
+    assert float(split.x_train.max()) <= 1.0
+    pixels = fresh.train_images[partition(fresh.y_train, "iid", 7, 0)[3]]
+    assert np.allclose(split.x_train, pixels / 255.0, rtol=1e-6, atol=0)
+    assert "x_train" not in vars(fresh) and "x_test" not in vars(fresh)  # never converted
 
 
 def test_shapes_types_and_ranges(dataset: Dataset) -> None:

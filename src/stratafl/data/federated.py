@@ -59,9 +59,5 @@ def client_split(dataset: Dataset, context: PartitionContext) -> ClientSplit:
         return ClientSplit(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
     train_idx = partition(dataset.y_train, context.partitioner, k, context.seed)[pid]
     test_idx = iid(dataset.y_test, k, context.seed)[pid]
-    return ClientSplit(
-        x_train=dataset.x_train[train_idx],
-        y_train=dataset.y_train[train_idx],
-        x_test=dataset.x_test[test_idx],
-        y_test=dataset.y_test[test_idx],
-    )
+    share = dataset.select(train_idx, test_idx)  # only this client's images become floats
+    return ClientSplit(share.x_train, share.y_train, share.x_test, share.y_test)
