@@ -77,7 +77,9 @@ def _peer(
 
 ADVERTISE_HELP = "the name or IP other hosts reach this one at (needed with --host 0.0.0.0)"
 VERBOSE_HELP = "log at debug level (the same as strata --log-level debug)"
-READY_HELP = "write the tier's address here once it serves (for scripts)"
+READY_HELP = "write the tier's address here once it serves (for scripts and `strata health`)"
+READY_ENV = "STRATA_READY_FILE"
+ReadyFile = Annotated[Path | None, typer.Option(help=READY_HELP, envvar=READY_ENV)]
 
 
 @controller_cli.command("start")
@@ -93,7 +95,7 @@ def controller_start(
     ),
     database_url: Annotated[str | None, typer.Option(help="default: SQLite in workdir")] = None,
     model_store: Annotated[str | None, typer.Option(help="default: workdir/models")] = None,
-    ready_file: Annotated[Path | None, typer.Option(help=READY_HELP)] = None,
+    ready_file: ReadyFile = None,
     insecure: Annotated[
         bool, typer.Option(help="no TLS and no tokens: allowed on a loopback --host only")
     ] = False,
@@ -156,7 +158,7 @@ def combiner_start(
         str | None, typer.Option("--id", help="its id (default: its token's subject)")
     ] = None,
     workdir: Annotated[Path | None, typer.Option(help="default: .strata/ID")] = None,
-    ready_file: Annotated[Path | None, typer.Option(help=READY_HELP)] = None,
+    ready_file: ReadyFile = None,
     metrics: Annotated[
         bool, typer.Option(help="serve GET /metrics for Prometheus (admin token, TLS)")
     ] = True,
@@ -222,6 +224,7 @@ def client_start(
         Path | None,
         typer.Option(help="keeps what must survive a restart (top-k's residuals); none: memory"),
     ] = None,
+    ready_file: ReadyFile = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
     insecure: Annotated[bool, typer.Option(help="for a controller started --insecure")] = False,
@@ -246,8 +249,21 @@ def client_start(
         seed=seed,
         attack=attack,
         workdir=workdir,
+        ready_file=ready_file,
         token_file=peer.token_file,
         ca_file=peer.ca_file,
         insecure=insecure,
     )
     _start_tier(options, verbose)
+
+
+def health(
+    ready_file: Annotated[
+        Path,
+        typer.Option(help="the ready file the tier was started with", envvar=READY_ENV),
+    ],
+) -> None:
+    """Exit 0 if the tier of this ready file serves (a container's health check)."""
+    from stratafl.launch.readiness import check_ready
+
+    print(check_ready(ready_file))

@@ -33,6 +33,7 @@ class ClientOptions:
     attack: str | None = None  # an attack this client runs, e.g. "sign_flip" (stratafl.attacks)
     combiner: str | None = None  # the combiner id to ask for; honoured while it has room
     workdir: Path | None = None  # keeps what must survive a restart (top-k, SCAFFOLD's c_i)
+    ready_file: Path | None = None  # gets {"combiner_id", "combiner_address"} once connected
 
 
 def run_client(options: ClientOptions) -> None:
@@ -67,6 +68,7 @@ def run_client(options: ClientOptions) -> None:
         preferred_combiner=options.combiner,
         workdir=options.workdir,
         token_file=None if options.insecure else options.token_file,
+        ready_file=options.ready_file,
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: runtime.stop())

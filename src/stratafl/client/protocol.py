@@ -70,6 +70,7 @@ __all__ = ["ClientProtocol"]
 log = logging.getLogger("stratafl.client")
 
 Sleep = Callable[[float], Awaitable[None]]
+StreamOpened = Callable[[ClientState, Assignment], None]
 
 
 class ClientProtocol:
@@ -86,6 +87,7 @@ class ClientProtocol:
         counters: ClientCounters,
         connecting: asyncio.Semaphore,
         sleep: Sleep = asyncio.sleep,
+        on_stream_open: StreamOpened | None = None,
     ) -> None:
         self.assigner = assigner
         self.channel_credentials = channel_credentials
@@ -95,6 +97,8 @@ class ClientProtocol:
         self.connecting = connecting
         """Clients asking for a combiner and opening a stream at the same time."""
         self._sleep = sleep
+        self._on_stream_open = on_stream_open
+        """Told each time a combiner accepts a task stream (the runtime's ready file)."""
         self._grants: GrantVerifier | None = None
         """Checks each task's round grant; None until a secured client first has a
         combiner (it asks the controller for the key then), and on an insecure link."""
@@ -185,6 +189,8 @@ class ClientProtocol:
                 client.backoff.reset()
                 self.counters.streams_opened += 1
                 self.counters.connected += 1
+                if self._on_stream_open is not None:
+                    self._on_stream_open(client, assignment)
             reading = asyncio.ensure_future(self._tasks(client, stub, call, assignment.combiner_id))
             renewing = asyncio.ensure_future(self._keep_ticket(client, assignment))
             try:

@@ -10,6 +10,7 @@ in threads of one process; `stop` (from any thread) cancels it.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ from stratafl.client.counters import ClientCounters
 from stratafl.client.models import ModelShelf
 from stratafl.client.protocol import ClientProtocol
 from stratafl.client.state import ClientState
+from stratafl.restapi.schema import Assignment
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
@@ -43,6 +45,7 @@ class ClientRuntime:
         preferred_combiner: str | None = None,
         workdir: Path | None = None,
         token_file: Path | None = None,
+        ready_file: Path | None = None,
     ) -> None:
         self.client_id = client_id
         self.state = ClientState(
@@ -58,6 +61,7 @@ class ClientRuntime:
         state (in ``workdir``)."""
         self.counters = ClientCounters()
         self._controller_url = controller_url
+        self._ready_file = ready_file
         self._credentials = credentials
         self._lock = threading.Lock()
         self._stopped = False
@@ -86,7 +90,14 @@ class ClientRuntime:
             shelf=ModelShelf(1, shared=False),
             counters=self.counters,
             connecting=asyncio.Semaphore(1),
+            on_stream_open=None if self._ready_file is None else self._announce,
         )
+
+    def _announce(self, client: ClientState, assignment: Assignment) -> None:
+        """Write the ready file: this client has a task stream open (`strata health`)."""
+        assert self._ready_file is not None
+        ready = {"combiner_id": assignment.combiner_id, "combiner_address": assignment.address}
+        self._ready_file.write_text(json.dumps(ready))
 
     def stop(self) -> None:
         """End `run` (from any thread): the task in hand is abandoned, the stream closed."""
