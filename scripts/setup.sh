@@ -24,6 +24,14 @@ case ",$extras," in
         || { $SUDO apt-get update -q >/dev/null && "${apt[@]}" >/dev/null; } \
         || echo "note: could not install chromium chromium-driver; the browser tests will skip (CI fails them)" >&2
     fi
+    # The container test (tests/deploy) builds images and runs a federation with podman.
+    if ! command -v podman >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+      apt=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman mmdebstrap runc uidmap)
+      "${apt[@]}" >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null && "${apt[@]}" >/dev/null; } \
+        || echo "note: could not install podman; the container test will skip (CI fails it)" >&2
+    fi
     ;;
 esac
 

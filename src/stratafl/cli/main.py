@@ -22,7 +22,7 @@ from stratafl.cli.experiment import experiment_cli
 from stratafl.cli.operator import client_list, combiner_list, model_cli, session_cli
 from stratafl.cli.run import demo, run
 from stratafl.cli.swarm import swarm
-from stratafl.cli.tiers import client_cli, combiner_cli, controller_cli
+from stratafl.cli.tiers import client_cli, combiner_cli, controller_cli, health
 from stratafl.logs import LogFormat, configure_logging
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ app.command("seed", hidden=True)(model_seed)  # the old name of `strata model se
 app.command("run")(run)
 app.command("demo")(demo)
 app.command("swarm")(swarm)
+app.command("health")(health)
 
 
 class LogLevel(StrEnum):

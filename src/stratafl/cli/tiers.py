@@ -87,7 +87,9 @@ CA_BUNDLE_HELP = "trust these PEM CA certificates too when dialling (an organisa
 TlsCert = Annotated[Path | None, typer.Option(help=TLS_CERT_HELP)]
 TlsKey = Annotated[Path | None, typer.Option(help=TLS_KEY_HELP)]
 CaBundle = Annotated[Path | None, typer.Option(help=CA_BUNDLE_HELP)]
-READY_HELP = "write the tier's address here once it serves (for scripts)"
+READY_HELP = "write the tier's address here once it serves (for scripts and `strata health`)"
+READY_ENV = "STRATA_READY_FILE"
+ReadyFile = Annotated[Path | None, typer.Option(help=READY_HELP, envvar=READY_ENV)]
 
 
 @controller_cli.command("start")
@@ -103,7 +105,7 @@ def controller_start(
     ),
     database_url: Annotated[str | None, typer.Option(help="default: SQLite in workdir")] = None,
     model_store: Annotated[str | None, typer.Option(help="default: workdir/models")] = None,
-    ready_file: Annotated[Path | None, typer.Option(help=READY_HELP)] = None,
+    ready_file: ReadyFile = None,
     insecure: Annotated[
         bool, typer.Option(help="no TLS and no tokens: allowed on a loopback --host only")
     ] = False,
@@ -181,7 +183,7 @@ def combiner_start(
         str | None, typer.Option("--id", help="its id (default: its token's subject)")
     ] = None,
     workdir: Annotated[Path | None, typer.Option(help="default: .strata/ID")] = None,
-    ready_file: Annotated[Path | None, typer.Option(help=READY_HELP)] = None,
+    ready_file: ReadyFile = None,
     metrics: Annotated[
         bool, typer.Option(help="serve GET /metrics for Prometheus (admin token, TLS)")
     ] = True,
@@ -286,6 +288,7 @@ def client_start(
             "(repeat; docs/apps.md)"
         ),
     ] = None,
+    ready_file: ReadyFile = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
     ca_bundle: CaBundle = None,
@@ -323,6 +326,7 @@ def client_start(
         attack=attack,
         workdir=workdir or site.workdir,
         allowed_apps=tuple(allow_app) if allow_app else site.allow_apps,
+        ready_file=ready_file,
         token_file=peer.token_file,
         ca_file=peer.ca_file,
         ca_bundle=ca_bundle or site.ca_bundle,
@@ -338,3 +342,15 @@ def client_start(
     given = global_options()
     level, fmt = given.log_level or site.log_level, given.log_format or site.log_format
     _start_tier(options, verbose, level=level, fmt=fmt)
+
+
+def health(
+    ready_file: Annotated[
+        Path,
+        typer.Option(help="the ready file the tier was started with", envvar=READY_ENV),
+    ],
+) -> None:
+    """Exit 0 if the tier of this ready file serves (a container's health check)."""
+    from stratafl.launch.readiness import check_ready
+
+    print(check_ready(ready_file))

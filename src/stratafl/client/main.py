@@ -53,6 +53,7 @@ class ClientOptions:
     tls_cert: Path | None = None  # the organisation's certificate /metrics is served with
     tls_key: Path | None = None
     allowed_apps: tuple[str, ...] = ()  # SHA-256 of app packages this site runs (--allow-app)
+    ready_file: Path | None = None  # gets {"combiner_id", "combiner_address"} once connected
 
     def __post_init__(self) -> None:
         for digest in self.allowed_apps:
@@ -123,6 +124,7 @@ def run_client(options: ClientOptions) -> None:
             fetch=app_fetcher(options.controller, credentials),
             workdir=options.workdir,
         ),
+        ready_file=options.ready_file,
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: runtime.stop())

@@ -82,6 +82,7 @@ __all__ = ["FINAL_ERRORS", "ClientProtocol"]
 log = logging.getLogger("stratafl.client")
 
 Sleep = Callable[[float], Awaitable[None]]
+StreamOpened = Callable[[ClientState, Assignment], None]
 
 FINAL_ERRORS: tuple[type[StrataError], ...] = (ConfigError, AuthError, PermissionDenied)
 """The controller's answers that no retry changes: the client stops with the reason."""
@@ -103,6 +104,7 @@ class ClientProtocol:
         sleep: Sleep = asyncio.sleep,
         final_errors: tuple[type[StrataError], ...] = FINAL_ERRORS,
         on_task: Callable[[TaskDone], None] | None = None,
+        on_stream_open: StreamOpened | None = None,
     ) -> None:
         self.assigner = assigner
         self.channel_credentials = channel_credentials
@@ -120,6 +122,8 @@ class ClientProtocol:
         self.token_verifier: TokenVerifier | None = None
         """Checks the controller's tokens (an admin's, at this client's ``/metrics``); None
         until the key is known, as ``_grants``."""
+        self._on_stream_open = on_stream_open
+        """Told each time a combiner accepts a task stream (the runtime's ready file)."""
         self._grants: GrantVerifier | None = None
         """Checks each task's round grant; None until a secured client first has a
         combiner (it asks the controller for the key then), and on an insecure link."""
@@ -229,6 +233,8 @@ class ClientProtocol:
                 client.backoff.reset()
                 self.counters.streams_opened += 1
                 self.counters.connected += 1
+                if self._on_stream_open is not None:
+                    self._on_stream_open(client, assignment)
             reading = asyncio.ensure_future(self._tasks(client, stub, call, assignment.combiner_id))
             renewing = asyncio.ensure_future(self._keep_ticket(client, assignment))
             try:

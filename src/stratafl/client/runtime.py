@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import random
 import threading
@@ -31,6 +32,7 @@ from stratafl.client.state import ClientState
 from stratafl.errors import AuthError, ConfigError
 from stratafl.observe.client_metrics import ClientMetrics
 from stratafl.observe.metrics_server import MetricsServer
+from stratafl.restapi.schema import Assignment
 from stratafl.security import Claims, TlsIdentity
 from stratafl.transport.addresses import host_port
 from stratafl.transport.backoff import Backoff
@@ -71,6 +73,7 @@ class ClientRuntime:
         packages: AppPackages | None = None,
         accepted_combiners: tuple[str, ...] = (),
         metrics: ClientMetricsServing | None = None,
+        ready_file: Path | None = None,
     ) -> None:
         self.client_id = client_id
         self.state = ClientState(
@@ -88,6 +91,7 @@ class ClientRuntime:
         state (in ``workdir``)."""
         self.counters = ClientCounters()
         self._controller_url = controller_url
+        self._ready_file = ready_file
         self._credentials = credentials
         self._lock = threading.Lock()
         self._stopped = False
@@ -122,6 +126,7 @@ class ClientRuntime:
             counters=self.counters,
             connecting=asyncio.Semaphore(1),
             on_task=self._task_done,
+            on_stream_open=None if self._ready_file is None else self._announce,
         )
 
     def _task_done(self, done: TaskDone) -> None:
@@ -146,6 +151,12 @@ class ClientRuntime:
                 "metrics": dict(done.metrics),
             },
         )
+
+    def _announce(self, client: ClientState, assignment: Assignment) -> None:
+        """Write the ready file: this client has a task stream open (`strata health`)."""
+        assert self._ready_file is not None
+        ready = {"combiner_id": assignment.combiner_id, "combiner_address": assignment.address}
+        self._ready_file.write_text(json.dumps(ready))
 
     def stop(self) -> None:
         """End `run` (from any thread): the task in hand is abandoned, the stream closed."""

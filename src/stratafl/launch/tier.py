@@ -90,15 +90,17 @@ def tier_command(options: TierOptions) -> list[str]:
 
 
 def ready_file_of(options: TierOptions) -> Path | None:
-    """Where the tier announces itself once it serves (clients never do)."""
-    from stratafl.client.main import ClientOptions
-
-    return None if isinstance(options, ClientOptions) else options.ready_file
+    """Where the tier announces itself once it serves (a client: once it has a task stream)."""
+    return options.ready_file
 
 
 def run_tier(options: TierOptions) -> None:
-    """Run a tier in this process until it is stopped (SIGTERM or SIGINT)."""
+    """Run a tier in this process until it is stopped (SIGTERM or SIGINT); a ready file a
+    previous run left is removed first (`stratafl.launch.readiness`)."""
     from stratafl.client.main import ClientOptions, run_client
+    from stratafl.launch.readiness import clear_ready_file
+
+    clear_ready_file(ready_file_of(options))
 
     if isinstance(options, ClientOptions):
         run_client(options)
