@@ -91,6 +91,16 @@ def names_of(docs: Iterable[Doc], kind: str) -> list[str]:
     return [doc["metadata"]["name"] for doc in docs if doc["kind"] == kind]
 
 
+def volumes_of(docs: list[Doc]) -> list[str]:
+    """The podman volumes playing ``docs`` makes: one per claim, and one per ConfigMap or
+    Secret a pod mounts (podman keeps those after `kube down` too)."""
+    return [
+        *names_of(docs, "PersistentVolumeClaim"),
+        *names_of(docs, "ConfigMap"),
+        *names_of(docs, "Secret"),
+    ]
+
+
 def pod_spec(doc: Doc) -> Doc:
     spec: Doc = doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
     return spec
@@ -239,7 +249,7 @@ class KubePlay:
         for doc in workloads(docs):
             pod = f"{doc['metadata']['name']}-pod-0"
             self.podman("pod", "rm", "--force", "--ignore", pod, check=False)
-        for volume in names_of(docs, "PersistentVolumeClaim"):
+        for volume in volumes_of(docs):
             self.podman("volume", "rm", "--force", volume, check=False)
 
     def __enter__(self) -> KubePlay:
