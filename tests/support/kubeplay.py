@@ -11,6 +11,10 @@ in podman 4.3, StatefulSets). What stands in for each gap, here and nowhere else
 - **Secrets in podman older than 4.4**: its kube play mounts a Secret's base64 text
   instead of its bytes and cannot read one into an environment variable, so there the same
   data reaches the pods as a ConfigMap (`secrets_as_config_maps`).
+- **Container ports in podman older than 4.8**: it publishes each ``containerPort`` on the
+  host's port of the same number, as if it were a ``hostPort`` (5432 clashes with the
+  machine's own PostgreSQL); only Services use those lists, so there they are dropped
+  (`without_container_ports`).
 
 Names are the manifests' own (``strata-controller-pod-0``, volume ``strata-controller-state``,
 ...): `KubePlay` removes what a previous run left of them before it starts, and everything
@@ -146,6 +150,15 @@ def secrets_as_config_maps(docs: list[Doc]) -> list[Doc]:
     return out
 
 
+def without_container_ports(docs: list[Doc]) -> list[Doc]:
+    """``docs`` whose containers declare no ports (podman < 4.8 would publish them)."""
+    out = copy.deepcopy(docs)
+    for doc in workloads(out):
+        for container in pod_spec(doc)["containers"]:
+            container.pop("ports", None)
+    return out
+
+
 def podman_version() -> tuple[int, int]:
     text = subprocess.run(
         ["podman", "version", "--format", "{{.Client.Version}}"],
@@ -172,7 +185,7 @@ class KubePlay:
         self._played: list[Path] = []
         self._volumes: list[str] = []
         self._secrets: list[str] = []
-        self.old_secrets = podman_version() < (4, 4)
+        self.version = podman_version()
 
     def podman(self, *args: str, timeout: float = 120, check: bool = True) -> str:
         done = subprocess.run(
@@ -192,17 +205,17 @@ class KubePlay:
 
     def play(self, name: str, docs: list[Doc], addresses: Mapping[str, str]) -> None:
         """`podman kube play` ``docs`` (written to NAME.yaml), each workload at its address."""
-        if self.old_secrets:
+        if self.version < (4, 4):
             docs = secrets_as_config_maps(docs)
+        if self.version < (4, 8):
+            docs = without_container_ports(docs)
         self._forget_leftovers(docs)
         path = self.folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         ips = [f"--ip={addresses[doc['metadata']['name']]}" for doc in workloads(docs)]
         self._played.append(path)
-        self._volumes += [
-            d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"
-        ]
-        self._secrets += [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+        self._volumes += volumes_of(docs)
+        self._secrets += names_of(docs, "Secret")
         self.podman("kube", "play", f"--network={self.network}", *ips, str(path), timeout=300)
 
     def container(self, workload: str, container: str) -> str:
