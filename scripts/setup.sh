@@ -24,13 +24,15 @@ case ",$extras," in
         || { $SUDO apt-get update -q >/dev/null && "${apt[@]}" >/dev/null; } \
         || echo "note: could not install chromium chromium-driver; the browser tests will skip (CI fails them)" >&2
     fi
-    # The container test (tests/deploy) builds images and runs a federation with podman.
-    if ! command -v podman >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    # The deployment tests (tests/deploy, tests/unit/test_systemd_units.py) build images and
+    # run federations with podman, render the manifests with kubectl and check the units.
+    if { ! command -v podman >/dev/null 2>&1 || ! command -v kubectl >/dev/null 2>&1 \
+      || ! command -v systemd-analyze >/dev/null 2>&1; } && command -v apt-get >/dev/null 2>&1; then
       if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-      apt=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman mmdebstrap runc uidmap)
+      apt=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman mmdebstrap runc uidmap kubernetes-client systemd)
       "${apt[@]}" >/dev/null 2>&1 \
         || { $SUDO apt-get update -q >/dev/null && "${apt[@]}" >/dev/null; } \
-        || echo "note: could not install podman; the container test will skip (CI fails it)" >&2
+        || echo "note: could not install podman, kubectl or systemd; the deployment tests will skip (CI fails them)" >&2
     fi
     ;;
 esac
