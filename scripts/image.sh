@@ -80,7 +80,10 @@ if [ "$have" != "$recipe_id" ]; then
   say "made $base in $((SECONDS - started)) s"
 fi
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+# The package's version comes from git (setuptools-scm); a tag may not hold '+'.
+version=$("$python" -m setuptools_scm 2>/dev/null || git describe --tags --always 2>/dev/null || echo 0)
+version=${version//+/-}
 image=${tag:-localhost/stratafl:$version}
 # What the stratafl image is made of: the package's sources and the build's arguments.
 source_id=$( { find src pyproject.toml README.md deploy/container -type f \
@@ -91,7 +94,6 @@ if [ "$force" = 1 ] || [ "$have" != "$source_id" ]; then
   say "building $image"
   started=$SECONDS
   context=$(mktemp -d); trap 'rm -rf "$context"' EXIT
-  python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
   "$python" -m pip wheel --quiet --no-deps --wheel-dir "$context/dist" . >/dev/null
   rm -rf build src/*.egg-info
   # pip in the build trusts what the host trusts (a proxy that intercepts TLS to PyPI).

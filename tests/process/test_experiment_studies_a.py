@@ -122,9 +122,9 @@ def _slow(test):
 @_slow
 def test_quick_shared_data_end_to_end(tmp_path):
     results, readme, folder = _quick("shared-data", tmp_path)
-    assert [s["partition"] for s in results["settings"]] == list(shared_data.BASES)
+    assert [s["partition"] for s in results["settings"]] == list(shared_data.QUICK_BASES)
     assert {r["partition"] for r in results["runs"]} == {
-        p for b in shared_data.BASES for p in (b, f"{b}+shared:0.05")
+        p for b in shared_data.QUICK_BASES for p in (b, f"{b}+shared:0.05")
     }
     for setting in results["settings"]:
         for label in ("without", "with"):

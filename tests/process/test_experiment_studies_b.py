@@ -139,6 +139,8 @@ def test_every_rule_of_every_study_runs_on_its_clients():
         across = across_combiners.SCALES[size]
         _feasible(across_combiners.rules(across), across.per_combiner)  # at each combiner
     assert "krum:f=1" in across_combiners.rules(across_combiners.SCALES[Size.FULL])
+    full = model_poisoning.attacks(model_poisoning.SCALES[Size.FULL])
+    assert [a.split(":")[0] for a in full] == ["scale", "backdoor", "sign_flip", "noise"]
 
 
 def test_placements_put_the_attackers_together_or_spread_in_equal_shares():

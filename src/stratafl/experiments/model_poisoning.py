@@ -47,25 +47,36 @@ TUNED_FOR = 0.2
 """The share of attackers the rules are tuned for, as in the label-flipping study."""
 
 
+ATTACK_KINDS = ("scale", "backdoor+scale", "sign_flip", "noise")
+
+
 @dataclass(frozen=True)
 class Scale:
     clients: int
     rounds: int
     partitions: tuple[str, ...]
     clip_norm: float  # norm_bounding's C, as in the label-flipping study
+    attack_kinds: tuple[str, ...] = ATTACK_KINDS
 
 
 SCALES = {
-    Size.QUICK: Scale(7, 2, ("iid",), clip_norm=1.0),
+    # quick: the two boosting attacks only (one federation each); the others run the same code
+    Size.QUICK: Scale(7, 2, ("iid",), clip_norm=1.0, attack_kinds=("scale", "backdoor+scale")),
     Size.FULL: Scale(10, 20, label_flipping.PARTITIONS, clip_norm=2.0),
 }
 
 
 def attacks(scale: Scale) -> list[str]:
     """The attacks, each run by one client: boosting by N, boosting a backdoored model by N
-    (model replacement), sign flip, Gaussian noise."""
+    (model replacement), sign flip, Gaussian noise (those of ``scale.attack_kinds``)."""
     boost = f"scale:factor={scale.clients}"
-    return [boost, f"{backdoor.ATTACK}+{boost}", "sign_flip", f"noise:std={NOISE_STD:g}"]
+    spec = {
+        "scale": boost,
+        "backdoor+scale": f"{backdoor.ATTACK}+{boost}",
+        "sign_flip": "sign_flip",
+        "noise": f"noise:std={NOISE_STD:g}",
+    }
+    return [spec[kind] for kind in scale.attack_kinds]
 
 
 def short_name(attack: str) -> str:

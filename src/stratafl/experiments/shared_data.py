@@ -34,11 +34,18 @@ from stratafl.settings import SessionConfig
 
 NAME = "shared-data"
 BASES = ("shards:2", "dirichlet:0.1")
+QUICK_BASES = BASES[:1]
+"""The quick size shares data on the sharper split only: the same code path, half the runs."""
 SHARED_FRACTION = 0.05
 """Zhao et al.'s 5 %: the fraction of the training data every client shares."""
 PROMISE = ("federated_accuracy", "centralized_accuracy", "client_alone_best", "client_alone_mean")
 
 SCALES = heterogeneity.SCALES  # the same federations, so the two studies compare
+
+
+def bases(size: Size) -> tuple[str, ...]:
+    """The splits run without and with shared data at ``size``."""
+    return QUICK_BASES if size is Size.QUICK else BASES
 
 
 def with_shared(base: str, fraction: float) -> str:
@@ -50,7 +57,7 @@ def run(study: StudyRun, fraction: float = SHARED_FRACTION) -> dict[str, Any]:
     """Each base split without and with a shared ``fraction``, every seed; write
     results.json, accuracy.png, README.md."""
     scale = SCALES[study.size]
-    partitions = [p for base in BASES for p in (base, with_shared(base, fraction))]
+    partitions = [p for base in bases(study.size) for p in (base, with_shared(base, fraction))]
     for partition in partitions:  # a bad fraction fails here, before any process starts
         parse_partitioner(partition)
     started = time.monotonic()
@@ -64,7 +71,9 @@ def run(study: StudyRun, fraction: float = SHARED_FRACTION) -> dict[str, Any]:
         "session": SessionConfig(rounds=scale.rounds).model_dump(
             include={"local_epochs", "batch_size", "learning_rate", "aggregator"}
         ),
-        "settings": [_summary(base, with_shared(base, fraction), runs) for base in BASES],
+        "settings": [
+            _summary(base, with_shared(base, fraction), runs) for base in bases(study.size)
+        ],
         "runs": runs,
         **timed(started),
     }
