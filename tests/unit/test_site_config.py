@@ -4,6 +4,7 @@ runtime's own keys."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from stratafl.cli.errors import one_line
 from stratafl.cli.operator import app_setting
+from stratafl.client.app import ClientContext
 from stratafl.client.site import load_site_config
 from stratafl.errors import ConfigError
 from stratafl.settings import MAX_APP_SETTINGS, SessionConfig
@@ -102,3 +104,12 @@ def test_the_example_site_file_is_valid():
     site = load_site_config(example)
     assert site.combiners == ("edge-hospital",) and site.metrics_port == 9464
     assert site.settings["max_epochs"] == 5 and site.settings["use_augmentation"] is True
+
+
+def test_a_context_with_site_settings_pickles_and_stays_read_only():
+    # the promise check's baselines hand the context to worker processes
+    context = ClientContext(client_id="c-1", partition_id=2, settings={"cohort": "a", "n": 3})
+    again = pickle.loads(pickle.dumps(context))
+    assert again == context and dict(again.settings) == {"cohort": "a", "n": 3}
+    with pytest.raises(TypeError):
+        again.settings["n"] = 4  # type: ignore[index]

@@ -22,7 +22,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -53,6 +53,17 @@ class ClientContext:
     settings: Mapping[str, AppSettingValue] = field(default_factory=lambda: MappingProxyType({}))
     """The site's own settings for the app (its site file's ``[settings]`` table), typed
     as written and read-only."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.settings, MappingProxyType):
+            object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+    def __reduce__(self) -> tuple[type[ClientContext], tuple[object, ...]]:
+        """Pickled field by field, the settings as a plain dict (a read-only view does not
+        pickle): the promise check's baselines hand a context to worker processes."""
+        values = [getattr(self, f.name) for f in fields(self)]
+        values[-1] = dict(self.settings)
+        return (ClientContext, tuple(values))
 
 
 @dataclass(frozen=True)
