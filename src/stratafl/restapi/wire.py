@@ -74,15 +74,35 @@ def segment(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
+SECURE_DEFAULT = (
+    "a controller started without --insecure serves HTTPS with its own CA and wants a "
+    "token: use https://, verify=<its trust/ca.crt> and token=<its trust/admin.token> "
+    "(or ControllerClient.from_environment())"
+)
+
+
 @contextlib.contextmanager
 def reaching(url: str) -> Iterator[None]:
-    """Turns httpx's transport errors (refused, reset, timed out) into UnavailableError."""
+    """Turns httpx's transport errors (refused, reset, timed out) into UnavailableError,
+    saying what to pass when the cause is the secure default (HTTPS, the federation's CA)."""
     try:
         yield
     except httpx.TransportError as exc:
+        said = str(exc) or type(exc).__name__
+        if "CERTIFICATE_VERIFY_FAILED" in said:
+            raise errors.UnavailableError(
+                f"the controller at {url} has a certificate this client cannot verify; "
+                "pass the federation's CA as verify=<the controller's trust/ca.crt> "
+                "(STRATA_CA_FILE, or --ca-file)"
+            ) from exc
+        if url.startswith("http://") and isinstance(
+            exc, httpx.RemoteProtocolError | httpx.ReadError
+        ):
+            raise errors.UnavailableError(
+                f"the controller at {url} did not answer plain HTTP ({said}); {SECURE_DEFAULT}"
+            ) from exc
         raise errors.UnavailableError(
-            f"cannot reach the controller at {url}: {str(exc) or type(exc).__name__}; "
-            "is `strata controller start` running?"
+            f"cannot reach the controller at {url}: {said}; is `strata controller start` running?"
         ) from exc
 
 

@@ -9,6 +9,7 @@ concept each:
     rest_sessions    sessions (start, follow, stop, cancel, promise) and events
     rest_stream      the live events, as Server-Sent Events
     rest_tokens      tokens: create, list, revoke
+    rest_audit       the audit log of admin actions (each writing router adds to it)
     rest_metrics     Prometheus metrics
     rest_dashboard   the dashboard's page and scripts (public: they hold no data)
 
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 
+from stratafl.controller.rest.audit import audit_router
 from stratafl.controller.rest.auth import Authorizer, declare_security
 from stratafl.controller.rest.bounds import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, BoundedBodies
 from stratafl.controller.rest.dashboard import dashboard_router
@@ -89,9 +91,10 @@ def create_api(
         BoundedBodies, limits={("POST", UPLOAD_PATH): max_upload_bytes}, default=MAX_JSON_BYTES
     )
     app.include_router(federation_router(controller, authorize))
-    app.include_router(models_router(controller))
+    app.include_router(models_router(controller, authorize))
     app.include_router(sessions_router(controller, authorize))
     app.include_router(tokens_router(controller, authorize))
+    app.include_router(audit_router(controller))
     app.include_router(metrics_router(controller))
     app.include_router(dashboard_router())
     return app
