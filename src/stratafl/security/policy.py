@@ -50,7 +50,7 @@ REST_ROLES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/dashboard/{name}.js"): PUBLIC,
     ("GET", "/dashboard/style.css"): PUBLIC,
-    ("GET", "/api/v1/discovery"): frozenset({Role.COMBINER, Role.CLIENT, Role.ADMIN}),
+    ("GET", "/api/v1/discovery"): frozenset({Role.COMBINER, Role.CLIENT, *_READERS}),
     ("POST", "/api/v1/assign"): _CLIENT,
     ("POST", "/api/v1/certificates"): frozenset({Role.COMBINER, Role.CLIENT}),
     ("GET", "/api/v1/combiners"): _READERS,
