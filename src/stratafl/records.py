@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -97,9 +98,10 @@ class PromiseRecord(Record):
     client_alone_mean: Fraction
 
 
-class SessionRecord(Record):
+class SessionState(Record):
+    """What every view of a session shares; its settings are typed by each view."""
+
     id: str
-    config: dict[str, Any] = Field(description="the SessionConfig the session was started with")
     status: SessionStatus
     reason: str = ""
     seed_model_id: str
@@ -114,6 +116,14 @@ class SessionRecord(Record):
         "best_model_by (the first to reach that score); the retention policy keeps it",
     )
     best_score: float | None = Field(None, description="its score by best_model_by")
+
+
+class SessionRecord(SessionState):
+    """A session as the controller stores and serves it. Its settings stay JSON here: a
+    session a newer or older version started must still list (and fail to resume with a
+    reason, `controller.recovery`); `stratafl.restapi.Session` is the typed view."""
+
+    config: dict[str, Any] = Field(description="the SessionConfig the session was started with")
 
 
 class ClientOutcome(Record):
@@ -280,8 +290,35 @@ class TokenRecord(Record):
     token_id: str
     name: str = Field(description="a human label, e.g. 'hospital-3'")
     subject: str
-    role: str = Field(description="admin, combiner, client or controller")
+    role: str = Field(description="admin, viewer, metrics, combiner, client or controller")
     issued_at: float
     expires_at: float
     max_examples: int | None = None
     revoked_at: float | None = None
+
+
+class AuditAction(StrEnum):
+    """What an admin did that the audit log keeps (`AuditRecord.action`)."""
+
+    TOKEN_ISSUED = "token_issued"
+    TOKEN_REVOKED = "token_revoked"
+    SESSION_STARTED = "session_started"
+    SESSION_STOPPED = "session_stopped"
+    SESSION_CANCELLED = "session_cancelled"
+    MODEL_UPLOADED = "model_uploaded"
+
+
+class AuditRecord(Record):
+    """One admin action: who (the caller's token subject), what, on which id, and when.
+
+    Written by the REST API as it acts, never by the caller, so a script cannot leave
+    its own actions out; events say what the federation did, this says who asked."""
+
+    id: int
+    time: float
+    actor: str = Field(description="the subject of the token that asked")
+    action: AuditAction
+    target: str = Field(description="the id acted on: a token, session or model id")
+    detail: dict[str, Any] = Field(
+        default_factory=dict, description="e.g. an issued token's role and name"
+    )

@@ -69,10 +69,10 @@ def test_one_session_runs_at_a_time_whoever_starts_it(tmp_path):
     """The rule lives in the runner: a second start (or a resume) while one session runs
     is refused before anything is recorded, and a start after it ended goes ahead."""
     federation = _federation(tmp_path, [H])
-    busy = "^a session is already running; wait for it to finish first$"
 
     async def run() -> tuple[str, str]:
         first = await federation.sessions.start(_config(rounds=1))
+        busy = f"^session {first} is already running .*strata session stop {first} "
         with pytest.raises(StrataError, match=busy):
             await federation.sessions.start(_config(rounds=1))
         with pytest.raises(StrataError, match=busy):

@@ -23,21 +23,36 @@ from tests.support.controllers import new_controller
 class LoopbackAPI:
     """`create_api(controller)` on 127.0.0.1 (a free port) until `close`; `url` is its base.
 
-    ``secure`` gives the controller a trust root (`tests.support.controllers`).
+    ``secure`` gives the controller a trust root (`tests.support.controllers`); ``tls``
+    (with it) serves HTTPS with the controller's certificate, as `strata controller start`
+    does by default.
     """
 
     def __init__(
-        self, workdir: Path, *, max_streams: int = MAX_STREAMS, secure: bool = False
+        self,
+        workdir: Path,
+        *,
+        max_streams: int = MAX_STREAMS,
+        secure: bool = False,
+        tls: bool = False,
     ) -> None:
         events = EventFeed(max_streams=max_streams)
-        self.controller = new_controller(workdir, secure=secure, events=events)
+        self.controller = new_controller(workdir, secure=secure or tls, events=events)
         self.controller.store.open()
+        trust = self.controller.trust
+        certificate = {}
+        if tls and trust is not None:
+            certificate = {
+                "ssl_certfile": str(trust.paths.cert),
+                "ssl_keyfile": str(trust.paths.key),
+            }
         config = uvicorn.Config(
             create_api(self.controller),
             host="127.0.0.1",
             port=0,
             log_level="warning",
             lifespan="off",
+            **certificate,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()))
@@ -47,7 +62,7 @@ class LoopbackAPI:
             assert self._thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
     def close(self) -> None:
         self.controller.events.close()  # open streams end, so the server can stop

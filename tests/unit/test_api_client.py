@@ -10,8 +10,8 @@ import pytest
 
 from stratafl import errors
 from stratafl.modelfile.codec import params_to_bytes
-from stratafl.records import RoundRecord, SessionRecord
-from stratafl.restapi import Assignment, ControllerClient
+from stratafl.records import RoundRecord
+from stratafl.restapi import Assignment, ControllerClient, Session
 from stratafl.restapi.client import ERRORS
 from stratafl.security import CertificateAuthority
 from stratafl.settings import SessionConfig
@@ -145,7 +145,8 @@ def test_requests_go_to_the_paths_of_the_api_and_come_back_typed():
         session = api.start_session(SessionConfig(rounds=1))
         (record,) = api.rounds("s1")
         assert api.models(session_id="s1") == [] and api.events(limit=5) == []
-    assert isinstance(session, SessionRecord) and session.status == "running"
+    assert isinstance(session, Session) and session.status == "running"
+    assert session.config == SessionConfig(rounds=1)  # typed: the settings, not a dict
     assert isinstance(record, RoundRecord) and record.validation.mean("accuracy") == 0.75
     assert record.outcomes[0].status == "ok" and record.traffic.clients_up == 40
     assert [(method, url) for method, url, _ in seen] == [

@@ -21,8 +21,8 @@ from stratafl.store.migrations.versions.v0001_initial_schema import schema as in
 from stratafl.store.state import StateStore
 from stratafl.store.tables import Base
 
-HEAD = "0004"
-OURS = {"combiners", "clients", "sessions", "rounds", "models", "events", "tokens"}
+HEAD = "0005"
+OURS = {"combiners", "clients", "sessions", "rounds", "models", "events", "tokens", "audit"}
 
 LEGACY_DDL = """
 CREATE TABLE clients ( id VARCHAR(128) NOT NULL, combiner_id VARCHAR(64), status VARCHAR(16) NOT NULL, last_seen FLOAT NOT NULL, PRIMARY KEY (id) );

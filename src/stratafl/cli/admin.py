@@ -1,4 +1,5 @@
-"""`strata token ...`, `strata model seed`, and how every admin command reaches the controller.
+"""`strata token ...`, `strata audit list`, `strata model seed`, and how every admin command
+reaches the controller.
 
 The controller's URL, the caller's token and the federation's CA come from flags, from the
 environment (``STRATA_CONTROLLER``, ``STRATA_TOKEN`` or ``STRATA_TOKEN_FILE``,
@@ -17,15 +18,15 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.table import Table
 
-from stratafl.cli.config import global_options, resolve_connection
+from stratafl.cli.config import global_options
 from stratafl.cli.console import console
+from stratafl.cli.listing import Format, FormatOption, show, when
 from stratafl.client.app import ClientContext, load_app
 from stratafl.errors import ConfigError, UnavailableError
 from stratafl.restapi import ControllerClient
 from stratafl.security import Role
-from stratafl.security.files import read_token, write_private
+from stratafl.security.files import write_private
 
 ControllerUrl = Annotated[
     str | None,
@@ -66,22 +67,21 @@ def connect(
 ) -> Iterator[ControllerClient]:
     """A REST client as the caller these options (or the environment, or the config file)
     name; a controller that cannot be reached is one `UnavailableError` naming the fix."""
-    where = resolve_connection(
-        controller=controller,
+    options = global_options()
+    api = ControllerClient.from_environment(
+        controller,
         token=token,
         token_file=token_file,
         ca_file=ca_file,
-        options=global_options(),
+        config_file=options.config,
+        profile=options.profile,
+        timeout=60,
     )
-    secret = where.token
-    if secret is None and where.token_file is not None:
-        secret = read_token(where.token_file)
-    api = ControllerClient(where.controller, token=secret, verify=where.ca_file or True, timeout=60)
     with api:
         try:
             yield api
         except UnavailableError as exc:
-            better = unreachable(where.controller, exc)
+            better = unreachable(api.url, exc)
             if better is exc:
                 raise
             raise better from exc
@@ -125,10 +125,19 @@ def model_seed(
 
 token_cli = typer.Typer(help="Issue, list and revoke tokens (needs an admin token).")
 
+ISSUED_ROLES = (Role.ADMIN, Role.VIEWER, Role.METRICS, Role.COMBINER, Role.CLIENT)
+"""What `strata token create --role` issues; the controller makes its own token."""
+
 
 @token_cli.command("create")
 def token_create(
-    role: Annotated[Role, typer.Option(help="admin, combiner or client")],
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="admin (runs everything), viewer (reads everything, changes nothing), "
+            "metrics (Prometheus: GET /metrics only), combiner or client"
+        ),
+    ],
     name: Annotated[str, typer.Option(help="a label, e.g. hospital-3; also the identity")],
     controller: ControllerUrl = None,
     subject: Annotated[str | None, typer.Option(help="the identity (default: the name)")] = None,
@@ -157,7 +166,7 @@ def token_create(
     """Print a new token on stdout, or write it to --out FILE (mode 0600): its only copy.
     Its id goes to stderr."""
     if role is Role.CONTROLLER:
-        raise ConfigError("the controller issues its own token; choose admin, combiner or client")
+        raise ConfigError(f"the controller issues its own token; choose {', '.join(ISSUED_ROLES)}")
     if host and role is not Role.COMBINER:
         raise ConfigError("only a combiner serves: --host goes with --role combiner")
     with connect(controller, token, token_file, ca_file) as api:
@@ -183,31 +192,33 @@ def token_create(
 @token_cli.command("list")
 def token_list(
     controller: ControllerUrl = None,
+    output: FormatOption = Format.TABLE,
     token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
 ) -> None:
-    """Every token issued: id, name, role, subject, expiry, revoked."""
+    """Every token issued: id, name, role, subject, expiry, revoked (never a token itself)."""
     with connect(controller, token, token_file, ca_file) as api:
         records = api.tokens()
-    table = Table()
-    for column in ("id", "name", "role", "subject", "expires", "revoked"):
-        table.add_column(column)
-    for record in records:
-        table.add_row(
-            record.token_id,
-            record.name,
-            record.role,
-            record.subject,
-            datetime.fromtimestamp(record.expires_at, UTC).isoformat(timespec="minutes"),
-            "yes" if record.revoked_at else "",
-        )
-    console.print(table)
+    show(
+        records,
+        output,
+        {
+            "id": lambda t: t.token_id,
+            "name": lambda t: t.name,
+            "role": lambda t: t.role,
+            "subject": lambda t: t.subject,
+            "expires": lambda t: when(t.expires_at),
+            "revoked": lambda t: "yes" if t.revoked_at else "",
+        },
+    )
 
 
 @token_cli.command("revoke")
 def token_revoke(
-    token_id: Annotated[str, typer.Argument(help="the id shown by `strata token list`")],
+    token_id: Annotated[
+        str, typer.Argument(help="the id shown by `strata token list`, or a unique prefix")
+    ],
     controller: ControllerUrl = None,
     token: Token = None,
     token_file: TokenFile = None,
@@ -243,6 +254,7 @@ def app_publish(
 @app_cli.command("list")
 def app_list(
     controller: ControllerUrl = None,
+    output: FormatOption = Format.TABLE,
     token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
@@ -250,12 +262,43 @@ def app_list(
     """Every app package the controller holds: digest, file name, size."""
     with connect(controller, token, token_file, ca_file) as api:
         records = api.apps()
-    table = Table()
-    for column in ("sha256", "file", "bytes"):
-        table.add_column(column)
-    for record in records:
-        table.add_row(record.sha256, record.filename, str(record.size_bytes))
-    console.print(table)
+    show(
+        records,
+        output,
+        {
+            "sha256": lambda a: a.sha256,
+            "file": lambda a: a.filename,
+            "bytes": lambda a: str(a.size_bytes),
+        },
+    )
+
+
+audit_cli = typer.Typer(help="The audit log of admin actions (admins and viewers).")
+
+
+@audit_cli.command("list")
+def audit_list(
+    controller: ControllerUrl = None,
+    output: FormatOption = Format.TABLE,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Who issued and revoked tokens, started, stopped and cancelled sessions and uploaded
+    models, and when; oldest first."""
+    with connect(controller, token, token_file, ca_file) as api:
+        records = api.audit()
+    show(
+        records,
+        output,
+        {
+            "when": lambda a: when(a.time),
+            "who": lambda a: a.actor,
+            "action": lambda a: a.action,
+            "target": lambda a: a.target,
+            "detail": lambda a: " ".join(f"{k}={v}" for k, v in a.detail.items()),
+        },
+    )
 
 
 db_cli = typer.Typer(help="The controller's state database.")

@@ -13,10 +13,9 @@ from typing import Annotated
 
 import typer
 
-from stratafl.cli.console import console
+from stratafl.cli.console import console, print_paths
+from stratafl.cli.folders import new_work_folder
 from stratafl.experiments import STUDIES, Size, Study, StudyRun
-
-DEFAULT_OUT = Path("docs/results")
 
 experiment_cli = typer.Typer(
     help="Run the studies of docs/results on real federations: JSON, PNG plots, a table.",
@@ -33,13 +32,22 @@ AppSpec = Annotated[
     str | None,
     typer.Option("--app", help="module:attr or file.py:attr; default: the Fashion-MNIST app"),
 ]
-Out = Annotated[Path, typer.Option("--out", help="results go to OUT/<study>/")]
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="results go to OUT/<study>/ (default: a new ./strata-experiment-TIMESTAMP; "
+        "pass docs/results to refresh the published ones)",
+    ),
+]
 
 
-def _study_run(quick: bool, seeds: int | None, app: str | None, out: Path) -> StudyRun:
+def _study_run(quick: bool, seeds: int | None, app: str | None, out: Path | None) -> StudyRun:
     size = Size.QUICK if quick else Size.FULL
     count = seeds if seeds is not None else (1 if quick else 3)
-    return StudyRun(size, tuple(range(count)), out, app, log=lambda line: console.print(line))
+    folder = out if out is not None else new_work_folder("experiment")
+    print_paths({"results": folder})
+    return StudyRun(size, tuple(range(count)), folder, app, log=lambda line: console.print(line))
 
 
 def _run(study: Study, run: StudyRun) -> None:
@@ -53,7 +61,7 @@ def _run(study: Study, run: StudyRun) -> None:
 
 def _command(study: Study) -> Callable[..., None]:
     def command(
-        quick: Quick = False, seeds: Seeds = None, app: AppSpec = None, out: Out = DEFAULT_OUT
+        quick: Quick = False, seeds: Seeds = None, app: AppSpec = None, out: Out = None
     ) -> None:
         _run(study, _study_run(quick, seeds, app, out))
 
@@ -67,7 +75,7 @@ for _study in STUDIES.values():
 
 @experiment_cli.command("all")
 def run_all(
-    quick: Quick = False, seeds: Seeds = None, app: AppSpec = None, out: Out = DEFAULT_OUT
+    quick: Quick = False, seeds: Seeds = None, app: AppSpec = None, out: Out = None
 ) -> None:
     """Every study, one after another."""
     run = _study_run(quick, seeds, app, out)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from stratafl import __version__
-from stratafl.cli.admin import app_cli, db_cli, model_seed, token_cli
+from stratafl.cli.admin import app_cli, audit_cli, db_cli, model_seed, token_cli
 from stratafl.cli.config import CONFIG_ENV, PROFILE_ENV, GlobalOptions, use_global_options
 from stratafl.cli.errors import run as run_cli
 from stratafl.cli.experiment import experiment_cli
@@ -38,6 +38,7 @@ app.add_typer(controller_cli, name="controller")
 app.add_typer(combiner_cli, name="combiner")
 app.add_typer(client_cli, name="client")
 app.add_typer(token_cli, name="token")
+app.add_typer(audit_cli, name="audit")
 app.add_typer(session_cli, name="session")
 app.add_typer(model_cli, name="model")
 app.add_typer(db_cli, name="db")

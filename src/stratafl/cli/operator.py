@@ -10,66 +10,33 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import BaseModel
-from rich.table import Table
 
 from stratafl.cli.admin import CaFile, ControllerUrl, Token, TokenFile, connect
 from stratafl.cli.console import console
+from stratafl.cli.listing import Format, FormatOption, show, when
 from stratafl.cli.session_watch import watch_events, watch_json
 from stratafl.errors import ConfigError
-from stratafl.records import SessionRecord
+from stratafl.restapi import Session
 from stratafl.settings import AppSettingValue, SessionConfig
 
-
-class Format(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-
-
-R = TypeVar("R", bound=BaseModel)
-
-FormatOption = Annotated[Format, typer.Option("--format", help="table or json")]
-
-
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return ""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def show(
-    records: Sequence[R],
-    output: Format,
-    columns: dict[str, Callable[[R], object]],
-) -> None:
-    """Print ``records`` as a table of ``columns`` or as their JSON."""
-    if output is Format.JSON:
-        print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
-        return
-    table = Table()
-    for name in columns:
-        table.add_column(name)
-    for record in records:
-        table.add_row(*(str(cell(record)) for cell in columns.values()))
-    console.print(table)
-
+SessionId = Annotated[
+    str, typer.Argument(help="the id shown by `strata session list`, or a unique prefix")
+]
 
 session_cli = typer.Typer(help="Start, stop, list and inspect training sessions (admin).")
 model_cli = typer.Typer(help="Seed, list and download the models of the trail (admin).")
 
-SESSION_COLUMNS: dict[str, Callable[[SessionRecord], object]] = {
+SESSION_COLUMNS: dict[str, Callable[[Session], object]] = {
     "id": lambda s: s.id,
     "status": lambda s: s.status,
-    "rounds": lambda s: f"{s.rounds_done}/{s.config.get('rounds')}",
+    "rounds": lambda s: f"{s.rounds_done}/{s.config.rounds}",
     "final model": lambda s: s.final_model_id or "",
-    "started": lambda s: _when(s.created_at),
+    "started": lambda s: when(s.created_at),
     "reason": lambda s: s.reason,
 }
 
@@ -85,8 +52,13 @@ def session_settings(file_settings: dict[str, object], flags: dict[str, object])
     A flag left out is ``None`` and keeps the file's value (or the setting's default), so
     ``--settings`` is never overwritten by a flag the user did not type.
     """
+    from stratafl.launch.preflight import check_aggregator  # loads the rules: only here
+
     given = {setting: value for setting, value in flags.items() if value is not None}
-    return SessionConfig.model_validate({**file_settings, **given})
+    merged = {**file_settings, **given}
+    if isinstance(merged.get("aggregator"), str):  # a typo gets strata run's "did you mean"
+        check_aggregator(str(merged["aggregator"]))
+    return SessionConfig.model_validate(merged)
 
 
 def app_setting(text: str) -> tuple[str, AppSettingValue]:
@@ -121,7 +93,9 @@ def session_start(
             f"[default: {_default('aggregator')}]"
         ),
     ] = None,
-    seed_model: Annotated[str | None, typer.Option(help="default: the newest model")] = None,
+    seed_model: Annotated[
+        str | None, typer.Option(help="a model id or a unique prefix; default: the newest model")
+    ] = None,
     settings: Annotated[
         Path | None, typer.Option(help="a JSON file of session settings (docs/configuration.md)")
     ] = None,
@@ -170,7 +144,9 @@ def session_list(
 
 @session_cli.command("show")
 def session_show(
-    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    session_id: Annotated[
+        str, typer.Argument(help="the id shown by `strata session list`, or a unique prefix")
+    ],
     controller: ControllerUrl = None,
     output: FormatOption = Format.TABLE,
     token: Token = None,
@@ -204,7 +180,9 @@ def session_show(
 
 @session_cli.command("stop")
 def session_stop(
-    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    session_id: Annotated[
+        str, typer.Argument(help="the id shown by `strata session list`, or a unique prefix")
+    ],
     controller: ControllerUrl = None,
     cancel: Annotated[bool, typer.Option(help="end now, dropping the round in flight")] = False,
     token: Token = None,
@@ -219,7 +197,9 @@ def session_stop(
 
 @session_cli.command("watch")
 def session_watch(
-    session_id: Annotated[str, typer.Argument(help="the id shown by `strata session list`")],
+    session_id: Annotated[
+        str, typer.Argument(help="the id shown by `strata session list`, or a unique prefix")
+    ],
     controller: ControllerUrl = None,
     after: Annotated[
         int | None, typer.Option(help="start after this event id (default: from its start)")
@@ -243,7 +223,9 @@ def session_watch(
 @model_cli.command("list")
 def model_list(
     controller: ControllerUrl = None,
-    session: Annotated[str | None, typer.Option(help="only this session's models")] = None,
+    session: Annotated[
+        str | None, typer.Option(help="only this session's models (its id or a unique prefix)")
+    ] = None,
     output: FormatOption = Format.TABLE,
     token: Token = None,
     token_file: TokenFile = None,
@@ -261,22 +243,27 @@ def model_list(
             "session": lambda m: m.session_id or "",
             "round": lambda m: m.round or "",
             "MB": lambda m: f"{m.size_bytes / 1e6:.2f}",
-            "created": lambda m: _when(m.created_at),
+            "created": lambda m: when(m.created_at),
         },
     )
 
 
 @model_cli.command("download")
 def model_download(
-    model_id: Annotated[str, typer.Argument(help="the id shown by `strata model list`")],
+    model_id: Annotated[
+        str, typer.Argument(help="the id shown by `strata model list`, or a unique prefix")
+    ],
     controller: ControllerUrl = None,
-    to: Annotated[Path | None, typer.Option(help="default: ./MODEL_ID.safetensors")] = None,
+    to: Annotated[
+        Path | None, typer.Option(help="default: ./MODEL_ID.safetensors (the whole id)")
+    ] = None,
     token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
 ) -> None:
     """Save a model as a safetensors file (it opens with the stock safetensors library)."""
     with connect(controller, token, token_file, ca_file) as api:
+        model_id = api.model(model_id).id  # a prefix names the file by the whole id
         path = api.download_model(model_id, to or Path(f"{model_id}.safetensors"))
     console.print(str(path))
 
@@ -299,7 +286,7 @@ def combiner_list(
             "address": lambda c: c.address,
             "status": lambda c: c.status,
             "clients": lambda c: f"{c.num_clients}/{c.max_clients}",
-            "last heartbeat": lambda c: _when(c.last_heartbeat),
+            "last heartbeat": lambda c: when(c.last_heartbeat),
         },
     )
 
@@ -321,6 +308,6 @@ def client_list(
             "id": lambda c: c.id,
             "combiner": lambda c: c.combiner_id or "",
             "status": lambda c: c.status,
-            "last seen": lambda c: _when(c.last_seen),
+            "last seen": lambda c: when(c.last_seen),
         },
     )

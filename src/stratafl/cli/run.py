@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from stratafl.cli.console import RunView, console, print_paths, print_promise
+from stratafl.cli.folders import new_work_folder
 from stratafl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,16 +50,6 @@ Partition = Annotated[
 ]
 
 
-def _new_workdir() -> Path:
-    """``./strata-run-YYYYmmdd-HHMMSS``, with a suffix if a run this second has it."""
-    base = Path(f"strata-run-{datetime.now():%Y%m%d-%H%M%S}").absolute()
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
-
-
 @dataclass(frozen=True)
 class RunOutput:
     """What a run leaves behind besides its work folder."""
@@ -86,7 +76,7 @@ def run_on_loopback(spec: FederationSpec, session: SessionConfig, output: RunOut
         seed=spec.seed,
         session=session,
     )
-    workdir = spec.workdir or _new_workdir()
+    workdir = spec.workdir or new_work_folder("run")
     spec = dataclasses.replace(spec, workdir=workdir)
     console.print(
         f"[bold]stratafl[/]: {spec.clients} clients, {spec.combiners} combiners, "

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from stratafl.records import SESSION_END_KINDS, EventRecord, RoundProgress, SessionRecord
+from stratafl.records import SESSION_END_KINDS, EventRecord, RoundProgress
+from stratafl.restapi import Session
 from stratafl.status import RoundStatus, SessionStatus
 
 __all__ = ["HEADER", "round_line", "exit_code", "watch_events", "watch_json"]
@@ -60,9 +61,9 @@ def watch_json(events: Iterable[EventRecord]) -> int:
     return exit_code(end)
 
 
-def watch_events(session: SessionRecord, events: Iterable[EventRecord], console: Console) -> int:
+def watch_events(session: Session, events: Iterable[EventRecord], console: Console) -> int:
     """Draw the session's progress from its events; the exit code of the session's end."""
-    total = int(session.config.get("rounds", 0)) or None
+    total = session.config.rounds
     bar = Progress(
         TextColumn(f"[bold]session {session.id}"),
         MofNCompleteColumn(),

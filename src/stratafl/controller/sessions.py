@@ -95,8 +95,10 @@ class SessionRunner:
 
     def _record_start(self, config: SessionConfig) -> tuple[str, str]:
         """Check the seed and record the new session and its start event; its id and seed."""
-        seed_model = config.seed_model_id or self._newest_model()
-        seed = self._store.model(seed_model)  # raises NotFoundError for an unknown id
+        seed = self._store.model(config.seed_model_id or self._newest_model())  # NotFoundError
+        seed_model = seed.id  # the whole id, when the config named a prefix of it
+        if config.seed_model_id is not None:
+            config = config.model_copy(update={"seed_model_id": seed_model})
         if seed.pruned_at is not None:
             raise ConfigError(
                 f"model {seed_model} was pruned: {self._trail.retention.describe()}; "
@@ -170,26 +172,39 @@ class SessionRunner:
             self._run(session_id, config, aggregator, model_id, state, first, failures)
         )
 
-    async def stop(self, session_id: str, by: str) -> None:
-        """End ``session_id`` after the round in flight; ``by`` is recorded as who asked."""
-        await self._require_running(session_id)
+    async def stop(self, session_id: str, by: str) -> str:
+        """End ``session_id`` (an id or a unique prefix) after the round in flight; ``by``
+        is recorded as who asked. Returns the session's whole id."""
+        session_id = await self._require_running(session_id)
         self._stop_by = by
+        return session_id
 
-    async def cancel(self, session_id: str, by: str) -> None:
-        """End ``session_id`` now; the round in flight is dropped."""
-        await self._require_running(session_id)
+    async def cancel(self, session_id: str, by: str) -> str:
+        """End ``session_id`` (an id or a unique prefix) now; the round in flight is
+        dropped. Returns the session's whole id."""
+        session_id = await self._require_running(session_id)
         self._cancel_by = by
         assert self.current is not None
         self.current.cancel()
+        return session_id
 
     def _require_idle(self) -> None:
-        if self.busy():
-            raise StrataError("a session is already running; wait for it to finish first")
+        if not self.busy():
+            return
+        if self._current_id is None or self._starting:
+            raise StrataError("a session is being started; wait for it, then try again")
+        raise StrataError(
+            f"session {self._current_id} is already running (one session runs at a time); "
+            f"wait for it to end, or stop it: strata session stop {self._current_id} "
+            "(add --cancel to drop the round in flight)"
+        )
 
-    async def _require_running(self, session_id: str) -> None:
-        await self._store.off_loop.read(self._store.session, session_id)  # NotFoundError
-        if not self.busy() or self._current_id != session_id:
-            raise RoundFailed(f"session {session_id} is not running; nothing to stop")
+    async def _require_running(self, session_id: str) -> str:
+        """The whole id of ``session_id``, if that session is the one running."""
+        session = await self._store.off_loop.read(self._store.session, session_id)  # 404
+        if not self.busy() or self._current_id != session.id:
+            raise RoundFailed(f"session {session.id} is not running; nothing to stop")
+        return session.id
 
     def _newest_model(self) -> str:
         """The default seed: the newest model, unless it is an upload whose layout differs

@@ -42,6 +42,10 @@ DAY = 24 * 3600.0
 CONTROLLER_TOKEN_SECONDS = 30 * DAY
 """The controller's own token (it calls combiners with it): re-issued at every start."""
 ADMIN_TOKEN_SECONDS = 30 * DAY
+"""Admins and viewers: people, who ask for a new token when theirs expires."""
+METRICS_TOKEN_SECONDS = 365 * DAY
+"""A scraper's token sits in a scrape config, and a lapsed one silently blinds the
+monitoring; it can read nothing but metrics, so it lives a year (revoke it if it leaks)."""
 MEMBER_TOKEN_SECONDS = 1 * DAY
 """A client's or combiner's token: short, because the tier renews it itself
 (``POST /tokens/renew``) well before it expires; a stolen copy dies within a day."""
@@ -52,6 +56,8 @@ DEFAULT_TOKEN_SECONDS = {
     Role.ADMIN: ADMIN_TOKEN_SECONDS,
     Role.COMBINER: MEMBER_TOKEN_SECONDS,
     Role.CLIENT: MEMBER_TOKEN_SECONDS,
+    Role.VIEWER: ADMIN_TOKEN_SECONDS,
+    Role.METRICS: METRICS_TOKEN_SECONDS,
 }
 RENEWABLE = frozenset({Role.CLIENT, Role.COMBINER, Role.ADMIN})
 
@@ -201,7 +207,8 @@ class Trust:
 
     def revoke(self, store: StateStore, token_id: str) -> TokenRecord:
         """Revoke a token, unless it is the last live admin token (no one could then issue
-        or revoke anything again)."""
+        or revoke anything again). ``token_id`` may be a unique prefix of the id."""
+        token_id = store.token(token_id).token_id
         if store.live_admin_tokens() == [token_id]:
             raise Conflict(
                 f"token {token_id} is the last admin token that is neither revoked nor "

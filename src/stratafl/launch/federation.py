@@ -17,16 +17,16 @@ from stratafl.combiner.main import CombinerOptions
 from stratafl.controller.main import ControllerOptions
 from stratafl.errors import ConfigError, StrataError, UnavailableError
 from stratafl.launch.processes import ProcessGroup, Tier, last_log_line
-from stratafl.records import ModelRecord, RoundRecord, SessionRecord
+from stratafl.records import ModelRecord, RoundRecord
 from stratafl.restapi import ControllerClient
-from stratafl.restapi.schema import IssuedRole
+from stratafl.restapi.schema import IssuedRole, Session
 from stratafl.security import Role
 from stratafl.security.files import read_token
 from stratafl.settings import SessionConfig
 from stratafl.status import ClientStatus, SessionStatus
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
-Progress = Callable[[SessionRecord, list[RoundRecord]], None]
+Progress = Callable[[Session, list[RoundRecord]], None]
 """Called with the session and its rounds so far, whenever a round was recorded."""
 
 REST_TIMEOUT_SECONDS = 60.0
@@ -276,7 +276,7 @@ class LocalFederation:
 
     def run_session(
         self, config: SessionConfig, progress: Progress | None = None, poll_seconds: float = 0.2
-    ) -> tuple[SessionRecord, list[RoundRecord]]:
+    ) -> tuple[Session, list[RoundRecord]]:
         """Start a session and follow it to its end; returns it and its rounds."""
         session = self.client.start_session(config)
         rounds: list[RoundRecord] = []

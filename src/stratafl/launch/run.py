@@ -16,7 +16,8 @@ from stratafl.errors import StrataError
 from stratafl.launch.federation import FederationSpec, LocalFederation
 from stratafl.launch.report import PromiseCheck, RoundSummary, promise_check, round_summary
 from stratafl.modelfile.codec import copy_params_from_file
-from stratafl.records import PromiseRecord, RoundRecord, SessionRecord
+from stratafl.records import PromiseRecord, RoundRecord
+from stratafl.restapi.schema import Session
 from stratafl.settings import SessionConfig
 from stratafl.status import OutcomeStatus, SessionStatus
 
@@ -127,7 +128,7 @@ def run_federation(
         federation.wait_for_clients(spec.clients)
         show.federation_up(time.monotonic() - started)
 
-        def on_rounds(_: SessionRecord, rounds: list[RoundRecord]) -> None:
+        def on_rounds(_: Session, rounds: list[RoundRecord]) -> None:
             show.rounds_done([round_summary(r) for r in rounds], session.rounds)
 
         result, records = federation.run_session(session, progress=on_rounds)

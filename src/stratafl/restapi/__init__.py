@@ -10,6 +10,7 @@ from stratafl.restapi.schema import (
     ErrorBody,
     Health,
     IssuedToken,
+    Session,
     SignedCertificate,
     TokenRequest,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "ErrorBody",
     "Health",
     "IssuedToken",
+    "Session",
     "SignedCertificate",
     "TokenRequest",
     "walk",

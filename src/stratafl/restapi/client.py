@@ -4,9 +4,11 @@ One method per operation, each returning the records of `stratafl.records` or th
 `stratafl.restapi.schema`, over one reused ``httpx.Client``. Errors are mapped once, in
 `stratafl.restapi.wire` (an error answer becomes the domain error it names, an unreachable
 controller `UnavailableError`); an answer that does not parse as the expected record is a
-`StrataError`. A controller that is not ``--insecure`` wants a token (``token``, sent as
-``Authorization: Bearer``) and serves HTTPS with the federation's CA (``verify``). A fake
-transport (``httpx.MockTransport``) passed as ``transport`` tests code without a network.
+`StrataError`. A controller that is not ``--insecure`` (the default) wants a token
+(``token``, sent as ``Authorization: Bearer``) and serves HTTPS with the federation's CA
+(``verify``): `ControllerClient.from_environment` finds all three where `strata` does
+(``STRATA_*`` variables, the config file). A fake transport (``httpx.MockTransport``)
+passed as ``transport`` tests code without a network.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from stratafl.records import (
     EventRecord,
     ModelRecord,
     PromiseRecord,
-    SessionRecord,
     TokenRecord,
 )
+from stratafl.restapi.environment import resolve_connection
 from stratafl.restapi.events import EventFollower
 from stratafl.restapi.pages import Listings
 from stratafl.restapi.schema import (
@@ -47,10 +49,12 @@ from stratafl.restapi.schema import (
     Health,
     IssuedRole,
     IssuedToken,
+    Session,
     SignedCertificate,
     TokenRequest,
 )
 from stratafl.restapi.wire import ERRORS, Verify, authorization, error_of, reaching, segment, tls
+from stratafl.security.files import read_token
 from stratafl.settings import APP_FILE_PATTERN, SessionConfig
 from stratafl.status import SessionStatus
 
@@ -59,6 +63,12 @@ __all__ = ["ERRORS", "ControllerClient", "Verify"]
 T = TypeVar("T")
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
+WHAT_TO_PASS = (
+    "From Python: ControllerClient(url, token=..., verify=<the controller's trust/ca.crt>), "
+    "or ControllerClient.from_environment() to use what `strata` uses (STRATA_CONTROLLER, "
+    "STRATA_TOKEN_FILE, STRATA_CA_FILE or the config file)."
+)
+"""What a client without a token is told when the controller asks for one."""
 
 _HEALTH = TypeAdapter(Health)
 _DISCOVERY = TypeAdapter(DiscoveryInfo)
@@ -66,7 +76,7 @@ _ASSIGNMENT = TypeAdapter(Assignment)
 _MODEL = TypeAdapter(ModelRecord)
 _APP = TypeAdapter(AppRecord)
 _APPS = TypeAdapter(list[AppRecord])
-_SESSION = TypeAdapter(SessionRecord)
+_SESSION = TypeAdapter(Session)
 _ISSUED = TypeAdapter(IssuedToken)
 _TOKEN = TypeAdapter(TokenRecord)
 _CERTIFICATE = TypeAdapter(SignedCertificate)
@@ -78,10 +88,13 @@ class ControllerClient(Listings):
     Every list comes three ways (`stratafl.restapi.pages`): ``<list>_page`` (one page and its
     cursor), ``iter_<list>`` (every record, lazily) and ``<list>(limit=None)`` (a list).
 
-    ``url`` is the controller's base URL (``http://127.0.0.1:8080``); ``token`` the caller's
-    bearer token; ``verify`` how to check an https controller (see `Verify`). Building the
-    client does no network I/O (a CA file given as ``verify`` is read here); each call is
-    one request (or one streamed transfer) with ``timeout``.
+    ``url`` is the controller's base URL (``https://127.0.0.1:8080``); ``token`` the
+    caller's bearer token (the controller's ``trust/admin.token``, or one from `strata
+    token create`); ``verify`` how to check an https controller (see `Verify`: the
+    federation's CA, the controller's ``trust/ca.crt``). Building the client does no
+    network I/O (a CA file given as ``verify`` is read here); each call is one request (or
+    one streamed transfer) with ``timeout``. `from_environment` finds all three as the
+    `strata` commands do.
     """
 
     def __init__(
@@ -99,6 +112,7 @@ class ControllerClient(Listings):
                 "e.g. http://127.0.0.1:8080"
             )
         self.url = url.rstrip("/")
+        self._has_token = token is not None
         self._http = httpx.Client(
             base_url=f"{self.url}/api/v1",
             timeout=timeout,
@@ -106,6 +120,38 @@ class ControllerClient(Listings):
             headers=authorization(token),
             verify=tls(verify),
         )
+
+    @classmethod
+    def from_environment(
+        cls,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        token_file: Path | None = None,
+        ca_file: Path | None = None,
+        config_file: Path | None = None,
+        profile: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> ControllerClient:
+        """A client of the controller `strata` would call from this shell: each argument
+        given wins, then ``STRATA_CONTROLLER``, ``STRATA_TOKEN`` or ``STRATA_TOKEN_FILE``
+        and ``STRATA_CA_FILE``, then the config file (``config_file``, else
+        ``STRATA_CONFIG``, else ``~/.config/stratafl/config.toml``; its ``[profiles.NAME]``
+        by ``profile`` or ``STRATA_PROFILE``). See `stratafl.restapi.environment`."""
+        where = resolve_connection(
+            controller=url,
+            token=token,
+            token_file=token_file,
+            ca_file=ca_file,
+            config_file=config_file,
+            profile=profile,
+            environ=os.environ if environ is None else environ,
+        )
+        secret = where.token
+        if secret is None and where.token_file is not None:
+            secret = read_token(where.token_file)
+        return cls(where.controller, token=secret, verify=where.ca_file or True, timeout=timeout)
 
     def close(self) -> None:
         """Close the pooled connections; the client cannot be used afterwards."""
@@ -236,14 +282,14 @@ class ControllerClient(Listings):
 
     # -- sessions -----------------------------------------------------------------------
 
-    def start_session(self, config: SessionConfig) -> SessionRecord:
+    def start_session(self, config: SessionConfig) -> Session:
         """Start a session; it runs on the controller, follow it with `session`."""
         return self._call(_SESSION, "POST", "/sessions", json=config.model_dump(mode="json"))
 
-    def session(self, session_id: str) -> SessionRecord:
+    def session(self, session_id: str) -> Session:
         return self._call(_SESSION, "GET", f"/sessions/{segment(session_id)}")
 
-    def record_promise(self, session_id: str, promise: PromiseRecord) -> SessionRecord:
+    def record_promise(self, session_id: str, promise: PromiseRecord) -> Session:
         """Store a session's promise check (``PromiseRecord.model_validate(check)`` turns a
         `stratafl.launch.report.PromiseCheck` into one)."""
         path = f"/sessions/{segment(session_id)}/promise"
@@ -270,11 +316,11 @@ class ControllerClient(Listings):
         )
         return follower.follow(after)
 
-    def stop_session(self, session_id: str) -> SessionRecord:
+    def stop_session(self, session_id: str) -> Session:
         """End a running session after the round in flight."""
         return self._call(_SESSION, "POST", f"/sessions/{segment(session_id)}/stop")
 
-    def cancel_session(self, session_id: str) -> SessionRecord:
+    def cancel_session(self, session_id: str) -> Session:
         """End a running session now; the round in flight is dropped."""
         return self._call(_SESSION, "POST", f"/sessions/{segment(session_id)}/cancel")
 
@@ -317,7 +363,10 @@ class ControllerClient(Listings):
         with reaching(self.url):
             response = self._http.request(method, path, **kwargs)
         if response.is_error:
-            raise error_of(response)
+            error = error_of(response)
+            if response.status_code == 401 and not self._has_token:
+                raise errors.AuthError(f"{error} {WHAT_TO_PASS}")
+            raise error
         try:
             return answer.validate_json(response.content)
         except PydanticValidationError as exc:

@@ -20,15 +20,16 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter
 
 from stratafl.records import (
+    AuditRecord,
     ClientRecord,
     CombinerRecord,
     EventRecord,
     ModelRecord,
     Page,
     RoundRecord,
-    SessionRecord,
     TokenRecord,
 )
+from stratafl.restapi.schema import Session
 from stratafl.restapi.wire import segment
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Listings", "walk"]
@@ -41,13 +42,14 @@ MAX_PAGE = 1000
 carry every client's outcome, so the controller also ends a page of rounds before its
 outcomes pass 10,000 (`stratafl.store.listing.OUTCOMES_PER_PAGE`): a few MB at most."""
 
-_SESSIONS = TypeAdapter(Page[SessionRecord])
+_SESSIONS = TypeAdapter(Page[Session])
 _ROUNDS = TypeAdapter(Page[RoundRecord])
 _EVENTS = TypeAdapter(Page[EventRecord])
 _MODELS = TypeAdapter(Page[ModelRecord])
 _CLIENTS = TypeAdapter(Page[ClientRecord])
 _COMBINERS = TypeAdapter(Page[CombinerRecord])
 _TOKENS = TypeAdapter(Page[TokenRecord])
+_AUDIT = TypeAdapter(Page[AuditRecord])
 
 
 def walk(
@@ -84,9 +86,7 @@ class Listings:
 
     # -- one page -------------------------------------------------------------------------
 
-    def sessions_page(
-        self, after: str | None = None, limit: int = DEFAULT_PAGE
-    ) -> Page[SessionRecord]:
+    def sessions_page(self, after: str | None = None, limit: int = DEFAULT_PAGE) -> Page[Session]:
         """Sessions in the order they were started."""
         return self._call(_SESSIONS, "GET", "/sessions", params=_query(after, limit))
 
@@ -134,9 +134,13 @@ class Listings:
         """Every token issued (their records, never the tokens), oldest first."""
         return self._call(_TOKENS, "GET", "/tokens", params=_query(after, limit))
 
+    def audit_page(self, after: str | None = None, limit: int = DEFAULT_PAGE) -> Page[AuditRecord]:
+        """Admin actions (tokens, sessions, model uploads), who asked and when, oldest first."""
+        return self._call(_AUDIT, "GET", "/audit", params=_query(after, limit))
+
     # -- every item, lazily ---------------------------------------------------------------
 
-    def iter_sessions(self) -> Iterator[SessionRecord]:
+    def iter_sessions(self) -> Iterator[Session]:
         return walk(self.sessions_page)
 
     def iter_rounds(self, session_id: str) -> Iterator[RoundRecord]:
@@ -160,9 +164,12 @@ class Listings:
     def iter_tokens(self) -> Iterator[TokenRecord]:
         return walk(self.tokens_page)
 
+    def iter_audit(self) -> Iterator[AuditRecord]:
+        return walk(self.audit_page)
+
     # -- lists: at most ``limit`` items (None: all) -------------------------------------
 
-    def sessions(self, limit: int | None = None) -> list[SessionRecord]:
+    def sessions(self, limit: int | None = None) -> list[Session]:
         """Sessions, oldest first."""
         return list(walk(self.sessions_page, limit))
 
@@ -190,3 +197,7 @@ class Listings:
 
     def tokens(self, limit: int | None = None) -> list[TokenRecord]:
         return list(walk(self.tokens_page, limit))
+
+    def audit(self, limit: int | None = None) -> list[AuditRecord]:
+        """Admin actions, oldest first."""
+        return list(walk(self.audit_page, limit))

@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from stratafl.records import TokenRecord
+from stratafl.records import SessionState, TokenRecord
 from stratafl.security import Role
+from stratafl.settings import SessionConfig
 
 MAX_ID_CHARS = 256
 """Client, combiner and token names: as long as a token's subject may be."""
@@ -27,7 +28,7 @@ MAX_EXAMPLES = 2**53
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
 Host = Annotated[str, StringConstraints(min_length=1, max_length=253)]  # a DNS name's limit
-IssuedRole = Literal[Role.ADMIN, Role.COMBINER, Role.CLIENT]
+IssuedRole = Literal[Role.ADMIN, Role.VIEWER, Role.METRICS, Role.COMBINER, Role.CLIENT]
 """The roles a token can be issued for: the controller makes its own token at each start."""
 
 
@@ -94,7 +95,8 @@ class TokenRequest(Body):
         None,
         gt=0,
         le=MAX_TOKEN_TTL_SECONDS,
-        description="default: 1 day for clients and combiners (they renew it), 30 for admins",
+        description="default: 1 day for clients and combiners (they renew it), 30 for admins "
+        "and viewers, 365 for metrics scrapers",
     )
     max_examples: int | None = Field(
         None, ge=1, le=MAX_EXAMPLES, description="a client's cap on num_examples per update"
@@ -135,3 +137,12 @@ class ErrorBody(Body):
 
     error: str
     detail: str
+
+
+class Session(SessionState):
+    """A session as `ControllerClient` reads it: `SessionRecord` with its settings typed,
+    so ``session.config.rounds`` is an int and a misspelt setting fails in the editor, not
+    at run time. (A session started by another stratafl version may not parse: use the
+    same version on both sides.)"""
+
+    config: SessionConfig

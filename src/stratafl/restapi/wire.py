@@ -80,19 +80,27 @@ def segment(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
+SECURE_DEFAULT = (
+    "a controller started without --insecure serves HTTPS with its own CA and wants a "
+    "token: use https://, verify=<its trust/ca.crt> and token=<its trust/admin.token> "
+    "(or ControllerClient.from_environment())"
+)
+
+
 @contextlib.contextmanager
 def reaching(url: str) -> Iterator[None]:
     """Turns httpx's transport errors (refused, reset, timed out) into UnavailableError,
-    and those no retry can mend into ConfigError (`misconfigured`)."""
+    and those no retry can mend into ConfigError (`misconfigured`), saying what to pass when
+    the cause is the secure default (HTTPS, the federation's CA)."""
     try:
         yield
     except httpx.TransportError as exc:
         wrong = misconfigured(url, exc)
         if wrong is not None:
             raise wrong from exc
+        said = str(exc) or type(exc).__name__
         raise errors.UnavailableError(
-            f"cannot reach the controller at {url}: {str(exc) or type(exc).__name__}; "
-            "is `strata controller start` running?"
+            f"cannot reach the controller at {url}: {said}; is `strata controller start` running?"
         ) from exc
 
 
@@ -110,7 +118,8 @@ def misconfigured(url: str, exc: httpx.TransportError) -> errors.ConfigError | N
                 f"the controller at {url} presented a certificate that the CAs this process "
                 f"trusts do not verify ({link.verify_message or link.reason}); pass the CA "
                 "that signed it: --ca-file (the federation's trust/ca.crt) or --ca-bundle "
-                "(an organisation's CA bundle), or fix the host name in the URL"
+                "(an organisation's CA bundle), or fix the host name in the URL; in Python, "
+                "verify=<the controller's trust/ca.crt> (or ControllerClient.from_environment())"
             )
         if isinstance(link, ssl.SSLError) and link.reason == "WRONG_VERSION_NUMBER":
             return errors.ConfigError(
@@ -121,7 +130,7 @@ def misconfigured(url: str, exc: httpx.TransportError) -> errors.ConfigError | N
     if dropped and parsed.scheme == "http" and _speaks_tls(parsed.hostname, parsed.port):
         return errors.ConfigError(
             f"the controller at {url} speaks HTTPS; use https://{where} (with --ca-file or "
-            "--ca-bundle for its certificate)"
+            f"--ca-bundle for its certificate); {SECURE_DEFAULT}"
         )
     return None
 

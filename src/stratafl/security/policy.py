@@ -16,6 +16,11 @@ _CLIENT = frozenset({Role.CLIENT})
 _COMBINER = frozenset({Role.COMBINER})
 _CONTROLLER = frozenset({Role.CONTROLLER})
 _ADMIN = frozenset({Role.ADMIN})
+"""Writes: starting and stopping sessions, uploading models, issuing and revoking tokens."""
+_READERS = frozenset({Role.ADMIN, Role.VIEWER})
+"""Reads of the federation's records: what the dashboard shows and scripts list."""
+_SCRAPERS = frozenset({Role.ADMIN, Role.VIEWER, Role.METRICS})
+"""The Prometheus metrics: a metrics token reads them and nothing else."""
 PUBLIC: frozenset[Role] = frozenset()
 """No credentials needed: health checks, and the dashboard's files (they hold no data;
 the page sends the admin token with each API call it makes)."""
@@ -45,35 +50,38 @@ REST_ROLES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/dashboard/{name}.js"): PUBLIC,
     ("GET", "/dashboard/style.css"): PUBLIC,
-    ("GET", "/api/v1/discovery"): frozenset({Role.COMBINER, Role.CLIENT, Role.ADMIN}),
+    ("GET", "/api/v1/discovery"): frozenset({Role.COMBINER, Role.CLIENT, *_READERS}),
     ("POST", "/api/v1/assign"): _CLIENT,
     ("POST", "/api/v1/certificates"): frozenset({Role.COMBINER, Role.CLIENT}),
-    ("GET", "/api/v1/combiners"): _ADMIN,
-    ("GET", "/api/v1/clients"): _ADMIN,
+    ("GET", "/api/v1/combiners"): _READERS,
+    ("GET", "/api/v1/clients"): _READERS,
     ("POST", "/api/v1/models"): _ADMIN,
-    ("GET", "/api/v1/models"): _ADMIN,
-    ("GET", "/api/v1/models/{model_id}"): _ADMIN,
-    ("GET", "/api/v1/models/{model_id}/trail"): _ADMIN,
-    ("GET", "/api/v1/models/{model_id}/download"): _ADMIN,
+    ("GET", "/api/v1/models"): _READERS,
+    ("GET", "/api/v1/models/{model_id}"): _READERS,
+    ("GET", "/api/v1/models/{model_id}/trail"): _READERS,
+    ("GET", "/api/v1/models/{model_id}/download"): _READERS,
     ("POST", "/api/v1/apps"): _ADMIN,
-    ("GET", "/api/v1/apps"): _ADMIN,
+    ("GET", "/api/v1/apps"): _READERS,
     # a client fetches the running session's package only (controller/rest/apps.py)
     ("GET", "/api/v1/apps/{sha256}/download"): frozenset({Role.CLIENT, Role.ADMIN}),
     ("POST", "/api/v1/sessions"): _ADMIN,
-    ("GET", "/api/v1/sessions"): _ADMIN,
-    ("GET", "/api/v1/sessions/{session_id}"): _ADMIN,
-    ("GET", "/api/v1/sessions/{session_id}/rounds"): _ADMIN,
+    ("GET", "/api/v1/sessions"): _READERS,
+    ("GET", "/api/v1/sessions/{session_id}"): _READERS,
+    ("GET", "/api/v1/sessions/{session_id}/rounds"): _READERS,
     ("PUT", "/api/v1/sessions/{session_id}/promise"): _ADMIN,
-    ("GET", "/api/v1/sessions/{session_id}/events/stream"): _ADMIN,
+    ("GET", "/api/v1/sessions/{session_id}/events/stream"): _READERS,
     ("POST", "/api/v1/sessions/{session_id}/stop"): _ADMIN,
     ("POST", "/api/v1/sessions/{session_id}/cancel"): _ADMIN,
-    ("GET", "/api/v1/events"): _ADMIN,
-    ("GET", "/api/v1/events/stream"): _ADMIN,
+    ("GET", "/api/v1/events"): _READERS,
+    ("GET", "/api/v1/events/stream"): _READERS,
+    ("GET", "/api/v1/audit"): _READERS,
     ("POST", "/api/v1/tokens"): _ADMIN,
-    ("GET", "/api/v1/tokens"): _ADMIN,
+    ("GET", "/api/v1/tokens"): _READERS,
     ("DELETE", "/api/v1/tokens/{token_id}"): _ADMIN,
-    # every tier renews its own token before it expires (a ticket is refused: audience)
+    # every tier renews its own token before it expires (a ticket is refused: audience);
+    # viewer and metrics tokens are issued anew instead
     ("POST", "/api/v1/tokens/renew"): frozenset({Role.CLIENT, Role.COMBINER, Role.ADMIN}),
-    # Prometheus scrapes with an admin token; a combiner's own /metrics checks this row too
-    ("GET", "/metrics"): _ADMIN,
+    # Prometheus scrapes with a metrics token (docs/operations.md); a combiner's own
+    # /metrics checks this row too
+    ("GET", "/metrics"): _SCRAPERS,
 }

@@ -24,3 +24,9 @@ class Role(StrEnum):
     """A data holder: trains and validates on its own data."""
     CONTROLLER = "controller"
     """The controller itself, when it calls combiners (asks them for a round's partial)."""
+    VIEWER = "viewer"
+    """Read-only people and scripts: every list, record, model and event stream the REST
+    API serves to admins, and the metrics; never a write (start, stop, upload, tokens)."""
+    METRICS = "metrics"
+    """A Prometheus scraper: ``GET /metrics`` of the controller and the combiners, nothing
+    else, so the credential in its scrape config can neither read models nor run sessions."""

@@ -20,7 +20,6 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from stratafl.errors import NotFoundError
 from stratafl.records import (
     ClientRecord,
     CombinerRecord,
@@ -31,7 +30,9 @@ from stratafl.records import (
     SessionRecord,
 )
 from stratafl.status import ClientStatus, CombinerStatus, SessionStatus
+from stratafl.store.audit import AuditTable
 from stratafl.store.events import EventListener, EventTable
+from stratafl.store.ids import row_by_id
 from stratafl.store.listing import ListingTable
 from stratafl.store.migrations import migrated_engine
 from stratafl.store.offloop import OffLoop
@@ -50,7 +51,7 @@ __all__ = ["StateStore"]
 R = TypeVar("R", bound=Record)
 
 
-class StateStore(TokenTable, ProgressTable, ListingTable, EventTable):
+class StateStore(TokenTable, AuditTable, ProgressTable, ListingTable, EventTable):
     """Typed reads and writes of the controller's state; no I/O in the constructor.
 
     Every method blocks on the database: code on an event loop calls them through
@@ -210,12 +211,16 @@ class StateStore(TokenTable, ProgressTable, ListingTable, EventTable):
 
     @staticmethod
     def _model_row(db: Session, model_id: str) -> ModelRow:
-        row = db.get(ModelRow, model_id)
-        if row is None:
-            raise NotFoundError(
-                f"model {model_id!r} is not in the model trail; list models with GET /api/v1/models"
-            )
-        return row
+        """The model ``model_id`` names: its id or a unique prefix (`store.ids`)."""
+        return row_by_id(
+            db,
+            ModelRow,
+            ModelRow.id,
+            model_id,
+            what="model",
+            missing=f"model {model_id!r} is not in the model trail; list models with "
+            "`strata model list` (GET /api/v1/models)",
+        )
 
     # -- sessions and rounds ------------------------------------------------------------
 
@@ -277,12 +282,16 @@ class StateStore(TokenTable, ProgressTable, ListingTable, EventTable):
 
     @staticmethod
     def _session_row(db: Session, session_id: str) -> SessionRow:
-        row = db.get(SessionRow, session_id)
-        if row is None:
-            raise NotFoundError(
-                f"session {session_id!r} does not exist; list them with GET /api/v1/sessions"
-            )
-        return row
+        """The session ``session_id`` names: its id or a unique prefix (`store.ids`)."""
+        return row_by_id(
+            db,
+            SessionRow,
+            SessionRow.id,
+            session_id,
+            what="session",
+            missing=f"session {session_id!r} does not exist; list them with "
+            "`strata session list` (GET /api/v1/sessions)",
+        )
 
     def add_round(self, record: RoundRecord) -> None:
         """Record one round; its outcomes, validation, traffic and timings become JSON."""

@@ -116,6 +116,18 @@ class TokenRow(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class AuditRow(Base):
+    """An admin action (see `stratafl.records.AuditRecord`); rows are only ever added."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(256), index=True)
+    action: Mapped[str] = mapped_column(String(32))  # stratafl.records.AuditAction
+    target: Mapped[str] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 def sqlite_url(workdir: Path) -> str:
     """The controller's default database: SQLite in its work folder."""
     return f"sqlite:///{workdir / 'state.db'}"

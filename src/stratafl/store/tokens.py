@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from stratafl.errors import AuthError, ConfigError, NotFoundError
 from stratafl.records import TokenRecord
 from stratafl.security.tokens import Claims
+from stratafl.store.ids import row_by_id
 from stratafl.store.tables import TokenRow
 
 __all__ = ["REVOCATION_GRACE_SECONDS", "TokenTable"]
@@ -116,10 +117,12 @@ class TokenTable:
                 "that is not a token id (pass the id, not the token); list the tokens with "
                 "`strata token list`"
             )
-        row = db.get(TokenRow, token_id)
-        if row is None:
-            raise NotFoundError(
-                f"token {token_id!r} was never issued here; list the tokens with "
-                "`strata token list`"
-            )
-        return row
+        return row_by_id(
+            db,
+            TokenRow,
+            TokenRow.token_id,
+            token_id,
+            what="token",
+            missing=f"token {token_id!r} was never issued here; list the tokens with "
+            "`strata token list`",
+        )

@@ -9,6 +9,7 @@ concept each:
     rest_sessions    sessions (start, follow, stop, cancel, promise) and events
     rest_stream      the live events, as Server-Sent Events
     rest_tokens      tokens: create, list, revoke
+    rest_audit       the audit log of admin actions (each writing router adds to it)
     rest_metrics     Prometheus metrics
     rest_dashboard   the dashboard's page and scripts (public: they hold no data)
 
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI
 
 from stratafl.controller.rest.apps import APPS_PATH, MAX_APP_BYTES, apps_router
+from stratafl.controller.rest.audit import audit_router
 from stratafl.controller.rest.auth import Authorizer, declare_security
 from stratafl.controller.rest.bounds import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, BoundedBodies
 from stratafl.controller.rest.dashboard import dashboard_router
@@ -92,10 +94,11 @@ def create_api(
         default=MAX_JSON_BYTES,
     )
     app.include_router(federation_router(controller, authorize))
-    app.include_router(models_router(controller))
+    app.include_router(models_router(controller, authorize))
     app.include_router(apps_router(controller, authorize))
     app.include_router(sessions_router(controller, authorize))
     app.include_router(tokens_router(controller, authorize))
+    app.include_router(audit_router(controller))
     app.include_router(metrics_router(controller))
     app.include_router(dashboard_router())
     return app

@@ -16,17 +16,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
+from stratafl.controller.rest.audit import record_action
+from stratafl.controller.rest.auth import Authorizer
 from stratafl.controller.rest.bodies import pieces, stream_to_file
 from stratafl.controller.rest.bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest.errors import binary, error_response, errors_of
 from stratafl.errors import ModelFormatError
 from stratafl.modelfile.codec import MappedModelFile, check_model_file
-from stratafl.records import ModelRecord, Page
+from stratafl.records import AuditAction, ModelRecord, Page
 from stratafl.restapi.schema import ErrorBody
-from stratafl.store.protocols import ModelReads
+from stratafl.security import Claims
+from stratafl.store.protocols import ModelReads, SessionReads
 
 if TYPE_CHECKING:
     from stratafl.controller.wiring import Controller
@@ -36,9 +39,11 @@ __all__ = ["UPLOAD_PATH", "models_router"]
 UPLOAD_PATH = "/api/v1/models"
 
 
-def models_router(controller: Controller) -> APIRouter:
+def models_router(controller: Controller, authorize: Authorizer) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     store: ModelReads = controller.store
+    sessions: SessionReads = controller.store
+    caller_of = Depends(authorize.caller)
 
     @router.post(
         "/models",
@@ -46,7 +51,7 @@ def models_router(controller: Controller) -> APIRouter:
         responses=errors_of(413),
         openapi_extra={"requestBody": {"required": True, **binary("a safetensors file")}},
     )
-    async def upload_model(request: Request) -> ModelRecord:
+    async def upload_model(request: Request, caller: Claims = caller_of) -> ModelRecord:
         """Upload a seed model as a safetensors file in the request body."""
         name = f"upload-{uuid.uuid4().hex}"
         staged = await asyncio.to_thread(controller.trail.staging_path, name)
@@ -55,9 +60,18 @@ def models_router(controller: Controller) -> APIRouter:
             specs = await asyncio.to_thread(check_model_file, staged)
             await asyncio.to_thread(refuse_non_finite, staged)
             parameters = sum(spec.size for spec in specs)
-            return await asyncio.to_thread(
+            record = await asyncio.to_thread(
                 controller.trail.publish_file, staged, parameters=parameters
             )
+            await record_action(
+                controller.store,
+                AuditAction.MODEL_UPLOADED,
+                caller,
+                record.id,
+                size_bytes=record.size_bytes,
+                parameters=parameters,
+            )
+            return record
         finally:  # publish_file consumes the file; a refused upload leaves nothing behind
             await asyncio.to_thread(staged.unlink, missing_ok=True)
 
@@ -66,6 +80,8 @@ def models_router(controller: Controller) -> APIRouter:
         session_id: str | None = None, after: After = None, limit: Limit = DEFAULT_LIMIT
     ) -> Page[ModelRecord]:
         """Models in the order they were stored, all of them or those one session made."""
+        if session_id is not None:
+            session_id = (await store.off_loop.read(sessions.session, session_id)).id
         return await store.off_loop.read(store.models_page, session_id, after, limit)
 
     @router.get("/models/{model_id}", responses=errors_of(404))
@@ -77,6 +93,7 @@ def models_router(controller: Controller) -> APIRouter:
         model_id: str, after: After = None, limit: Limit = DEFAULT_LIMIT
     ) -> Page[ModelRecord]:
         """The model and its ancestors, newest first: the seed model comes last."""
+        model_id = (await store.off_loop.read(store.model, model_id)).id  # a prefix: its id
         return await store.off_loop.read(store.trail_page, model_id, after, limit)
 
     @router.get(
@@ -92,9 +109,9 @@ def models_router(controller: Controller) -> APIRouter:
         """The model's safetensors file, streamed from the model store (a folder, S3...)."""
         record = await store.off_loop.read(store.model, model_id)
         if record.pruned_at is not None:  # its row stays in the trail; its file is gone
-            detail = f"model {model_id} was pruned: {controller.trail.retention.describe()}"
+            detail = f"model {record.id} was pruned: {controller.trail.retention.describe()}"
             return error_response(410, "Gone", detail)
-        stream = await asyncio.to_thread(controller.models.open, model_id)
+        stream = await asyncio.to_thread(controller.models.open, record.id)
         return StreamingResponse(
             pieces(stream),
             media_type="application/octet-stream",

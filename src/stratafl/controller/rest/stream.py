@@ -83,8 +83,8 @@ def add_stream_routes(router: APIRouter, controller: Controller) -> None:
     ) -> StreamingResponse:
         """The session's events, live; closes after its end event (session_finished,
         session_stopped, session_cancelled or session_failed)."""
-        await store.off_loop.read(store.session, session_id)  # an unknown session is a 404
-        return _stream(store, feed, session_id, _event_id(last_event_id or after))
+        session = await store.off_loop.read(store.session, session_id)  # unknown: a 404
+        return _stream(store, feed, session.id, _event_id(last_event_id or after))
 
     @router.get("/events/stream", response_class=StreamingResponse, responses=STREAM_RESPONSES)
     async def all_events_stream(

@@ -1,9 +1,11 @@
-"""REST endpoints of the tokens the controller issues: create, list, revoke (admins only).
+"""REST endpoints of the tokens the controller issues: create, list, revoke (admins only;
+viewers may list).
 
 A new token is answered once, with its record; the controller keeps only the record (the
 claims and a label), so it can be listed and revoked but never shown again. A revoked
 token is refused by the REST API at once and by combiners from their next heartbeat.
 A renewed token keeps its id, so revoking the id refuses every copy and every ticket.
+Issuing and revoking are recorded in the audit log under the caller's subject.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends
 
+from stratafl.controller.rest.audit import record_action
 from stratafl.controller.rest.auth import Authorizer
 from stratafl.controller.rest.bounds import DEFAULT_LIMIT, After, Limit
 from stratafl.controller.rest.errors import errors_of
 from stratafl.controller.rest.federation import trust_of
-from stratafl.records import Page, TokenRecord
+from stratafl.records import AuditAction, Page, TokenRecord
 from stratafl.restapi.schema import IssuedToken, TokenRequest
 from stratafl.security import Claims, Role
 
@@ -32,7 +35,7 @@ def tokens_router(controller: Controller, authorize: Authorizer) -> APIRouter:
     caller_of = Depends(authorize.caller)
 
     @router.post("/tokens", status_code=201, responses=errors_of(400, 413))
-    async def create_token(body: TokenRequest) -> IssuedToken:
+    async def create_token(body: TokenRequest, caller: Claims = caller_of) -> IssuedToken:
         """A new token, shown in this answer only: hand it over now."""
         issue = trust_of(controller, "issue tokens").issue
         token, record = await store.off_loop.write(
@@ -44,6 +47,15 @@ def tokens_router(controller: Controller, authorize: Authorizer) -> APIRouter:
             ttl_seconds=body.ttl_seconds,
             max_examples=body.max_examples,
             hosts=body.hosts,
+        )
+        await record_action(
+            store,
+            AuditAction.TOKEN_ISSUED,
+            caller,
+            record.token_id,
+            role=record.role,
+            name=record.name,
+            subject=record.subject,
         )
         return IssuedToken(token=token, record=record)
 
@@ -61,10 +73,20 @@ def tokens_router(controller: Controller, authorize: Authorizer) -> APIRouter:
         return await store.off_loop.read(store.tokens_page, after, limit)
 
     @router.delete("/tokens/{token_id}", responses=errors_of(400, 404, 409))
-    async def revoke_token(token_id: str) -> TokenRecord:
-        """Revoke a token by its id; revoking it again changes nothing. The last admin
-        token that is neither revoked nor expired cannot be revoked (409)."""
+    async def revoke_token(token_id: str, caller: Claims = caller_of) -> TokenRecord:
+        """Revoke a token by its id (or a unique prefix of it); revoking it again changes
+        nothing. The last admin token that is neither revoked nor expired cannot be
+        revoked (409)."""
         revoke = trust_of(controller, "revoke tokens").revoke
-        return await store.off_loop.write(revoke, store, token_id)
+        record = await store.off_loop.write(revoke, store, token_id)
+        await record_action(
+            store,
+            AuditAction.TOKEN_REVOKED,
+            caller,
+            record.token_id,
+            role=record.role,
+            subject=record.subject,
+        )
+        return record
 
     return router
