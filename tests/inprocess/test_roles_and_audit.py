@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Counter
-from stratafl.combiner.metrics_server import MetricsServer
+from stratafl.observe.metrics_server import MetricsServer
 
 from stratafl.controller.rest.app import create_api
 from stratafl.controller.wiring import Controller

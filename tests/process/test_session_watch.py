@@ -121,7 +121,7 @@ def test_watching_an_unknown_session_is_an_error_naming_the_fix(served):
         app, ["session", "watch", "nope"], env={"STRATA_CONTROLLER": served.url}
     )
     assert isinstance(result.exception, errors.NotFoundError)
-    assert "list them with GET /api/v1/sessions" in str(result.exception)
+    assert "list them with `strata session list`" in str(result.exception)
 
 
 @pytest.mark.slow

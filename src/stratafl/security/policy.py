@@ -63,7 +63,7 @@ REST_ROLES: Mapping[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/v1/apps"): _ADMIN,
     ("GET", "/api/v1/apps"): _READERS,
     # a client fetches the running session's package only (controller/rest/apps.py)
-    ("GET", "/api/v1/apps/{sha256}/download"): frozenset({Role.CLIENT, Role.ADMIN}),
+    ("GET", "/api/v1/apps/{sha256}/download"): _READERS | {Role.CLIENT},
     ("POST", "/api/v1/sessions"): _ADMIN,
     ("GET", "/api/v1/sessions"): _READERS,
     ("GET", "/api/v1/sessions/{session_id}"): _READERS,
