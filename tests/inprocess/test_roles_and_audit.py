@@ -11,11 +11,11 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Counter
-from stratafl.observe.metrics_server import MetricsServer
 
 from stratafl.controller.rest.app import create_api
 from stratafl.controller.wiring import Controller
 from stratafl.modelfile.codec import params_to_bytes
+from stratafl.observe.metrics_server import MetricsServer
 from stratafl.records import AuditAction
 from stratafl.restapi.schema import ErrorBody
 from stratafl.security import Role

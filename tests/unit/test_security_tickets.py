@@ -16,7 +16,7 @@ from stratafl.controller.trust import ADMIN_TOKEN_SECONDS, MEMBER_TOKEN_SECONDS,
 from stratafl.errors import AuthError, ConfigError, Conflict, PermissionDenied, RateLimited
 from stratafl.security import Role, TokenSigner, TokenVerifier, certificate_request
 from stratafl.security.claims import b64encode
-from stratafl.security.renewal import renewal_due, seconds_to_renewal
+from stratafl.security.renewal import keep_renewed_token, renewal_due, seconds_to_renewal
 from stratafl.store.state import StateStore
 from stratafl.store.tables import sqlite_url
 from stratafl.transport.credentials import INSECURE
@@ -194,3 +194,15 @@ def test_each_caller_has_its_own_bucket():
         limiter.take("client a")
     with pytest.raises(ConfigError):
         RateLimits(per_second=0)
+
+
+def test_a_renewed_token_is_written_back_or_kept_in_memory_with_one_warning(tmp_path, caplog):
+    token_file = tmp_path / "client.token"
+    token_file.write_text("old\n")
+    assert keep_renewed_token(token_file, "fresh") and token_file.read_text() == "fresh\n"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    # a read-only secret mount cannot be replaced: as unwritable here, a file for a folder
+    unwritable = token_file / "token"
+    with caplog.at_level("WARNING"):
+        assert not keep_renewed_token(unwritable, "fresher")
+    assert "a restart reads the old one" in caplog.text and str(unwritable) in caplog.text

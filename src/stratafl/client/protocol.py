@@ -62,10 +62,9 @@ from stratafl.proto import stratafl_pb2 as pb
 from stratafl.proto import stratafl_pb2_grpc as pb_grpc
 from stratafl.restapi.schema import Assignment
 from stratafl.security import TokenVerifier
-from stratafl.security.files import write_private
 from stratafl.security.grants import GrantVerifier
 from stratafl.security.receipts import Statement, decode_key, make_receipt
-from stratafl.security.renewal import renewal_due, seconds_to_renewal
+from stratafl.security.renewal import keep_renewed_token, renewal_due, seconds_to_renewal
 from stratafl.transport.channels import open_aio_channel
 from stratafl.transport.streams import receive_download
 from stratafl.transport.task_stream import (
@@ -212,7 +211,7 @@ class ClientProtocol:
             return
         client.token = token
         if client.token_file is not None:
-            await asyncio.to_thread(write_private, client.token_file, f"{token}\n".encode())
+            await asyncio.to_thread(keep_renewed_token, client.token_file, token)
         log.info("%s: renewed its token", client.client_id)
 
     async def serve(self, client: ClientState, assignment: Assignment) -> None:

@@ -38,8 +38,8 @@ from stratafl.security import (
     certificate_request,
     read_claims_unverified,
 )
-from stratafl.security.files import write_private
 from stratafl.security.own import OwnCertificate
+from stratafl.security.renewal import keep_renewed_token
 from stratafl.transport.backoff import Backoff
 from stratafl.transport.credentials import INSECURE, PeerCredentials
 
@@ -153,7 +153,7 @@ class EnrolmentPlan:
         ) as controller:
             token = controller.renew_token().token
         if self.token_file is not None:
-            write_private(self.token_file, f"{token}\n".encode())
+            keep_renewed_token(self.token_file, token)
         return dialing.with_token(token)
 
 
