@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,10 +46,18 @@ TIERS = ("postgres", "controller", "combiner-a", "combiner-b", *CLIENTS)
 T = TypeVar("T")
 
 
+def _podman_compose() -> str | None:
+    """podman-compose on PATH, or beside this interpreter (the dev extras install it into
+    the venv, whose bin/ is not on PATH when the suite runs as .venv/bin/python -m pytest)."""
+    beside = Path(sys.executable).parent / "podman-compose"
+    return shutil.which("podman-compose") or (str(beside) if beside.is_file() else None)
+
+
 def _tools_missing() -> str | None:
-    for tool in ("podman", "podman-compose"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed: run scripts/setup.sh dev (CI requires it)"
+    if shutil.which("podman") is None:
+        return "podman is not installed: run scripts/setup.sh dev (CI requires it)"
+    if _podman_compose() is None:
+        return "podman-compose is not installed: run scripts/setup.sh dev (CI requires it)"
     if not SYSTEM_DIR.is_dir():
         return f"{SYSTEM_DIR} is missing: apt-get install dataset-fashion-mnist"
     return None
@@ -134,8 +143,9 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
         "STRATA_REST_PORT": str(port),
         "STRATA_APP": APP,
         "FASHION_MNIST_DIR": str(SYSTEM_DIR),
+        "COMPOSE": str(_podman_compose()),
     }
-    compose = ["podman-compose", "--file", str(COMPOSE_FILE), "--project-name", project]
+    compose = [env["COMPOSE"], "--file", str(COMPOSE_FILE), "--project-name", project]
     try:
         up = [COMPOSE_FILE.parent / "up.sh"]
         subprocess.run(up, env=env, check=True, timeout=300, stdout=subprocess.DEVNULL)
