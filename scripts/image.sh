@@ -86,7 +86,7 @@ version=$("$python" -m setuptools_scm 2>/dev/null || git describe --tags --alway
 version=${version//+/-}
 image=${tag:-localhost/stratafl:$version}
 # What the stratafl image is made of: the package's sources and the build's arguments.
-source_id=$( { find src pyproject.toml README.md deploy/container -type f \
+source_id=$( { find src pyproject.toml README.md deploy/container -type f ! -path '*.egg-info/*' \
     ! -path '*__pycache__*' ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum
   printf '%s\n' "${build_args[@]+"${build_args[@]}"}"; } | sha256sum | cut -c1-16)
 have=$(podman image inspect --format '{{index .Labels "org.stratafl.source"}}' "$image" 2>/dev/null || true)
