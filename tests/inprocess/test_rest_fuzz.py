@@ -7,7 +7,7 @@ of a role the operation admits (an admin's wherever an admin may call), so the r
 reach the endpoints rather than stopping at the auth check. Every answer must be a non-5xx
 that matches the response the document declares for its status.
 
-About 9 ms per request here: EXAMPLES per operation and mode keeps it near 1.5 minutes.
+About 9 ms per request here: EXAMPLES per operation and mode keeps it under a minute.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from stratafl.security.policy import REST_ROLES
 from tests.support.controllers import open_controller
 from tests.support.fuzz import fuzz_budget
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(900)]  # ~28 operations x 2 modes x 100
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(900)]  # ~35 operations x 2 modes x 40
 
-EXAMPLES = fuzz_budget("rest", 100)
-"""Requests generated per operation and mode (positive, negative): 100 by default (about
-90 s here; 200 took 183 s), ``STRATA_FUZZ_REST_EXAMPLES`` for more."""
+EXAMPLES = fuzz_budget("rest", 40)
+"""Requests generated per operation and mode (positive, negative): 40 by default (100 took
+90-130 s here, over the suite's budget once the API grew), ``STRATA_FUZZ_REST_EXAMPLES``
+for more."""
 CHECKS = [not_a_server_error, response_schema_conformance]
 
 

@@ -232,5 +232,7 @@ class ClientRuntime:
                 f"cannot serve metrics on {host_port(serving.host, serving.port)}: "
                 f"{exc.strerror or exc}; pick another --metrics-port (0: a free one)"
             ) from exc
+        # a reconnect serves on a fresh loop: the same port, so a scrape target stays valid
+        self._serving = dataclasses.replace(serving, port=port)
         self.metrics_url = f"{exposed.scheme}://{host_port(serving.host, port)}/metrics"
         log.info("client metrics at %s", self.metrics_url)
