@@ -32,6 +32,7 @@ from stratafl.data.fashion_mnist import SYSTEM_DIR
 from stratafl.errors import StrataError
 from stratafl.restapi import ControllerClient
 from stratafl.settings import SessionConfig
+from tests.support.containers import build_images, podman_env
 from tests.support.marks import HEAVY
 from tests.support.strata import invoke_strata
 
@@ -130,11 +131,8 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
         if os.environ.get("CI"):
             pytest.fail(missing)
         pytest.skip(missing)
-    built = subprocess.run(
-        [ROOT / "scripts" / "image.sh", "--conf"], capture_output=True, text=True, check=True
-    )
-    env = dict(os.environ, CONTAINERS_CONF=built.stdout.strip())
-    subprocess.run([ROOT / "scripts" / "image.sh"], env=env, check=True, timeout=1200)
+    env = podman_env()
+    build_images(env)
     project = f"stratatest{uuid.uuid4().hex[:8]}"
     port = _free_port()
     env |= {

@@ -12,13 +12,13 @@ and what stands in for it: tests/support/kubeplay.py and docs/deployment.md, "Ku
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.containers import build_images
 from tests.support.kubeplay import (
     KubePlay,
     generic_secret,
@@ -32,7 +32,6 @@ from tests.support.paths import REPOSITORY
 pytestmark = [pytest.mark.slow, pytest.mark.container, HEAVY]
 
 OVERLAYS = REPOSITORY / "deploy" / "k8s" / "overlays"
-IMAGES = ("localhost/stratafl:latest", "localhost/stratafl-postgres:15")
 CONTROLLER = "strata-controller"
 ADMIN = [
     "--controller=https://strata-controller:8443",  # the in-cluster name (a --tls-host)
@@ -42,18 +41,6 @@ ADMIN = [
 APP = "stratafl.apps.noise:make_app"
 ROUNDS = 2
 SITES = ("site-1", "site-2")
-
-
-def _images_built(play: KubePlay) -> None:
-    """Build the images with scripts/image.sh unless both exist (minutes, once)."""
-    exists = [
-        subprocess.run(["podman", "image", "exists", i], env=play.env, timeout=60).returncode == 0
-        for i in IMAGES
-    ]
-    if not all(exists):
-        subprocess.run(
-            [str(REPOSITORY / "scripts" / "image.sh")], env=play.env, timeout=1200, check=True
-        )
 
 
 def _public_names(docs: list[dict[str, Any]], container: str, flag: str) -> list[str]:
@@ -85,7 +72,7 @@ def test_two_organisations_run_a_federation_of_pods(tmp_path: Path):
     combiner_name = _public_names(org_b, "combiner", "--advertise-address")[0]
 
     with KubePlay(tmp_path) as play:
-        _images_built(play)
+        build_images(play.env)
         at = {**play.addresses(org_a), **play.addresses(org_b)}
         hosts = {
             "strata-postgres": at["strata-postgres"],

@@ -38,17 +38,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.containers import podman_env
+
 Doc = dict[str, Any]
-
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-"""
-"""runc (crun refuses this sandbox's hybrid cgroups) and ulimits set explicitly (a
-container may not raise them without CAP_SYS_RESOURCE)."""
 
 
 def tools_missing() -> str | None:
@@ -177,8 +169,7 @@ class KubePlay:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.env = dict(os.environ, CONTAINERS_CONF=str(folder / "containers.conf"))
-        (folder / "containers.conf").write_text(CONTAINERS_CONF)
+        self.env = podman_env()  # runc and explicit ulimits, as scripts/image.sh sets them
         self.network = f"strata-kube-{secrets.token_hex(3)}"
         self.subnet = f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250)}"
         self._next_host = 10
