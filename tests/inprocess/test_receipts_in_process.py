@@ -57,23 +57,31 @@ class Federation(InProcessFederation):
         ]
 
 
+def _one_fedavg_round(federation: InProcessFederation, round_timeout: float):
+    """Round 1 of a FedAvg session from MODEL (at least 2 clients), then the federation
+    closed: its report and the model it made."""
+    try:
+        seed = federation.seed(MODEL)
+        config = SessionConfig(
+            round_timeout=round_timeout, wait_for_clients_seconds=0.0, min_clients=2
+        )
+        report = federation.run(
+            federation.sessions._rounds.run(
+                "s", config, parse_aggregator("fedavg"), 1, seed, ServerOptState()
+            )
+        )
+        return report, stored_params(federation.models, report.record.model_out)
+    finally:
+        federation.close()
+
+
 def test_an_invented_client_is_rejected_and_its_combiner_partial_left_out(tmp_path):
     federation = Federation(tmp_path)
     honest, liar = federation.add_combiner("honest"), federation.add_combiner("liar")
     federation.add_client(honest, 0, H)
     federation.add_client(honest, 1, H)
     federation.add_client(liar, 2, H)
-    try:
-        seed = federation.seed(MODEL)
-        config = SessionConfig(round_timeout=1.0, wait_for_clients_seconds=0.0, min_clients=2)
-        report = federation.run(
-            federation.sessions._rounds.run(
-                "s", config, parse_aggregator("fedavg"), 1, seed, ServerOptState()
-            )
-        )
-        new = stored_params(federation.models, report.record.model_out)
-    finally:
-        federation.close()
+    report, new = _one_fedavg_round(federation, round_timeout=1.0)
     record = report.record
     assert record.status == RoundStatus.FINISHED, record.reason
     ghost = next(o for o in record.outcomes if o.client_id == "ghost")
@@ -96,17 +104,7 @@ def test_a_bad_receipt_is_rejected_at_its_honest_combiner_and_the_round_goes_on(
     federation.add_client(combiner, 0, H)
     federation.add_client(combiner, 1, Behaviour.BAD_RECEIPT)
     federation.add_client(combiner, 2, H)
-    try:
-        seed = federation.seed(MODEL)
-        config = SessionConfig(round_timeout=5.0, wait_for_clients_seconds=0.0, min_clients=2)
-        report = federation.run(
-            federation.sessions._rounds.run(
-                "s", config, parse_aggregator("fedavg"), 1, seed, ServerOptState()
-            )
-        )
-        new = stored_params(federation.models, report.record.model_out)
-    finally:
-        federation.close()
+    report, new = _one_fedavg_round(federation, round_timeout=5.0)
     record = report.record
     assert record.status == RoundStatus.FINISHED, record.reason
     assert not report.events, "no partial is rejected"
