@@ -78,8 +78,8 @@ def rogue_federation(
         ).start()
         try:
             for client_id in HIDDEN:  # least loaded: the controller sends both to the rogue
-                with attacker.rest(attacker.token(client_id, Role.CLIENT)) as rest:
-                    assert rest.assign().combiner_id == "rogue"
+                assigned = attacker.assigned(attacker.token(client_id, Role.CLIENT))
+                assert assigned.combiner_id == "rogue"
             yield fed, rogue, seed.id
         finally:
             rogue.stop()
@@ -157,8 +157,7 @@ def test_a_client_on_two_combiners_counts_once(two_combiners):
     size = fed.client.download_params(seed.id)["w"].size
     with Attacker(fed) as attacker:
         token = attacker.token("client-9", Role.CLIENT)
-        with attacker.rest(token) as rest:
-            assignment = rest.assign(preferred_combiner="combiner-0")
+        assignment = attacker.assigned(token, preferred_combiner="combiner-0")
         assert assignment.combiner_id == "combiner-0"
 
         def train_as_client_9(client: HostileClient, task: pb.Task) -> None:
@@ -217,8 +216,7 @@ def test_a_bad_receipt_costs_its_client_not_the_partial(two_combiners):
     size = fed.client.download_params(seed.id)["w"].size
     with Attacker(fed) as attacker:
         token = attacker.token("client-7", Role.CLIENT)
-        with attacker.rest(token) as rest:
-            assignment = rest.assign(preferred_combiner="combiner-0")
+        assignment = attacker.assigned(token, preferred_combiner="combiner-0")
         assert assignment.combiner_id == "combiner-0"
 
         def answer(client: HostileClient, task: pb.Task) -> None:

@@ -149,11 +149,12 @@ class Attacker:
         issued = self.fed.client.create_token(subject, role, max_examples=max_examples, hosts=hosts)
         return issued.token
 
-    def assigned(self, token: str) -> Assignment:
-        """What ``/assign`` answers the client of ``token``: its combiner and its ticket
-        there (the only token that combiner accepts from it)."""
+    def assigned(self, token: str, preferred_combiner: str | None = None) -> Assignment:
+        """What ``/assign`` answers the client of ``token`` (asking for
+        ``preferred_combiner``, if given): its combiner and its ticket there (the only
+        token that combiner accepts from it)."""
         with self.rest(token) as rest:
-            assignment = rest.assign()
+            assignment = rest.assign(preferred_combiner=preferred_combiner)
         assert assignment.ticket, "a secured controller hands out a ticket"
         return assignment
 
