@@ -50,13 +50,12 @@ class ClientContext:
     data_path: Path | None = None
     """Where this site keeps its data (``data_path`` of its site file, or ``--data-path``);
     None when not configured, for apps that find their data themselves."""
-    settings: Mapping[str, AppSettingValue] = field(default_factory=lambda: MappingProxyType({}))
+    settings: Mapping[str, AppSettingValue] = field(default_factory=dict)
     """The site's own settings for the app (its site file's ``[settings]`` table), typed
-    as written and read-only."""
+    as written and read-only: a copy of what was given, which the caller cannot change."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.settings, MappingProxyType):
-            object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
 
     def __reduce__(self) -> tuple[type[ClientContext], tuple[object, ...]]:
         """Pickled field by field, the settings as a plain dict (a read-only view does not

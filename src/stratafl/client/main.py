@@ -8,7 +8,6 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 from stratafl.attacks import attacked
 from stratafl.client.app import ClientContext, load_app
@@ -103,7 +102,7 @@ def run_client(options: ClientOptions) -> None:
         partitioner=options.partitioner,
         seed=options.seed,
         data_path=options.data_path,
-        settings=MappingProxyType(dict(options.settings)),
+        settings=options.settings,  # ClientContext keeps a read-only copy
     )
     app = load_app(options.app, context)
     if options.attack is not None:
