@@ -22,6 +22,7 @@ from stratafl.security.policy import REST_ROLES
 from stratafl.security.receipts import decode_key
 from tests.support.asgi import SyncASGI
 from tests.support.controllers import open_controller
+from tests.support.rest_ids import url_of
 
 DAY = 24 * 3600.0
 
@@ -84,12 +85,6 @@ def _operations(api: SyncASGI) -> list[tuple[str, str]]:
     return [(method.upper(), path) for path, item in spec["paths"].items() for method in item]
 
 
-def _url(template: str) -> str:
-    return (
-        template.replace("{model_id}", "m").replace("{session_id}", "s").replace("{token_id}", "t")
-    )
-
-
 def test_the_role_table_and_the_openapi_document_list_the_same_operations(api):
     assert set(_operations(api)) == set(REST_ROLES)
 
@@ -106,7 +101,11 @@ def test_every_operation_refuses_what_it_must_and_admits_its_roles(api, controll
         controller.trust.revoke(controller.store, claims.token_id)
     walked = 0
     for method, template in _operations(api):
-        url, allowed, name = _url(template), REST_ROLES[(method, template)], f"{method} {template}"
+        url, allowed, name = (
+            url_of(template),
+            REST_ROLES[(method, template)],
+            f"{method} {template}",
+        )
         anonymous = api.request(method, url)
         if not allowed:
             assert anonymous.status_code not in (401, 403), name
@@ -214,7 +213,7 @@ def test_an_insecure_controller_takes_the_client_id_from_the_body(insecure_api, 
     detail = _error(api.post("/api/v1/assign", json={}), 422, "ValidationError")
     assert detail.startswith("body.client_id: Field required when the controller runs --insecure")
     for method, template in _operations(api):  # no token needed anywhere
-        assert api.request(method, _url(template)).status_code not in (401, 403), template
+        assert api.request(method, url_of(template)).status_code not in (401, 403), template
 
 
 def test_discovery_hands_out_the_token_key_and_the_ca(api, controller, insecure_api):

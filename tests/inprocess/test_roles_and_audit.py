@@ -22,6 +22,7 @@ from stratafl.security import Role
 from stratafl.security.policy import REST_ROLES
 from tests.support.asgi import SyncASGI
 from tests.support.controllers import open_controller
+from tests.support.rest_ids import url_of
 
 DAY = 24 * 3600.0
 
@@ -70,8 +71,7 @@ def test_a_viewer_reads_what_an_admin_reads_and_a_metrics_token_only_scrapes(api
     for method, template in _operations(api):
         if not REST_ROLES[(method, template)]:
             continue  # public: the health check and the dashboard's files
-        url = template.replace("{model_id}", "m").replace("{session_id}", "s")
-        url = url.replace("{token_id}", "t")
+        url = url_of(template)  # ids that name nothing, not even by prefix
         where = f"{method} {template}"
         as_scraper = api.request(method, url, headers=scraper)
         if template == "/metrics":
