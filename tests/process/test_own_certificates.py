@@ -167,7 +167,7 @@ def test_a_federation_on_an_organisations_certificates(tmp_path):
             scraped = httpx.get(
                 url, headers=admin, verify=ssl.create_default_context(cafile=bundle)
             )
-            assert scraped.status_code == 200
+            assert scraped.status_code == 200, (url, scraped.text[:300])
             assert 'stratafl_client_tasks_total{kind="train"} 1.0' in scraped.text
 
             # A client that trusts only the federation's CA cannot verify the controller.
